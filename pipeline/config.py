@@ -1,0 +1,714 @@
+"""The one loader of `rules.yaml`: it turns the campaign declaration into typed, frozen objects.
+
+Every later stage (templates, validation, consolidation, mail) reads the campaign from here and from
+nowhere else. A mistake in the file is refused with its YAML path and a plain Chinese message.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from pipeline import rulelang
+
+FIELD_TYPES = ("count", "money", "text", "phone", "date")
+RULE_KINDS = ("type", "decimals", "required", "row_total", "check")
+SEVERITIES = ("error", "warning")
+TLS_MODES = ("ssl", "starttls", "none")
+PROVINCE = "province"
+CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """A mistake in rules.yaml (or the units file it names), located by its YAML path."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    title: str
+    issuer: str
+    department: str
+    document_number: str
+    issue_date: dt.date
+    statistics_year: int
+    deadline: dt.datetime  # aware, in `timezone`
+    timezone: str
+    contact_phone: str
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class Item:
+    code: str
+    label: str
+    form: str | None  # the form this item is, or None for a written report tracked for receipt only
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unit:
+    code: str
+    name: str
+    kind: str
+    reports_to: str  # PROVINCE or a unit code
+    items: tuple[str, ...]
+    email: str
+    aliases: tuple[str, ...]
+
+    def owes(self, item: str) -> bool:
+        return item in self.items
+
+
+@dataclass(frozen=True)
+class Field:
+    code: str
+    label: str
+    type: str
+    unit: str = ""
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    group: str = ""
+    wide: bool = False
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in ("count", "money")
+
+    @property
+    def caption(self) -> str:
+        """The column header a person reads: label and unit of measure, as in 慰问困难职工(户)."""
+        return f"{self.label}({self.unit})" if self.unit else self.label
+
+
+@dataclass(frozen=True)
+class Row:
+    code: str
+    label: str
+    total: bool = False
+
+
+@dataclass(frozen=True)
+class Section:
+    code: str
+    title: str
+    fields: tuple[Field, ...]
+    rows: tuple[Row, ...] = ()  # empty for a section of single values
+    row_header: str = ""
+    value_label: str = ""
+    footer: bool = False
+
+    @property
+    def tabular(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def total_row(self) -> Row | None:
+        return next((r for r in self.rows if r.total), None)
+
+    @property
+    def detail_rows(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if not r.total)
+
+    def field(self, code: str) -> Field:
+        return next(f for f in self.fields if f.code == code)
+
+
+@dataclass(frozen=True)
+class Form:
+    code: str
+    attachment: str
+    title: str
+    sheet: str
+    version: str
+    sections: tuple[Section, ...]
+    notes: tuple[str, ...] = ()
+
+    def section(self, code: str) -> Section:
+        return next(s for s in self.sections if s.code == code)
+
+    def slots(self) -> Iterator[tuple[Section, Row | None, Field]]:
+        """Every value of the form in reading order: (section, row or None, field)."""
+        for section in self.sections:
+            if section.tabular:
+                for row in section.rows:
+                    for f in section.fields:
+                        yield section, row, f
+            else:
+                for f in section.fields:
+                    yield section, None, f
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str
+    kind: str
+    message: str
+    forms: tuple[str, ...]  # empty: applies to every form
+    section: str = ""  # row_total
+    each_row: str = ""  # check, row by row over this section
+    check: rulelang.Expr | None = None
+    when: rulelang.Expr | None = None
+    let: tuple[tuple[str, rulelang.Expr], ...] = ()
+    places: int = 2  # decimals
+    index: int = 0  # position in rules.yaml, for messages
+
+
+@dataclass(frozen=True)
+class Mail:
+    sender: str
+    reply_to: str
+    smtp_host: str
+    smtp_port: int
+    tls: str
+    username: str
+    password_env: str
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The whole campaign as declared in rules.yaml."""
+
+    campaign: Campaign
+    items: Mapping[str, Item]
+    unit_kinds: tuple[str, ...]
+    units: tuple[Unit, ...]
+    forms: Mapping[str, Form]
+    rules: tuple[Rule, ...]
+    mail: Mail
+    tolerance: float
+    source: Path
+    sha256: str
+    warnings: tuple[str, ...] = field(default=())
+
+    def unit(self, code: str) -> Unit:
+        for u in self.units:
+            if u.code == code:
+                return u
+        raise KeyError(code)
+
+    def children(self, parent: str) -> tuple[Unit, ...]:
+        return tuple(u for u in self.units if u.reports_to == parent)
+
+    def item_for_form(self, form: str) -> Item:
+        return next(i for i in self.items.values() if i.form == form)
+
+    def units_owing_form(self, form: str) -> tuple[Unit, ...]:
+        item = self.item_for_form(form)
+        return tuple(u for u in self.units if u.owes(item.code))
+
+    def rules_for(self, form: str) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if not r.forms or r.forms == (form,))
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+class _Node:
+    """A value of the parsed YAML together with its path, so every complaint can say where."""
+
+    def __init__(self, value: Any, path: str):
+        self.value = value
+        self.path = path
+
+    def fail(self, message: str) -> ConfigError:
+        return ConfigError(self.path, message)
+
+    def _child_path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        return f"{self.path}.{key}" if self.path else key
+
+    def mapping(self) -> dict[str, Any]:
+        if not isinstance(self.value, dict):
+            raise self.fail(f"应为键值表,实际是 {_kind(self.value)}")
+        return self.value
+
+    def keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.mapping():
+            if key not in allowed:
+                raise ConfigError(self._child_path(str(key)), f'未知的键 "{key}",可用的键:{", ".join(allowed)}')
+
+    def get(self, key: str, required: bool = True, default: Any = None) -> _Node:
+        m = self.mapping()
+        if key not in m or m[key] is None:
+            if required:
+                raise ConfigError(self._child_path(key), "缺少此项")
+            return _Node(default, self._child_path(key))
+        return _Node(m[key], self._child_path(key))
+
+    def items(self) -> Iterator[tuple[str, _Node]]:
+        for key, value in self.mapping().items():
+            yield str(key), _Node(value, self._child_path(str(key)))
+
+    def list(self) -> list[_Node]:
+        if not isinstance(self.value, list):
+            raise self.fail(f"应为列表,实际是 {_kind(self.value)}")
+        return [_Node(v, self._child_path(i)) for i, v in enumerate(self.value)]
+
+    def str(self) -> str:
+        if isinstance(self.value, bool) or not isinstance(self.value, str | int | float):
+            raise self.fail(f"应为文字,实际是 {_kind(self.value)}")
+        return str(self.value).strip()
+
+    def code(self) -> str:
+        text = self.str()
+        if not CODE_RE.match(text) and not text.isdigit():
+            raise self.fail(f'代码 "{text}" 只能由英文字母、数字和下划线组成')
+        return text
+
+    def int(self) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.fail(f"应为整数,实际是 {self.value!r}")
+        return self.value
+
+    def number(self) -> float:
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise self.fail(f"应为数字,实际是 {self.value!r}")
+        return float(self.value)
+
+    def bool(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.fail(f"应为 true 或 false,实际是 {self.value!r}")
+        return self.value
+
+    def strings(self) -> tuple[str, ...]:
+        if isinstance(self.value, str):
+            return tuple(s for s in re.split(r"[,,、;;\s]+", self.value) if s)
+        return tuple(n.str() for n in self.list())
+
+    def date(self) -> dt.date:
+        v = self.value
+        if isinstance(v, dt.datetime):
+            return v.date()
+        if isinstance(v, dt.date):
+            return v
+        try:
+            return dt.date.fromisoformat(str(v))
+        except ValueError:
+            raise self.fail(f'日期 "{v}" 应写成 2016-12-23 的格式') from None
+
+    def datetime(self) -> dt.datetime:
+        v = self.value
+        if isinstance(v, dt.datetime):
+            return v
+        if isinstance(v, dt.date):
+            return dt.datetime.combine(v, dt.time(23, 59, 59))
+        try:
+            return dt.datetime.fromisoformat(str(v))
+        except ValueError:
+            raise self.fail(f'时间 "{v}" 应写成 2017-02-05T23:59:59 的格式') from None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "键值表", list: "列表", str: "文字", int: "整数", float: "数字", bool: "布尔值"}.get(
+        type(value), "空值" if value is None else type(value).__name__
+    )
+
+
+def _optional_str(node: _Node, key: str) -> str:
+    value = node.get(key, required=False)
+    return value.str() if value.value is not None else ""
+
+
+def _choice(node: _Node, choices: tuple[str, ...], what: str) -> str:
+    text = node.str()
+    if text not in choices:
+        raise node.fail(f'未知{what} "{text}",可选:{", ".join(choices)}')
+    return text
+
+
+def _unique(nodes: list[_Node], codes: list[str], what: str) -> None:
+    seen: dict[str, int] = {}
+    for i, c in enumerate(codes):
+        if c in seen:
+            raise ConfigError(nodes[i].path, f'{what} "{c}" 重复,与第 {seen[c] + 1} 项相同')
+        seen[c] = i
+
+
+# --- sections of the file ----------------------------------------------------------------------------
+
+
+def _campaign(node: _Node, warnings: list[str]) -> Campaign:
+    node.keys(
+        (
+            "id", "title", "issuer", "department", "document_number", "issue_date",
+            "statistics_year", "deadline", "timezone", "contact_phone",
+        )
+    )
+    tz_node = node.get("timezone")
+    tz_name = tz_node.str()
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise tz_node.fail(f'未知时区 "{tz_name}",例如 Asia/Shanghai') from None
+    deadline = node.get("deadline").datetime()
+    deadline = deadline.replace(tzinfo=tz) if deadline.tzinfo is None else deadline.astimezone(tz)
+    issue_date = node.get("issue_date").date()
+    if deadline.date() < issue_date:
+        warnings.append(
+            f"campaign.deadline: 截止时间 {deadline:%Y-%m-%d} 早于发文日期 {issue_date:%Y-%m-%d},请核对是否笔误"
+        )
+    return Campaign(
+        id=node.get("id").str(),
+        title=node.get("title").str(),
+        issuer=node.get("issuer").str(),
+        department=_optional_str(node, "department"),
+        document_number=node.get("document_number").str(),
+        issue_date=issue_date,
+        statistics_year=node.get("statistics_year").int(),
+        deadline=deadline,
+        timezone=tz_name,
+        contact_phone=_optional_str(node, "contact_phone"),
+    )
+
+
+def _items(node: _Node) -> dict[str, Item]:
+    items: dict[str, Item] = {}
+    for code, n in node.items():
+        n.keys(("label", "form", "extensions"))
+        form = n.get("form", required=False)
+        ext = n.get("extensions", required=False)
+        items[_Node(code, n.path).code()] = Item(
+            code=code,
+            label=n.get("label").str(),
+            form=form.code() if form.value is not None else None,
+            extensions=tuple(e.lower() for e in ext.strings()) if ext.value is not None else (),
+        )
+    return items
+
+
+def _field(node: _Node) -> Field:
+    node.keys(("code", "label", "type", "unit", "required", "min", "max", "group", "wide"))
+    ftype = node.get("type")
+    t = ftype.str()
+    if t not in FIELD_TYPES:
+        raise ftype.fail(f'未知类型 "{t}",可选:{", ".join(FIELD_TYPES)}')
+
+    def opt(key: str) -> _Node:
+        return node.get(key, required=False)
+
+    return Field(
+        code=node.get("code").code(),
+        label=node.get("label").str(),
+        type=t,
+        unit=opt("unit").str() if opt("unit").value is not None else "",
+        required=opt("required").bool() if opt("required").value is not None else True,
+        min=opt("min").number() if opt("min").value is not None else (0.0 if t in ("count", "money") else None),
+        max=opt("max").number() if opt("max").value is not None else None,
+        group=opt("group").str() if opt("group").value is not None else "",
+        wide=opt("wide").bool() if opt("wide").value is not None else False,
+    )
+
+
+def _section(code: str, node: _Node) -> Section:
+    node.keys(("title", "fields", "rows", "row_header", "value_label", "footer"))
+    field_nodes = node.get("fields").list()
+    fields = tuple(_field(n) for n in field_nodes)
+    _unique([n.get("code") for n in field_nodes], [f.code for f in fields], "字段代码")
+    rows: tuple[Row, ...] = ()
+    rows_node = node.get("rows", required=False)
+    if rows_node.value is not None:
+        row_nodes = rows_node.list()
+        parsed = []
+        for rn in row_nodes:
+            rn.keys(("code", "label", "total"))
+            total = rn.get("total", required=False)
+            parsed.append(
+                Row(rn.get("code").code(), rn.get("label").str(), total.bool() if total.value is not None else False)
+            )
+        _unique([rn.get("code") for rn in row_nodes], [r.code for r in parsed], "行代码")
+        if sum(r.total for r in parsed) > 1:
+            raise rows_node.fail("只能有一个合计行")
+        rows = tuple(parsed)
+
+    def text(key: str) -> str:
+        n = node.get(key, required=False)
+        return n.str() if n.value is not None else ""
+
+    footer = node.get("footer", required=False)
+    return Section(
+        code=_Node(code, node.path).code(),
+        title=text("title"),
+        fields=fields,
+        rows=rows,
+        row_header=text("row_header"),
+        value_label=text("value_label"),
+        footer=footer.bool() if footer.value is not None else False,
+    )
+
+
+def _form(code: str, node: _Node) -> Form:
+    node.keys(("attachment", "title", "sheet", "version", "sections", "notes"))
+    sections = tuple(_section(c, n) for c, n in node.get("sections").items())
+    if not sections:
+        raise node.get("sections").fail("至少要有一节")
+    sheet = node.get("sheet").str()
+    if len(sheet) > 31 or re.search(r"[\[\]:*?/\\]", sheet) or sheet == "_meta":
+        raise node.get("sheet").fail(f'工作表名 "{sheet}" 不可用:最长 31 个字符,不能含 []:*?/\\')
+    notes = node.get("notes", required=False)
+    return Form(
+        code=_Node(code, node.path).code(),
+        attachment=node.get("attachment").str(),
+        title=node.get("title").str(),
+        sheet=sheet,
+        version=node.get("version").str(),
+        sections=sections,
+        notes=tuple(n.str() for n in notes.list()) if notes.value is not None else (),
+    )
+
+
+def _unit_from_mapping(node: _Node) -> Unit:
+    node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases"))
+    email = node.get("email").str()
+    if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", email):
+        raise node.get("email").fail(f'电子邮箱 "{email}" 格式不对')
+    aliases = node.get("aliases", required=False)
+    return Unit(
+        code=node.get("code").code(),
+        name=node.get("name").str(),
+        kind=node.get("kind").str(),
+        reports_to=node.get("reports_to").str(),
+        items=node.get("items").strings(),
+        email=email,
+        aliases=aliases.strings() if aliases.value is not None else (),
+    )
+
+
+UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases")
+
+
+def _units_file(node: _Node, base: Path) -> tuple[list[_Node], bytes]:
+    """Read the contact list staff keep in Excel or CSV into nodes that locate each cell."""
+    path = base / node.str()
+    if not path.is_file():
+        raise node.fail(f"找不到单位通讯录文件 {path}")
+    raw = path.read_bytes()
+    rows: list[list[Any]]
+    if path.suffix.lower() == ".csv":
+        text = raw.decode("utf-8-sig") if not raw.startswith(b"\xff\xfe") else raw.decode("utf-16")
+        rows = [r for r in csv.reader(io.StringIO(text))]
+    else:
+        from python_calamine import CalamineWorkbook
+
+        try:
+            book = CalamineWorkbook.from_filelike(io.BytesIO(raw))
+            rows = book.get_sheet_by_index(0).to_python(skip_empty_area=False)
+        except Exception as exc:  # calamine raises several exception types for unreadable files
+            raise node.fail(f"单位通讯录 {path.name} 无法读取:{exc}") from None
+    if not rows:
+        raise node.fail(f"单位通讯录 {path.name} 是空的")
+    header = [str(h).strip().lower() for h in rows[0]]
+    missing = [c for c in UNIT_COLUMNS if c not in header and c != "aliases"]
+    if missing:
+        raise node.fail(f"单位通讯录 {path.name} 第1行缺少列:{', '.join(missing)}")
+    nodes = []
+    for i, r in enumerate(rows[1:], start=2):
+        values = {h: (r[j] if j < len(r) else "") for j, h in enumerate(header) if h in UNIT_COLUMNS}
+        if not any(str(v).strip() for v in values.values()):
+            continue
+        for k, v in values.items():
+            if isinstance(v, float) and v.is_integer():
+                values[k] = str(int(v))  # a code like 460100 typed as a number
+            elif v == "":
+                values[k] = None
+            else:
+                values[k] = str(v)
+        nodes.append(_Node(values, f"{node.path}({path.name} 第{i}行)"))
+    return nodes, raw
+
+
+def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
+    node.keys(
+        ("id", "severity", "kind", "message", "form", "forms", "section", "each_row", "check", "when", "let",
+         "places")
+    )
+    kind = _choice(node.get("kind"), RULE_KINDS, "规则类型")
+    severity = _choice(node.get("severity"), SEVERITIES, "严重程度")
+    form_codes: tuple[str, ...] = ()
+    if node.get("form", required=False).value is not None:
+        form_codes = (node.get("form").str(),)
+        where = node.get("form")
+    elif node.get("forms", required=False).value is not None:
+        form_codes = node.get("forms").strings()
+        where = node.get("forms")
+    for fc in form_codes:
+        if fc not in forms:
+            raise where.fail(f'规则引用了不存在的报表 "{fc}",已有:{", ".join(forms)}')
+    if kind in ("row_total", "check") and not form_codes:
+        raise ConfigError(f"{node.path}.form", "此类规则必须指明报表(form)")
+
+    def section_of(key: str) -> str:
+        sn = node.get(key)
+        code = sn.str()
+        form = forms[form_codes[0]]
+        if code not in [s.code for s in form.sections]:
+            raise sn.fail(f'报表 {form.code} 中没有 "{code}" 这一节')
+        if not form.section(code).tabular:
+            raise sn.fail(f'"{code}" 这一节没有分行,不能逐行检查')
+        return code
+
+    rule = dict(
+        id=node.get("id").str(), severity=severity, kind=kind, message=node.get("message").str(),
+        forms=form_codes, index=index,
+    )
+    if kind == "decimals":
+        places = node.get("places", required=False)
+        rule["places"] = places.int() if places.value is not None else 2
+    if kind == "row_total":
+        rule["section"] = section_of("section")
+        if forms[form_codes[0]].section(rule["section"]).total_row is None:
+            raise node.get("section").fail("这一节没有合计行(total: true)")
+    if kind == "check":
+        each_row = section_of("each_row") if node.get("each_row", required=False).value is not None else ""
+        scope = rulelang.Scope(
+            forms={c: forms[c] for c in form_codes}, each_row=each_row, cross_form=len(form_codes) > 1
+        )
+        lets: list[tuple[str, rulelang.Expr]] = []
+        let_node = node.get("let", required=False)
+        if let_node.value is not None:
+            for name, ln in let_node.items():
+                lets.append((name, _expr(ln, scope)))
+                scope = scope.with_name(name)
+        rule["let"] = tuple(lets)
+        rule["each_row"] = each_row
+        rule["check"] = _expr(node.get("check"), scope)
+        when = node.get("when", required=False)
+        rule["when"] = _expr(when, scope) if when.value is not None else None
+    return Rule(**rule)  # type: ignore[arg-type]
+
+
+def _expr(node: _Node, scope: rulelang.Scope) -> rulelang.Expr:
+    try:
+        return rulelang.parse(node.str(), scope)
+    except rulelang.ExprError as exc:
+        raise node.fail(str(exc)) from None
+
+
+def _mail(node: _Node) -> Mail:
+    node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env"))
+    for key in ("sender", "reply_to"):
+        value = node.get(key).str()
+        if "\n" in value or "\r" in value:
+            raise node.get(key).fail("不能含换行")
+    port = node.get("smtp_port")
+    if not 0 < port.int() < 65536:
+        raise port.fail(f"端口 {port.value} 不在 1–65535 之间")
+    env = node.get("password_env").str()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+        raise node.get("password_env").fail("应为环境变量的名字(如 SMTP_PASSWORD),不要把密码本身写在这里")
+    username = node.get("username", required=False)
+    return Mail(
+        sender=node.get("sender").str(),
+        reply_to=node.get("reply_to").str(),
+        smtp_host=node.get("smtp_host").str(),
+        smtp_port=port.int(),
+        tls=_choice(node.get("tls"), TLS_MODES, "加密方式"),
+        username=username.str() if username.value is not None else "",
+        password_env=env,
+    )
+
+
+# --- the loader --------------------------------------------------------------------------------------
+
+
+def load(path: str | Path = "rules.yaml") -> Rules:
+    """Load and check rules.yaml; raise ConfigError naming the YAML path of the first mistake."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"无法读取配置文件 {path}:{exc.strerror}") from None
+    return loads(raw, source=path)
+
+
+def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    try:
+        parsed = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"第 {mark.line + 1} 行第 {mark.column + 1} 列" if mark else ""
+        raise ConfigError("", f"{source.name} 不是合法的 YAML {where}:{getattr(exc, 'problem', exc)}") from None
+    root = _Node(parsed, "")
+    root.keys(
+        ("campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail")
+    )
+    warnings: list[str] = []
+    campaign = _campaign(root.get("campaign"), warnings)
+    forms = {f.code: f for f in (_form(c, n) for c, n in root.get("forms").items())}
+    items = _items(root.get("items"))
+    for code, item in items.items():
+        if item.form is not None and item.form not in forms:
+            raise ConfigError(f"items.{code}.form", f'不存在的报表 "{item.form}",已有:{", ".join(forms)}')
+
+    digest = hashlib.sha256(data)
+    if root.get("units_file", required=False).value is not None:
+        if root.get("units", required=False).value is not None:
+            raise ConfigError("units_file", "units 与 units_file 只能二选一")
+        unit_nodes, units_raw = _units_file(root.get("units_file"), source.parent)
+        digest.update(units_raw)
+    else:
+        unit_nodes = root.get("units").list()
+    units = tuple(_unit_from_mapping(n) for n in unit_nodes)
+    _unique([n.get("code") for n in unit_nodes], [u.code for u in units], "单位代码")
+    kinds_node = root.get("unit_kinds")
+    kinds = kinds_node.strings()
+    codes = {u.code for u in units}
+    for n, u in zip(unit_nodes, units, strict=True):
+        if u.reports_to != PROVINCE and u.reports_to not in codes:
+            raise n.get("reports_to").fail(f'上级单位 "{u.reports_to}" 不在单位列表中(直报省总的写 {PROVINCE})')
+        if u.reports_to == u.code:
+            raise n.get("reports_to").fail("单位不能向自己报送")
+        if u.kind not in kinds:
+            raise n.get("kind").fail(f'单位类别 "{u.kind}" 不在 unit_kinds 中:{", ".join(kinds)}')
+        for item in u.items:
+            if item not in items:
+                raise n.get("items").fail(f'未知的报送事项 "{item}",可选:{", ".join(items)}')
+    _check_aliases(unit_nodes, units)
+
+    tolerance = root.get("tolerance", required=False)
+    rule_nodes = root.get("rules").list()
+    return Rules(
+        campaign=campaign,
+        items=items,
+        unit_kinds=kinds,
+        units=units,
+        forms=forms,
+        rules=tuple(_rule(n, i, forms) for i, n in enumerate(rule_nodes)),
+        mail=_mail(root.get("mail")),
+        tolerance=tolerance.number() if tolerance.value is not None else 0.01,
+        source=source,
+        sha256=digest.hexdigest(),
+        warnings=tuple(warnings),
+    )
+
+
+def _check_aliases(nodes: list[_Node], units: tuple[Unit, ...]) -> None:
+    """An alias that names two units would make file names ambiguous; refuse it at load time."""
+    owner: dict[str, str] = {}
+    for n, u in zip(nodes, units, strict=True):
+        for alias in (u.name, *u.aliases):
+            if alias in owner and owner[alias] != u.code:
+                raise n.get("aliases").fail(f'别名 "{alias}" 同时属于单位 {owner[alias]} 和 {u.code}')
+            owner[alias] = u.code
