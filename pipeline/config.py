@@ -99,6 +99,11 @@ class Field:
         """The column header a person reads: label and unit of measure, as in 慰问困难职工(户)."""
         return f"{self.label}({self.unit})" if self.unit else self.label
 
+    @property
+    def header(self) -> str:
+        """The caption as drawn in a narrow header cell, the unit on its own line."""
+        return f"{self.label}\n({self.unit})" if self.unit else self.label
+
 
 @dataclass(frozen=True)
 class Row:
