@@ -137,9 +137,8 @@ def _footer(section: Section, r: int, ncols: int, slots: list[Slot], blocks: lis
     body: list[int] = []
     row, c = r, 1
     for f in section.fields:
-        if f.wide or c + 1 > ncols:
-            if c > 1:
-                row, c = row + 1, 1
+        if (f.wide or c + 1 > ncols) and c > 1:
+            row, c = row + 1, 1
         label, value = f"{col(c)}{row}", f"{col(c + 1)}{row}"
         slots.append(Slot(section, None, f, value, label, label))
         if row not in body:

@@ -8,7 +8,9 @@ and one line per input cell.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +83,46 @@ def build(rules: Rules, form: Form, unit: Unit) -> Workbook:
 
 def write(rules: Rules, form: Form, unit: Unit, directory: Path) -> Path:
     path = directory / file_name(unit, form)
-    atomic.save_workbook(build(rules, form, unit), path)
+    atomic.write_bytes(path, to_bytes(build(rules, form, unit)))
     return path
+
+
+# Fixed timestamps inside the file, so the same rules.yaml always gives the same bytes.
+ZIP_TIME = (2017, 1, 1, 0, 0, 0)
+FIXED_STAMP = "2017-01-01T00:00:00Z"
+_FORMULA_CELL = re.compile(r'(<c r="([A-Z]+\d+)"[^>]*>)<f>([^<]*)</f><v\s*/?>(?:</v>)?</c>')
+_CORE_STAMP = re.compile(r"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
+
+
+def to_bytes(wb: Workbook, results: dict[str, float] | None = None) -> bytes:
+    """The workbook as .xlsx bytes, reproducibly; `results` puts cached values on formula cells.
+
+    openpyxl writes formulas without results, while Excel, WPS and LibreOffice always store them:
+    the demo passes the results so that its files look like what counties really send.
+    """
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    src = zipfile.ZipFile(buffer)
+    out = io.BytesIO()
+    first_sheet = "xl/worksheets/sheet1.xml"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == first_sheet and results:
+                data = _FORMULA_CELL.sub(lambda m: _cached(m, results), data.decode("utf-8")).encode("utf-8")
+            elif info.filename == "docProps/core.xml":
+                data = _CORE_STAMP.sub(rf"\g<1>{FIXED_STAMP}\g<2>", data.decode("utf-8")).encode("utf-8")
+            entry = zipfile.ZipInfo(info.filename, ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(entry, data)
+    return out.getvalue()
+
+
+def _cached(m: re.Match[str], results: dict[str, float]) -> str:
+    ref = m.group(2)
+    if ref not in results:
+        return m.group(0)
+    return f"{m.group(1)}<f>{m.group(3)}</f><v>{results[ref]:.15g}</v></c>"
 
 
 def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator[TemplateFile]:

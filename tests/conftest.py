@@ -1,0 +1,105 @@
+"""Fixtures shared by the tests: the real rules.yaml, and LibreOffice as a second spreadsheet program.
+
+Templates must survive being opened and saved by something other than openpyxl; LibreOffice headless
+stands in for the Excel, WPS and LibreOffice the units actually use. Tests that ask for
+`soffice_convert` are marked `libreoffice` and are skipped when soffice is missing, except under
+CI=true, where a missing soffice fails them: CI has to prove the files really open.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+
+RULES_PATH = Path(__file__).resolve().parent.parent / "rules.yaml"
+SOFFICE_TIMEOUT = 120  # seconds for one soffice call, however many files it converts
+
+# Filter strings for --convert-to. Calc has no "txt" export; CSV with these options is its text:
+# field separator 44 (,), text delimiter 34 ("), character set 76 (UTF-8).
+CSV = "csv:Text - txt - csv (StarCalc):44,34,76"
+XLSX = "xlsx:Calc MS Excel 2007 XML"
+XLS = "xls:MS Excel 97"
+ODS = "ods"
+PDF = "pdf"
+
+
+@pytest.fixture(scope="session")
+def rules_text() -> str:
+    return RULES_PATH.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def rules() -> config.Rules:
+    return config.load(RULES_PATH)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "soffice_convert" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.libreoffice)
+
+
+Convert = Callable[..., "Path | list[Path]"]
+
+
+@pytest.fixture(scope="session")
+def soffice_convert(tmp_path_factory: pytest.TempPathFactory) -> Convert:
+    """`soffice_convert(src, fmt, outdir)`: the converted file; given a list of sources, one soffice call
+    converts them all and the converted files come back in the same order."""
+    soffice = shutil.which("soffice")
+    if soffice is None:
+        reason = "soffice (LibreOffice) is not on PATH; install libreoffice-calc-nogui or run scripts/test.sh"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}. CI=true: LibreOffice tests must run, not be skipped.", pytrace=False)
+        pytest.skip(reason)
+    # One profile per session: parallel sessions and a desktop LibreOffice do not lock each other out.
+    profile = tmp_path_factory.mktemp("soffice-profile")
+
+    def convert(
+        src: Path | Sequence[Path], fmt: str, outdir: Path, timeout: float = SOFFICE_TIMEOUT
+    ) -> Path | list[Path]:
+        sources = [Path(src)] if isinstance(src, str | os.PathLike) else [Path(s) for s in src]
+        if not sources:
+            raise ValueError("nothing to convert")
+        outdir = Path(outdir)
+        ext = fmt.split(":", 1)[0]
+        targets = [outdir / f"{s.stem}.{ext}" for s in sources]
+        if len(set(targets)) != len(targets):
+            raise ValueError("two sources share a file stem; their conversions would overwrite each other")
+        for s, t in zip(sources, targets, strict=True):
+            if s.resolve() == t.resolve():
+                raise ValueError(f"converting {s.name} into its own folder would overwrite it; use another outdir")
+        outdir.mkdir(parents=True, exist_ok=True)
+        for t in targets:
+            t.unlink(missing_ok=True)  # so a stale file cannot pass for a fresh conversion
+        command = [
+            soffice, "--headless", "--norestore", f"-env:UserInstallation={profile.as_uri()}",
+            "--convert-to", fmt, "--outdir", str(outdir), *map(str, sources),
+        ]
+        # soffice is a wrapper that starts soffice.bin: on timeout, end the whole process group.
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            pytest.fail(f"soffice did not finish converting {len(sources)} file(s) to {fmt} in {timeout} s")
+        missing = [t.name for t in targets if not t.is_file()]
+        if process.returncode != 0 or missing:
+            pytest.fail(
+                f"soffice --convert-to {fmt} exited {process.returncode}; not produced: {missing}\n"
+                f"stdout:\n{stdout}\nstderr:\n{stderr}"
+            )
+        return targets[0] if isinstance(src, str | os.PathLike) else targets
+
+    return convert
