@@ -87,6 +87,29 @@ def demo(
     typer.echo(f"已在 {inbox}/ 生成 {len(made.files)} 个文件;未报送:{missing or '无'}")
 
 
+@app.command()
+def check(
+    files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods),可以多个")],
+    as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出(供其他程序使用)")] = False,
+    rules_path: RulesOption = None,
+) -> None:
+    """校验填好的报表,逐个单元格列出问题;全部通过时退出码为 0,否则为 1。"""
+    import json
+
+    from pipeline import check as check_mod
+
+    rules = _rules(rules_path)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        _fail("找不到文件:" + "、".join(missing))
+    results = check_mod.check_paths(files, rules)
+    if as_json:
+        typer.echo(json.dumps([r.as_json() for r in results], ensure_ascii=False, indent=2))
+    else:
+        typer.echo(check_mod.render_text(results, rules))
+    raise typer.Exit(0 if all(r.verdict == "accepted" for r in results) else 1)
+
+
 def main() -> None:
     """Entry point: no traceback ever reaches the user; an unexpected error says where its log is."""
     try:
