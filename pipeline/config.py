@@ -637,6 +637,17 @@ def _mail(node: _Node) -> Mail:
 # --- the loader --------------------------------------------------------------------------------------
 
 
+_YAML_HINTS = {
+    "'\\t'": "这里有制表符(Tab),YAML 只能用空格缩进",
+    "mapping values are not allowed": "冒号位置不对,或者文字里的冒号需要加引号",
+    "could not find expected ':'": "缺少冒号",
+    "found duplicate anchor": "锚点(&名称)重复",
+    "found undefined alias": "引用了未定义的锚点(*名称)",
+    "did not find expected key": "缩进不一致",
+    "while scanning a quoted scalar": "引号没有配对",
+}
+
+
 def load(path: str | Path = "rules.yaml") -> Rules:
     """Load and check rules.yaml; raise ConfigError naming the YAML path of the first mistake."""
     path = Path(path)
@@ -654,7 +665,9 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"第 {mark.line + 1} 行第 {mark.column + 1} 列" if mark else ""
-        raise ConfigError("", f"{source.name} 不是合法的 YAML {where}:{getattr(exc, 'problem', exc)}") from None
+        problem = str(getattr(exc, "problem", "") or exc)
+        hint = next((h for k, h in _YAML_HINTS.items() if k in problem), "请检查缩进、冒号和引号")
+        raise ConfigError("", f"{source.name} {where}写法有误:{hint}(原始信息:{problem})") from None
     root = _Node(parsed, "")
     root.keys(
         ("campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail")

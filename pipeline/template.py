@@ -281,16 +281,17 @@ def _serial(day: dt.date) -> int:
 
 def _validations(ws: Worksheet, rules: Rules, lay: layout.Layout) -> None:
     """Excel/WPS show the input message on entry and refuse a negative or fractional count."""
-    by_rule: dict[tuple, DataValidation] = {}
+    # One validation per field (a column of a table shares it), so each prompt names its own field.
+    by_field: dict[tuple[str, str], DataValidation] = {}
     for slot in lay.slots:
         f = slot.field
         if slot.is_total or f.type in ("text", "phone"):
             continue
-        key = (f.type, f.min, f.max, f.unit)
-        dv = by_rule.get(key)
+        key = (slot.section.code, f.code)
+        dv = by_field.get(key)
         if dv is None:
             dv = _validation_for(f, rules)
-            by_rule[key] = dv
+            by_field[key] = dv
             ws.add_data_validation(dv)
         dv.add(slot.cell)
 
@@ -311,7 +312,7 @@ def _validation_for(f: Field, rules: Rules) -> DataValidation:
     what = f"{f.label}({f.unit})" if f.unit else f.label
     if f.max is not None:
         operator, formula2 = "between", str(int(f.max) if whole else f.max)
-        rng = f"{low} 到 {formula2} 之间的"
+        rng = f" {low} 到 {formula2} 之间的"
     else:
         operator, formula2 = "greaterThanOrEqual", None
         rng = f"不小于 {low} 的"

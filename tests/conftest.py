@@ -22,13 +22,16 @@ from pipeline import config
 RULES_PATH = Path(__file__).resolve().parent.parent / "rules.yaml"
 SOFFICE_TIMEOUT = 120  # seconds for one soffice call, however many files it converts
 
-# Filter strings for --convert-to. Calc has no "txt" export; CSV with these options is its text:
-# field separator 44 (,), text delimiter 34 ("), character set 76 (UTF-8).
-CSV = "csv:Text - txt - csv (StarCalc):44,34,76"
-XLSX = "xlsx:Calc MS Excel 2007 XML"
-XLS = "xls:MS Excel 97"
-ODS = "ods"
-PDF = "pdf"
+# Short names for --convert-to filters; any other string is passed to soffice as it is. Calc has no
+# "txt" export: CSV with field separator 44 (,), text delimiter 34 (") and character set 76 (UTF-8)
+# is a spreadsheet's text. Only the first sheet is exported to csv and pdf.
+FILTERS = {
+    "csv": "csv:Text - txt - csv (StarCalc):44,34,76",
+    "xlsx": "xlsx:Calc MS Excel 2007 XML",
+    "xls": "xls:MS Excel 97",
+    "ods": "ods:calc8",
+    "pdf": "pdf:calc_pdf_Export",
+}
 
 
 @pytest.fixture(scope="session")
@@ -47,19 +50,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.libreoffice)
 
 
-Convert = Callable[..., "Path | list[Path]"]
+def require_program(name: str, package: str) -> str:
+    """The program's path; without it the test is skipped, or fails under CI=true."""
+    found = shutil.which(name)
+    if found is None:
+        reason = f"{name} is not on PATH; install {package} (scripts/test.sh does)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}. CI=true: this test must run, not be skipped.", pytrace=False)
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def poppler() -> Callable[..., str]:
+    """`poppler("pdftotext", pdf, "-")`: run a poppler-utils program and return its standard output."""
+
+    def run(program: str, *args: str | Path) -> str:
+        path = require_program(program, "poppler-utils")
+        done = subprocess.run([path, *map(str, args)], capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout
+
+    return run
+
+
+Convert = Callable[..., Path | list[Path]]
 
 
 @pytest.fixture(scope="session")
 def soffice_convert(tmp_path_factory: pytest.TempPathFactory) -> Convert:
     """`soffice_convert(src, fmt, outdir)`: the converted file; given a list of sources, one soffice call
-    converts them all and the converted files come back in the same order."""
-    soffice = shutil.which("soffice")
-    if soffice is None:
-        reason = "soffice (LibreOffice) is not on PATH; install libreoffice-calc-nogui or run scripts/test.sh"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}. CI=true: LibreOffice tests must run, not be skipped.", pytrace=False)
-        pytest.skip(reason)
+    converts them all and the converted files come back in the same order. `fmt` is a key of FILTERS
+    or a full filter string; `outdir` must not be a source's own folder."""
+    soffice = require_program("soffice", "libreoffice-calc-nogui")
     # One profile per session: parallel sessions and a desktop LibreOffice do not lock each other out.
     profile = tmp_path_factory.mktemp("soffice-profile")
 
@@ -70,19 +92,29 @@ def soffice_convert(tmp_path_factory: pytest.TempPathFactory) -> Convert:
         if not sources:
             raise ValueError("nothing to convert")
         outdir = Path(outdir)
+        fmt = FILTERS.get(fmt, fmt)
         ext = fmt.split(":", 1)[0]
         targets = [outdir / f"{s.stem}.{ext}" for s in sources]
         if len(set(targets)) != len(targets):
             raise ValueError("two sources share a file stem; their conversions would overwrite each other")
         for s, t in zip(sources, targets, strict=True):
             if s.resolve() == t.resolve():
-                raise ValueError(f"converting {s.name} into its own folder would overwrite it; use another outdir")
+                raise ValueError(
+                    f"converting {s.name} into its own folder would overwrite it; use another outdir"
+                )
         outdir.mkdir(parents=True, exist_ok=True)
         for t in targets:
             t.unlink(missing_ok=True)  # so a stale file cannot pass for a fresh conversion
         command = [
-            soffice, "--headless", "--norestore", f"-env:UserInstallation={profile.as_uri()}",
-            "--convert-to", fmt, "--outdir", str(outdir), *map(str, sources),
+            soffice,
+            "--headless",
+            "--norestore",
+            f"-env:UserInstallation={profile.as_uri()}",
+            "--convert-to",
+            fmt,
+            "--outdir",
+            str(outdir),
+            *map(str, sources),
         ]
         # soffice is a wrapper that starts soffice.bin: on timeout, end the whole process group.
         process = subprocess.Popen(

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sets up what the tests need, then runs them all: a .venv beside the project with the package and its
+# dev tools, and (as root, when missing) LibreOffice Calc, CJK fonts and poppler from Debian's packages.
+# Fails when a test fails and when no test ran at all. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+need_packages=0
+for program in soffice pdftoppm pdftotext; do
+  have "$program" || need_packages=1
+done
+if have fc-list && [ -z "$(fc-list :lang=zh family 2>/dev/null)" ]; then
+  need_packages=1  # without a CJK font, PDFs of the forms print empty boxes
+fi
+if [ "$need_packages" -eq 1 ]; then
+  if [ "$(id -u)" -eq 0 ] && have apt-get; then
+    echo "scripts/test.sh: installing LibreOffice Calc, CJK fonts and poppler (apt-get)…"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui fonts-noto-cjk poppler-utils >/dev/null
+  else
+    echo "scripts/test.sh: soffice, poppler or CJK fonts missing and not root: LibreOffice tests will be" \
+      "skipped (or fail under CI=true). As root: apt-get install --no-install-recommends" \
+      "libreoffice-calc-nogui fonts-noto-cjk poppler-utils" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+  "$PY" -m venv .venv
+fi
+# Reinstall only when the declared dependencies change: the stamp holds pyproject.toml's digest.
+stamp=.venv/.installed-dev
+digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ] || [ ! -x .venv/bin/pipeline ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$digest" > "$stamp"
+fi
+
+status=0
+.venv/bin/python -m pytest -q "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "scripts/test.sh: pytest collected no tests; that is a failure, not a pass" >&2
+fi
+exit "$status"
