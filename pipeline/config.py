@@ -190,7 +190,7 @@ class Mail:
     password_env: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: caches key on the loaded campaign
 class Rules:
     """The whole campaign as declared in rules.yaml."""
 

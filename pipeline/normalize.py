@@ -244,16 +244,16 @@ def _numeric_cell(raw: object, field: Field, places: int) -> _Result:
     if isinstance(raw, str):
         return _numeric_text(raw, field, places)
     if isinstance(raw, bool):  # before int: bool is an int subclass
-        return _type_error(field, _shown(raw), "请只填写数字")
+        return _type_error(field, as_typed(raw), "请只填写数字")
     if isinstance(raw, dt.date):  # datetime included: someone typed 1-2 and the spreadsheet made a date
         return _type_error(
-            field, _shown(raw), "单元格被识别成了日期(可能输入了“1-2”之类的内容),请把单元格格式设为“数值”后重新填写"
+            field, as_typed(raw), "单元格被识别成了日期(可能输入了“1-2”之类的内容),请把单元格格式设为“数值”后重新填写"
         )
     if isinstance(raw, dt.time | dt.timedelta):
-        return _type_error(field, _shown(raw), "单元格被识别成了时间,请把单元格格式设为“数值”后重新填写")
+        return _type_error(field, as_typed(raw), "单元格被识别成了时间,请把单元格格式设为“数值”后重新填写")
     if isinstance(raw, int | float):  # subclasses of int/float from other readers
         return _number(raw, field, places)
-    return _type_error(field, _shown(raw), "请只填写数字")
+    return _type_error(field, as_typed(raw), "请只填写数字")
 
 
 def _numeric_text(raw: str, field: Field, places: int) -> _Result:
@@ -284,7 +284,7 @@ def _number(x: float | int | Decimal, field: Field, places: int, shown: str | No
     once for every submission of the batch. Only rounding to `places` decimals is told here.
     """
     if isinstance(x, float) and not math.isfinite(x):
-        return _type_error(field, shown or _shown(x), "请只填写数字")
+        return _type_error(field, shown or as_typed(x), "请只填写数字")
     if field.type == "count":
         if isinstance(x, int):
             return Normalized(x)
@@ -314,13 +314,13 @@ def _text(raw: object) -> str | None:
         return None
     if isinstance(raw, str):
         return raw.strip() or None
-    return _shown(raw)
+    return as_typed(raw)
 
 
 def _phone(raw: object, area_code: str) -> _Result:
     if raw is None:
         return _BLANK
-    shown = _shown(raw)
+    shown = as_typed(raw)
     if isinstance(raw, str):
         text = raw.translate(_FOLD).strip()
         if not text:
@@ -389,7 +389,7 @@ def _bare_phone(text: str, area_code: str) -> str | None:
 def _date(raw: object, issue_date: dt.date | None, run_date: dt.date | None) -> _Result:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return _BLANK
-    shown = _shown(raw)
+    shown = as_typed(raw)
     d = _parse_date(raw)
     if d is None:
         problem = f"“{shown}”无法识别,{_DATE_FORMAT_HINT}"
@@ -463,7 +463,7 @@ def _cn_number(s: str) -> int | None:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def _shown(raw: object) -> str:
+def as_typed(raw: object) -> str:
     """The cell as the person saw it in the spreadsheet."""
     if isinstance(raw, str):
         return raw.strip()

@@ -135,3 +135,55 @@ def soffice_convert(tmp_path_factory: pytest.TempPathFactory) -> Convert:
         return targets[0] if isinstance(src, str | os.PathLike) else targets
 
     return convert
+
+
+# --- filled forms, made by the project's own template writer and filled as a person would ---------------
+
+Key = tuple[str, str, str]
+
+
+def correct_values(rules: config.Rules, form: str, unit: str, seed: int = 1) -> dict[Key, object]:
+    """A form every rule accepts: the demo's figures for one unit (deterministic per seed)."""
+    import datetime as dt
+    import random
+
+    from pipeline import demo
+
+    rng = random.Random(seed)
+    f, u = rules.forms[form], rules.unit(unit)
+    issue = rules.campaign.issue_date
+    values = demo.warmth_values(f, u, rng, 1.0, issue) if form == "warmth" else demo.center_values(f, rng, 1.0, issue)
+    values[("sign", "", "date")] = dt.datetime(2017, 1, 20)
+    return values
+
+
+@pytest.fixture
+def fill(rules: config.Rules, tmp_path: Path) -> Callable[..., Path]:
+    """fill(form, unit, {key: typed value}) -> path of a saved workbook.
+
+    合计 cells keep their SUM formula (with the result Excel would cache) unless the change types
+    over them, as a person does who unprotects the sheet.
+    """
+    from pipeline import demo, template
+
+    def make(form: str = "warmth", unit: str = "460100", changes: dict[Key, object] | None = None,
+             name: str | None = None, seed: int = 1) -> Path:
+        values = correct_values(rules, form, unit, seed)
+        changes = changes or {}
+        for key in list(values):
+            if key[1] == "total" and key not in changes:
+                values[key] = None  # the formula stays
+        values.update(changes)
+        f = rules.forms[form]
+        data = demo.fill(rules, f, rules.unit(unit), values)
+        path = tmp_path / (name or template.file_name(rules.unit(unit), f))
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+def cell_of(rules: config.Rules, form: str, section: str, row: str, field: str) -> str:
+    from pipeline import layout
+
+    return layout.compute(rules.forms[form]).slot(section, row, field).cell

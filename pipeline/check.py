@@ -1,0 +1,78 @@
+"""`pipeline check`: read files, validate them together, and tell the verdict of each.
+
+The JSON shape is a contract other tools rely on:
+`{"file", "unit", "form", "verdict", "findings": [{"rule", "severity", "sheet", "cell", "field", "row", "value", "message"}]}`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import read, validate
+from pipeline.config import Rules
+from pipeline.findings import ACCEPTED, ERROR, REJECTED, UNREADABLE, Finding
+
+VERDICT_WORDS = {ACCEPTED: "通过", REJECTED: "未通过", UNREADABLE: "无法读取"}
+
+
+@dataclass(frozen=True)
+class FileResult:
+    file: str
+    unit: str | None
+    form: str | None
+    verdict: str
+    findings: tuple[Finding, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "unit": self.unit,
+            "form": self.form,
+            "verdict": self.verdict,
+            "findings": [f.as_json() for f in self.findings],
+        }
+
+
+def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = None) -> list[FileResult]:
+    """Check files as one batch, so a unit's two forms are also checked against each other."""
+    submissions = [read.read_path(p, rules) for p in paths]
+    checked = validate.validate(submissions, rules, today)
+    return [
+        FileResult(str(p), c.submission.unit, c.submission.form, c.verdict, tuple(c.findings))
+        for p, c in zip(paths, checked, strict=True)
+    ]
+
+
+def render_text(results: Sequence[FileResult], rules: Rules) -> str:
+    lines: list[str] = []
+    names = {u.code: u.name for u in rules.units}
+    for r in results:
+        errors = sum(f.severity == ERROR for f in r.findings)
+        warnings = len(r.findings) - errors
+        lines.append(f"【{Path(r.file).name}】")
+        form = rules.forms.get(r.form or "")
+        unit = f"{names.get(r.unit, r.unit)}({r.unit})" if r.unit else "未识别"
+        what = f"{form.attachment} {form.title}" if form else "未识别"
+        lines.append(
+            f"  单位:{unit}  报表:{what}  结论:{VERDICT_WORDS[r.verdict]}"
+            + (f"({errors} 个错误,{warnings} 个提醒)" if r.findings else "")
+        )
+        for f in sorted(r.findings, key=lambda f: (f.severity != ERROR, _cell_order(f.cell))):
+            mark = "✗ 错误" if f.severity == ERROR else "! 提醒"
+            where = f"{f.sheet}!{f.cell}" if f.cell else (f.sheet or "整个文件")
+            lines.append(f"  {mark} [{f.rule}] {where}  {f.message}")
+        lines.append("")
+    counts = {v: sum(r.verdict == v for r in results) for v in VERDICT_WORDS}
+    lines.append(
+        f"共 {len(results)} 个文件:通过 {counts[ACCEPTED]},未通过 {counts[REJECTED]},无法读取 {counts[UNREADABLE]}"
+    )
+    return "\n".join(lines)
+
+
+def _cell_order(cell: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in cell if ch.isdigit())
+    return (int(digits) if digits else 0, cell)
