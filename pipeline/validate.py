@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from pipeline import layout, normalize, rulelang
+from pipeline import layout, normalize, read, rulelang
 from pipeline.config import Field, Form, Rule, Rules, Section
 from pipeline.findings import ERROR, WARNING, Finding, verdict
 from pipeline.read import Submission
@@ -56,8 +56,9 @@ def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Ch
         if cell is None:
             checked.values[slot.key] = None if not slot.field.numeric else math.nan
             continue
-        if slot.is_total and (_is_blank(cell.raw) or cell.formula_without_value):
-            # A blank 合计, or our own SUM never computed by a spreadsheet program: computed below.
+        if slot.is_total and (_is_blank(cell.raw) or cell.formula_without_value or _own_sum(cell, sub, slot)):
+            # A blank 合计, or the template's own SUM (computed or not): we compute it below. Excel's SUM
+            # skips numbers stored as text, so its cached result may be short of the true total.
             checked.values[slot.key] = None
             continue
         result = normalize.normalize(
@@ -81,6 +82,18 @@ def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Ch
             if checked.values.get(key) is None:
                 checked.values[key] = sum(checked.values[(section.code, r.code, f.code)] for r in section.detail_rows)
     return checked
+
+
+def _own_sum(cell: read.Cell, sub: Submission, slot: layout.Slot) -> bool:
+    """Whether a 合计 cell still holds the template's formula over the detail cells above it."""
+    if not cell.formula:
+        return False
+    section, _, fld = slot.key
+    detail = [sub.cells.get((section, r.code, fld)) for r in slot.section.detail_rows]
+    if any(d is None for d in detail):
+        return False
+    first, last = detail[0].address, detail[-1].address  # type: ignore[union-attr]
+    return cell.formula.replace("$", "").replace(" ", "").lstrip("=").upper() == f"SUM({first}:{last})"
 
 
 def _is_blank(raw: Any) -> bool:
