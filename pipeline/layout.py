@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from openpyxl.utils import get_column_letter
-
 from pipeline.config import Field, Form, Row, Section
 
 MIN_COLUMNS = 8  # the footer lays four label/value pairs across
@@ -64,7 +62,7 @@ class Layout:
 
     @property
     def last_col(self) -> str:
-        return get_column_letter(self.ncols)
+        return col(self.ncols)
 
     def slot(self, section: str, row: str, field: str) -> Slot:
         return next(s for s in self.slots if s.key == (section, row, field))
@@ -76,7 +74,12 @@ class Layout:
 
 
 def col(n: int) -> str:
-    return get_column_letter(n)
+    """Column letters of a 1-based column number (1 → A, 28 → AB); kept here so reading needs no openpyxl."""
+    letters = ""
+    while n:
+        n, rest = divmod(n - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
 
 
 def compute(form: Form) -> Layout:
