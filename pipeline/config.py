@@ -266,23 +266,23 @@ class _Node:
         for key, value in self.mapping().items():
             yield str(key), _Node(value, self._child_path(str(key)))
 
-    def list(self) -> list[_Node]:
+    def seq(self) -> list[_Node]:
         if not isinstance(self.value, list):
             raise self.fail(f"应为列表,实际是 {_kind(self.value)}")
         return [_Node(v, self._child_path(i)) for i, v in enumerate(self.value)]
 
-    def str(self) -> str:
+    def text(self) -> str:
         if isinstance(self.value, bool) or not isinstance(self.value, str | int | float):
             raise self.fail(f"应为文字,实际是 {_kind(self.value)}")
         return str(self.value).strip()
 
     def code(self) -> str:
-        text = self.str()
+        text = self.text()
         if not CODE_RE.match(text) and not text.isdigit():
             raise self.fail(f'代码 "{text}" 只能由英文字母、数字和下划线组成')
         return text
 
-    def int(self) -> int:
+    def integer(self) -> int:
         if isinstance(self.value, bool) or not isinstance(self.value, int):
             raise self.fail(f"应为整数,实际是 {self.value!r}")
         return self.value
@@ -292,7 +292,7 @@ class _Node:
             raise self.fail(f"应为数字,实际是 {self.value!r}")
         return float(self.value)
 
-    def bool(self) -> bool:
+    def boolean(self) -> bool:
         if not isinstance(self.value, bool):
             raise self.fail(f"应为 true 或 false,实际是 {self.value!r}")
         return self.value
@@ -300,7 +300,7 @@ class _Node:
     def strings(self) -> tuple[str, ...]:
         if isinstance(self.value, str):
             return tuple(s for s in re.split(r"[,,、;;\s]+", self.value) if s)
-        return tuple(n.str() for n in self.list())
+        return tuple(n.text() for n in self.seq())
 
     def date(self) -> dt.date:
         v = self.value
@@ -333,11 +333,11 @@ def _kind(value: Any) -> str:
 
 def _optional_str(node: _Node, key: str) -> str:
     value = node.get(key, required=False)
-    return value.str() if value.value is not None else ""
+    return value.text() if value.value is not None else ""
 
 
 def _choice(node: _Node, choices: tuple[str, ...], what: str) -> str:
-    text = node.str()
+    text = node.text()
     if text not in choices:
         raise node.fail(f'未知{what} "{text}",可选:{", ".join(choices)}')
     return text
@@ -362,7 +362,7 @@ def _campaign(node: _Node, warnings: list[str]) -> Campaign:
         )
     )
     tz_node = node.get("timezone")
-    tz_name = tz_node.str()
+    tz_name = tz_node.text()
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -375,13 +375,13 @@ def _campaign(node: _Node, warnings: list[str]) -> Campaign:
             f"campaign.deadline: 截止时间 {deadline:%Y-%m-%d} 早于发文日期 {issue_date:%Y-%m-%d},请核对是否笔误"
         )
     return Campaign(
-        id=node.get("id").str(),
-        title=node.get("title").str(),
-        issuer=node.get("issuer").str(),
+        id=node.get("id").text(),
+        title=node.get("title").text(),
+        issuer=node.get("issuer").text(),
         department=_optional_str(node, "department"),
-        document_number=node.get("document_number").str(),
+        document_number=node.get("document_number").text(),
         issue_date=issue_date,
-        statistics_year=node.get("statistics_year").int(),
+        statistics_year=node.get("statistics_year").integer(),
         deadline=deadline,
         timezone=tz_name,
         contact_phone=_optional_str(node, "contact_phone"),
@@ -396,7 +396,7 @@ def _items(node: _Node) -> dict[str, Item]:
         ext = n.get("extensions", required=False)
         items[_Node(code, n.path).code()] = Item(
             code=code,
-            label=n.get("label").str(),
+            label=n.get("label").text(),
             form=form.code() if form.value is not None else None,
             extensions=tuple(e.lower() for e in ext.strings()) if ext.value is not None else (),
         )
@@ -406,7 +406,7 @@ def _items(node: _Node) -> dict[str, Item]:
 def _field(node: _Node) -> Field:
     node.keys(("code", "label", "type", "unit", "required", "min", "max", "group", "wide"))
     ftype = node.get("type")
-    t = ftype.str()
+    t = ftype.text()
     if t not in FIELD_TYPES:
         raise ftype.fail(f'未知类型 "{t}",可选:{", ".join(FIELD_TYPES)}')
 
@@ -415,32 +415,32 @@ def _field(node: _Node) -> Field:
 
     return Field(
         code=node.get("code").code(),
-        label=node.get("label").str(),
+        label=node.get("label").text(),
         type=t,
-        unit=opt("unit").str() if opt("unit").value is not None else "",
-        required=opt("required").bool() if opt("required").value is not None else True,
+        unit=opt("unit").text() if opt("unit").value is not None else "",
+        required=opt("required").boolean() if opt("required").value is not None else True,
         min=opt("min").number() if opt("min").value is not None else (0.0 if t in ("count", "money") else None),
         max=opt("max").number() if opt("max").value is not None else None,
-        group=opt("group").str() if opt("group").value is not None else "",
-        wide=opt("wide").bool() if opt("wide").value is not None else False,
+        group=opt("group").text() if opt("group").value is not None else "",
+        wide=opt("wide").boolean() if opt("wide").value is not None else False,
     )
 
 
 def _section(code: str, node: _Node) -> Section:
     node.keys(("title", "fields", "rows", "row_header", "value_label", "footer"))
-    field_nodes = node.get("fields").list()
+    field_nodes = node.get("fields").seq()
     fields = tuple(_field(n) for n in field_nodes)
     _unique([n.get("code") for n in field_nodes], [f.code for f in fields], "字段代码")
     rows: tuple[Row, ...] = ()
     rows_node = node.get("rows", required=False)
     if rows_node.value is not None:
-        row_nodes = rows_node.list()
+        row_nodes = rows_node.seq()
         parsed = []
         for rn in row_nodes:
             rn.keys(("code", "label", "total"))
             total = rn.get("total", required=False)
             parsed.append(
-                Row(rn.get("code").code(), rn.get("label").str(), total.bool() if total.value is not None else False)
+                Row(rn.get("code").code(), rn.get("label").text(), total.boolean() if total.value is not None else False)
             )
         _unique([rn.get("code") for rn in row_nodes], [r.code for r in parsed], "行代码")
         if sum(r.total for r in parsed) > 1:
@@ -449,7 +449,7 @@ def _section(code: str, node: _Node) -> Section:
 
     def text(key: str) -> str:
         n = node.get(key, required=False)
-        return n.str() if n.value is not None else ""
+        return n.text() if n.value is not None else ""
 
     footer = node.get("footer", required=False)
     return Section(
@@ -459,7 +459,7 @@ def _section(code: str, node: _Node) -> Section:
         rows=rows,
         row_header=text("row_header"),
         value_label=text("value_label"),
-        footer=footer.bool() if footer.value is not None else False,
+        footer=footer.boolean() if footer.value is not None else False,
     )
 
 
@@ -468,32 +468,32 @@ def _form(code: str, node: _Node) -> Form:
     sections = tuple(_section(c, n) for c, n in node.get("sections").items())
     if not sections:
         raise node.get("sections").fail("至少要有一节")
-    sheet = node.get("sheet").str()
+    sheet = node.get("sheet").text()
     if len(sheet) > 31 or re.search(r"[\[\]:*?/\\]", sheet) or sheet == "_meta":
         raise node.get("sheet").fail(f'工作表名 "{sheet}" 不可用:最长 31 个字符,不能含 []:*?/\\')
     notes = node.get("notes", required=False)
     return Form(
         code=_Node(code, node.path).code(),
-        attachment=node.get("attachment").str(),
-        title=node.get("title").str(),
+        attachment=node.get("attachment").text(),
+        title=node.get("title").text(),
         sheet=sheet,
-        version=node.get("version").str(),
+        version=node.get("version").text(),
         sections=sections,
-        notes=tuple(n.str() for n in notes.list()) if notes.value is not None else (),
+        notes=tuple(n.text() for n in notes.seq()) if notes.value is not None else (),
     )
 
 
 def _unit_from_mapping(node: _Node) -> Unit:
     node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases"))
-    email = node.get("email").str()
+    email = node.get("email").text()
     if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", email):
         raise node.get("email").fail(f'电子邮箱 "{email}" 格式不对')
     aliases = node.get("aliases", required=False)
     return Unit(
         code=node.get("code").code(),
-        name=node.get("name").str(),
-        kind=node.get("kind").str(),
-        reports_to=node.get("reports_to").str(),
+        name=node.get("name").text(),
+        kind=node.get("kind").text(),
+        reports_to=node.get("reports_to").text(),
         items=node.get("items").strings(),
         email=email,
         aliases=aliases.strings() if aliases.value is not None else (),
@@ -505,7 +505,7 @@ UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases
 
 def _units_file(node: _Node, base: Path) -> tuple[list[_Node], bytes]:
     """Read the contact list staff keep in Excel or CSV into nodes that locate each cell."""
-    path = base / node.str()
+    path = base / node.text()
     if not path.is_file():
         raise node.fail(f"找不到单位通讯录文件 {path}")
     raw = path.read_bytes()
@@ -552,7 +552,7 @@ def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
     severity = _choice(node.get("severity"), SEVERITIES, "严重程度")
     form_codes: tuple[str, ...] = ()
     if node.get("form", required=False).value is not None:
-        form_codes = (node.get("form").str(),)
+        form_codes = (node.get("form").text(),)
         where = node.get("form")
     elif node.get("forms", required=False).value is not None:
         form_codes = node.get("forms").strings()
@@ -565,7 +565,7 @@ def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
 
     def section_of(key: str) -> str:
         sn = node.get(key)
-        code = sn.str()
+        code = sn.text()
         form = forms[form_codes[0]]
         if code not in [s.code for s in form.sections]:
             raise sn.fail(f'报表 {form.code} 中没有 "{code}" 这一节')
@@ -573,13 +573,13 @@ def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
             raise sn.fail(f'"{code}" 这一节没有分行,不能逐行检查')
         return code
 
-    rule = dict(
-        id=node.get("id").str(), severity=severity, kind=kind, message=node.get("message").str(),
+    rule: dict[str, Any] = dict(
+        id=node.get("id").text(), severity=severity, kind=kind, message=node.get("message").text(),
         forms=form_codes, index=index,
     )
     if kind == "decimals":
         places = node.get("places", required=False)
-        rule["places"] = places.int() if places.value is not None else 2
+        rule["places"] = places.integer() if places.value is not None else 2
     if kind == "row_total":
         rule["section"] = section_of("section")
         if forms[form_codes[0]].section(rule["section"]).total_row is None:
@@ -600,12 +600,12 @@ def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
         rule["check"] = _expr(node.get("check"), scope)
         when = node.get("when", required=False)
         rule["when"] = _expr(when, scope) if when.value is not None else None
-    return Rule(**rule)  # type: ignore[arg-type]
+    return Rule(**rule)
 
 
 def _expr(node: _Node, scope: rulelang.Scope) -> rulelang.Expr:
     try:
-        return rulelang.parse(node.str(), scope)
+        return rulelang.parse(node.text(), scope)
     except rulelang.ExprError as exc:
         raise node.fail(str(exc)) from None
 
@@ -613,23 +613,23 @@ def _expr(node: _Node, scope: rulelang.Scope) -> rulelang.Expr:
 def _mail(node: _Node) -> Mail:
     node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env"))
     for key in ("sender", "reply_to"):
-        value = node.get(key).str()
+        value = node.get(key).text()
         if "\n" in value or "\r" in value:
             raise node.get(key).fail("不能含换行")
     port = node.get("smtp_port")
-    if not 0 < port.int() < 65536:
+    if not 0 < port.integer() < 65536:
         raise port.fail(f"端口 {port.value} 不在 1–65535 之间")
-    env = node.get("password_env").str()
+    env = node.get("password_env").text()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
         raise node.get("password_env").fail("应为环境变量的名字(如 SMTP_PASSWORD),不要把密码本身写在这里")
     username = node.get("username", required=False)
     return Mail(
-        sender=node.get("sender").str(),
-        reply_to=node.get("reply_to").str(),
-        smtp_host=node.get("smtp_host").str(),
-        smtp_port=port.int(),
+        sender=node.get("sender").text(),
+        reply_to=node.get("reply_to").text(),
+        smtp_host=node.get("smtp_host").text(),
+        smtp_port=port.integer(),
         tls=_choice(node.get("tls"), TLS_MODES, "加密方式"),
-        username=username.str() if username.value is not None else "",
+        username=username.text() if username.value is not None else "",
         password_env=env,
     )
 
@@ -687,7 +687,7 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
         unit_nodes, units_raw = _units_file(root.get("units_file"), source.parent)
         digest.update(units_raw)
     else:
-        unit_nodes = root.get("units").list()
+        unit_nodes = root.get("units").seq()
     units = tuple(_unit_from_mapping(n) for n in unit_nodes)
     _unique([n.get("code") for n in unit_nodes], [u.code for u in units], "单位代码")
     kinds_node = root.get("unit_kinds")
@@ -700,13 +700,13 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
             raise n.get("reports_to").fail("单位不能向自己报送")
         if u.kind not in kinds:
             raise n.get("kind").fail(f'单位类别 "{u.kind}" 不在 unit_kinds 中:{", ".join(kinds)}')
-        for item in u.items:
-            if item not in items:
-                raise n.get("items").fail(f'未知的报送事项 "{item}",可选:{", ".join(items)}')
+        for owed in u.items:
+            if owed not in items:
+                raise n.get("items").fail(f'未知的报送事项 "{owed}",可选:{", ".join(items)}')
     _check_aliases(unit_nodes, units)
 
     tolerance = root.get("tolerance", required=False)
-    rule_nodes = root.get("rules").list()
+    rule_nodes = root.get("rules").seq()
     return Rules(
         campaign=campaign,
         items=items,

@@ -113,8 +113,8 @@ def warmth_values(form: Form, unit: Unit, rng: random.Random, size: float, issue
         "wages_recovered": _wan(rng.randint(0, 5000) * 10), "legal_aid": rng.randint(0, 25),
         "tickets": rng.randint(0, max(1, hh_total // 2)),
     }
-    for code, value in acts.items():
-        v[("activities", "", code)] = value
+    for code, figure in acts.items():
+        v[("activities", "", code)] = figure
     _sign(v, rng, issue_date)
     return v
 

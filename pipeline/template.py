@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Protection, Side
@@ -141,7 +142,9 @@ def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator
 # --- drawing ---------------------------------------------------------------------------------------------
 
 
-def _style(cell, *, bold: bool = False, size: int = 11, align: Alignment = CENTER, fill=None, border=True):  # type: ignore[no-untyped-def]
+def _style(
+    cell: Any, *, bold: bool = False, size: int = 11, align: Alignment = CENTER, fill: Any = None, border: bool = True
+) -> None:
     cell.font = Font(name=FONT, bold=bold, size=size)
     cell.alignment = align
     if fill is not None:

@@ -219,7 +219,9 @@ def _rule_checks(rule: Rule, form: Form, tolerance: float) -> Iterable[tuple[str
             spec = _CheckSpec(rule, total.code, f.code)
 
             def holds(frame: pd.DataFrame, section: Section = section, f: Field = f) -> pd.Series:
-                detail = sum(frame[column((section.code, r.code, f.code))] for r in section.detail_rows)
+                detail = frame[[column((section.code, r.code, f.code)) for r in section.detail_rows]].sum(
+                    axis=1, skipna=False
+                )
                 given = frame[column((section.code, total.code, f.code))]
                 return given.isna() | detail.isna() | ((given - detail).abs() <= tolerance + 1e-9)
 
@@ -459,15 +461,17 @@ def _cross_form(rules: Rules, results: list[Checked]) -> None:
             latest[(c.submission.unit, c.submission.form or "")] = c
     for rule in cross:
         units = sorted({u for (u, f) in latest if f == rule.forms[0]})
-        pairs = [(u, [latest.get((u, f)) for f in rule.forms]) for u in units]
-        pairs = [(u, cs) for u, cs in pairs if all(cs)]
+        pairs: list[tuple[str, list[Checked]]] = []
+        for u in units:
+            both = [latest.get((u, f)) for f in rule.forms]
+            if all(both):
+                pairs.append((u, [c for c in both if c is not None]))
         if not pairs:
             continue
         records = []
         for _, cs in pairs:
             rec = {}
             for form_code, c in zip(rule.forms, cs, strict=True):
-                assert c is not None
                 rec.update({f"{form_code}:{column(k)}": v for k, v in c.values.items()})
             records.append(rec)
         frame = pd.DataFrame.from_records(records).astype(float, errors="ignore")
