@@ -118,3 +118,28 @@ def test_date_before_the_notice_is_an_error(rules, fill):
     r = run_one(rules, fill(changes={("sign", "", "date"): "2016-01-20"}))
     (f,) = [f for f in r.findings if f.rule == "R-required"]
     assert f.cell == cell_of(rules, "warmth", "sign", "", "date") and "早于发文日期" in f.message
+
+
+def test_rows_inserted_above_and_sheet_renamed_are_still_read_with_a_warning(rules, fill, tmp_path):
+    from openpyxl import load_workbook
+
+    path = fill(changes={("visits", "trade", "households"): 5, ("visits", "trade", "households_archived"): 9})
+    wb = load_workbook(path)
+    ws = wb["送温暖统计表"]
+    ws.unmerge_cells("A2:I2")
+    ws.insert_rows(1, 2)  # a county adds its own letterhead above the table
+    ws["A1"] = "某某市总工会文件"
+    ws.title = "Sheet1"
+    moved = tmp_path / "moved.xlsx"
+    wb.save(moved)
+    (r,) = check.check_paths([moved], rules)
+    assert r.unit == "460100" and r.form == "warmth"
+    structure = [f for f in r.findings if f.rule == "F-structure"]
+    assert structure and all(f.severity == "warning" for f in structure)
+    assert any("Sheet1" in f.message for f in structure) and any("2 行" in f.message for f in structure)
+    # The planted mistake is still found, at its new place two rows down, on the renamed sheet.
+    (archived,) = [f for f in r.findings if f.rule == "W-archived"]
+    original = cell_of(rules, "warmth", "visits", "trade", "households_archived")
+    assert archived.sheet == "Sheet1"
+    assert archived.cell == original[0] + str(int(original[1:]) + 2)
+    assert r.verdict == "rejected"
