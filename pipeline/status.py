@@ -175,14 +175,14 @@ def render_text(status: Status, rules: Rules) -> str:
         cells = []
         name = next(iter(by_unit[code].values())).unit_name
         for item in items:
-            r = by_unit[code].get(item)
-            if r is None:
+            row = by_unit[code].get(item)
+            if row is None:
                 cells.append("—")
                 continue
-            text = r.state
-            if r.versions > 1:
-                text += f"(共{r.versions}版)"
-            if r.late:
+            text = row.state
+            if row.versions > 1:
+                text += f"(共{row.versions}版)"
+            if row.late:
                 text += "(逾期)"
             cells.append(text)
         lines.append(f"{name:<20}" + "".join(f"{c:<14}" for c in cells))
