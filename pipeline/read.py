@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 Pos = tuple[int, int]  # 0-based (row, column) on a sheet
 
+FEEDBACK_SHEET = "校验结果"  # our own annotation sheet, in a corrected copy a unit sends back
 META_SHEET = "_meta"  # the contract written by template.py
 META_HEADER = ("sheet", "cell", "section", "row", "field")
 
@@ -496,7 +497,7 @@ class _Book:
             for m in metas
             if m.visible == calamine.SheetVisibleEnum.Visible
             and m.typ == calamine.SheetTypeEnum.WorkSheet
-            and m.name != META_SHEET
+            and m.name not in (META_SHEET, FEEDBACK_SHEET)
         ]
 
     def grid(self, name: str) -> Grid:

@@ -1,0 +1,477 @@
+"""The annotated copy sent back to a unit: its own workbook with each finding's cell marked and explained.
+
+Errors are filled red and warnings yellow, each with a comment; a first sheet 校验结果 lists every finding
+with a link to its cell. A file openpyxl cannot open (.xls, .ods, .xlsb) is rebuilt from its values; a
+file nothing can open gets the 校验结果 sheet alone. The copy keeps the hidden `_meta` sheet, so a unit
+that corrects the red cells in it and sends it back is recognised as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html
+import io
+import logging
+import math
+import re
+import unicodedata
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from openpyxl import Workbook, load_workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.comments import Comment
+from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.utils.cell import column_index_from_string, get_column_letter
+from openpyxl.utils.datetime import to_excel
+from openpyxl.worksheet.hyperlink import Hyperlink
+from openpyxl.worksheet.worksheet import Worksheet
+
+from pipeline import read, template
+from pipeline.findings import Finding
+from pipeline.read import FEEDBACK_SHEET
+
+log = logging.getLogger(__name__)
+
+SUMMARY_SHEET = FEEDBACK_SHEET  # read.py skips it when a corrected copy comes back
+AUTHOR = "省总校验"
+ERROR_FILL = PatternFill("solid", fgColor="FFFFC7CE")  # ARGB, opaque; openpyxl would make "FFC7CE" 00FFC7CE
+WARNING_FILL = PatternFill("solid", fgColor="FFFFEB9C")
+HEADER_FILL = PatternFill("solid", fgColor="FFDDEBF7")
+OUR_COLORS = {"FFC7CE", "FFEB9C"}  # RGB without alpha, to recognise a previous round's marks
+COLUMNS = (
+    ("序号", 6),
+    ("类别", 7),
+    ("规则", 13),
+    ("工作表", 16),
+    ("单元格", 9),
+    ("填写内容", 22),
+    ("问题说明", 72),
+)
+HEADER_ROW = 5
+OWN_NOTE = "—— 原批注 ——"  # separates our messages from a note the unit had put on the same cell
+MAX_TEXT = 32767  # what one Excel cell holds
+MAX_ROW, MAX_COL = 1_048_576, 16_384
+
+CONVERTED = {"xls": ".xls", "ods": ".ods", "xlsb": ".xlsb"}
+_THIN = Side(style="thin", color="808080")
+_BOX = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
+_A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d{1,7})")
+
+
+def annotated_workbook(
+    data: bytes, file_name: str, findings: Sequence[Finding], *, unit_name: str, title: str
+) -> bytes:
+    """The unit's workbook (`data`, as sent) as reproducible .xlsx bytes, marked with `findings`.
+
+    Never raises for a strange workbook: whatever cannot be marked is still listed on 校验结果.
+    """
+    kind = _kind(data)
+    attempts: list[tuple[Callable[[], _Book], str]] = []
+    if kind == "xlsx":
+        attempts.append((lambda: _opened(data), ""))
+        attempts.append(
+            (lambda: _rebuilt(data), "原文件无法直接标注,此为按原文件数值转换后的副本(原有格式和公式未保留)")
+        )
+    elif kind in CONVERTED:
+        attempts.append(
+            (
+                lambda: _rebuilt(data),
+                f"原文件为 {CONVERTED[kind]} 格式,此为转换后的副本(只保留了数值,原有格式和公式未保留)",
+            )
+        )
+    for load, note in attempts:
+        try:
+            book = load()
+            book.notes = [note] if note else []
+            return _finish(book, file_name, findings, unit_name, title)
+        except Exception:
+            # openpyxl and calamine raise all kinds of things on odd files; the next attempt may still work.
+            log.warning("annotating %s failed", file_name, exc_info=True)
+    empty = Workbook()
+    empty.remove(empty.active)
+    book = _Book(empty, notes=["原文件无法打开,无法在原表上标注;以下列出全部校验结果"])
+    return _finish(book, file_name, findings, unit_name, title, mark=False)
+
+
+@dataclass
+class _Book:
+    wb: Workbook
+    sheets: dict[str, str] = field(default_factory=dict)  # sheet name as the reader saw it -> title here
+    cached: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> A1 -> a formula's cached value
+    notes: list[str] = field(default_factory=list)
+
+
+def _kind(data: bytes) -> str | None:
+    """The kind of `data`: xlsx when openpyxl may open it, a CONVERTED key when only calamine can, None when
+    nothing should try (not a spreadsheet, or beyond the reader's size limits)."""
+    if len(data) > read.MAX_BYTES:
+        return None
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        return "xls"
+    if not data.startswith(b"PK"):
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            names = {i.filename for i in infos}
+            if sum(i.file_size for i in infos) > read.MAX_UNZIPPED:
+                return None
+            if "xl/workbook.xml" in names:
+                return "xlsx"
+            if "xl/workbook.bin" in names:
+                return "xlsb"
+            return "ods" if "content.xml" in names else None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
+# --- the unit's own workbook -----------------------------------------------------------------------------
+
+
+def _opened(data: bytes) -> _Book:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "extension not supported" and the like: nothing the unit can act on
+        wb = load_workbook(io.BytesIO(data), keep_vba=False)  # an .xlsm's macros are never carried along
+        values = load_workbook(io.BytesIO(data), data_only=True, keep_vba=False)
+    wb.template = False
+    # openpyxl writes formulas without their results; they are put back on saving (see _with_cached), so
+    # that totals show in viewers that do not recalculate and a re-check of this copy reads the same values.
+    cached: dict[str, dict[str, Any]] = {}
+    for ws in wb.worksheets:
+        other = values[ws.title]
+        for cell in _cells(ws):
+            if cell.data_type == "f":
+                got = other[cell.coordinate]
+                if got.value is not None:
+                    cached.setdefault(ws.title, {})[cell.coordinate] = (got.data_type, got.value)
+    _clear_previous_round(wb)
+    for ws in wb.worksheets:
+        if ws.title != template.META_SHEET:
+            ws.protection.sheet = False  # so the unit can correct the marked cells in this very copy
+    wb.security = None  # a locked structure would keep them from deleting 校验结果
+    return _Book(wb, {ws.title: ws.title for ws in wb.worksheets}, cached)
+
+
+def _cells(ws: Worksheet) -> list[Any]:
+    # Only the cells that exist; iter_rows would create every empty one of the used range.
+    return list(ws._cells.values())
+
+
+def _clear_previous_round(wb: Workbook) -> None:
+    """A copy annotated before and sent back corrected: its old marks and 校验结果 no longer hold."""
+    if SUMMARY_SHEET in wb.sheetnames:
+        wb.remove(wb[SUMMARY_SHEET])
+    for ws in wb.worksheets:
+        for cell in _cells(ws):
+            if cell.comment is not None and cell.comment.author == AUTHOR:
+                _, mark, own = cell.comment.text.partition(f"\n{OWN_NOTE}\n")
+                cell.comment = Comment(own, "") if mark else None  # the unit's own note, kept last round
+                if cell.fill.fill_type == "solid" and str(cell.fill.fgColor.rgb).upper()[-6:] in OUR_COLORS:
+                    cell.fill = PatternFill()
+
+
+# --- a copy rebuilt from values, for what openpyxl cannot open ----------------------------------------------
+
+
+def _rebuilt(data: bytes) -> _Book:
+    import python_calamine as calamine
+
+    source = calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    wb = Workbook()
+    wb.remove(wb.active)
+    sheets: dict[str, str] = {}
+    for meta in source.sheets_metadata:
+        if meta.typ != calamine.SheetTypeEnum.WorkSheet or meta.name == SUMMARY_SHEET:
+            continue  # a chart has no values; an old 校验结果 is replaced by this round's
+        ws = wb.create_sheet(_sheet_title(meta.name, set(wb.sheetnames)))
+        sheets[meta.name] = ws.title
+        widths: dict[int, int] = {}
+        for r, line in enumerate(source.get_sheet_by_name(meta.name).to_python(skip_empty_area=False), 1):
+            for c, value in enumerate(line, 1):
+                if value is None or value == "":
+                    continue
+                _put(ws.cell(r, c), value)
+                widths[c] = max(widths.get(c, 0), _display_width(str(value)))
+        for c, w in widths.items():
+            ws.column_dimensions[get_column_letter(c)].width = min(40, max(8, w + 2))
+        if meta.visible == calamine.SheetVisibleEnum.Hidden:  # the enum is not hashable
+            ws.sheet_state = "hidden"
+        elif meta.visible == calamine.SheetVisibleEnum.VeryHidden:
+            ws.sheet_state = "veryHidden"
+    return _Book(wb, sheets)
+
+
+def _sheet_title(name: str, taken: set[str]) -> str:
+    """A title openpyxl accepts; .ods allows longer names and characters an .xlsx does not."""
+    title = re.sub(r"[\\*?:/\[\]]", "_", name)[:31] or "Sheet"
+    base, n = title, 1
+    while title in taken:
+        n += 1
+        title = f"{base[:27]}_{n}"
+    return title
+
+
+def _put(cell: Any, value: object) -> None:
+    if isinstance(value, str):
+        _text(cell, value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        _text(cell, str(value))
+    elif isinstance(value, dt.datetime):
+        cell.value = value
+        cell.number_format = "yyyy-mm-dd hh:mm:ss" if value.time() != dt.time() else "yyyy-mm-dd"
+    elif isinstance(value, dt.date):
+        cell.value = value
+        cell.number_format = "yyyy-mm-dd"
+    elif isinstance(value, dt.time | dt.timedelta):
+        cell.value = value
+        cell.number_format = "hh:mm:ss" if isinstance(value, dt.time) else "[h]:mm:ss"
+    elif isinstance(value, bool | int | float):
+        cell.value = value
+    else:
+        _text(cell, str(value))
+
+
+# --- marking the cells --------------------------------------------------------------------------------------
+
+
+def _mark(book: _Book, findings: Sequence[Finding]) -> dict[Finding, tuple[str, str]]:
+    """Fill and comment the cell of each finding; returns where each marked finding is (title, A1)."""
+    wb = book.wb
+    places: dict[tuple[str, str], list[Finding]] = {}
+    where: dict[Finding, tuple[str, str]] = {}
+    for f in findings:
+        title = book.sheets.get(f.sheet)
+        address = _address(f.cell)
+        if title is None or address is None:
+            continue
+        address = _anchor(wb[title], address)
+        places.setdefault((title, address), []).append(f)
+        where[f] = (title, address)
+    for (title, address), found in places.items():
+        cell = wb[title][address]
+        found.sort(key=lambda f: not f.is_error)
+        cell.fill = ERROR_FILL if found[0].is_error else WARNING_FILL
+        lines = list(dict.fromkeys(f"【{'错误' if f.is_error else '提醒'}】{f.message}" for f in found))
+        if cell.comment is not None:  # the unit's own note stays, below ours
+            lines += [OWN_NOTE, cell.comment.text]
+        cell.comment = _comment("\n".join(lines))
+    return where
+
+
+def _address(cell: str) -> str | None:
+    m = _A1.fullmatch(cell.strip())
+    if not m:
+        return None
+    col, row = column_index_from_string(m.group(1).upper()), int(m.group(2))
+    if not (1 <= row <= MAX_ROW and 1 <= col <= MAX_COL):
+        return None
+    return f"{get_column_letter(col)}{row}"
+
+
+def _anchor(ws: Worksheet, address: str) -> str:
+    """The top-left cell of the merged range holding `address`: the only one that can carry a comment."""
+    for merged in ws.merged_cells.ranges:
+        if address in merged:
+            return str(merged.start_cell.coordinate)
+    return address
+
+
+def _comment(text: str) -> Comment:
+    text = _clean(text)
+    longest = max(_display_width(line) for line in text.split("\n"))
+    # Sizes are pixels: about 8 px per half-width character of the 9-point comment font, 16 px per line.
+    width = min(360, max(200, longest * 8 + 16))
+    per_line = max(1, (width - 16) // 8)
+    lines = sum(max(1, math.ceil(_display_width(line) / per_line)) for line in text.split("\n"))
+    comment = Comment(text, AUTHOR)
+    comment.width = width
+    comment.height = min(600, lines * 16 + 16)
+    return comment
+
+
+# --- the 校验结果 sheet -------------------------------------------------------------------------------------
+
+
+def _finish(
+    book: _Book, file_name: str, findings: Sequence[Finding], unit_name: str, title: str, mark: bool = True
+) -> bytes:
+    wb = book.wb
+    where = _mark(book, findings) if mark else {}
+    ws = wb.create_sheet(SUMMARY_SHEET, 0)
+    for other in wb.worksheets:
+        other.sheet_view.tabSelected = False  # else Excel opens with the sheets grouped
+    ws.sheet_view.tabSelected = True
+    wb.active = 0
+    for view in wb.views:
+        view.firstSheet = 0
+    _summary(ws, book, file_name, findings, where, unit_name, title)
+    return _with_cached(template.to_bytes(wb), wb, book.cached)
+
+
+def _summary(
+    ws: Worksheet,
+    book: _Book,
+    file_name: str,
+    findings: Sequence[Finding],
+    where: dict[Finding, tuple[str, str]],
+    unit_name: str,
+    title: str,
+) -> None:
+    errors = sum(f.is_error for f in findings)
+    warnings_ = len(findings) - errors
+    last = get_column_letter(len(COLUMNS))
+    font = template.FONT
+    ws.merge_cells(f"A1:{last}1")
+    _text(ws["A1"], title)
+    ws["A1"].font = Font(name=font, bold=True, size=14)
+    ws.row_dimensions[1].height = 26
+    ws.merge_cells(f"A2:{last}2")
+    _text(ws["A2"], f"填报单位:{unit_name}    文件:{file_name}")
+    ws.merge_cells(f"A3:{last}3")
+    _text(ws["A3"], f"共 {errors} 个错误、{warnings_} 个提醒;结论:{'未通过' if errors else '通过'}")
+    ws["A3"].font = Font(name=font, bold=True, size=12, color="9C0006" if errors else "006100")
+    notes = list(book.notes)
+    if not findings:
+        notes.append("未发现问题。")
+    elif where:
+        notes.append(
+            "原表中红色单元格为错误、黄色单元格为提醒,鼠标移到单元格上可查看说明;点击“单元格”一栏可跳到该处。"
+            "可直接在本文件中改正后重新报送。"
+        )
+    ws.merge_cells(f"A4:{last}4")
+    _text(ws["A4"], "\n".join(notes))
+    ws["A4"].alignment = Alignment(wrap_text=True, vertical="top")
+    ws.row_dimensions[4].height = 16 * max(1, sum(_lines(n, 150) for n in notes)) + 4
+    for row in (2, 4):
+        ws[f"A{row}"].font = Font(name=font, size=11)
+
+    for j, (header, width) in enumerate(COLUMNS, 1):
+        cell = ws.cell(HEADER_ROW, j)
+        _text(cell, header)
+        cell.font = Font(name=font, bold=True)
+        cell.fill = HEADER_FILL
+        cell.border = _BOX
+        cell.alignment = Alignment(horizontal="center", vertical="center")
+        ws.column_dimensions[get_column_letter(j)].width = width
+    order = {name: i for i, name in enumerate(book.sheets)}
+    for i, f in enumerate(sorted(findings, key=lambda f: _order(f, order)), 1):
+        r = HEADER_ROW + i
+        texts = (str(i), "错误" if f.is_error else "提醒", f.rule, f.sheet, f.cell, f.value, f.message)
+        for j, text in enumerate(texts, 1):
+            cell = ws.cell(r, j)
+            _text(cell, text)
+            cell.font = Font(name=font)
+            cell.border = _BOX
+            cell.alignment = Alignment(
+                vertical="top", wrap_text=j >= 6, horizontal="center" if j <= 2 else None
+            )
+        ws.cell(r, 2).fill = ERROR_FILL if f.is_error else WARNING_FILL
+        if f in where:
+            target, address = where[f]
+            link = ws.cell(r, 5)
+            _text(link, address)
+            link.hyperlink = Hyperlink(
+                ref=link.coordinate, location=f"{_quote(target)}!{address}", display=address
+            )
+            link.font = Font(name=font, color="0563C1", underline="single")
+        ws.row_dimensions[r].height = (
+            15 * max(_lines(f.message, COLUMNS[6][1]), _lines(f.value, COLUMNS[5][1])) + 3
+        )
+    ws.freeze_panes = f"A{HEADER_ROW + 1}"
+    ws.print_title_rows = f"{HEADER_ROW}:{HEADER_ROW}"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.page_setup.orientation = ws.ORIENTATION_LANDSCAPE
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+
+
+def _order(f: Finding, sheets: dict[str, int]) -> tuple[Any, ...]:
+    """Errors first; within each, whole-file findings, then by sheet and by row and column."""
+    m = _A1.fullmatch(f.cell.strip())
+    row, col = (int(m.group(2)), column_index_from_string(m.group(1).upper())) if m else (0, 0)
+    sheet = sheets.get(f.sheet, len(sheets)) if f.sheet else -1
+    return (not f.is_error, sheet, f.sheet, row, col, f.rule, f.message, f.value)
+
+
+def _quote(sheet: str) -> str:
+    return "'" + sheet.replace("'", "''") + "'"
+
+
+def _text(cell: Any, text: str) -> None:
+    """`text` exactly, as text: never a formula (=…), whatever a person typed in their cell."""
+    if not text:
+        return  # an empty string would be written as an empty text cell
+    cell.value = _clean(text)[:MAX_TEXT]
+    cell.data_type = "s"
+
+
+def _clean(text: str) -> str:
+    """Control characters have no place in the file's XML; a carriage return would be read back as a line
+    feed anyway (XML normalises it), so it is written as one."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+
+
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _lines(text: str, width: int) -> int:
+    """Lines `text` takes in a wrapped column `width` characters wide."""
+    return sum(max(1, math.ceil(_display_width(part) / max(1, width - 1))) for part in text.split("\n"))
+
+
+# --- formulas keep their results -------------------------------------------------------------------------
+
+_FORMULA = re.compile(r'<c r="([A-Z]+\d+)"([^>]*)><f>([^<]*)</f><v\s*/?>(?:</v>)?</c>')
+
+
+def _with_cached(data: bytes, wb: Workbook, cached: dict[str, dict[str, Any]]) -> bytes:
+    """Put each formula's cached result back into the bytes openpyxl wrote without them."""
+    if not cached:
+        return data
+    # openpyxl numbers worksheet parts in the order of wb.worksheets.
+    parts = {
+        f"xl/worksheets/sheet{i}.xml": cached[ws.title]
+        for i, ws in enumerate(wb.worksheets, 1)
+        if ws.title in cached
+    }
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            content = src.read(info.filename)
+            results = parts.get(info.filename)
+            if results:
+                text = content.decode("utf-8")
+                content = _FORMULA.sub(functools.partial(_cached_cell, results=results), text).encode("utf-8")
+            entry = zipfile.ZipInfo(info.filename, info.date_time)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(entry, content)
+    return out.getvalue()
+
+
+def _cached_cell(m: re.Match[str], results: dict[str, Any]) -> str:
+    if m.group(1) not in results:
+        return m.group(0)
+    kind, value = results[m.group(1)]
+    attrs = m.group(2)
+    if kind == "b":
+        t, v = ' t="b"', "1" if value else "0"
+    elif kind == "e":
+        t, v = ' t="e"', html.escape(str(value), quote=False)
+    elif kind == "s":
+        t, v = ' t="str"', html.escape(_clean(str(value)), quote=False)
+    elif isinstance(value, dt.datetime | dt.date | dt.time):
+        t, v = "", f"{to_excel(value):.15g}"
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        t, v = "", repr(value) if isinstance(value, float) else str(value)
+    else:
+        return m.group(0)
+    return f'<c r="{m.group(1)}"{attrs}{t}><f>{m.group(3)}</f><v>{v}</v></c>'
