@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Iterator
+
+    from pipeline.batch import Progress
     from pipeline.config import Rules
 
 app = typer.Typer(
@@ -108,6 +113,161 @@ def check(
     else:
         typer.echo(check_mod.render_text(results, rules))
     raise typer.Exit(0 if all(r.verdict == "accepted" for r in results) else 1)
+
+
+InboxOption = Annotated[Path, typer.Option("--inbox", help="收件箱目录(各单位报来的文件,可有子目录)")]
+OutboxOption = Annotated[Path, typer.Option("--outbox", help="输出目录")]
+StateOption = Annotated[Path, typer.Option("--state", help="台账与存档目录(SQLite 台账、原始文件存档)")]
+AsOfOption = Annotated[
+    str | None, typer.Option("--as-of", help="按这个时点运行,如 2017-02-01T10:00(默认现在),便于重现")
+]
+SendOption = Annotated[bool, typer.Option("--send", help="真正发送邮件(默认只把邮件写成 .eml 文件)")]
+
+
+def _moment(text: str | None, rules: Rules) -> dt.datetime:
+    from pipeline import batch
+
+    try:
+        return batch.moment(text, rules)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _password(rules: Rules, send: bool) -> str | None:
+    if not send:
+        return None
+    value = os.environ.get(rules.mail.password_env)
+    if rules.mail.username and not value:
+        _fail(f"要发送邮件,请先设置环境变量 {rules.mail.password_env}(邮箱密码或授权码)")
+    return value
+
+
+@app.command()
+def run(
+    inbox: InboxOption = Path("inbox"),
+    outbox: OutboxOption = Path("outbox"),
+    state: StateOption = Path("state"),
+    as_of: AsOfOption = None,
+    send: SendOption = False,
+    rules_path: RulesOption = None,
+) -> None:
+    """每周运行:收取新文件、校验、给有问题的单位写反馈邮件、更新报送情况。"""
+    from pipeline import batch
+
+    rules = _rules(rules_path)
+    when = _moment(as_of, rules)
+    if not inbox.is_dir():
+        _fail(f"找不到收件箱目录 {inbox}")
+    try:
+        with _progress() as progress:
+            result = batch.run(rules, inbox, outbox, state, when, send=send, progress=progress,
+                               password=_password(rules, send))
+    except batch.RunLocked as exc:
+        _fail(str(exc))
+    taken = result.intake
+    typer.echo(f"时点 {when:%Y-%m-%d %H:%M};收件箱 {taken.seen} 个文件,新文件 {len(taken.new)} 个,"
+               f"未变化 {taken.unchanged} 个,跳过 {len(taken.skipped)} 个")
+    for skipped in taken.skipped:
+        typer.echo(f"  跳过 {skipped.path}:{skipped.reason}")
+    if result.checked:
+        words = {"accepted": "通过", "rejected": "未通过", "unreadable": "无法读取", "received": "报告已收到"}
+        typer.echo("校验:" + ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(result.checked.items())))
+    if result.messages:
+        words = {"written": "已写成 .eml", "sent": "已发送", "tempfail": "暂时失败(下次重试)",
+                 "refused": "被拒收", "unknown": "送达不明"}
+        typer.echo("邮件:" + ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(result.messages.items())))
+    if result.status is not None:
+        s = result.status
+        typer.echo(f"报送情况:{s.units_done()}/{len({r.unit for r in s.rows})} 个单位已全部报齐;"
+                   + ("已过截止时间" if s.past_deadline else f"距截止还有 {s.days_left} 天"))
+    for path in result.outputs:
+        typer.echo(f"  输出:{path}")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出")] = False,
+    state: StateOption = Path("state"),
+    as_of: AsOfOption = None,
+    rules_path: RulesOption = None,
+) -> None:
+    """各单位各事项的报送情况:已通过/有警告/未通过/未报送/逾期,收到时间、版本数、剩余天数。"""
+    import json
+
+    from pipeline import batch, ledger
+    from pipeline import status as status_mod
+
+    rules = _rules(rules_path)
+    when = _moment(as_of, rules)
+    book = ledger.Ledger(state)
+    try:
+        now = batch.current_status(rules, book, when)
+    finally:
+        book.close()
+    if as_json:
+        typer.echo(json.dumps(now.as_json(), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(status_mod.render_text(now, rules))
+
+
+@app.command()
+def remind(
+    outbox: OutboxOption = Path("outbox"),
+    state: StateOption = Path("state"),
+    as_of: AsOfOption = None,
+    send: SendOption = False,
+    rules_path: RulesOption = None,
+) -> None:
+    """给尚未报送或仍未通过的单位发催报邮件(每个单位每天最多一封)。"""
+    from pipeline import batch
+
+    rules = _rules(rules_path)
+    when = _moment(as_of, rules)
+    try:
+        reminded = batch.remind(rules, state, outbox, when, send, password=_password(rules, send))
+    except batch.RunLocked as exc:
+        _fail(str(exc))
+    typer.echo(f"催报 {len(reminded)} 个单位:" + ("、".join(reminded) if reminded else "今天已催报过或无需催报"))
+
+
+@app.command()
+def verify(state: StateOption = Path("state")) -> None:
+    """核对存档:重新计算每个原始文件的 sha256,与台账比对。"""
+    from pipeline import ledger
+
+    book = ledger.Ledger(state)
+    try:
+        problems = book.verify()
+        count = len(book.submissions())
+    finally:
+        book.close()
+    for line in problems:
+        typer.echo(line)
+    typer.echo(f"核对 {count} 个存档文件:" + ("全部一致" if not problems else f"{len(problems)} 处不一致"))
+    raise typer.Exit(0 if not problems else 1)
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    """A progress bar on the terminal for long runs; silent when output goes to a file."""
+    bars: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not sys.stderr.isatty() or total < 20:
+            return
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = typer.progressbar(length=total, label=stage, file=sys.stderr)
+            bar.__enter__()
+        bar.update(1)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    try:
+        yield update
+    finally:
+        for bar in bars.values():
+            bar.__exit__(None, None, None)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 have() { command -v "$1" >/dev/null 2>&1; }
 
 need_packages=0
-for program in soffice pdftoppm pdftotext; do
+for program in soffice pdftoppm pdftotext chromium openssl; do
   have "$program" || need_packages=1
 done
 if have fc-list && [ -z "$(fc-list :lang=zh family 2>/dev/null)" ]; then
@@ -16,10 +16,10 @@ if have fc-list && [ -z "$(fc-list :lang=zh family 2>/dev/null)" ]; then
 fi
 if [ "$need_packages" -eq 1 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
-    echo "scripts/test.sh: installing LibreOffice Calc, CJK fonts and poppler (apt-get)…"
+    echo "scripts/test.sh: installing LibreOffice Calc, Chromium, CJK fonts and poppler (apt-get)…"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui fonts-noto-cjk poppler-utils >/dev/null
+    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui fonts-noto-cjk poppler-utils chromium openssl >/dev/null
   else
     echo "scripts/test.sh: soffice, poppler or CJK fonts missing and not root: LibreOffice tests will be" \
       "skipped (or fail under CI=true). As root: apt-get install --no-install-recommends" \

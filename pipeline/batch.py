@@ -1,0 +1,361 @@
+"""The weekly run: intake → check → feedback → status (→ consolidation), resumable at every step.
+
+Each step reads what the ledger says is left to do, so a run killed anywhere is completed by the next;
+a run with nothing new changes nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import atomic, intake, read, status, validate
+from pipeline.config import Rules
+from pipeline.findings import (
+    ACCEPTED,
+    ERROR,
+    F_IDENTITY,
+    F_TOO_LARGE,
+    F_UNRECOGNISED,
+    UNREADABLE,
+    WARNING,
+    Finding,
+)
+from pipeline.ledger import Ledger, Submission
+
+Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
+FEEDBACK_DIR = "反馈"
+MAIL_DIR = "邮件"
+STATUS_TXT = "报送情况.txt"
+STATUS_JSON = "报送情况.json"
+REPORT = "report"
+
+
+class RunLocked(Exception):
+    """Another run holds the lock."""
+
+
+def moment(text: str | None, rules: Rules) -> dt.datetime:
+    """The run's "now": --as-of as given (ISO date or date and time, campaign time zone), else the clock."""
+    tz = rules.campaign.tz
+    if not text:
+        return dt.datetime.now(tz).replace(microsecond=0)
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("/", "-"))
+    except ValueError:
+        raise ValueError(f"时间“{text}”无法识别,请写成 2017-02-01 或 2017-02-01T10:00") from None
+    return when.replace(tzinfo=tz) if when.tzinfo is None else when.astimezone(tz)
+
+
+@dataclass
+class RunResult:
+    as_of: dt.datetime
+    intake: intake.Intake
+    checked: Counter[str] = field(default_factory=Counter)
+    messages: Counter[str] = field(default_factory=Counter)
+    status: status.Status | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+
+@contextmanager
+def locked(state: Path) -> Iterator[None]:
+    """One run at a time: a second one is told who holds the lock instead of corrupting the ledger."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "run.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "未知进程"
+        handle.close()
+        raise RunLocked(f"另一个 pipeline 正在运行({holder}),请等它结束后再试。") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"进程 {os.getpid()},开始于 {dt.datetime.now():%Y-%m-%d %H:%M:%S}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def run(
+    rules: Rules,
+    inbox: Path,
+    outbox: Path,
+    state: Path,
+    as_of: dt.datetime,
+    *,
+    send: bool = False,
+    parent: str = "province",
+    progress: Progress | None = None,
+    password: str | None = None,
+) -> RunResult:
+    with locked(state):
+        ledger = Ledger(state)
+        try:
+            return _run(rules, ledger, inbox, outbox, as_of, send, parent, progress, password)
+        finally:
+            ledger.close()
+
+
+def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
+         progress: Progress | None, password: str | None) -> RunResult:
+    from pipeline.read import MAX_BYTES
+
+    taken = intake.take_in(ledger, inbox, as_of, MAX_BYTES)
+    result = RunResult(as_of, taken)
+    result.checked = check_pending(rules, ledger, as_of, parent, progress)
+    result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
+    result.status = current_status(rules, ledger, as_of, parent)
+    result.outputs += write_status(rules, result.status, outbox)
+    return result
+
+
+# --- check -----------------------------------------------------------------------------------------------
+
+
+def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province",
+                  progress: Progress | None = None) -> Counter[str]:
+    """Check every submission without a verdict, all forms of the batch in one validation."""
+    pending = ledger.unchecked()
+    if not pending:
+        return Counter()
+    report_ext = {ext for item in rules.items.values() for ext in item.extensions}
+    results: list[tuple[str, dict[str, Any]]] = []
+    forms: list[Submission] = []
+    for sub in pending:
+        if Path(sub.file).suffix.lower() in report_ext:
+            results.append((sub.sha256, _report_fields(rules, sub)))
+        elif not ledger.archive_path(sub.sha256).exists():
+            results.append((sub.sha256, _too_large(sub)))
+        else:
+            forms.append(sub)
+    reads = []
+    for i, sub in enumerate(forms, start=1):
+        reads.append(read.read_submission(ledger.bytes_of(sub.sha256), sub.file, rules))
+        if progress:
+            progress("读取", i, len(forms))
+    companions = _companions(rules, ledger, reads, {s.sha256 for s in pending})
+    checked = validate.validate(reads + companions, rules, as_of.date())[: len(reads)]
+    for sub, c in zip(forms, checked, strict=True):
+        results.append((sub.sha256, _form_fields(rules, c, parent)))
+    ledger.record_checks(results)
+    return Counter(fields["verdict"] for _, fields in results)
+
+
+def _report_fields(rules: Rules, sub: Submission) -> dict[str, Any]:
+    """A written report is only recorded as received, from the unit its file name names."""
+    unit = _unit_from_name(rules, sub.file)
+    item = next((i.code for i in rules.items.values() if i.form is None), REPORT)
+    findings = [] if unit else [Finding(
+        F_UNRECOGNISED, ERROR, f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”",
+    )]
+    return dict(kind="report", unit=unit, item=item if unit else None, form=None,
+                verdict="received" if unit else UNREADABLE, findings=findings)
+
+
+def _unit_from_name(rules: Rules, name: str) -> str | None:
+    names = sorted(((alias, u.code) for u in rules.units for alias in (u.name, *u.aliases)), key=lambda p: -len(p[0]))
+    return next((code for alias, code in names if alias in name), None)
+
+
+def _too_large(sub: Submission) -> dict[str, Any]:
+    finding = Finding(F_TOO_LARGE, ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB),不像是一张统计表,未予读取")
+    return dict(kind="unknown", unit=None, item=None, form=None, verdict=UNREADABLE, findings=[finding])
+
+
+def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, Any]:
+    sub = c.submission
+    findings = list(c.findings)
+    item = rules.item_for_form(sub.form).code if sub.form else None
+    unit = rules.unit(sub.unit) if sub.unit and sub.unit in {u.code for u in rules.units} else None
+    if unit is not None and unit.reports_to != parent and unit.code != parent:
+        above = rules.unit(unit.reports_to).name if unit.reports_to != "province" else rules.campaign.issuer
+        findings.append(Finding(
+            F_IDENTITY, WARNING,
+            f"{unit.name}应向{above}报送,由其汇总上报;本表报错了地方,不计入本级汇总",
+        ))
+    note = c.values.get(("sign", "", "note"))
+    return dict(
+        kind="form" if sub.form else "unknown", unit=sub.unit, item=item, form=sub.form, verdict=c.verdict,
+        findings=findings, values=c.values if c.verdict == ACCEPTED else {},
+        explained=bool(note and str(note).strip()),
+    )
+
+
+def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str]) -> list[read.Submission]:
+    """For cross-form rules: the unit's other form already in the ledger, read again to check against."""
+    cross = {f for r in rules.rules if len(r.forms) > 1 for f in r.forms}
+    out = []
+    arriving = {(s.unit, s.form) for s in reads}
+    for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross):
+        for other in sorted(cross - {form}):
+            if (unit, other) in arriving:
+                continue
+            latest = ledger.latest(unit, rules.item_for_form(other).code)
+            if latest is not None and latest.sha256 not in new and ledger.archive_path(latest.sha256).exists():
+                out.append(read.read_submission(ledger.bytes_of(latest.sha256), latest.file, rules))
+    return out
+
+
+# --- feedback --------------------------------------------------------------------------------------------
+
+
+def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool, parent: str = "province",
+             progress: Progress | None = None, password: str | None = None) -> Counter[str]:
+    """An annotated workbook and a message for the latest version of each unit's item that has findings."""
+    from pipeline import annotate, mail
+
+    known = {u.code: u for u in rules.units}
+    latest: dict[tuple[str, str], Submission] = {}
+    for sub in ledger.submissions():
+        if sub.kind == "form" and sub.unit in known and sub.item and sub.verdict:
+            key = (sub.unit, sub.item)
+            if key not in latest or (sub.version or 0) > (latest[key].version or 0):
+                latest[key] = sub
+    for sub in sorted(latest.values(), key=lambda s: (s.unit or "", s.item or "")):
+        if not sub.findings or not ledger.archive_path(sub.sha256).exists():
+            continue
+        unit = known[sub.unit or ""]
+        msg_key = _message_key("feedback", sub.sha256, unit.email)
+        if ledger.message(msg_key) is not None:
+            continue
+        form = rules.forms[sub.form or ""]
+        title = f"{unit.name} {form.title} 校验结果"
+        annotated = annotate.annotated_workbook(
+            ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit_name=unit.name, title=title
+        )
+        stem = Path(sub.file).stem
+        annotated_name = f"{stem}_校验结果.xlsx"
+        annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), _safe(annotated_name))
+        atomic.write_bytes(annotated_path, annotated)
+        message = mail.feedback_message(
+            rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
+            attachment=(annotated_name, annotated), now=as_of, version=sub.version or 1, item=sub.item,
+        )
+        eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
+        atomic.write_bytes(eml, mail.write_eml(message))
+        ledger.add_message(msg_key, "feedback", unit.code, unit.email, sub.sha256, str(message["Subject"]),
+                           eml.relative_to(outbox).as_posix(), as_of)
+    return deliver(rules, ledger, outbox, as_of, send, password)
+
+
+def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool,
+            password: str | None = None) -> Counter[str]:
+    """Send what is due once: written or temporarily failed messages; a send cut short becomes unknown."""
+    from email import message_from_bytes, policy
+
+    from pipeline import mail
+
+    counts: Counter[str] = Counter()
+    for row in ledger.messages(("sending",)):
+        # The previous run died while talking to the server: the message may have gone. Staff decide.
+        ledger.set_message(row["key"], "unknown", as_of, detail="上次发送时中断,无法确定是否已送达")
+    for row in ledger.messages(("pending",)):
+        ledger.set_message(row["key"], "written", as_of)
+        counts["written"] += 1
+    if not send:
+        return counts
+    for row in ledger.messages(("written", "tempfail")):
+        message = message_from_bytes((outbox / row["eml"]).read_bytes(), policy=policy.SMTP)
+        ledger.set_message(row["key"], "sending", as_of)
+        outcomes = mail.send(rules.mail, message, password=password)
+        outcome = next((o for o in outcomes if o.recipient == row["recipient"]), outcomes[0])
+        ledger.set_message(row["key"], outcome.status, as_of, outcome.code, outcome.detail, attempt=True)
+        counts[outcome.status] += 1
+    return counts
+
+
+def remind(rules: Rules, state: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str = "province",
+           password: str | None = None) -> list[str]:
+    """Remind units whose items are missing or still rejected; once per unit and day."""
+    from pipeline import mail
+
+    with locked(state):
+        ledger = Ledger(state)
+        try:
+            now = current_status(rules, ledger, as_of, parent)
+            owing: dict[str, list[tuple[str, str]]] = {}
+            for row in now.rows:
+                if row.state in (status.MISSING, status.OVERDUE, status.FAILED):
+                    owing.setdefault(row.unit, []).append((row.item_label, row.state))
+            reminded = []
+            for code, items in owing.items():
+                unit = rules.unit(code)
+                key = _message_key("reminder", f"{code}:{as_of.date().isoformat()}", unit.email)
+                if ledger.message(key) is not None:
+                    continue
+                message = mail.reminder_message(rules, unit, items=items, now=as_of)
+                eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_催报_{as_of:%Y%m%d}.eml")
+                atomic.write_bytes(eml, mail.write_eml(message))
+                ledger.add_message(key, "reminder", code, unit.email, None, str(message["Subject"]),
+                                   eml.relative_to(outbox).as_posix(), as_of)
+                reminded.append(unit.name)
+            deliver(rules, ledger, outbox, as_of, send, password)
+            return reminded
+        finally:
+            ledger.close()
+
+
+def _message_key(kind: str, subject: str, recipient: str) -> str:
+    return f"{kind}:{hashlib.sha256(f'{subject}|{recipient}'.encode()).hexdigest()[:24]}"
+
+
+# --- status ----------------------------------------------------------------------------------------------
+
+
+def current_status(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province") -> status.Status:
+    versions = [
+        status.Version(
+            sha256=s.sha256, unit=s.unit, item=s.item, form=s.form, file=s.file, received=s.received,
+            version=s.version or 1, verdict=s.verdict or "", values=s.values, explained=s.explained,
+            warnings=sum(f.severity == WARNING for f in s.findings),
+            errors=sum(f.severity == ERROR for f in s.findings),
+        )
+        for s in ledger.submissions()
+        if s.unit and s.item and s.verdict and s.received <= as_of
+    ]
+    problems: dict[str, str] = {}
+    for row in ledger.messages(("refused", "unknown")):
+        word = "邮件被拒收" if row["status"] == "refused" else "邮件是否送达不明"
+        problems[row["unit"]] = f"{word}({row['recipient']}{':' + str(row['code']) if row['code'] else ''})"
+    return status.compute(rules, versions, as_of, parent, problems)
+
+
+def write_status(rules: Rules, now: status.Status, outbox: Path) -> list[Path]:
+    import json
+
+    text, data = outbox / STATUS_TXT, outbox / STATUS_JSON
+    atomic.write_text(text, status.render_text(now, rules) + "\n")
+    atomic.write_text(data, json.dumps(now.as_json(), ensure_ascii=False, indent=2) + "\n")
+    return [text, data]
+
+
+# --- names in the outbox ----------------------------------------------------------------------------------
+
+
+def _safe(name: str, limit: int = 120) -> str:
+    """A file name derived from user input that cannot leave its folder or upset a file system."""
+    cleaned = "".join("_" if ch in '\\/:*?"<>|' or ord(ch) < 32 or ch in "\u202e\u202d\u200b" else ch for ch in name)
+    cleaned = cleaned.strip(" .") or "未命名"
+    if len(cleaned.encode("utf-8")) > limit * 3:
+        cleaned = cleaned[:limit]
+    return cleaned
+
+
+def _inside(outbox: Path, *parts: str) -> Path:
+    path = outbox.joinpath(*parts)
+    if os.path.commonpath([outbox.resolve(), path.resolve()]) != str(outbox.resolve()):
+        raise ValueError(f"路径越出输出目录:{path}")
+    return path

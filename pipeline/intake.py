@@ -1,0 +1,113 @@
+"""Intake: the only stage that touches the inbox. It walks it, leaves it exactly as it is, and copies
+each new file's bytes into the ledger's archive.
+
+Staff save e-mail attachments into dated subfolders; owner and lock files, hidden files and files still
+being copied are passed over and picked up by a later run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.ledger import Ledger
+
+TEMPORARY_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
+SETTLE_SECONDS = 2.0  # a file modified this recently is looked at twice, to see whether it is still growing
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Intake:
+    new: list[str] = field(default_factory=list)  # sha256 of new submissions
+    seen: int = 0  # files looked at
+    unchanged: int = 0  # files already in the ledger, same size and time: not even read
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _skip_reason(rel: Path) -> str | None:
+    name = rel.name
+    if name.startswith("~$") or name.startswith(".~lock."):
+        return "办公软件的临时锁定文件"
+    if any(part.startswith(".") for part in rel.parts):
+        return "隐藏文件"
+    if name.lower().endswith(TEMPORARY_SUFFIXES):
+        return "未下载完的临时文件"
+    return None
+
+
+def candidates(inbox: Path) -> Iterator[tuple[Path, str | None]]:
+    """Every file under the inbox in a stable order, with the reason it is passed over (or None)."""
+    for root, dirs, files in os.walk(inbox):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            yield path, _skip_reason(path.relative_to(inbox))
+
+
+def _settled(path: Path, st: os.stat_result, settle: float) -> bool:
+    """False when the file is still being written: its size or time changes while we look."""
+    if time.time() - st.st_mtime > settle:
+        return True
+    time.sleep(min(settle, 1.0))
+    again = path.stat()
+    return (again.st_size, again.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def take_in(
+    ledger: Ledger,
+    inbox: Path,
+    as_of: dt.datetime,
+    max_bytes: int,
+    settle: float = SETTLE_SECONDS,
+    progress: Callable[[str], None] | None = None,
+) -> Intake:
+    result = Intake()
+    tz = as_of.tzinfo
+    for path, reason in candidates(inbox):
+        rel = path.relative_to(inbox).as_posix()
+        if reason:
+            result.skipped.append(Skipped(rel, reason))
+            continue
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed while we walked: nothing to keep
+        received = dt.datetime.fromtimestamp(st.st_mtime, tz)
+        if received > as_of:
+            result.skipped.append(Skipped(rel, f"文件时间 {received:%Y-%m-%d %H:%M} 晚于本次运行的时点"))
+            continue
+        result.seen += 1
+        if ledger.known_file(rel, st.st_size, st.st_mtime_ns):
+            result.unchanged += 1
+            continue
+        if not _settled(path, st, settle):
+            result.skipped.append(Skipped(rel, "文件正在写入,下次运行时再处理"))
+            continue
+        if progress:
+            progress(rel)
+        digest = _keep(ledger, path, st.st_size, max_bytes)
+        if ledger.record_file(rel, st.st_size, st.st_mtime_ns, digest, path.name, received, as_of):
+            result.new.append(digest)
+    return result
+
+
+def _keep(ledger: Ledger, path: Path, size: int, max_bytes: int) -> str:
+    """Archive the bytes; a file over the size limit is hashed in chunks and only its verdict is kept."""
+    if size <= max_bytes:
+        return ledger.keep(path.read_bytes())
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,275 @@
+"""The submission ledger: an embedded SQLite file and a content-addressed archive in the state folder.
+
+Every file ever seen is recorded here with its bytes kept by sha256, so nothing sent by a unit is lost
+even if the inbox is cleaned; every change is a transaction, so a run killed at any point leaves a
+state that the next run completes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import atomic
+from pipeline.findings import Finding
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,          -- relative to the inbox
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    first_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS submissions (
+    sha256 TEXT PRIMARY KEY,        -- the same bytes under another name are the same submission
+    file TEXT NOT NULL,             -- the name it first came under
+    path TEXT NOT NULL,             -- where in the inbox
+    size INTEGER NOT NULL,
+    received TEXT NOT NULL,         -- when it reached the inbox (file time), ISO with zone
+    first_seen TEXT NOT NULL,       -- when a run first saw it
+    kind TEXT,                      -- form / report / unknown
+    unit TEXT,
+    item TEXT,
+    form TEXT,
+    version INTEGER,
+    verdict TEXT,                   -- NULL until checked
+    findings TEXT,                  -- JSON list of findings
+    "values" TEXT,                  -- JSON of the normalised values, for consolidation
+    explained INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS submissions_unit_item ON submissions (unit, item);
+CREATE TABLE IF NOT EXISTS messages (
+    key TEXT PRIMARY KEY,           -- once per (submission, recipient), or (reminder, unit, day)
+    kind TEXT NOT NULL,             -- feedback / reminder
+    unit TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sha256 TEXT,
+    subject TEXT NOT NULL,
+    eml TEXT NOT NULL,              -- the message file in the outbox
+    status TEXT NOT NULL,           -- pending / written / sending / sent / tempfail / refused / unknown
+    code INTEGER,
+    detail TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS editions (
+    number INTEGER PRIMARY KEY,     -- 终稿 editions, never overwritten
+    as_of TEXT NOT NULL,
+    path TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Submission:
+    sha256: str
+    file: str
+    path: str
+    size: int
+    received: dt.datetime
+    first_seen: dt.datetime
+    kind: str | None
+    unit: str | None
+    item: str | None
+    form: str | None
+    version: int | None
+    verdict: str | None
+    findings: tuple[Finding, ...]
+    values: dict[tuple[str, str, str], Any]
+    explained: bool
+
+
+class Ledger:
+    def __init__(self, state: Path):
+        self.state = state
+        self.archive_dir = state / "archive"
+        state.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(state / "ledger.sqlite", isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- the archive -------------------------------------------------------------------------------------
+
+    def archive_path(self, sha256: str) -> Path:
+        return self.archive_dir / sha256[:2] / sha256
+
+    def keep(self, data: bytes) -> str:
+        """Store bytes by their sha256 (once); return the digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.archive_path(digest)
+        if not path.exists():
+            atomic.write_bytes(path, data)
+        return digest
+
+    def bytes_of(self, sha256: str) -> bytes:
+        return self.archive_path(sha256).read_bytes()
+
+    def verify(self) -> list[str]:
+        """Re-hash every archived file against the ledger; a line per difference, in Chinese."""
+        problems = []
+        for row in self.db.execute("SELECT sha256, file FROM submissions ORDER BY sha256"):
+            path = self.archive_path(row["sha256"])
+            if not path.exists():
+                problems.append(f"存档缺失:{row['file']}({row['sha256'][:12]}…)")
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:
+                problems.append(f"存档内容已改变:{row['file']}({row['sha256'][:12]}…)")
+        return problems
+
+    # --- files and submissions ---------------------------------------------------------------------------
+
+    def known_file(self, path: str, size: int, mtime_ns: int) -> bool:
+        row = self.db.execute("SELECT size, mtime_ns FROM files WHERE path = ?", (path,)).fetchone()
+        return row is not None and row["size"] == size and row["mtime_ns"] == mtime_ns
+
+    def record_file(self, path: str, size: int, mtime_ns: int, sha256: str, name: str, received: dt.datetime,
+                    seen: dt.datetime) -> bool:
+        """Record a file; return True when its bytes are a new submission."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO files (path, size, mtime_ns, sha256, first_seen) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "sha256 = excluded.sha256",
+                (path, size, mtime_ns, sha256, seen.isoformat()),
+            )
+            existing = db.execute("SELECT received FROM submissions WHERE sha256 = ?", (sha256,)).fetchone()
+            if existing is not None:
+                if dt.datetime.fromisoformat(existing["received"]) > received:
+                    db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE sha256 = ?",
+                               (received.isoformat(), name, path, sha256))
+                return False
+            db.execute(
+                "INSERT INTO submissions (sha256, file, path, size, received, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256, name, path, size, received.isoformat(), seen.isoformat()),
+            )
+            return True
+
+    def unchecked(self) -> list[Submission]:
+        return self._select("WHERE verdict IS NULL ORDER BY received, path")
+
+    def submissions(self) -> list[Submission]:
+        return self._select("ORDER BY received, path")
+
+    def latest(self, unit: str, item: str) -> Submission | None:
+        found = self._select("WHERE unit = ? AND item = ? ORDER BY version DESC LIMIT 1", (unit, item))
+        return found[0] if found else None
+
+    def _select(self, where: str, args: tuple[Any, ...] = ()) -> list[Submission]:
+        return [_submission(r) for r in self.db.execute(f"SELECT * FROM submissions {where}", args)]
+
+    def record_checks(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+        """Store verdicts of one batch and renumber versions of the (unit, item) pairs they touch."""
+        with self.transaction() as db:
+            touched: set[tuple[str, str]] = set()
+            for sha256, fields in results:
+                db.execute(
+                    'UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, '
+                    '"values" = ?, explained = ? WHERE sha256 = ?',
+                    (fields["kind"], fields["unit"], fields["item"], fields["form"], fields["verdict"],
+                     json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
+                     _values_json(fields.get("values", {})), int(fields.get("explained", False)), sha256),
+                )
+                if fields["unit"] and fields["item"]:
+                    touched.add((fields["unit"], fields["item"]))
+            for unit, item in sorted(touched):
+                rows = db.execute(
+                    "SELECT sha256 FROM submissions WHERE unit = ? AND item = ? ORDER BY received, path",
+                    (unit, item),
+                ).fetchall()
+                for number, row in enumerate(rows, start=1):
+                    db.execute("UPDATE submissions SET version = ? WHERE sha256 = ?", (number, row["sha256"]))
+
+    # --- messages ------------------------------------------------------------------------------------------
+
+    def message(self, key: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute("SELECT * FROM messages WHERE key = ?", (key,)).fetchone()
+        return row
+
+    def add_message(self, key: str, kind: str, unit: str, recipient: str, sha256: str | None, subject: str,
+                    eml: str, when: dt.datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO messages (key, kind, unit, recipient, sha256, subject, eml, status, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (key, kind, unit, recipient, sha256, subject, eml, when.isoformat()),
+            )
+
+    def set_message(self, key: str, status: str, when: dt.datetime, code: int | None = None, detail: str = "",
+                    attempt: bool = False) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET status = ?, code = ?, detail = ?, updated = ?, attempts = attempts + ? "
+                "WHERE key = ?",
+                (status, code, detail, when.isoformat(), int(attempt), key),
+            )
+
+    def messages(self, statuses: tuple[str, ...] | None = None) -> list[sqlite3.Row]:
+        if statuses is None:
+            return list(self.db.execute("SELECT * FROM messages ORDER BY key"))
+        marks = ",".join("?" * len(statuses))
+        return list(self.db.execute(f"SELECT * FROM messages WHERE status IN ({marks}) ORDER BY key", statuses))
+
+    # --- editions -----------------------------------------------------------------------------------------
+
+    def editions(self) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM editions ORDER BY number"))
+
+    def add_edition(self, number: int, as_of: dt.datetime, path: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO editions (number, as_of, path) VALUES (?, ?, ?)", (number, as_of.isoformat(), path))
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table as sorted plain rows: what tests compare between runs."""
+        out = {}
+        for table, key in (("files", "path"), ("submissions", "sha256"), ("messages", "key"), ("editions", "number")):
+            out[table] = [dict(r) for r in self.db.execute(f"SELECT * FROM {table} ORDER BY {key}")]
+        return out
+
+
+def _values_json(values: dict[tuple[str, str, str], Any]) -> str:
+    def plain(v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dt.date):
+            return v.isoformat()
+        return v
+
+    return json.dumps({"|".join(k): plain(v) for k, v in sorted(values.items())}, ensure_ascii=False)
+
+
+def _submission(row: sqlite3.Row) -> Submission:
+    findings = tuple(Finding(**f) for f in json.loads(row["findings"] or "[]"))
+    raw = json.loads(row["values"] or "{}")
+    values: dict[tuple[str, str, str], Any] = {}
+    for k, v in raw.items():
+        section, r, field = k.split("|")
+        values[(section, r, field)] = v  # only accepted forms are consolidated, and they hold no unknowns
+    return Submission(
+        sha256=row["sha256"], file=row["file"], path=row["path"], size=row["size"],
+        received=dt.datetime.fromisoformat(row["received"]), first_seen=dt.datetime.fromisoformat(row["first_seen"]),
+        kind=row["kind"], unit=row["unit"], item=row["item"], form=row["form"], version=row["version"],
+        verdict=row["verdict"], findings=findings, values=values, explained=bool(row["explained"]),
+    )

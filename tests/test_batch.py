@@ -1,0 +1,204 @@
+"""The weekly run on a demo inbox: intake, ledger, versions, feedback files, status, and nothing lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import batch, demo, ledger
+from pipeline.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = "2017-02-01T12:00"
+runner = CliRunner()
+
+
+@pytest.fixture
+def site(rules, tmp_path):
+    """A staff member's folders: a demo inbox, an empty outbox and state."""
+    inbox = tmp_path / "inbox"
+    made = demo.make(rules, inbox, seed=2017)
+    return inbox, tmp_path / "outbox", tmp_path / "state", made
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def run_cli(inbox, outbox, state, *extra):
+    result = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
+                                 "--as-of", AS_OF, *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_run_checks_every_file_and_writes_feedback_for_units_with_problems(rules, site):
+    inbox, outbox, state, made = site
+    before = hashes(inbox)
+    output = run_cli(inbox, outbox, state)
+    assert f"新文件 {len(made.files)} 个" in output
+    book = ledger.Ledger(state)
+    subs = book.submissions()
+    assert len(subs) == len(made.files)
+    assert all(s.verdict for s in subs)
+    # Every unit whose latest form has findings gets one message with its annotated workbook beside it.
+    problem_units = set()
+    latest = {}
+    for s in subs:
+        if s.kind == "form":
+            key = (s.unit, s.item)
+            if key not in latest or s.version > latest[key].version:
+                latest[key] = s
+    problem_units = {s.unit for s in latest.values() if s.findings}
+    messages = book.messages()
+    assert {m["unit"] for m in messages} == problem_units
+    assert all(m["status"] == "written" for m in messages)
+    emls = sorted((outbox / batch.MAIL_DIR).glob("*.eml"))
+    assert len(emls) == len(messages)
+    annotated = sorted((outbox / batch.FEEDBACK_DIR).rglob("*_校验结果.xlsx"))
+    assert len(annotated) == len(messages)
+    # The inbox is byte-for-byte what it was.
+    assert hashes(inbox) == before
+    status = json.loads((outbox / batch.STATUS_JSON).read_text(encoding="utf-8"))
+    states = {(r["unit"], r["item"]): r["state"] for r in status["rows"]}
+    for code, item in made.missing:
+        assert states[(code, item)] == "未报送", (code, item)
+    book.close()
+
+
+def test_rerun_with_nothing_new_changes_nothing_and_sends_nothing(rules, site):
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    first_out, first_ledger = hashes(outbox), ledger.Ledger(state).dump()
+    output = run_cli(inbox, outbox, state)
+    assert "新文件 0 个" in output and "邮件" not in output.split("报送情况")[0].split("校验")[-1]
+    assert hashes(outbox) == first_out
+    assert ledger.Ledger(state).dump() == first_ledger
+
+
+def test_same_bytes_under_another_name_are_the_same_submission(rules, site):
+    inbox, outbox, state, made = site
+    original = next(f.path for f in made.files if f.path.suffix == ".xlsx")
+    copy = inbox / "转发" / ("转发:" + original.name)
+    copy.parent.mkdir()
+    copy.write_bytes(original.read_bytes())
+    os.utime(copy, (original.stat().st_mtime + 60,) * 2)
+    run_cli(inbox, outbox, state)
+    book = ledger.Ledger(state)
+    assert len(book.submissions()) == len(made.files)
+    assert len(book.dump()["files"]) == len(made.files) + 1
+
+
+def test_lock_and_hidden_files_are_passed_over(rules, site):
+    inbox, outbox, state, made = site
+    day = made.files[0].path.parent
+    (day / "~$海口市总工会_附件1.xlsx").write_bytes(b"owner file")
+    (day / ".~lock.海口市总工会_附件1.xlsx#").write_bytes(b"lock")
+    (day / ".hidden.xlsx").write_bytes(b"hidden")
+    output = run_cli(inbox, outbox, state)
+    assert output.count("跳过") >= 3
+    assert len(ledger.Ledger(state).submissions()) == len(made.files)
+
+
+def test_corrected_resubmission_supersedes_the_rejected_file(rules, site):
+    inbox, outbox, state, made = site
+    first = next(f for f in made.files if f.note.startswith("第1版"))
+    run_cli(inbox, outbox, state)
+    result = runner.invoke(app, ["status", "--state", str(state), "--as-of", AS_OF, "--json"])
+    rows = {(r["unit"], r["item"]): r for r in json.loads(result.stdout)["rows"]}
+    row = rows[(first.unit, "warmth")]
+    assert row["versions"] == 2 and row["version_used"] == 2 and row["state"] == "已通过"
+    versions = sorted((s.version, s.verdict) for s in ledger.Ledger(state).submissions()
+                      if s.unit == first.unit and s.item == "warmth")
+    assert versions == [(1, "rejected"), (2, "accepted")]
+    text = runner.invoke(app, ["status", "--state", str(state), "--as-of", AS_OF]).output
+    assert "共2版" in text
+
+
+def test_status_shows_the_older_version_in_use_when_the_newer_is_rejected(rules, site, fill):
+    inbox, outbox, state, made = site
+    run_cli(inbox, outbox, state)
+    good = next(f for f in made.files if f.note == "填写正确" and f.item == "warmth")
+    unit = rules.unit(good.unit)
+    bad = fill(unit=unit.code, changes={("activities", "", "forums"): "见附件"}, name="更正.xlsx")
+    target = inbox / "2017-01-31" / f"{unit.name}附件1更正.xlsx"
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(bad.read_bytes())
+    os.utime(target, (1485820800,) * 2)  # 2017-01-31 08:00 +08:00
+    run_cli(inbox, outbox, state)
+    rows = {(r.unit, r.item): r for r in batch.current_status(rules, ledger.Ledger(state), batch.moment(AS_OF, rules)).rows}
+    row = rows[(unit.code, "warmth")]
+    assert row.state == "未通过" and row.versions == 2 and row.version_used == 1
+    assert "汇总暂用第1版" in row.note
+
+
+def test_late_file_is_flagged_and_still_processed(rules, site, fill):
+    inbox, outbox, state, _ = site
+    late = inbox / "2017-02-08" / "三亚附件1补报.xlsx"
+    late.parent.mkdir()
+    late.write_bytes(fill(unit="460200", seed=9).read_bytes())
+    os.utime(late, (1486526400,) * 2)  # 2017-02-08 12:00 +08:00
+    runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
+                        "--as-of", "2017-02-10T09:00"])
+    rows = {(r.unit, r.item): r for r in batch.current_status(
+        rules, ledger.Ledger(state), batch.moment("2017-02-10T09:00", rules)).rows}
+    assert rows[("460200", "warmth")].late
+    assert any(r.state == "逾期" for r in rows.values())
+
+
+def test_a_second_run_while_one_holds_the_lock_is_refused(rules, site):
+    inbox, outbox, state, _ = site
+    with batch.locked(state):
+        result = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state)])
+    assert result.exit_code == 2
+    assert "另一个 pipeline 正在运行" in result.output
+
+
+def test_verify_finds_a_changed_archive_file(rules, site):
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    ok = runner.invoke(app, ["verify", "--state", str(state)])
+    assert ok.exit_code == 0 and "全部一致" in ok.output
+    victim = next((state / "archive").rglob("*"))
+    while victim.is_dir():
+        victim = next(victim.iterdir())
+    victim.write_bytes(b"tampered")
+    bad = runner.invoke(app, ["verify", "--state", str(state)])
+    assert bad.exit_code == 1 and "存档内容已改变" in bad.output
+
+
+def test_killed_run_is_completed_by_the_next_with_the_same_result(rules, tmp_path):
+    inbox = tmp_path / "inbox"
+    demo.make(rules, inbox, seed=11)
+    command = [sys.executable, "-m", "pipeline", "run", "--inbox", str(inbox), "--as-of", AS_OF]
+
+    def start(name):
+        return subprocess.Popen(command + ["--outbox", str(tmp_path / name / "outbox"),
+                                           "--state", str(tmp_path / name / "state")],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    clean = start("clean")
+    assert clean.wait(timeout=300) == 0
+    victim = start("killed")
+    archive = tmp_path / "killed" / "state" / "archive"
+    deadline = time.time() + 120
+    while time.time() < deadline and len([p for p in archive.rglob("*") if p.is_file()]) < 10:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    rerun = start("killed")
+    assert rerun.wait(timeout=300) == 0
+    assert ledger.Ledger(tmp_path / "killed" / "state").dump() == ledger.Ledger(tmp_path / "clean" / "state").dump()
+    assert hashes(tmp_path / "killed" / "outbox") == hashes(tmp_path / "clean" / "outbox")
