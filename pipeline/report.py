@@ -1,0 +1,1329 @@
+"""Renderings of a consolidation: the Chinese statistics workbook, the HTML report and a draft of the
+written summary that staff edit and send upward.
+
+Pure functions of their inputs: no clock, no random ids, stable ordering, so the same consolidation
+gives the same bytes. Whatever came from a submission (file names, messages) is written as text,
+never as a formula or markup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup, escape
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.worksheet.pagebreak import Break
+from openpyxl.worksheet.worksheet import Worksheet
+
+from pipeline import consolidate, template
+from pipeline.config import PROVINCE, Field, Form, Rules
+from pipeline.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, VISITS, WARMTH, Consolidation
+from pipeline.findings import ACCEPTED, ERROR, Finding
+from pipeline.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, ItemStatus, Status, Version
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+SHEETS = ("说明", "送温暖汇总", "分行业汇总", "市县×行业", "帮扶中心汇总", "报送情况", "校验问题", "数据来源")
+
+# A finding as the caller has it: alone (its file is then looked up among the versions used), or with
+# the name of the file it was found in.
+FindingEntry = Finding | tuple[str, Finding]
+
+FUND_SOURCES = ("fund_central", "fund_provincial", "fund_local", "fund_union", "fund_social")
+SEVERITY_WORDS = {ERROR: "错误", "warning": "提醒"}
+MONEY_UNIT = "金额单位:万元"
+
+# --- shared wording -------------------------------------------------------------------------------------
+
+
+def stamp(final: bool, edition: int) -> str:
+    return f"终稿(第{edition}版)" if final else "草稿"
+
+
+def _local(rules: Rules, moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(rules.campaign.tz) if moment.tzinfo is not None else moment
+
+
+def _when(rules: Rules, moment: dt.datetime) -> str:
+    return f"{_local(rules, moment):%Y-%m-%d %H:%M}"
+
+
+def _scope(rules: Rules, c: Consolidation) -> str:
+    """Who the figures are of, as the subject of a sentence: 全省各级工会, or ZX's units."""
+    return "全省各级工会" if c.parent == PROVINCE else f"{rules.unit(c.parent).name}所属各单位"
+
+
+def _level_name(rules: Rules, c: Consolidation) -> str:
+    return "全省(直报省总的单位)" if c.parent == PROVINCE else f"{rules.unit(c.parent).name}所属单位"
+
+
+def _short(rules: Rules, code: str) -> str:
+    """A unit's short name for a chart axis: its first alias (海口, 洋浦, 农垦), else its name."""
+    unit = rules.unit(code)
+    return unit.aliases[0] if unit.aliases else unit.name
+
+
+def _count_text(value: Any) -> str:
+    return str(int(value))
+
+
+def _money_text(value: Any) -> str:
+    return f"{consolidate.money(value):.2f}"
+
+
+def _figure(value: Any, ftype: str) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return _money_text(value) if ftype == "money" else _count_text(value)
+
+
+def _total_row(frame: pd.DataFrame) -> pd.Series:
+    return frame[frame["level"] == TOTAL_ROW].iloc[0]
+
+
+def headline_sentences(rules: Rules, c: Consolidation) -> list[str]:
+    """The figures in the federation's words: 全省各级工会共筹集送温暖资金 X 万元,走访慰问困难企业 Y 家……"""
+    h = consolidate.headline(c)
+
+    def m(name: str) -> str:
+        return _money_text(h[name])
+
+    def n(name: str) -> str:
+        return _count_text(h[name])
+
+    first = (
+        f"{_scope(rules, c)}共筹集送温暖资金 {m('筹集送温暖资金')} 万元,走访慰问困难企业 {n('走访慰问困难企业')} 家,"
+        f"慰问困难职工 {n('慰问困难职工')} 户(其中建档困难职工 {n('建档困难职工')} 户)、"
+        f"困难农民工 {n('困难农民工')} 人、劳动模范 {n('劳动模范')} 人、一线职工 {n('一线职工')} 人,"
+        f"发放慰问金和慰问品合计 {m('慰问金额')} 万元(其中慰问金 {m('慰问金')} 万元、慰问品折款 {m('慰问品折款')} 万元)。"
+    )
+    second = (
+        f"各级工会领导干部下访 {n('领导干部下访')} 人次,召开座谈会 {n('召开座谈会')} 次,"
+        f"开展劳动经济权益大检查企业 {n('劳动经济权益大检查企业')} 家,排查农民工欠薪问题 {n('排查农民工欠薪问题')} 件,"
+        f"帮助追回农民工欠薪 {m('帮助追回农民工欠薪')} 万元,提供法律援助 {n('提供法律援助')} 件,"
+        f"帮助农民工返乡购票 {n('帮助农民工返乡购票')} 人次。"
+    )
+    return [first, second]
+
+
+def funds_sentence(rules: Rules, c: Consolidation) -> str:
+    total = _total_row(c.by_unit)
+    labels = {col.name: col for col in c.columns["by_unit"]}
+    parts = []
+    for code in FUND_SOURCES:
+        if code in labels:
+            share = _share(total[code], total["fund_total"])
+            parts.append(f"{_field_label(labels[code].caption)} {_money_text(total[code])} 万元{share}")
+    unspent = (
+        f"。活动结束时结余资金 {_money_text(total['fund_unspent'])} 万元,"
+        f"其中转作日常帮扶资金 {_money_text(total['fund_unspent_to_daily'])} 万元。"
+    )
+    return f"筹集的送温暖资金中,{'、'.join(parts)}{unspent}"
+
+
+def _share(part: Any, whole: Any) -> str:
+    if pd.isna(whole) or not whole:
+        return ""
+    return f"(占 {Decimal(repr(float(part))) / Decimal(repr(float(whole))) * 100:.1f}%)"
+
+
+def _field_label(caption: str) -> str:
+    return re.sub(r"[((][^()()]*[))]$", "", caption)
+
+
+def centers_sentence(rules: Rules, c: Consolidation) -> str:
+    """The 帮扶中心 in one paragraph, or "" when this level has none."""
+    if c.centers.empty:
+        return ""
+    t = _total_row(c.centers)
+    done, owed = c.coverage[CENTER]
+    names = {col.name for col in c.columns["centers"]}
+    needed = {
+        "archived_households",
+        "new_archived",
+        "lifted_out",
+        "total.persons",
+        "total.amount",
+        "hotline",
+        "visits",
+        "job_referrals",
+        "job_placed",
+        "training",
+        "online",
+    }
+    if not needed <= names:
+        return ""
+    where = "全省 " if c.parent == PROVINCE else ""
+    reported = f"{owed} 个帮扶中心" + (f"(已汇总 {done} 个)" if done < owed else "")
+    aid = [
+        f"{col.group} {_count_text(t[col.name])} 人次"
+        for col in c.columns["centers"]
+        if col.name.endswith(".persons") and not col.name.startswith("total.")
+    ]
+    return (
+        f"{where}{reported}年末建档困难职工 {_count_text(t['archived_households'])} 户,其中当年新建档 "
+        f"{_count_text(t['new_archived'])} 户,当年解困脱困 {_count_text(t['lifted_out'])} 户。"
+        f"共帮扶困难职工 {_count_text(t['total.persons'])} 人次、支出 {_money_text(t['total.amount'])} 万元"
+        f"({'、'.join(aid)});12351 热线受理 {_count_text(t['hotline'])} 件,接待来访 {_count_text(t['visits'])} 人次,"
+        f"职业介绍 {_count_text(t['job_referrals'])} 人次(介绍成功 {_count_text(t['job_placed'])} 人),"
+        f"技能培训 {_count_text(t['training'])} 人次,网上平台受理求助 {_count_text(t['online'])} 件。"
+    )
+
+
+# --- who has not reported --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Owing:
+    unit: str
+    name: str
+    items: tuple[str, ...]
+
+
+def _owing(status: Status, states: tuple[str, ...]) -> list[_Owing]:
+    by_unit: dict[str, list[ItemStatus]] = {}
+    for r in status.rows:
+        if r.state in states:
+            by_unit.setdefault(r.unit, []).append(r)
+    return [
+        _Owing(code, rows[0].unit_name, tuple(r.item_label for r in rows)) for code, rows in by_unit.items()
+    ]
+
+
+def _follow_up(rules: Rules, status: Status) -> list[dict[str, str]]:
+    """Every item still owed, refused or late, in status order: what staff chase."""
+    rows = []
+    for r in status.rows:
+        if r.state in (MISSING, OVERDUE):
+            css, note = "missing", "截止时间已过,仍未收到" if r.state == OVERDUE else ""
+        elif r.state == FAILED:
+            css = "failed"
+            note = f"共 {r.versions} 版,最新一版未通过校验" + (f";{r.note}" if r.note else "")
+        elif r.late and r.received is not None:
+            css, note = "late", f"逾期报送,收到于 {_when(rules, r.received)}"
+        else:
+            continue
+        if r.mail_problem:
+            note = ";".join(x for x in (note, r.mail_problem) if x)
+        rows.append(dict(name=r.unit_name, item=r.item_label, state=r.state, css=css, note=note))
+    return rows
+
+
+# --- problems --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Problem:
+    unit: str
+    unit_name: str
+    file: str
+    finding: Finding
+
+
+_A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d+)")
+
+
+def _cell_order(cell: str) -> tuple[int, int]:
+    m = _A1.fullmatch(cell.strip())
+    if not m:
+        return (0, 0)
+    col = 0
+    for ch in m.group(1).upper():
+        col = col * 26 + ord(ch) - 64
+    return (int(m.group(2)), col)
+
+
+def _problems(
+    rules: Rules, c: Consolidation, findings_by_unit: Mapping[str, Sequence[FindingEntry]]
+) -> list[_Problem]:
+    position = {u.code: i for i, u in enumerate(rules.units)}
+    sheets = {form.sheet: form.code for form in rules.forms.values()}
+    used = {(v.unit, v.form): v.file for v in c.used}
+    out = []
+    for code, entries in findings_by_unit.items():
+        try:
+            name = rules.unit(code).name
+        except KeyError:
+            name = code or "未识别单位"
+        for entry in entries:
+            if isinstance(entry, tuple):
+                file, finding = entry
+            else:
+                file, finding = used.get((code, sheets.get(finding.sheet)), ""), entry
+            out.append(_Problem(code, name, file, finding))
+    return sorted(
+        out,
+        key=lambda p: (
+            position.get(p.unit, len(position)),
+            p.unit,
+            p.file,
+            not p.finding.is_error,
+            p.finding.sheet,
+            _cell_order(p.finding.cell),
+            p.finding.rule,
+            p.finding.message,
+        ),
+    )
+
+
+# --- the workbook ----------------------------------------------------------------------------------------
+
+FONT = template.FONT
+HEADER_FILL = template.HEADER_FILL
+TOTAL_FILL = template.TOTAL_FILL
+SUBTOTAL_FILL = PatternFill("solid", fgColor="F2F2F2")
+STATE_FILLS = {
+    PASSED: PatternFill("solid", fgColor="E2EFDA"),
+    WARNED: PatternFill("solid", fgColor="FFF2CC"),
+    FAILED: PatternFill("solid", fgColor="F8CBAD"),
+    MISSING: PatternFill("solid", fgColor="F8CBAD"),
+    OVERDUE: PatternFill("solid", fgColor="F8CBAD"),
+    RECEIVED: PatternFill("solid", fgColor="E2EFDA"),
+}
+CENTER_ALIGN = template.CENTER
+LEFT_ALIGN = template.LEFT
+RIGHT_ALIGN = template.RIGHT
+TOP_LEFT = Alignment(horizontal="left", vertical="top", wrap_text=True)
+NUMBER_FORMATS = {"count": "0", "money": "0.00"}
+DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+MAX_TEXT = 32767
+TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
+
+
+def _text(cell: Any, value: Any) -> None:
+    """A string exactly, as text: never a formula (=…), an error code (#N/A) or anything else Excel infers."""
+    if value is None:
+        return
+    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))[:MAX_TEXT]
+    if not text:
+        return
+    cell.value = text
+    cell.data_type = "s"
+    if text.startswith(FORMULA_START):
+        cell.quotePrefix = True  # stays text even when someone edits the cell and presses Enter
+
+
+def _style(
+    cell: Any,
+    *,
+    bold: bool = False,
+    size: int = 10,
+    align: Alignment = CENTER_ALIGN,
+    fill: PatternFill | None = None,
+    border: bool = True,
+    color: str | None = None,
+) -> None:
+    cell.font = Font(name=FONT, bold=bold, size=size, color=color)
+    cell.alignment = align
+    if fill is not None:
+        cell.fill = fill
+    if border:
+        cell.border = template.BOX
+
+
+def _number(cell: Any, value: Any, ftype: str) -> None:
+    if value is not None and not pd.isna(value):
+        cell.value = int(value) if ftype == "count" else float(value)
+    cell.number_format = NUMBER_FORMATS.get(ftype, "General")
+
+
+def _width(text: str) -> int:
+    """Columns a text needs: a CJK character takes two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _heading(
+    ws: Worksheet, ncols: int, title: str, info: str, money: bool, breaks: Sequence[int] = ()
+) -> None:
+    """Title, then the scope line with 金额单位 at its right.
+
+    A sheet printed as several pages across (`breaks`, see `_page`) gets the title over each page's own
+    columns, (续) after the first, and column A (repeated on every page) stays clear of it.
+    """
+    if not breaks:
+        _heading_span(ws, 1, ncols, title, info, money)
+        return
+    edges = [2, *breaks, ncols + 1]
+    for k, (first, end) in enumerate(zip(edges, edges[1:], strict=False)):
+        _heading_span(ws, first, end - 1, title if k == 0 else f"{title}(续)", info if k == 0 else "", money)
+
+
+def _heading_span(ws: Worksheet, first: int, last: int, title: str, info: str, money: bool) -> None:
+    a, z = _col(first), _col(last)
+    if last > first:
+        ws.merge_cells(f"{a}1:{z}1")
+    ws[f"{a}1"] = title
+    _style(ws[f"{a}1"], bold=True, size=16, border=False)
+    ws.row_dimensions[1].height = 32
+    if money and last - first > 1:
+        ws.merge_cells(f"{a}2:{_col(last - 1)}2")
+        ws[f"{z}2"] = MONEY_UNIT
+        _style(ws[f"{z}2"], align=RIGHT_ALIGN, border=False)
+    elif last > first:
+        ws.merge_cells(f"{a}2:{z}2")
+    if info:
+        ws[f"{a}2"] = info
+        _style(ws[f"{a}2"], align=Alignment(horizontal="left", vertical="center"), border=False)
+    ws.row_dimensions[2].height = 20
+
+
+def _col(n: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(n)
+
+
+def _headers(ws: Worksheet, top: int, paths: Sequence[Sequence[str]]) -> int:
+    """Header rows from each column's labels, top to bottom; equal neighbours merge across, a column whose
+    labels end early merges down. Returns the first row below the header."""
+    depth = max(len(p) for p in paths)
+    for level in range(depth):
+        row = top + level
+        j = 0
+        while j < len(paths):
+            path = paths[j]
+            if level >= len(path):
+                j += 1
+                continue
+            if level == len(path) - 1:  # the column's own caption, down to the last header row
+                if depth - 1 > level:
+                    ws.merge_cells(
+                        start_row=row, start_column=j + 1, end_row=top + depth - 1, end_column=j + 1
+                    )
+                ws.cell(row, j + 1, path[level])
+                j += 1
+                continue
+            end = j
+            while (
+                end + 1 < len(paths)
+                and len(paths[end + 1]) > level + 1
+                and tuple(paths[end + 1][: level + 1]) == tuple(path[: level + 1])
+            ):
+                end += 1
+            if end > j:
+                ws.merge_cells(start_row=row, start_column=j + 1, end_row=row, end_column=end + 1)
+            ws.cell(row, j + 1, path[level])
+            j = end + 1
+    for row in range(top, top + depth):
+        for j in range(1, len(paths) + 1):
+            _style(ws.cell(row, j), bold=True, fill=HEADER_FILL)
+        ws.row_dimensions[row].height = 22
+    ws.row_dimensions[top + depth - 1].height = 44
+    return top + depth
+
+
+A4_LANDSCAPE_MM = 297.0
+SIDE_MARGIN_IN = 0.4
+
+
+def _page(
+    ws: Worksheet,
+    ncols: int,
+    header_end: int,
+    widths: Sequence[float],
+    freeze: str | None = None,
+    breaks: Sequence[int] = (),
+) -> None:
+    """A4 landscape, title and header rows repeated. A table too wide to read at one page's width is cut
+    into pages of whole sections (`breaks`: the first column of each later page), column A repeated."""
+    for j, w in enumerate(widths, start=1):
+        ws.column_dimensions[_col(j)].width = w
+    if freeze:
+        ws.freeze_panes = freeze
+    ws.print_title_rows = f"1:{header_end}"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.page_setup.orientation = ws.ORIENTATION_LANDSCAPE
+    if breaks:
+        for first in breaks:
+            ws.col_breaks.append(Break(id=first - 1))
+        ws.print_title_cols = "A:A"
+        ws.sheet_properties.pageSetUpPr.fitToPage = False
+        ws.page_setup.scale = _scale(widths, breaks)
+    else:
+        ws.page_setup.fitToWidth = 1
+        ws.page_setup.fitToHeight = 0
+        ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.print_options.horizontalCentered = True
+    ws.page_margins.left = ws.page_margins.right = SIDE_MARGIN_IN
+    ws.page_margins.top = 0.6
+    ws.page_margins.bottom = 0.75
+    ws.page_margins.footer = 0.3
+    ws.oddFooter.center.text = "第 &P 页,共 &N 页"
+    _fit_rows(ws, header_end + 1, widths)
+    ws.print_area = f"A1:{_col(ncols)}{max(ws.max_row, header_end)}"
+
+
+def _fit_rows(ws: Worksheet, first: int, widths: Sequence[float]) -> None:
+    """Row heights for wrapped text: openpyxl leaves them to the program, which does not always refit."""
+    for r in range(first, ws.max_row + 1):
+        if ws.row_dimensions[r].height is not None:
+            continue
+        lines = 1
+        for j, w in enumerate(widths, start=1):
+            value = ws.cell(r, j).value
+            if isinstance(value, str) and value:
+                lines = max(
+                    lines,
+                    sum(math.ceil(max(1, _width(part)) / max(1.0, w - 1)) for part in value.split("\n")),
+                )
+        ws.row_dimensions[r].height = max(18, 13.5 * lines + 4)
+
+
+def _scale(widths: Sequence[float], breaks: Sequence[int]) -> int:
+    """The print scale (%) at which the widest page of columns, with column A, fits the paper."""
+    edges = [2, *breaks, len(widths) + 1]
+    usable = A4_LANDSCAPE_MM - 2 * 25.4 * SIDE_MARGIN_IN
+    widest = 0.0
+    for start, end in zip(edges, edges[1:], strict=False):
+        page = [widths[0], *widths[start - 1 : end - 1]]
+        # Excel draws 7 px per character of column width (Calibri); LibreOffice with a substitute font, up
+        # to 9: plan for the wider, so that the page holds its columns in every program.
+        widest = max(widest, 25.4 / 96 * sum(9 * w + 5 for w in page))
+    return max(10, min(100, int(usable * 100 / widest))) if widest else 100
+
+
+def _section_starts(columns: Sequence[consolidate.Column], offset: int = 2) -> list[int]:
+    """The sheet column where each section after the first begins."""
+    return [
+        j
+        for j, (a, b) in enumerate(zip(columns, columns[1:], strict=False), start=offset + 1)
+        if a.section_title != b.section_title
+    ]
+
+
+def _name_width(names: Sequence[str], floor: int = 12, cap: int = 26) -> float:
+    return min(cap, max([floor, *(_width(n) + 2 for n in names)]))
+
+
+def _field_of(rules: Rules, form: str, key: tuple[str, str, str]) -> Field:
+    return rules.forms[form].section(key[0]).field(key[2])
+
+
+def _summary_title(form: Form, suffix: str = "") -> str:
+    return f"{form.title.removesuffix('表')}汇总表{suffix}"
+
+
+class _Book:
+    """The consolidated workbook, one method per sheet."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        c: Consolidation,
+        status: Status,
+        problems: list[_Problem],
+        sources: Sequence[Version],
+        as_of: dt.datetime,
+        final: bool,
+        edition: int,
+    ):
+        self.rules, self.c, self.status, self.problems, self.sources = rules, c, status, problems, sources
+        self.as_of, self.final, self.edition = as_of, final, edition
+        self.info = (
+            f"汇总范围:{_level_name(rules, c)}    数据截至:{_when(rules, as_of)}    {stamp(final, edition)}"
+        )
+        self.state = {(r.unit, r.item): r for r in status.rows}
+        self.wb = Workbook()
+
+    def build(self) -> bytes:
+        first = self.wb.active
+        assert first is not None
+        self.wb.remove(first)
+        self.readme()
+        self.by_unit()
+        self.by_industry()
+        self.pivot()
+        self.centers()
+        self.status_sheet()
+        self.problems_sheet()
+        self.sources_sheet()
+        c = self.rules.campaign
+        self.wb.properties.title = f"{c.title} 汇总({stamp(self.final, self.edition)})"
+        self.wb.properties.creator = c.issuer
+        self.wb.properties.subject = c.title
+        return template.to_bytes(self.wb)
+
+    def sheet(self, name: str) -> Worksheet:
+        ws = self.wb.create_sheet(name)
+        ws.sheet_view.zoomScale = 100
+        return ws
+
+    def note(self, unit: str, form: str) -> str:
+        """Why a unit's row is blank, or what to know about the figures used."""
+        item = self.rules.item_for_form(form).code
+        row = self.state.get((unit, item))
+        if row is None:
+            return ""
+        if row.version_used is None:
+            return row.state + (f";{row.note}" if row.note else "")
+        return row.note
+
+    # 说明
+    def readme(self) -> None:
+        rules, c = self.rules, self.c
+        ws = self.sheet(SHEETS[0])
+        camp = rules.campaign
+        _heading(ws, 2, f"{camp.title}统计汇总", self.info, money=False)
+        ws.merge_cells("A2:B2")
+        done_forms = [
+            (rules.item_for_form(form).label, *c.coverage[form])
+            for form in (WARMTH, CENTER)
+            if form in c.coverage
+        ]
+        rows: list[tuple[str, str]] = [
+            ("活动", camp.title),
+            ("发文单位", f"{camp.issuer}{camp.department}"),
+            ("文号", camp.document_number),
+            ("统计年度", f"{camp.statistics_year}年"),
+            ("汇总范围", _level_name(rules, c)),
+            ("报送截止时间", _when(rules, camp.deadline)),
+            ("数据截至", _when(rules, self.as_of)),
+            ("版本", stamp(self.final, self.edition)),
+            ("报送单位", f"{c.units_reported} / {c.units_expected} 个单位有报表纳入汇总"),
+            *[
+                (label, f"{done} / {owed} 个单位已通过校验并纳入汇总")
+                for label, done, owed in done_forms
+                if owed
+            ],
+            ("报齐全部材料", f"{self.status.units_done()} / {c.units_expected} 个单位"),
+            ("规则文件 SHA-256", rules.sha256),
+            ("合计的算法", "各小计、合计均由各单位报表的明细行重新计算,不采用报表中填写的合计数。"),
+            (
+                "数据的取舍",
+                "每个单位每张表采用最近一次通过校验的版本;未报送或未通过校验的单位暂缺(空白),"
+                "不计入合计,原因见“报送情况”“校验问题”工作表,所用文件见“数据来源”工作表。",
+            ),
+            ("金额单位", "万元,保留两位小数;人数、户数、件数为整数。"),
+        ]
+        parents = [u for u in rules.units if u.code in {x.unit for x in c.used} and rules.children(u.code)]
+        if parents:
+            names = "、".join(u.name for u in parents)
+            rows.append(("避免重复计算", f"{names}报送的送温暖统计表已汇总其所属单位,所属单位不再单列。"))
+        rows += [
+            (
+                "送温暖汇总",
+                "附件1 分单位汇总:表一合计行、表二资金来源、表三走访检查与维权,按单位类别分组小计。",
+            ),
+            ("分行业汇总", "附件1 表一按行业汇总。"),
+            ("市县×行业", "各单位分行业的慰问困难职工户数与慰问金额。"),
+            ("帮扶中心汇总", "附件2 各帮扶中心工作统计汇总。"),
+            ("报送情况", "每个单位每项材料的报送状态、版本与采用的版本。"),
+            ("校验问题", "各单位报表尚未解决的错误与提醒。"),
+            ("数据来源", "汇总所用及收到的每个文件及其 SHA-256。"),
+        ]
+        r = 3
+        for key, value in rows:
+            ws.cell(r, 1, key)
+            _style(ws.cell(r, 1), bold=True, fill=HEADER_FILL, align=LEFT_ALIGN)
+            _text(ws.cell(r, 2), value)
+            _style(ws.cell(r, 2), align=LEFT_ALIGN)
+            ws.row_dimensions[r].height = 32 if _width(value) > 90 else 18
+            r += 1
+        _page(ws, 2, TITLE_ROWS, [18, 100])
+        ws.page_setup.orientation = ws.ORIENTATION_PORTRAIT
+
+    # 送温暖汇总
+    def by_unit(self) -> None:
+        rules, c = self.rules, self.c
+        form = rules.forms[WARMTH]
+        columns = c.columns["by_unit"]
+        ws = self.sheet(SHEETS[1])
+        ncols = len(columns) + 2
+        breaks = _section_starts(columns)
+        _heading(ws, ncols, _summary_title(form), self.info, money=True, breaks=breaks)
+        paths: list[list[str]] = [["单位"]]
+        for col in columns:
+            f = _field_of(rules, WARMTH, col.key)
+            paths.append([col.section_title, *([col.group] if col.group else []), f.header])
+        paths.append(["备注"])
+        body = _headers(ws, TITLE_ROWS + 1, paths)
+        r = body
+        for row in c.by_unit.to_dict("records"):
+            level = row["level"]
+            fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
+            bold = level != "unit"
+            ws.cell(r, 1, row["name"])
+            _style(ws.cell(r, 1), bold=bold, fill=fill, align=CENTER_ALIGN if bold else LEFT_ALIGN)
+            for j, col in enumerate(columns, start=2):
+                cell = ws.cell(r, j)
+                _number(cell, row[col.name], col.type)
+                _style(cell, bold=bold, fill=fill, align=RIGHT_ALIGN)
+            note = self.note(row["code"], WARMTH) if level == "unit" else ""
+            _text(ws.cell(r, ncols), note)
+            _style(ws.cell(r, ncols), fill=fill, align=LEFT_ALIGN, size=9)
+            r += 1
+        names = list(c.by_unit["name"])
+        _page(
+            ws,
+            ncols,
+            body - 1,
+            [_name_width(names), *[10] * len(columns), 16],
+            freeze=f"B{body}",
+            breaks=breaks,
+        )
+
+    # 分行业汇总
+    def by_industry(self) -> None:
+        rules, c = self.rules, self.c
+        form = rules.forms[WARMTH]
+        section = form.section(VISITS)
+        columns = c.columns["by_industry"]
+        ws = self.sheet(SHEETS[2])
+        ncols = len(columns) + 1
+        _heading(ws, ncols, _summary_title(form, "(分行业)"), self.info, money=True)
+        paths: list[list[str]] = [[section.row_header or "项目"]]
+        for col in columns:
+            f = _field_of(rules, WARMTH, col.key)
+            paths.append([*([col.group] if col.group else []), f.header])
+        body = _headers(ws, TITLE_ROWS + 1, paths)
+        r = body
+        for row in c.by_industry.to_dict("records"):
+            total = row["code"] == (section.total_row.code if section.total_row else None)
+            fill = TOTAL_FILL if total else None
+            ws.cell(r, 1, row["label"])
+            _style(ws.cell(r, 1), bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+            for j, col in enumerate(columns, start=2):
+                _number(ws.cell(r, j), row[col.name], col.type)
+                _style(ws.cell(r, j), bold=total, fill=fill, align=RIGHT_ALIGN)
+            r += 1
+        labels = list(c.by_industry["label"])
+        _page(ws, ncols, body - 1, [_name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
+
+    # 市县×行业
+    def pivot(self) -> None:
+        rules, c = self.rules, self.c
+        form = rules.forms[WARMTH]
+        section = form.section(VISITS)
+        ws = self.sheet(SHEETS[3])
+        fields = list(dict.fromkeys(str(f) for f in c.pivot.columns.get_level_values(0)))
+        rows = list(dict.fromkeys(str(r) for r in c.pivot.columns.get_level_values(1)))
+        labels = {r.code: r.label for r in section.rows}
+        totals = {r.code for r in section.rows if r.total}
+        ncols = len(rows) + 1
+        _heading(ws, ncols, _summary_title(form, "(分单位分行业)"), self.info, money=True)
+        body = _headers(ws, TITLE_ROWS + 1, [["单位"], *[[labels[r]] for r in rows]])
+        ws.row_dimensions[body - 1].height = 58
+        r = body
+        for number, code in enumerate(fields, start=1):
+            f = section.field(code)
+            ws.merge_cells(start_row=r, start_column=1, end_row=r, end_column=ncols)
+            ws.cell(r, 1, f"{'一二三四五六七八九十'[number - 1] if number <= 10 else number}、{f.caption}")
+            for j in range(1, ncols + 1):
+                _style(ws.cell(r, j), bold=True, fill=SUBTOTAL_FILL, align=LEFT_ALIGN)
+            ws.row_dimensions[r].height = 20
+            r += 1
+            for (unit, name), values in zip(
+                c.pivot.index, c.pivot[code].itertuples(index=False), strict=True
+            ):
+                total = unit == ""
+                fill = TOTAL_FILL if total else None
+                ws.cell(r, 1, name)
+                _style(ws.cell(r, 1), bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+                for j, value in enumerate(values, start=2):
+                    _number(ws.cell(r, j), value, f.type)
+                    _style(ws.cell(r, j), bold=total or rows[j - 2] in totals, fill=fill, align=RIGHT_ALIGN)
+                r += 1
+        names = [name for _, name in c.pivot.index]
+        _page(ws, ncols, body - 1, [_name_width(names), *[10] * len(rows)], freeze=f"B{body}")
+
+    # 帮扶中心汇总
+    def centers(self) -> None:
+        rules, c = self.rules, self.c
+        ws = self.sheet(SHEETS[4])
+        columns = c.columns["centers"]
+        if CENTER not in rules.forms or c.centers.empty:
+            _heading(ws, 4, "帮扶中心工作统计汇总表", self.info, money=False)
+            _text(ws["A3"], "本级没有应报帮扶中心统计表的单位。")
+            _page(ws, 4, TITLE_ROWS, [30, 12, 12, 12])
+            return
+        form = rules.forms[CENTER]
+        totals = {(s.code, s.total_row.code) for s in form.sections if s.total_row is not None}
+        ncols = len(columns) + 2
+        breaks = _section_starts(columns)
+        _heading(ws, ncols, _summary_title(form), self.info, money=True, breaks=breaks)
+        paths: list[list[str]] = [["单位"]]
+        for col in columns:
+            f = _field_of(rules, CENTER, col.key)
+            paths.append([col.section_title, *([col.group] if col.group else []), f.header])
+        paths.append(["备注"])
+        body = _headers(ws, TITLE_ROWS + 1, paths)
+        r = body
+        for row in c.centers.to_dict("records"):
+            total = row["level"] == TOTAL_ROW
+            fill = TOTAL_FILL if total else None
+            ws.cell(r, 1, row["name"])
+            _style(ws.cell(r, 1), bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+            for j, col in enumerate(columns, start=2):
+                _number(ws.cell(r, j), row[col.name], col.type)
+                _style(ws.cell(r, j), bold=total or col.key[:2] in totals, fill=fill, align=RIGHT_ALIGN)
+            _text(ws.cell(r, ncols), "" if total else self.note(row["code"], CENTER))
+            _style(ws.cell(r, ncols), fill=fill, align=LEFT_ALIGN, size=9)
+            r += 1
+        names = list(c.centers["name"])
+        _page(
+            ws,
+            ncols,
+            body - 1,
+            [_name_width(names), *[9] * len(columns), 16],
+            freeze=f"B{body}",
+            breaks=breaks,
+        )
+
+    # 报送情况
+    def status_sheet(self) -> None:
+        rules = self.rules
+        ws = self.sheet(SHEETS[5])
+        heads = ["单位", "单位代码", "类别", "报送事项", "状态", "收到时间", "版本数", "汇总采用版本", "备注"]
+        ncols = len(heads)
+        deadline = _when(rules, self.status.deadline)
+        _heading(
+            ws, ncols, f"{rules.campaign.title}报送情况", f"{self.info}    报送截止:{deadline}", money=False
+        )
+        body = _headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
+        ws.row_dimensions[body - 1].height = 22
+        r = body
+        for s in self.status.rows:
+            note = ";".join(x for x in (s.note, s.mail_problem) if x)
+            cells: list[Any] = [
+                s.unit_name,
+                s.unit,
+                s.kind,
+                s.item_label,
+                s.state,
+                s.received,
+                s.versions,
+                f"第{s.version_used}版" if s.version_used else "",
+                note,
+            ]
+            self._status_row(ws, r, cells, STATE_FILLS.get(s.state))
+            r += 1
+        for v in self.status.stray:
+            try:
+                unit = rules.unit(v.unit)
+                name, kind, where = unit.name, unit.kind, unit.reports_to
+            except KeyError:
+                name, kind, where = v.unit, "", ""
+            label = rules.items[v.item].label if v.item in rules.items else v.item
+            upper = rules.unit(where).name if where and where != PROVINCE else "上级单位"
+            cells = [
+                name,
+                v.unit,
+                kind,
+                label,
+                "报错地方",
+                v.received,
+                1,
+                "",
+                f"{v.file}:应报送{upper},不计入本级汇总",
+            ]
+            self._status_row(ws, r, cells, STATE_FILLS[FAILED])
+            r += 1
+        names = [s.unit_name for s in self.status.rows]
+        _page(ws, ncols, body - 1, [_name_width(names), 10, 9, 16, 9, 17, 7, 12, 46], freeze=f"B{body}")
+
+    def _status_row(self, ws: Worksheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
+        for j, value in enumerate(cells, start=1):
+            cell = ws.cell(r, j)
+            if isinstance(value, dt.datetime):
+                cell.value = _local(self.rules, value).replace(tzinfo=None)
+                cell.number_format = DATETIME_FORMAT
+            elif isinstance(value, int):
+                cell.value = value
+                cell.number_format = "0"
+            else:
+                _text(cell, value)
+            _style(cell, align=LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN, fill=fill if j == 5 else None)
+
+    # 校验问题
+    def problems_sheet(self) -> None:
+        ws = self.sheet(SHEETS[6])
+        heads = ["单位", "文件", "规则", "严重程度", "工作表", "单元格", "问题说明"]
+        ncols = len(heads)
+        _heading(ws, ncols, "各单位报表校验问题", self.info, money=False)
+        body = _headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
+        ws.row_dimensions[body - 1].height = 22
+        r = body
+        for p in self.problems:
+            f = p.finding
+            cells = [
+                p.unit_name,
+                p.file,
+                f.rule,
+                SEVERITY_WORDS.get(f.severity, f.severity),
+                f.sheet,
+                f.cell,
+                f.message,
+            ]
+            for j, value in enumerate(cells, start=1):
+                _text(ws.cell(r, j), value)
+                _style(
+                    ws.cell(r, j),
+                    align=TOP_LEFT if j in (1, 2, 7) else CENTER_ALIGN,
+                    size=9,
+                    color="C00000" if j == 4 and f.is_error else None,
+                )
+            r += 1
+        if not self.problems:
+            ws.merge_cells(start_row=r, start_column=1, end_row=r, end_column=ncols)
+            _text(ws.cell(r, 1), "没有未解决的校验问题。")
+            _style(ws.cell(r, 1), align=LEFT_ALIGN)
+        names = [p.unit_name for p in self.problems] or ["单位"]
+        _page(ws, ncols, body - 1, [_name_width(names, cap=30), 30, 11, 9, 14, 8, 64], freeze=f"A{body}")
+
+    # 数据来源
+    def sources_sheet(self) -> None:
+        rules, c = self.rules, self.c
+        ws = self.sheet(SHEETS[7])
+        heads = ["单位", "单位代码", "报表", "文件名", "SHA-256", "收到时间", "版本", "是否采用"]
+        ncols = len(heads)
+        _heading(ws, ncols, "汇总数据来源", self.info, money=False)
+        body = _headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
+        ws.row_dimensions[body - 1].height = 22
+        position = {u.code: i for i, u in enumerate(rules.units)}
+        form_order = {code: i for i, code in enumerate(rules.forms)}
+        used = {v.sha256 for v in c.used}
+        in_level = {u.code for u in rules.children(c.parent)}
+        r = body
+        for v in sorted(
+            self.sources,
+            key=lambda v: (
+                position.get(v.unit, len(position)),
+                v.unit,
+                form_order.get(v.form or "", len(form_order)),
+                v.version,
+                v.received,
+                v.sha256,
+            ),
+        ):
+            try:
+                name = rules.unit(v.unit).name
+            except KeyError:
+                name = v.unit
+            form = rules.forms.get(v.form or "")
+            if v.sha256 in used:
+                verdict = "采用"
+            elif v.unit not in in_level:
+                verdict = "不采用:不是本级应报单位"
+            elif v.verdict != ACCEPTED:
+                verdict = "不采用:未通过校验"
+            else:
+                verdict = "不采用:已有更新版本"
+            cells: list[Any] = [
+                name,
+                v.unit,
+                f"{form.attachment} {form.title}" if form else v.item,
+                v.file,
+                v.sha256,
+                v.received,
+                f"第{v.version}版",
+                verdict,
+            ]
+            for j, value in enumerate(cells, start=1):
+                cell = ws.cell(r, j)
+                if isinstance(value, dt.datetime):
+                    cell.value = _local(rules, value).replace(tzinfo=None)
+                    cell.number_format = DATETIME_FORMAT
+                else:
+                    _text(cell, value)
+                _style(cell, align=LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN, size=9)
+            r += 1
+        names = [rules.unit(v.unit).name for v in c.used] or ["单位"]
+        _page(ws, ncols, body - 1, [_name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")
+
+
+def workbook(
+    rules: Rules,
+    c: Consolidation,
+    status: Status,
+    findings_by_unit: Mapping[str, Sequence[FindingEntry]],
+    sources: Sequence[Version],
+    *,
+    as_of: dt.datetime,
+    final: bool,
+    edition: int,
+) -> bytes:
+    """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `SHEETS`, in that order.
+
+    `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
+    are the versions to list under 数据来源 (those consolidated are marked 采用).
+    """
+    problems = _problems(rules, c, findings_by_unit)
+    return _Book(rules, c, status, problems, sources, as_of, final, edition).build()
+
+
+# --- charts (inline SVG) ---------------------------------------------------------------------------------
+
+CHART_WIDTH = 720
+VALUE_WIDTH = 128  # room right of the longest bar for its figures
+BAR_HEIGHT = 15
+ROW_HEIGHT = 21
+PALETTE = ("#b22222", "#d9822b", "#e6b422", "#3a7d44", "#2f5f8a")
+BAR_COLOR = "#b22222"
+GRID_COLOR = "#d9d9d9"
+CHAR_PX = 6.2  # half the width of a 12px CJK character: `_width` counts a CJK character as 2
+
+
+def _nice_step(top: float) -> float:
+    raw = top / 5
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+
+
+def _num(x: float) -> str:
+    return f"{x:.1f}".removesuffix(".0")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The drawing area of a horizontal bar chart: labels left, bars, figures right."""
+
+    left: float  # x where the bars start
+    plot: float  # width of the bar area
+    top: float  # y of the first row
+    rows: int
+    scale: float  # the value at the right end of the bar area
+    step: float  # between grid lines
+
+    @property
+    def bottom(self) -> float:
+        return self.top + ROW_HEIGHT * self.rows
+
+    def x(self, value: float) -> float:
+        return self.left + self.plot * value / self.scale
+
+    def grid(self) -> list[str]:
+        """Vertical grid lines at round values, labelled under the chart."""
+        step = self.step
+        parts = []
+        i = 0
+        while step * i <= self.scale + 1e-9:
+            x, value = self.x(step * i), step * i
+            text = _num(value) if step < 1 else str(int(round(value)))
+            parts.append(
+                f'<line x1="{_num(x)}" y1="{_num(self.top - 4)}" x2="{_num(x)}" y2="{_num(self.bottom)}" '
+                f'stroke="{GRID_COLOR}" stroke-width="{1.2 if i == 0 else 1}"/>'
+            )
+            parts.append(
+                f'<text x="{_num(x)}" y="{_num(self.bottom + 13)}" text-anchor="middle" class="tick">{text}</text>'
+            )
+            i += 1
+        return parts
+
+    def label(self, i: int, text: str) -> str:
+        return (
+            f'<text x="{_num(self.left - 8)}" y="{_num(self.mid(i))}" text-anchor="end" class="label">'
+            f"{escape(text)}</text>"
+        )
+
+    def mid(self, i: int) -> float:
+        return self.top + ROW_HEIGHT * i + ROW_HEIGHT / 2 + 4
+
+    def bar(self, i: int, start: float, value: float, color: str) -> str:
+        x0, x1 = self.x(start), self.x(start + value)
+        y = self.top + ROW_HEIGHT * i + (ROW_HEIGHT - BAR_HEIGHT) / 2
+        return f'<rect x="{_num(x0)}" y="{_num(y)}" width="{_num(x1 - x0)}" height="{BAR_HEIGHT}" fill="{color}"/>'
+
+    def figure(self, i: int, end: float, text: str, css: str = "value") -> str:
+        return (
+            f'<text x="{_num(self.x(end) + 6)}" y="{_num(self.mid(i))}" class="{css}">{escape(text)}</text>'
+        )
+
+
+def _chart_frame(labels: Sequence[str], top: float, rows: int, largest: float) -> _Frame:
+    left = min(260.0, max(60.0, CHAR_PX * max([_width(t) for t in labels] or [4]) + 16))
+    plot = CHART_WIDTH - left - VALUE_WIDTH
+    if largest <= 0:
+        return _Frame(left, plot, top, rows, 5.0, 1.0)
+    step = _nice_step(largest)
+    return _Frame(left, plot, top, rows, step * math.ceil(largest / step - 1e-9), step)
+
+
+def _svg(title: str, height: float, parts: list[str]) -> Markup:
+    head = (
+        f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {_num(height)}" width="100%" role="img" '
+        f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
+    )
+    return Markup(head + "".join(parts) + "</svg>")
+
+
+def bar_chart(title: str, rows: Sequence[tuple[str, float | None, str]]) -> Markup:
+    """Horizontal bars: (label, value or None when there is no figure, the figure as text)."""
+    frame = _chart_frame(
+        [r[0] for r in rows], 8, len(rows), max([v for _, v, _ in rows if v is not None] or [0.0])
+    )
+    parts = frame.grid()
+    for i, (label, value, text) in enumerate(rows):
+        parts.append(frame.label(i, label))
+        if value is None:
+            parts.append(frame.figure(i, 0, text, "missing"))
+            continue
+        parts.append(frame.bar(i, 0, value, BAR_COLOR))
+        parts.append(frame.figure(i, value, text))
+    return _svg(title, frame.bottom + 20, parts)
+
+
+def stacked_chart(
+    title: str, series: Sequence[str], rows: Sequence[tuple[str, Sequence[float] | None, str]]
+) -> Markup:
+    """Horizontal stacked bars, one colour per series, with the legend above."""
+    largest = max([sum(v) for _, v, _ in rows if v is not None] or [0.0])
+    frame = _chart_frame([r[0] for r in rows], 34, len(rows), largest)
+    parts = []
+    x = frame.left
+    for k, name in enumerate(series):
+        color = PALETTE[k % len(PALETTE)]
+        parts.append(f'<rect x="{_num(x)}" y="8" width="12" height="12" fill="{color}"/>')
+        parts.append(f'<text x="{_num(x + 16)}" y="18.5" class="legend">{escape(name)}</text>')
+        x += 16 + CHAR_PX * _width(name) + 14
+    parts += frame.grid()
+    for i, (label, values, text) in enumerate(rows):
+        parts.append(frame.label(i, label))
+        if values is None:
+            parts.append(frame.figure(i, 0, text, "missing"))
+            continue
+        start = 0.0
+        for k, value in enumerate(values):
+            if value > 0:
+                parts.append(frame.bar(i, start, value, PALETTE[k % len(PALETTE)]))
+            start += value
+        parts.append(frame.figure(i, start, text))
+    return _svg(title, frame.bottom + 20, parts)
+
+
+def _charts(rules: Rules, c: Consolidation) -> list[dict[str, Any]]:
+    units = c.by_unit[c.by_unit["level"] == "unit"]
+    form = rules.forms[WARMTH]
+    visits = form.section(VISITS)
+    by_unit = [
+        (
+            _short(rules, r["code"]),
+            None if pd.isna(r["households"]) else float(r["households"]),
+            "未汇总"
+            if pd.isna(r["households"])
+            else f"{_count_text(r['households'])} 户 · {_money_text(r['amount_total'])} 万元",
+        )
+        for r in units.to_dict("records")
+    ]
+    detail = c.by_industry[c.by_industry["code"] != (visits.total_row.code if visits.total_row else None)]
+    by_industry = [
+        (
+            r["label"],
+            float(r["households"]),
+            f"{_count_text(r['households'])} 户 · {_money_text(r['amount_total'])} 万元",
+        )
+        for r in detail.to_dict("records")
+    ]
+    funds = form.section("funds")
+    names = [_field_label(funds.field(code).caption) for code in FUND_SOURCES]
+    stacked: list[tuple[str, list[float] | None, str]] = []
+    for row in units.to_dict("records"):
+        if pd.isna(row["fund_total"]):
+            stacked.append((_short(rules, row["code"]), None, "未汇总"))
+        else:
+            stacked.append(
+                (
+                    _short(rules, row["code"]),
+                    [float(row[code]) for code in FUND_SOURCES],
+                    f"{_money_text(row['fund_total'])} 万元",
+                )
+            )
+    return [
+        dict(
+            title="各单位慰问困难职工户数",
+            note="条形为户数;右侧为户数和慰问金额。未汇总:未报送或未通过校验。",
+            svg=bar_chart("各单位慰问困难职工户数", by_unit),
+        ),
+        dict(
+            title="分行业慰问困难职工户数",
+            note="各单位表一分行业数据之和。",
+            svg=bar_chart("分行业慰问困难职工户数", by_industry),
+        ),
+        dict(
+            title="各单位送温暖资金来源(万元)",
+            note="按表二五项资金来源堆叠;右侧为资金合计。",
+            svg=stacked_chart("各单位送温暖资金来源", names, stacked),
+        ),
+    ]
+
+
+# --- HTML and the written summary ----------------------------------------------------------------------
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and name.removesuffix(".j2").endswith((".html", ".htm", ".svg", ".xml"))
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=_autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _context(
+    rules: Rules, c: Consolidation, status: Status, as_of: dt.datetime, final: bool, edition: int
+) -> dict[str, Any]:
+    camp = rules.campaign
+    h = consolidate.headline(c)
+    units = {col.name: col for col in c.columns["by_unit"]}
+    cards = [
+        (name, _money_text(h[name]) if units[column].type == "money" else _count_text(h[name]), unit)
+        for name, column, unit in consolidate.HEADLINE[:8]
+        if name in h
+    ]
+    missing = _owing(status, (MISSING, OVERDUE))
+    failed = [r for r in status.rows if r.state == FAILED]
+    forms = [
+        (rules.item_for_form(f).label, *c.coverage[f])
+        for f in (WARMTH, CENTER)
+        if f in c.coverage and c.coverage[f][1]
+    ]
+    return dict(
+        campaign=camp,
+        issuer=f"{camp.issuer}{camp.department}",
+        scope=_level_name(rules, c),
+        stamp=stamp(final, edition),
+        final=final,
+        as_of=_when(rules, as_of),
+        deadline=_when(rules, camp.deadline),
+        past_deadline=status.past_deadline,
+        units_reported=c.units_reported,
+        units_expected=c.units_expected,
+        units_done=status.units_done(),
+        forms=forms,
+        headline=headline_sentences(rules, c),
+        funds=funds_sentence(rules, c),
+        centers=centers_sentence(rules, c),
+        cards=cards,
+        missing=missing,
+        failed=failed,
+        follow_up=_follow_up(rules, status),
+        caveat=_caveat(rules, c),
+        stray=[dict(file=v.file, name=_unit_name(rules, v.unit)) for v in status.stray],
+        sha=rules.sha256,
+    )
+
+
+def _caveat(rules: Rules, c: Consolidation) -> str:
+    """Which figures above are short of units, or "" when every owed form is in."""
+    parts = []
+    for form in (WARMTH, CENTER):
+        done, owed = c.coverage.get(form, (0, 0))
+        if done < owed:
+            label = rules.item_for_form(form).label
+            parts.append(
+                f"{label}数据为 {done} 个单位的汇总,尚有 {owed - done} 个单位未报送或未通过校验、未纳入"
+            )
+    return ";".join(parts) + "。" if parts else ""
+
+
+def _unit_name(rules: Rules, code: str) -> str:
+    try:
+        return rules.unit(code).name
+    except KeyError:
+        return code
+
+
+# (by_unit column, short header) of the HTML's summary table: what fits an A4 page.
+TABLE_COLUMNS = (
+    ("households", "困难职工"),
+    ("migrant_workers", "困难农民工"),
+    ("model_workers", "劳动模范"),
+    ("frontline_workers", "一线职工"),
+    ("amount_total", "慰问金额"),
+    ("fund_total", "筹集资金"),
+)
+
+
+def _table(rules: Rules, c: Consolidation) -> dict[str, Any]:
+    """A few columns of 送温暖汇总, with its 小计 and 合计 rows."""
+    known = {col.name: col for col in c.columns["by_unit"]}
+    columns = [(known[name], short) for name, short in TABLE_COLUMNS if name in known]
+    rows = []
+    for row in c.by_unit.to_dict("records"):
+        rows.append(
+            dict(
+                name=row["name"],
+                level=row["level"],
+                cells=[_figure(row[col.name], col.type) for col, _ in columns],
+                missing=row["level"] == "unit" and not row["reported"],
+            )
+        )
+    return dict(headers=[(short, _unit_of(col)) for col, short in columns], rows=rows)
+
+
+def _unit_of(col: consolidate.Column) -> str:
+    return re.sub(r"^[((]|[))]$", "", col.caption[len(_field_label(col.caption)) :])
+
+
+def html(
+    rules: Rules,
+    c: Consolidation,
+    status: Status,
+    findings_by_unit: Mapping[str, Sequence[FindingEntry]],
+    *,
+    as_of: dt.datetime,
+    final: bool,
+    edition: int,
+) -> str:
+    """A self-contained HTML report (inline CSS and SVG, nothing fetched), printable on A4."""
+    problems = _problems(rules, c, findings_by_unit)
+    grouped: list[dict[str, Any]] = []  # unit → file → findings
+    for p in problems:
+        if not grouped or grouped[-1]["unit"] != p.unit:
+            grouped.append(dict(unit=p.unit, name=p.unit_name, files=[]))
+        files = grouped[-1]["files"]
+        if not files or files[-1]["file"] != p.file:
+            files.append(dict(file=p.file, entries=[]))
+        f = p.finding
+        files[-1]["entries"].append(
+            dict(
+                error=f.is_error,
+                severity=SEVERITY_WORDS.get(f.severity, f.severity),
+                rule=f.rule,
+                where=f"{f.sheet}!{f.cell}" if f.cell else (f.sheet or "整个文件"),
+                message=f.message,
+            )
+        )
+    context = _context(rules, c, status, as_of, final, edition)
+    context.update(
+        charts=_charts(rules, c),
+        table=_table(rules, c),
+        problems=grouped,
+        errors=sum(p.finding.is_error for p in problems),
+        warnings=sum(not p.finding.is_error for p in problems),
+    )
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+def summary_markdown(
+    rules: Rules, c: Consolidation, status: Status, *, as_of: dt.datetime, final: bool
+) -> str:
+    """A draft of the written report to the federation above, figures filled in, for staff to edit."""
+    context = _context(rules, c, status, as_of, final, edition=0)
+    context["stamp"] = "终稿" if final else "草稿"
+    context["year"] = _local(rules, as_of).year
+    context["province"] = c.parent == PROVINCE
+    context["recipient"] = "中华全国总工会" if c.parent == PROVINCE else rules.campaign.issuer
+    context["author"] = rules.campaign.issuer if c.parent == PROVINCE else rules.unit(c.parent).name
+    context["date_cn"] = f"{_local(rules, as_of):%Y年%m月%d日}".replace("年0", "年").replace("月0", "月")
+    return _environment().get_template("summary.md.j2").render(**context)
