@@ -264,7 +264,8 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
         ledger.set_message(row["key"], "unknown", as_of, detail="上次发送时中断,无法确定是否已送达")
     for row in ledger.messages(("pending",)):
         ledger.set_message(row["key"], "written", as_of)
-        counts["written"] += 1
+        if not send:
+            counts["written"] += 1  # with --send, what counts is how the sending went
     if not send:
         return counts
     for row in ledger.messages(("written", "tempfail")):

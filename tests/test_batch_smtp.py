@@ -1,0 +1,54 @@
+"""`pipeline run --send` against a real SMTP server on 127.0.0.1 (aiosmtpd)."""
+
+from __future__ import annotations
+
+import dataclasses
+from email import message_from_bytes, policy
+
+from pipeline import batch, demo, ledger, status
+from tests.test_mail import server  # noqa: F401  (the real SMTP server fixture)
+
+AS_OF = "2017-02-01T12:00"
+
+
+def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules, tmp_path, server):  # noqa: F811
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    demo.make(rules, inbox, seed=2017)
+    campaign = dataclasses.replace(rules, mail=server.mail)
+    when = batch.moment(AS_OF, campaign)
+    # Find out who will get feedback with a dry run on a copy of the state, then script the server.
+    dry = batch.run(campaign, inbox, tmp_path / "dry-out", tmp_path / "dry-state", when)
+    units_with_problems = dry.messages["written"]
+    assert units_with_problems >= 5
+    rows = ledger.Ledger(tmp_path / "dry-state").messages()
+    recipients = {r["recipient"] for r in rows}
+    refused = sorted(recipients)[0]
+    server.script.rcpt[refused] = "550 5.1.1 No such user"
+    server.script.data = ["451 4.3.0 稍后再试"]  # the first message that reaches DATA is deferred
+
+    first = batch.run(campaign, inbox, outbox, state, when, send=True)
+    assert first.messages == {"sent": units_with_problems - 2, "tempfail": 1, "refused": 1}
+    assert len(server.script.received) == units_with_problems - 2
+    for envelope in server.script.received:
+        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        assert "【送温暖统计表" in message["Subject"] or "【帮扶中心统计表" in message["Subject"]
+        assert message["Reply-To"] == rules.mail.reply_to
+        (attachment,) = list(message.iter_attachments())
+        assert attachment.get_filename().endswith("_校验结果.xlsx")
+        assert attachment.get_content()[:2] == b"PK"
+    assert len({tuple(e.rcpt_tos) for e in server.script.received}) == len(server.script.received)  # one each
+
+    second = batch.run(campaign, inbox, outbox, state, when, send=True)
+    assert second.messages == {"sent": 1}  # the deferred one, and nothing else
+    assert len(server.script.received) == units_with_problems - 1
+
+    third = batch.run(campaign, inbox, outbox, state, when, send=True)
+    assert third.messages == {}
+    assert len(server.script.received) == units_with_problems - 1
+
+    book = ledger.Ledger(state)
+    now = batch.current_status(campaign, book, when)
+    code = next(r["unit"] for r in book.messages() if r["recipient"] == refused)
+    problem = {r.mail_problem for r in now.rows if r.unit == code}
+    assert any("邮件被拒收" in p and "550" in p for p in problem)
+    assert "邮件被拒收" in status.render_text(now, campaign)
