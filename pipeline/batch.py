@@ -100,17 +100,19 @@ def run(
     parent: str = "province",
     progress: Progress | None = None,
     password: str | None = None,
+    final: bool = False,
+    sign: dict[str, object] | None = None,
 ) -> RunResult:
     with locked(state):
         ledger = Ledger(state)
         try:
-            return _run(rules, ledger, inbox, outbox, as_of, send, parent, progress, password)
+            return _run(rules, ledger, inbox, outbox, as_of, send, parent, progress, password, final, sign)
         finally:
             ledger.close()
 
 
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
-         progress: Progress | None, password: str | None) -> RunResult:
+         progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
     from pipeline.read import MAX_BYTES
 
     taken = intake.take_in(ledger, inbox, as_of, MAX_BYTES)
@@ -119,7 +121,70 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
     result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
     result.status = current_status(rules, ledger, as_of, parent)
     result.outputs += write_status(rules, result.status, outbox)
+    result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign)
     return result
+
+
+# --- consolidation ---------------------------------------------------------------------------------------
+
+SUMMARY_DIR = "汇总"
+
+
+class NotYetFinal(Exception):
+    """--final before the deadline."""
+
+
+def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status, as_of: dt.datetime,
+                  final: bool, parent: str, sign: dict[str, object] | None) -> list[Path]:
+    """The consolidated workbook, the HTML report and the summary draft; a numbered 终稿 with --final.
+
+    A draft is rewritten each run; a final edition is written once into its own folder and never again.
+    """
+    from pipeline import consolidate, demo, report, template
+
+    expected = rules.children(parent)
+    every = versions(ledger, as_of)
+    c = consolidate.consolidate(rules, every, expected)
+    latest: dict[tuple[str, str], status.Version] = {}
+    for v in every:
+        if v.unit in {u.code for u in expected} and ((v.unit, v.item) not in latest or v.version > latest[(v.unit, v.item)].version):
+            latest[(v.unit, v.item)] = v
+    by_sha = {s.sha256: s for s in ledger.submissions()}
+    findings: dict[str, list[tuple[str, Finding]]] = {}
+    for v in sorted(latest.values(), key=lambda v: (v.unit, v.item)):
+        for f in by_sha[v.sha256].findings:
+            findings.setdefault(v.unit, []).append((v.file, f))
+    edition = len(ledger.editions()) + 1 if final else 0
+    if final and as_of < rules.campaign.deadline:
+        raise NotYetFinal(f"还没到截止时间({rules.campaign.deadline:%Y-%m-%d %H:%M}),只能生成草稿;去掉 --final 再运行")
+    level = "" if parent == "province" else f"{rules.unit(parent).name}_"
+    if final:
+        folder = outbox / SUMMARY_DIR / f"{level}终稿第{edition}版"
+        while folder.exists():  # never overwrite an edition, even one the ledger forgot
+            edition += 1
+            folder = outbox / SUMMARY_DIR / f"{level}终稿第{edition}版"
+        suffix = f"(终稿第{edition}版)"
+    else:
+        folder, suffix = outbox / SUMMARY_DIR, "(草稿)"
+    title = rules.campaign.title
+    paths = {
+        folder / f"{level}{title}汇总表{suffix}.xlsx": report.workbook(
+            rules, c, now, findings, every, as_of=as_of, final=final, edition=edition),
+        folder / f"{level}{title}情况报告{suffix}.html": report.html(
+            rules, c, now, findings, as_of=as_of, final=final, edition=edition).encode("utf-8"),
+        folder / f"{level}{title}总结(初稿){suffix}.md": report.summary_markdown(
+            rules, c, now, as_of=as_of, final=final).encode("utf-8"),
+    }
+    if parent != "province":
+        unit = rules.unit(parent)
+        form = rules.forms[rules.items["warmth"].form or "warmth"]
+        values = consolidate.rollup_values(rules, parent, every, sign or {})
+        paths[folder / template.file_name(unit, form)] = demo.fill(rules, form, unit, values)
+    for path, data in paths.items():
+        atomic.write_bytes(path, data)
+    if final:
+        ledger.add_edition(edition, as_of, folder.relative_to(outbox).as_posix())
+    return list(paths)
 
 
 # --- check -----------------------------------------------------------------------------------------------
@@ -316,8 +381,9 @@ def _message_key(kind: str, subject: str, recipient: str) -> str:
 # --- status ----------------------------------------------------------------------------------------------
 
 
-def current_status(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province") -> status.Status:
-    versions = [
+def versions(ledger: Ledger, as_of: dt.datetime) -> list[status.Version]:
+    """Every checked submission received by `as_of`, as the status and the consolidation see it."""
+    return [
         status.Version(
             sha256=s.sha256, unit=s.unit, item=s.item, form=s.form, file=s.file, received=s.received,
             version=s.version or 1, verdict=s.verdict or "", values=s.values, explained=s.explained,
@@ -327,11 +393,14 @@ def current_status(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str
         for s in ledger.submissions()
         if s.unit and s.item and s.verdict and s.received <= as_of
     ]
+
+
+def current_status(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province") -> status.Status:
     problems: dict[str, str] = {}
     for row in ledger.messages(("refused", "unknown")):
         word = "邮件被拒收" if row["status"] == "refused" else "邮件是否送达不明"
         problems[row["unit"]] = f"{word}({row['recipient']}{':' + str(row['code']) if row['code'] else ''})"
-    return status.compute(rules, versions, as_of, parent, problems)
+    return status.compute(rules, versions(ledger, as_of), as_of, parent, problems)
 
 
 def write_status(rules: Rules, now: status.Status, outbox: Path) -> list[Path]:

@@ -149,20 +149,31 @@ def run(
     state: StateOption = Path("state"),
     as_of: AsOfOption = None,
     send: SendOption = False,
+    final: Annotated[bool, typer.Option("--final", help="截止后生成编号的终稿(不会被覆盖)")] = False,
+    for_unit: Annotated[
+        str | None, typer.Option("--for", help="在下级汇总单位运行,如 ZX:只收其下属单位,并生成本单位的汇总报表")
+    ] = None,
+    leader: Annotated[str, typer.Option("--leader", help="汇总报表的单位负责人(与 --for 同用)")] = "",
+    preparer: Annotated[str, typer.Option("--preparer", help="汇总报表的填表人(与 --for 同用)")] = "",
+    phone: Annotated[str, typer.Option("--phone", help="汇总报表的联系电话(与 --for 同用)")] = "",
     rules_path: RulesOption = None,
 ) -> None:
-    """每周运行:收取新文件、校验、给有问题的单位写反馈邮件、更新报送情况。"""
+    """每周运行:收取新文件、校验、给有问题的单位写反馈邮件、更新报送情况、生成汇总(草稿或终稿)。"""
     from pipeline import batch
 
     rules = _rules(rules_path)
     when = _moment(as_of, rules)
     if not inbox.is_dir():
         _fail(f"找不到收件箱目录 {inbox}")
+    parent = for_unit or "province"
+    if for_unit and (for_unit not in {u.code for u in rules.units} or not rules.children(for_unit)):
+        _fail(f"--for {for_unit}:不是有下属报送单位的单位代码")
+    sign = {"leader": leader, "preparer": preparer, "phone": phone, "date": when.date()}
     try:
         with _progress() as progress:
             result = batch.run(rules, inbox, outbox, state, when, send=send, progress=progress,
-                               password=_password(rules, send))
-    except batch.RunLocked as exc:
+                               password=_password(rules, send), final=final, parent=parent, sign=sign)
+    except (batch.RunLocked, batch.NotYetFinal) as exc:
         _fail(str(exc))
     taken = result.intake
     typer.echo(f"时点 {when:%Y-%m-%d %H:%M};收件箱 {taken.seen} 个文件,新文件 {len(taken.new)} 个,"
