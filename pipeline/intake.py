@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.ledger import Ledger
 
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
+SYSTEM_FILES = {".gitkeep", ".ds_store", "thumbs.db", "desktop.ini"}  # not sent by anyone: not even reported
 SETTLE_SECONDS = 2.0  # a file modified this recently is looked at twice, to see whether it is still growing
 
 
@@ -51,6 +52,8 @@ def candidates(inbox: Path) -> Iterator[tuple[Path, str | None]]:
     for root, dirs, files in os.walk(inbox):
         dirs.sort()
         for name in sorted(files):
+            if name.lower() in SYSTEM_FILES:
+                continue
             path = Path(root) / name
             yield path, _skip_reason(path.relative_to(inbox))
 
