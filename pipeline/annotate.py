@@ -145,6 +145,9 @@ def _opened(data: bytes) -> _Book:
     for ws in wb.worksheets:
         other = values[ws.title]
         for cell in _cells(ws):
+            if cell.data_type == "f" and not _harmless(cell.value):
+                _text(cell, cell.value if isinstance(cell.value, str) else str(getattr(cell.value, "text", "")))
+                continue
             if cell.data_type == "f":
                 got = other[cell.coordinate]
                 if got.value is not None:
@@ -155,6 +158,26 @@ def _opened(data: bytes) -> _Book:
             ws.protection.sheet = False  # so the unit can correct the marked cells in this very copy
     wb.security = None  # a locked structure would keep them from deleting 校验结果
     return _Book(wb, {ws.title: ws.title for ws in wb.worksheets}, cached)
+
+
+# The functions a form's own formulas use (totals and the like); any other formula a unit sends, such as
+# =HYPERLINK(…), =WEBSERVICE(…) or a DDE/external reference, is kept in our copy as text only, never as a
+# formula that would run when staff or the unit open it.
+SAFE_FUNCTIONS = frozenset({
+    "SUM", "SUMIF", "SUMIFS", "SUMPRODUCT", "ROUND", "ROUNDUP", "ROUNDDOWN", "INT", "ABS", "IF", "IFERROR",
+    "MAX", "MIN", "AVERAGE", "COUNT", "COUNTA", "COUNTIF", "COUNTIFS", "AND", "OR", "NOT", "DATE", "N", "VALUE",
+})
+_FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
+
+
+def _harmless(formula: object) -> bool:
+    """A formula made only of cell references, arithmetic and SAFE_FUNCTIONS (strings are not looked into)."""
+    if not isinstance(formula, str):
+        return False
+    bare = re.sub(r'"[^"]*"', '""', formula)
+    if any(ch in bare for ch in "[|@"):  # external workbooks, DDE, implicit intersection tricks
+        return False
+    return all(name.upper().removeprefix("_XLFN.") in SAFE_FUNCTIONS for name in _FUNCTION.findall(bare))
 
 
 def _cells(ws: Worksheet) -> list[Any]:

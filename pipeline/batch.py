@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic, intake, read, status, validate
+from pipeline import atomic, intake, read, sandbox, status, validate
 from pipeline.config import Rules
 from pipeline.findings import (
     ACCEPTED,
@@ -206,11 +206,10 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
             results.append((sub.sha256, _too_large(sub)))
         else:
             forms.append(sub)
-    reads = []
-    for i, sub in enumerate(forms, start=1):
-        reads.append(read.read_submission(ledger.bytes_of(sub.sha256), sub.file, rules))
-        if progress:
-            progress("读取", i, len(forms))
+    reads = sandbox.read_many(
+        [(ledger.bytes_of(sub.sha256), sub.file) for sub in forms], rules.source,
+        progress=(lambda i, n: progress("读取", i, n)) if progress else None,
+    )
     companions = _companions(rules, ledger, reads, {s.sha256 for s in pending})
     checked = validate.validate(reads + companions, rules, as_of.date())[: len(reads)]
     for sub, c in zip(forms, checked, strict=True):

@@ -37,14 +37,40 @@ class FileResult:
         }
 
 
-def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = None) -> list[FileResult]:
-    """Check files as one batch, so a unit's two forms are also checked against each other."""
-    submissions = [read.read_path(p, rules) for p in paths]
+def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = None, *,
+                isolated: bool = False) -> list[FileResult]:
+    """Check files as one batch, so a unit's two forms are also checked against each other.
+
+    `isolated` reads each file in a child process with memory and time limits (pipeline.sandbox), so a
+    file built to exhaust resources gets a verdict instead of taking the process down.
+    """
+    submissions = _read_isolated(paths, rules) if isolated else [read.read_path(p, rules) for p in paths]
     checked = validate.validate(submissions, rules, today)
     return [
         FileResult(str(p), c.submission.unit, c.submission.form, c.verdict, tuple(c.findings))
         for p, c in zip(paths, checked, strict=True)
     ]
+
+
+def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[read.Submission]:
+    from pipeline import sandbox
+
+    out: list[read.Submission | None] = []
+    items: list[tuple[bytes, str]] = []
+    for p in paths:
+        try:
+            with p.open("rb") as fh:
+                data = fh.read(read.MAX_BYTES + 1)
+        except OSError:
+            out.append(read.read_path(p, rules))  # the same verdict as unisolated: cannot open
+            continue
+        if len(data) > read.MAX_BYTES:
+            out.append(read.read_path(p, rules))  # refused by size alone, without reading it
+            continue
+        out.append(None)
+        items.append((data, p.name))
+    done = iter(sandbox.read_many(items, rules.source))
+    return [s if s is not None else next(done) for s in out]
 
 
 def render_text(results: Sequence[FileResult], rules: Rules) -> str:

@@ -107,7 +107,7 @@ def check(
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         _fail("找不到文件:" + "、".join(missing))
-    results = check_mod.check_paths(files, rules)
+    results = check_mod.check_paths(files, rules, isolated=True)
     if as_json:
         typer.echo(json.dumps([r.as_json() for r in results], ensure_ascii=False, indent=2))
     else:

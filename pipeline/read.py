@@ -98,6 +98,8 @@ def read_submission(data: bytes, name: str, rules: Rules) -> Submission:
         return _Reader(data, name, rules).run()
     except _Refusal as r:
         return _refused(name, r.finding)
+    except MemoryError:
+        raise  # the sandbox (pipeline.sandbox) turns it into F-too-large
     except Exception:
         # A fault of this program must not stop the batch; the log keeps the traceback for staff.
         log.exception("reading %s failed", name)

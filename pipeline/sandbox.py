@@ -1,0 +1,208 @@
+"""Read untrusted files in a child process with memory and time limits.
+
+A file built to exhaust resources (a zip bomb, a forged sheet dimension, entity expansion) can make a
+reader allocate gigabytes or spin for minutes; in a child with RLIMIT_AS / RLIMIT_CPU and a wall-clock
+kill it costs one F-too-large finding instead of the batch.
+
+The worker is `python -m pipeline.sandbox RULES_PATH MEMORY_MB SECONDS`: it loads the rules once, then
+answers length-prefixed pickles on stdin/stdout, `(data, name)` -> `("ok", Submission)` or `("memory", None)`.
+A worker that dies or hangs is killed and replaced; the other files' results are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from pipeline import read
+from pipeline.findings import ERROR, F_TOO_LARGE, Finding
+
+WORKERS = 2
+STARTUP_SECONDS = 10
+_HEADER = struct.Struct("<Q")
+
+
+def limit_message(memory_mb: int, seconds: float) -> str:
+    return (
+        f"读取时超出内存或时间限制({memory_mb} MB / {seconds:g} 秒),文件可能被构造来耗尽资源,未予处理;"
+        "请在 Excel 或 WPS 中打开确认无误、重新保存后报送"
+    )
+
+
+def _exhausted(name: str, memory_mb: int, seconds: float) -> read.Submission:
+    return read.Submission(
+        file=name, form=None, unit=None, cells={},
+        findings=[Finding(F_TOO_LARGE, ERROR, limit_message(memory_mb, seconds))], readable=False,
+    )
+
+
+def read_isolated(data: bytes, name: str, rules_path: Path, *, memory_mb: int = 1024,
+                  seconds: float = 20) -> read.Submission:
+    """`read.read_submission` in a limited child process; a child that dies or hangs gives F-too-large."""
+    return read_many([(data, name)], rules_path, memory_mb=memory_mb, seconds=seconds, workers=1)[0]
+
+
+def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: int = 1024, seconds: float = 20,
+              workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[read.Submission]:
+    """Read many files with `workers` long-lived limited children; results in the order of `items`."""
+    results: list[read.Submission | None] = [None] * len(items)
+    if not items:
+        return []
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(items)):
+        todo.put(i)
+    done = [0]
+    lock = threading.Lock()
+
+    def slot() -> None:
+        worker: _Worker | None = None
+        try:
+            while True:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                data, name = items[i]
+                if worker is None:
+                    worker = _Worker(rules_path, memory_mb, seconds)
+                sub = worker.read(data, name)
+                if sub is None:  # died, hung or ran out of memory: never reuse that child
+                    worker.close(kill=True)
+                    worker = None
+                    sub = _exhausted(name, memory_mb, seconds)
+                results[i] = sub
+                if progress:
+                    with lock:
+                        done[0] += 1
+                        progress(done[0], len(items))
+        finally:
+            if worker is not None:
+                worker.close()
+
+    threads = [threading.Thread(target=slot, daemon=True) for _ in range(max(1, min(workers, len(items))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [r if r is not None else _exhausted(items[i][1], memory_mb, seconds) for i, r in enumerate(results)]
+
+
+class _Worker:
+    def __init__(self, rules_path: Path, memory_mb: int, seconds: float):
+        self.seconds = seconds
+        self.started = False
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.sandbox", str(Path(rules_path).resolve()), str(memory_mb), str(seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+
+    def read(self, data: bytes, name: str) -> read.Submission | None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        # Starting the worker (imports, rules) is not held against the first file: allow for it on top.
+        deadline = time.monotonic() + self.seconds + (0 if self.started else STARTUP_SECONDS)
+        self.started = True
+        try:
+            _send(self.proc.stdin, (data, name))
+            reply = _recv(self.proc.stdout.fileno(), deadline)
+        except (OSError, EOFError, TimeoutError, pickle.UnpicklingError):
+            return None
+        status, sub = reply
+        return sub if status == "ok" and isinstance(sub, read.Submission) else None
+
+    def close(self, kill: bool = False) -> None:
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+def _send(out: IO[bytes], obj: Any) -> None:
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_HEADER.pack(len(blob)) + blob)
+    out.flush()
+
+
+def _recv(fd: int, deadline: float) -> Any:
+    header = _read_exactly(fd, _HEADER.size, deadline)
+    (size,) = _HEADER.unpack(header)
+    return pickle.loads(_read_exactly(fd, size, deadline))
+
+
+def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    left = size
+    while left:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            raise TimeoutError
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# --- the child ----------------------------------------------------------------------------------------
+
+
+def _child(rules_path: str, memory_mb: int, seconds: float) -> None:
+    import resource
+
+    from pipeline import config
+
+    rules = config.load(rules_path)
+    limit = memory_mb * 2**20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or hard > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the reply channel
+    while True:
+        header = stdin.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return
+        (size,) = _HEADER.unpack(header)
+        data, name = pickle.loads(stdin.read(size))
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = math.ceil(used.ru_utime + used.ru_stime + seconds)
+        _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if cpu_hard == resource.RLIM_INFINITY or cpu < cpu_hard:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu_hard))
+        try:
+            reply: tuple[str, Any] = ("ok", read.read_submission(data, name, rules))
+        except MemoryError:
+            _send(stdout, ("memory", None))
+            return
+        del data
+        _send(stdout, reply)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))

@@ -1,0 +1,241 @@
+"""Hostile and broken input: every file gets a verdict in Chinese, in bounded time, and the batch goes on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from pipeline import check, demo, read, sandbox
+from pipeline.findings import ACCEPTED
+
+ROOT = Path(__file__).resolve().parents[1]
+CHINESE = re.compile(r"[\u4e00-\u9fff]")
+SHEET = "xl/worksheets/sheet1.xml"
+HYPERLINK = '=HYPERLINK("http://x","点我")'
+AT_SUM = "@SUM(A1)"
+INJECTED = {HYPERLINK, AT_SUM, HYPERLINK.lstrip("=")}
+
+
+# --- hostile files, built from a real filled form ----------------------------------------------------------
+
+
+def _rebuild(base: bytes, out: Path, replace: dict[str, bytes | None],
+             extra: Callable[[zipfile.ZipFile], None] | None = None) -> Path:
+    """Copy the xlsx `base` into `out`, with parts replaced (None: written by `extra`)."""
+    with zipfile.ZipFile(io.BytesIO(base)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename in replace:
+                data = replace[info.filename]
+                if data is not None:
+                    dst.writestr(info.filename, data)
+            else:
+                dst.writestr(info, src.read(info.filename))
+        for name, data in replace.items():
+            if data is not None and name not in src.namelist():
+                dst.writestr(name, data)
+        if extra:
+            extra(dst)
+    return out
+
+
+def zip_bomb(base: bytes, out: Path, megabytes: int = 300) -> Path:
+    """sheet1.xml is ~`megabytes` MB of zeros; written in chunks, never held in memory."""
+    head = b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row r="1"><c r="A1"><v>'
+    chunk = b"0" * 2**20
+
+    def write(zf: zipfile.ZipFile) -> None:
+        with zf.open(SHEET, "w", force_zip64=True) as fh:
+            fh.write(head)
+            for _ in range(megabytes):
+                fh.write(chunk)
+            fh.write(b"</v></c></row></sheetData></worksheet>")
+
+    return _rebuild(base, out, {SHEET: None}, write)
+
+
+def billion_laughs(base: bytes, out: Path) -> Path:
+    entities = ['<!ENTITY lol "lol">'] + [
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
+    ]
+    sst = (
+        '<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE lolz [' + "".join(entities) + "]>"
+        '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1">'
+        "<si><t>&lol9;</t></si></sst>"
+    ).encode()
+    with zipfile.ZipFile(io.BytesIO(base)) as z:
+        rels = z.read("xl/_rels/workbook.xml.rels").decode()
+        types = z.read("[Content_Types].xml").decode()
+        sheet = z.read(SHEET).decode()
+    rels = rels.replace(
+        "</Relationships>",
+        '<Relationship Id="rIdSST" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        'sharedStrings" Target="sharedStrings.xml"/></Relationships>',
+    )
+    types = types.replace(
+        "</Types>",
+        '<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        'spreadsheetml.sharedStrings+xml"/></Types>',
+    )
+    sheet = sheet.replace("</sheetData>", '<row r="60"><c r="A60" t="s"><v>0</v></c></row></sheetData>', 1)
+    return _rebuild(base, out, {
+        "xl/sharedStrings.xml": sst, "xl/_rels/workbook.xml.rels": rels.encode(),
+        "[Content_Types].xml": types.encode(), SHEET: sheet.encode(),
+    })
+
+
+def forged_dimension(base: bytes, out: Path) -> Path:
+    with zipfile.ZipFile(io.BytesIO(base)) as z:
+        sheet = z.read(SHEET).decode()
+    sheet = re.sub(r'<dimension ref="[^"]*"\s*/>', '<dimension ref="A1:XFD1048576"/>', sheet, count=1)
+    sheet = sheet.replace(
+        "</sheetData>",
+        '<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>', 1,
+    )
+    return _rebuild(base, out, {SHEET: sheet.encode()})
+
+
+def encrypted(base: bytes, out: Path) -> Path:
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    with out.open("wb") as fh:
+        OOXMLFile(io.BytesIO(base)).encrypt("pw", fh)
+    return out
+
+
+def truncated(base: bytes, out: Path) -> Path:
+    out.write_bytes(base[: len(base) // 2])
+    return out
+
+
+def empty(base: bytes, out: Path) -> Path:
+    out.write_bytes(b"")
+    return out
+
+
+CASES: dict[str, Callable[[bytes, Path], Path]] = {
+    "zip_bomb": zip_bomb,
+    "billion_laughs": billion_laughs,
+    "forged_dimension": forged_dimension,
+    "encrypted": encrypted,
+    "truncated": truncated,
+    "empty": empty,
+}
+
+
+def base_form(rules) -> bytes:
+    """A real, correct filled form (the demo's figures) of 海口市总工会."""
+    from tests.conftest import correct_values
+
+    return demo.fill(rules, rules.forms["warmth"], rules.unit("460100"), correct_values(rules, "warmth", "460100"))
+
+
+def build(case: str, rules, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return CASES[case](base_form(rules), folder / f"{case}_附件1.xlsx")
+
+
+# --- one file at a time ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_file_gets_a_verdict(case, rules, tmp_path):
+    path = build(case, rules, tmp_path)
+    start = time.monotonic()
+    (result,) = check.check_paths([path], rules, isolated=True)
+    assert time.monotonic() - start < 60
+    assert result.verdict != ACCEPTED
+    errors = [f for f in result.findings if f.is_error]
+    assert errors and all(CHINESE.search(f.message) for f in errors)
+    assert all("Traceback" not in f.message for f in result.findings)
+
+
+def test_dying_child_costs_one_finding_not_the_batch(rules, tmp_path):
+    good = base_form(rules)
+    bomb = forged_dimension(good, tmp_path / "forged.xlsx").read_bytes()
+    subs = sandbox.read_many([(good, "a.xlsx"), (bomb, "b.xlsx"), (good, "c.xlsx")], rules.source,
+                             memory_mb=512, seconds=10)
+    assert [s.file for s in subs] == ["a.xlsx", "b.xlsx", "c.xlsx"]
+    assert subs[0].readable and subs[2].readable and subs[0].unit == "460100"
+    assert not subs[1].readable and subs[1].findings[0].rule in {"F-too-large", "F-unreadable"}
+    assert CHINESE.search(subs[1].findings[0].message)
+
+
+def test_submission_is_picklable(rules):
+    import pickle
+
+    sub = read.read_submission(base_form(rules), "海口市总工会_附件1.xlsx", rules)
+    assert pickle.loads(pickle.dumps(sub)) == sub
+
+
+def test_hung_child_is_killed_after_the_wall_time(rules):
+    worker = sandbox._Worker(rules.source, 1024, 0.5)
+    try:
+        worker.proc.kill()
+        worker.proc.wait()
+        worker.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        worker.started = True
+        start = time.monotonic()
+        assert worker.read(b"x", "x.xlsx") is None
+        assert time.monotonic() - start < 5
+    finally:
+        worker.close()
+
+
+# --- the weekly run on a mixed inbox ---------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_mixed_inbox_run(rules, tmp_path, fill):
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    demo.make(rules, inbox, seed=2017)
+    hostile = inbox / "2017-01-30"
+    for case in CASES:
+        build(case, rules, hostile)
+    injected = fill(unit="460200", changes={("sign", "", "preparer"): HYPERLINK, ("sign", "", "leader"): AT_SUM})
+    (hostile / injected.name).write_bytes(injected.read_bytes())
+    received = dt.datetime(2017, 1, 30, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+    for path in hostile.iterdir():
+        os.utime(path, (received, received))  # as received, before the run's time
+
+    start = time.monotonic()
+    run = _cli("run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
+               "--as-of", "2017-02-01T12:00")
+    assert time.monotonic() - start < 240
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert list((outbox / "汇总").glob("*.xlsx"))
+
+    status = _cli("status", "--json", "--state", str(state), "--as-of", "2017-02-01T12:00")
+    assert status.returncode == 0, status.stderr
+    assert "跳过 0 个" in run.stdout  # every hostile file was taken in and checked
+    table = _cli("status", "--state", str(state), "--as-of", "2017-02-01T12:00").stdout
+    passed = [line for line in table.splitlines() if line.split()[1:2] == ["已通过"]]
+    assert len(passed) >= 10, table  # the good units are still counted as passed
+
+    # No workbook we write holds the injected texts as formulas.
+    seen = 0
+    for path in outbox.rglob("*.xlsx"):
+        wb = openpyxl.load_workbook(path)
+        for ws in wb.worksheets:
+            for row in ws.iter_rows():
+                for cell in row:
+                    if isinstance(cell.value, str) and ("HYPERLINK" in cell.value or AT_SUM in cell.value):
+                        seen += 1
+                        assert cell.data_type != "f", (path.name, ws.title, cell.coordinate, cell.value)
+    assert seen, "the injected texts should show up (as text) in the feedback or the consolidation"
