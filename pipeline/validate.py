@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from pipeline import layout, normalize, read, rulelang
+from pipeline import layout, normalize, rulelang
 from pipeline.config import Field, Form, Rule, Rules, Section
-from pipeline.findings import ERROR, WARNING, Finding, verdict
-from pipeline.read import Submission
+from pipeline.findings import ERROR, Finding, verdict
+from pipeline.read import Cell, Submission
 
 Key = tuple[str, str, str]  # (section, row, field)
 
@@ -84,7 +84,7 @@ def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Ch
     return checked
 
 
-def _own_sum(cell: read.Cell, sub: Submission, slot: layout.Slot) -> bool:
+def _own_sum(cell: Cell, sub: Submission, slot: layout.Slot) -> bool:
     """Whether a 合计 cell still holds the template's formula over the detail cells above it."""
     if not cell.formula:
         return False
@@ -504,4 +504,4 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-__all__ = ["Checked", "validate", "column", "ERROR", "WARNING"]
+__all__ = ["Checked", "validate", "column"]
