@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import unicodedata
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,6 +26,7 @@ from markupsafe import Markup, escape
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles.cell_style import StyleArray
 from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 
@@ -317,6 +319,9 @@ def _text(cell: Any, value: Any) -> None:
         cell.quotePrefix = True  # stays text even when someone edits the cell and presses Enter
 
 
+_STYLES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[Any, ...]]] = weakref.WeakKeyDictionary()
+
+
 def _style(
     cell: Any,
     *,
@@ -327,12 +332,33 @@ def _style(
     border: bool = True,
     color: str | None = None,
 ) -> None:
-    cell.font = Font(name=FONT, bold=bold, size=size, color=color)
-    cell.alignment = align
+    """Font, alignment, fill and border of a report cell; its number format and quote prefix are kept.
+
+    openpyxl hashes every style object it is given, which made styling most of a large report's cost: the
+    ids a combination gets are worked out on its first cell and copied onto the rest. The objects are kept
+    in the memo so that their ids are never reused while it lives.
+    """
+    memo = _STYLES.setdefault(cell.parent.parent, {})
+    key = (bold, size, id(align), id(fill), border, color)
+    known = memo.get(key)
+    if known is None:
+        cell.font = Font(name=FONT, bold=bold, size=size, color=color)
+        cell.alignment = align
+        if fill is not None:
+            cell.fill = fill
+        if border:
+            cell.border = template.BOX
+        ids = cell._style
+        memo[key] = (ids.fontId, ids.alignmentId, ids.fillId, ids.borderId, align, fill)
+        return
+    ids = cell._style
+    if not ids:
+        cell._style = ids = StyleArray()
+    ids.fontId, ids.alignmentId = known[0], known[1]
     if fill is not None:
-        cell.fill = fill
+        ids.fillId = known[2]
     if border:
-        cell.border = template.BOX
+        ids.borderId = known[3]
 
 
 def _number(cell: Any, value: Any, ftype: str) -> None:
