@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline import atomic, intake, read, sandbox, status, validate
+from pipeline import atomic, intake, status
 from pipeline.config import Rules
 from pipeline.findings import (
     ACCEPTED,
@@ -30,6 +30,9 @@ from pipeline.findings import (
     Finding,
 )
 from pipeline.ledger import Ledger, Submission
+
+if TYPE_CHECKING:  # reading and validating import pandas and pandera: only a run with new files needs them
+    from pipeline import read, validate
 
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
 FEEDBACK_DIR = "反馈"
@@ -120,9 +123,44 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
     result.checked = check_pending(rules, ledger, as_of, parent, progress)
     result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
     result.status = current_status(rules, ledger, as_of, parent)
+    scope, key = f"draft:{parent}", _outputs_key(rules, ledger, as_of, parent, sign)
+    kept = None if final else _unchanged_outputs(ledger, outbox, scope, key)
+    if kept is not None:
+        result.outputs += kept  # nothing they are made from has changed: a rerun rewrites nothing
+        return result
     result.outputs += write_status(rules, result.status, outbox)
     result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign)
+    if not final:
+        ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     return result
+
+
+def _outputs_key(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str,
+                 sign: dict[str, object] | None) -> str:
+    """What the status files and the draft consolidation are made from, as one digest."""
+    from pipeline import __version__
+
+    made_from = [__version__, rules.sha256, ledger.generation(), as_of.isoformat(), parent,
+                 sorted((k, str(v)) for k, v in (sign or {}).items())]
+    return hashlib.sha256(repr(made_from).encode("utf-8")).hexdigest()
+
+
+def _unchanged_outputs(ledger: Ledger, outbox: Path, scope: str, key: str) -> list[Path] | None:
+    """The outputs of the last run when they were made from the same things and nobody has touched them."""
+    recorded = ledger.outputs(scope)
+    if recorded is None or recorded[0] != key:
+        return None
+    paths = []
+    for rel, digest in recorded[1].items():
+        path = outbox / rel
+        if not path.is_file() or _sha256(path) != digest:
+            return None
+        paths.append(path)
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- consolidation ---------------------------------------------------------------------------------------
@@ -196,6 +234,8 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     pending = ledger.unchecked()
     if not pending:
         return Counter()
+    from pipeline import sandbox, validate
+
     report_ext = {ext for item in rules.items.values() for ext in item.extensions}
     results: list[tuple[str, dict[str, Any]]] = []
     forms: list[Submission] = []
@@ -260,6 +300,8 @@ def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, An
 
 def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str]) -> list[read.Submission]:
     """For cross-form rules: the unit's other form already in the ledger, read again to check against."""
+    from pipeline import read
+
     cross = {f for r in rules.rules if len(r.forms) > 1 for f in r.forms}
     out = []
     arriving = {(s.unit, s.form) for s in reads}

@@ -66,7 +66,23 @@ CREATE TABLE IF NOT EXISTS editions (
     as_of TEXT NOT NULL,
     path TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS generation (
+    n INTEGER NOT NULL              -- one row; bumped by every change to the tables above
+);
+INSERT INTO generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation);
+CREATE TABLE IF NOT EXISTS outputs (
+    scope TEXT PRIMARY KEY,         -- the draft outputs of one level (province, or a --for unit)
+    key TEXT NOT NULL,              -- what they were made from: rules, ledger generation, as-of, options
+    files TEXT NOT NULL             -- JSON {path in the outbox: sha256}
+);
 """
+TRACKED = ("files", "submissions", "messages", "editions")
+TRIGGERS = "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
+    "BEGIN UPDATE generation SET n = n + 1; END;\n"
+    for table in TRACKED
+    for op in ("INSERT", "UPDATE", "DELETE")
+)
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ class Ledger:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA + TRIGGERS)
 
     def close(self) -> None:
         self.db.close()
@@ -240,6 +256,24 @@ class Ledger:
     def add_edition(self, number: int, as_of: dt.datetime, path: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO editions (number, as_of, path) VALUES (?, ?, ?)", (number, as_of.isoformat(), path))
+
+    # --- what the outputs were made from ------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """A number that changes whenever files, submissions, messages or editions change."""
+        return int(self.db.execute("SELECT n FROM generation").fetchone()[0])
+
+    def outputs(self, scope: str) -> tuple[str, dict[str, str]] | None:
+        row = self.db.execute("SELECT key, files FROM outputs WHERE scope = ?", (scope,)).fetchone()
+        return None if row is None else (row["key"], json.loads(row["files"]))
+
+    def set_outputs(self, scope: str, key: str, files: dict[str, str]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO outputs (scope, key, files) VALUES (?, ?, ?) "
+                "ON CONFLICT(scope) DO UPDATE SET key = excluded.key, files = excluded.files",
+                (scope, key, json.dumps(files, ensure_ascii=False, sort_keys=True)),
+            )
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table as sorted plain rows: what tests compare between runs."""

@@ -88,6 +88,28 @@ def test_rerun_with_nothing_new_changes_nothing_and_sends_nothing(rules, site):
     assert ledger.Ledger(state).dump() == first_ledger
 
 
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_rerun_with_nothing_new_does_not_rewrite_outputs_but_remakes_a_deleted_or_stale_one(rules, site):
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    first, first_times = hashes(outbox), mtimes(outbox)
+    run_cli(inbox, outbox, state)
+    assert mtimes(outbox) == first_times  # not even rewritten with the same bytes
+    # Someone deletes the draft workbook, edits the status file: the next run puts both back.
+    (workbook,) = (outbox / batch.SUMMARY_DIR).glob("*汇总表*.xlsx")
+    workbook.unlink()
+    (outbox / batch.STATUS_TXT).write_text("改过了", encoding="utf-8")
+    run_cli(inbox, outbox, state)
+    assert hashes(outbox) == first
+    # A later moment changes the countdown in the status: the outputs are made again.
+    runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
+                        "--as-of", "2017-02-03T12:00"])
+    assert "距截止还有 2 天" in (outbox / batch.STATUS_TXT).read_text(encoding="utf-8")
+
+
 def test_same_bytes_under_another_name_are_the_same_submission(rules, site):
     inbox, outbox, state, made = site
     original = next(f.path for f in made.files if f.path.suffix == ".xlsx")
