@@ -6,6 +6,7 @@ Write to a temporary file beside the target, fsync it, rename it over the target
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import tempfile
@@ -15,25 +16,46 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def open_for_write(path: Path) -> Iterator[IO[bytes]]:
+def open_for_write(path: Path, durable: bool = True) -> Iterator[IO[bytes]]:
+    """A file that appears whole under `path` or not at all; `durable=False` leaves the fsyncs to a later
+    `sync(path)`, for many small files written in a row (each fsync is a disk round trip)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    with open_for_write(path) as handle:
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    with open_for_write(path, durable) as handle:
         handle.write(data)
+
+
+def sync(path: Path) -> None:
+    """Make every write so far on `path`'s file system durable: one syncfs(2) instead of an fsync per file."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        os.sync()
+        return
+    try:
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except AttributeError:  # no syncfs in this C library
+        os.sync()
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:

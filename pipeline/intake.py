@@ -77,6 +77,8 @@ def take_in(
 ) -> Intake:
     result = Intake()
     tz = as_of.tzinfo
+    known = ledger.known_files()
+    kept: list[tuple[str, int, int, str, str, dt.datetime]] = []
     for path, reason in candidates(inbox):
         rel = path.relative_to(inbox).as_posix()
         if reason:
@@ -91,7 +93,7 @@ def take_in(
             result.skipped.append(Skipped(rel, f"文件时间 {received:%Y-%m-%d %H:%M} 晚于本次运行的时点"))
             continue
         result.seen += 1
-        if ledger.known_file(rel, st.st_size, st.st_mtime_ns):
+        if known.get(rel) == (st.st_size, st.st_mtime_ns):
             result.unchanged += 1
             continue
         if not _settled(path, st, settle):
@@ -100,15 +102,19 @@ def take_in(
         if progress:
             progress(rel)
         digest = _keep(ledger, path, st.st_size, max_bytes)
-        if ledger.record_file(rel, st.st_size, st.st_mtime_ns, digest, path.name, received, as_of):
-            result.new.append(digest)
+        kept.append((rel, st.st_size, st.st_mtime_ns, digest, path.name, received))
+    if kept:
+        # The copies are made durable together, then recorded together: a crash before the record
+        # leaves copies that the next run finds and records; never a record without its copy.
+        ledger.sync_archive()
+        result.new = ledger.record_files(kept, as_of)
     return result
 
 
 def _keep(ledger: Ledger, path: Path, size: int, max_bytes: int) -> str:
     """Archive the bytes; a file over the size limit is hashed in chunks and only its verdict is kept."""
     if size <= max_bytes:
-        return ledger.keep(path.read_bytes())
+        return ledger.keep(path.read_bytes(), durable=False)
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

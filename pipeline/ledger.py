@@ -133,13 +133,25 @@ class Ledger:
     def archive_path(self, sha256: str) -> Path:
         return self.archive_dir / sha256[:2] / sha256
 
-    def keep(self, data: bytes) -> str:
-        """Store bytes by their sha256 (once); return the digest."""
+    def keep(self, data: bytes, durable: bool = True) -> str:
+        """Store bytes by their sha256 (once); return the digest.
+
+        With `durable=False` the caller makes the archive durable (`sync_archive`) before the ledger
+        records the file. A copy cut short by a power cut before that has the wrong size and is written again.
+        """
         digest = hashlib.sha256(data).hexdigest()
         path = self.archive_path(digest)
-        if not path.exists():
-            atomic.write_bytes(path, data)
+        try:
+            whole = path.stat().st_size == len(data)
+        except FileNotFoundError:
+            whole = False
+        if not whole:
+            atomic.write_bytes(path, data, durable)
         return digest
+
+    def sync_archive(self) -> None:
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        atomic.sync(self.archive_dir)
 
     def bytes_of(self, sha256: str) -> bytes:
         return self.archive_path(sha256).read_bytes()
@@ -157,31 +169,37 @@ class Ledger:
 
     # --- files and submissions ---------------------------------------------------------------------------
 
-    def known_file(self, path: str, size: int, mtime_ns: int) -> bool:
-        row = self.db.execute("SELECT size, mtime_ns FROM files WHERE path = ?", (path,)).fetchone()
-        return row is not None and row["size"] == size and row["mtime_ns"] == mtime_ns
+    def known_files(self) -> dict[str, tuple[int, int]]:
+        """Inbox path -> (size, mtime_ns) as last seen."""
+        return {r["path"]: (r["size"], r["mtime_ns"]) for r in self.db.execute("SELECT path, size, mtime_ns FROM files")}
 
-    def record_file(self, path: str, size: int, mtime_ns: int, sha256: str, name: str, received: dt.datetime,
-                    seen: dt.datetime) -> bool:
-        """Record a file; return True when its bytes are a new submission."""
+    def record_files(self, files: list[tuple[str, int, int, str, str, dt.datetime]], seen: dt.datetime) -> list[str]:
+        """Record (path, size, mtime_ns, sha256, name, received) of files in one transaction; return the
+        digests of those whose bytes are a new submission, in order."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO files (path, size, mtime_ns, sha256, first_seen) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "sha256 = excluded.sha256",
-                (path, size, mtime_ns, sha256, seen.isoformat()),
-            )
-            existing = db.execute("SELECT received FROM submissions WHERE sha256 = ?", (sha256,)).fetchone()
-            if existing is not None:
-                if dt.datetime.fromisoformat(existing["received"]) > received:
-                    db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE sha256 = ?",
-                               (received.isoformat(), name, path, sha256))
-                return False
-            db.execute(
-                "INSERT INTO submissions (sha256, file, path, size, received, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
-                (sha256, name, path, size, received.isoformat(), seen.isoformat()),
-            )
-            return True
+            return [sha for path, size, mtime_ns, sha, name, received in files
+                    if self._record_file(db, path, size, mtime_ns, sha, name, received, seen)]
+
+    @staticmethod
+    def _record_file(db: sqlite3.Connection, path: str, size: int, mtime_ns: int, sha256: str, name: str,
+                     received: dt.datetime, seen: dt.datetime) -> bool:
+        db.execute(
+            "INSERT INTO files (path, size, mtime_ns, sha256, first_seen) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+            "sha256 = excluded.sha256",
+            (path, size, mtime_ns, sha256, seen.isoformat()),
+        )
+        existing = db.execute("SELECT received FROM submissions WHERE sha256 = ?", (sha256,)).fetchone()
+        if existing is not None:
+            if dt.datetime.fromisoformat(existing["received"]) > received:
+                db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE sha256 = ?",
+                           (received.isoformat(), name, path, sha256))
+            return False
+        db.execute(
+            "INSERT INTO submissions (sha256, file, path, size, received, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
+            (sha256, name, path, size, received.isoformat(), seen.isoformat()),
+        )
+        return True
 
     def unchecked(self) -> list[Submission]:
         return self._select("WHERE verdict IS NULL ORDER BY received, path")
