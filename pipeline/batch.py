@@ -321,40 +321,53 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
 def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool, parent: str = "province",
              progress: Progress | None = None, password: str | None = None) -> Counter[str]:
     """An annotated workbook and a message for the latest version of each unit's item that has findings."""
-    from pipeline import annotate, mail
-
     known = {u.code: u for u in rules.units}
     latest: dict[tuple[str, str], Submission] = {}
-    for sub in ledger.submissions():
+    for sub in ledger.submissions(values=False):
         if sub.kind == "form" and sub.unit in known and sub.item and sub.verdict:
             key = (sub.unit, sub.item)
             if key not in latest or (sub.version or 0) > (latest[key].version or 0):
                 latest[key] = sub
+    due = []
     for sub in sorted(latest.values(), key=lambda s: (s.unit or "", s.item or "")):
         if not sub.findings or not ledger.archive_path(sub.sha256).exists():
             continue
         unit = known[sub.unit or ""]
         msg_key = _message_key("feedback", sub.sha256, unit.email)
-        if ledger.message(msg_key) is not None:
-            continue
-        form = rules.forms[sub.form or ""]
-        title = f"{unit.name} {form.title} 校验结果"
-        annotated = annotate.annotated_workbook(
-            ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit_name=unit.name, title=title
-        )
-        stem = Path(sub.file).stem
-        annotated_name = f"{stem}_校验结果.xlsx"
-        annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), _safe(annotated_name))
-        atomic.write_bytes(annotated_path, annotated)
-        message = mail.feedback_message(
-            rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
-            attachment=(annotated_name, annotated), now=as_of, version=sub.version or 1, item=sub.item,
-        )
-        eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
-        atomic.write_bytes(eml, mail.write_eml(message))
-        ledger.add_message(msg_key, "feedback", unit.code, unit.email, sub.sha256, str(message["Subject"]),
-                           eml.relative_to(outbox).as_posix(), as_of)
+        if ledger.message(msg_key) is None:
+            due.append((sub, unit, msg_key))
+    if due:
+        from pipeline import mail
+
+        jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
+                 f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
+        marked = annotate_many(jobs, rules, progress)
+        for (sub, unit, msg_key), annotated in zip(due, marked, strict=True):
+            annotated_name = f"{Path(sub.file).stem}_校验结果.xlsx"
+            annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), _safe(annotated_name))
+            atomic.write_bytes(annotated_path, annotated)
+            message = mail.feedback_message(
+                rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
+                attachment=(annotated_name, annotated), now=as_of, version=sub.version or 1, item=sub.item,
+            )
+            eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
+            atomic.write_bytes(eml, mail.write_eml(message))
+            ledger.add_message(msg_key, "feedback", unit.code, unit.email, sub.sha256, str(message["Subject"]),
+                               eml.relative_to(outbox).as_posix(), as_of)
     return deliver(rules, ledger, outbox, as_of, send, password)
+
+
+def annotate_many(jobs: list[tuple[bytes, str, Sequence[Finding], str, str]], rules: Rules,
+                  progress: Progress | None = None) -> list[bytes]:
+    """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title)."""
+    from pipeline import annotate
+
+    out = []
+    for i, (data, name, findings, unit_name, title) in enumerate(jobs, 1):
+        out.append(annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title))
+        if progress:
+            progress("标注", i, len(jobs))
+    return out
 
 
 def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool,
@@ -422,8 +435,9 @@ def _message_key(kind: str, subject: str, recipient: str) -> str:
 # --- status ----------------------------------------------------------------------------------------------
 
 
-def versions(ledger: Ledger, as_of: dt.datetime) -> list[status.Version]:
-    """Every checked submission received by `as_of`, as the status and the consolidation see it."""
+def versions(ledger: Ledger, as_of: dt.datetime, values: bool = True) -> list[status.Version]:
+    """Every checked submission received by `as_of`, as the status and the consolidation see it (the
+    status needs no figures: `values=False` leaves them out)."""
     return [
         status.Version(
             sha256=s.sha256, unit=s.unit, item=s.item, form=s.form, file=s.file, received=s.received,
@@ -431,7 +445,7 @@ def versions(ledger: Ledger, as_of: dt.datetime) -> list[status.Version]:
             warnings=sum(f.severity == WARNING for f in s.findings),
             errors=sum(f.severity == ERROR for f in s.findings),
         )
-        for s in ledger.submissions()
+        for s in ledger.submissions(values=values)
         if s.unit and s.item and s.verdict and s.received <= as_of
     ]
 
@@ -441,7 +455,7 @@ def current_status(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str
     for row in ledger.messages(("refused", "unknown")):
         word = "邮件被拒收" if row["status"] == "refused" else "邮件是否送达不明"
         problems[row["unit"]] = f"{word}({row['recipient']}{':' + str(row['code']) if row['code'] else ''})"
-    return status.compute(rules, versions(ledger, as_of), as_of, parent, problems)
+    return status.compute(rules, versions(ledger, as_of, values=False), as_of, parent, problems)
 
 
 def write_status(rules: Rules, now: status.Status, outbox: Path) -> list[Path]:

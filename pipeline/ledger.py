@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS outputs (
     files TEXT NOT NULL             -- JSON {path in the outbox: sha256}
 );
 """
+COLUMNS = "sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, explained"
 TRACKED = ("files", "submissions", "messages", "editions")
 TRIGGERS = "".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
@@ -204,15 +205,17 @@ class Ledger:
     def unchecked(self) -> list[Submission]:
         return self._select("WHERE verdict IS NULL ORDER BY received, path")
 
-    def submissions(self) -> list[Submission]:
-        return self._select("ORDER BY received, path")
+    def submissions(self, values: bool = True) -> list[Submission]:
+        """Every submission; `values=False` leaves out the figures, which only consolidation needs."""
+        return self._select("ORDER BY received, path", values=values)
 
     def latest(self, unit: str, item: str) -> Submission | None:
         found = self._select("WHERE unit = ? AND item = ? ORDER BY version DESC LIMIT 1", (unit, item))
         return found[0] if found else None
 
-    def _select(self, where: str, args: tuple[Any, ...] = ()) -> list[Submission]:
-        return [_submission(r) for r in self.db.execute(f"SELECT * FROM submissions {where}", args)]
+    def _select(self, where: str, args: tuple[Any, ...] = (), values: bool = True) -> list[Submission]:
+        columns = "*" if values else f"{COLUMNS}, NULL AS \"values\""
+        return [_submission(r) for r in self.db.execute(f"SELECT {columns} FROM submissions {where}", args)]
 
     def record_checks(self, results: list[tuple[str, dict[str, Any]]]) -> None:
         """Store verdicts of one batch and renumber versions of the (unit, item) pairs they touch."""
