@@ -113,9 +113,7 @@ def run(
 
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
-    from pipeline.read import MAX_BYTES
-
-    taken = intake.take_in(ledger, inbox, as_of, MAX_BYTES)
+    taken = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes)
     result = RunResult(as_of, taken)
     result.checked = check_pending(rules, ledger, as_of, parent, progress)
     result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
@@ -203,11 +201,12 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
         if Path(sub.file).suffix.lower() in report_ext:
             results.append((sub.sha256, _report_fields(rules, sub)))
         elif not ledger.archive_path(sub.sha256).exists():
-            results.append((sub.sha256, _too_large(sub)))
+            results.append((sub.sha256, _too_large(sub, rules)))
         else:
             forms.append(sub)
     reads = sandbox.read_many(
         [(ledger.bytes_of(sub.sha256), sub.file) for sub in forms], rules.source,
+        memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )
     companions = _companions(rules, ledger, reads, {s.sha256 for s in pending})
@@ -234,8 +233,9 @@ def _unit_from_name(rules: Rules, name: str) -> str | None:
     return next((code for alias, code in names if alias in name), None)
 
 
-def _too_large(sub: Submission) -> dict[str, Any]:
-    finding = Finding(F_TOO_LARGE, ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB),不像是一张统计表,未予读取")
+def _too_large(sub: Submission, rules: Rules) -> dict[str, Any]:
+    finding = Finding(F_TOO_LARGE, ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {rules.limits.max_file_mb:g} MB "
+                      "的上限),不像是一张统计表,未予读取")
     return dict(kind="unknown", unit=None, item=None, form=None, verdict=UNREADABLE, findings=[finding])
 
 

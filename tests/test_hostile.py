@@ -15,9 +15,10 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+import yaml
 
-from pipeline import check, demo, read, sandbox
-from pipeline.findings import ACCEPTED
+from pipeline import check, config, demo, read, sandbox
+from pipeline.findings import ACCEPTED, F_TOO_LARGE, UNREADABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
@@ -191,6 +192,31 @@ def test_hung_child_is_killed_after_the_wall_time(rules):
         assert time.monotonic() - start < 5
     finally:
         worker.close()
+
+
+# --- limits from rules.yaml ---------------------------------------------------------------------------------
+
+
+def rules_with_limits(folder: Path, **limits: object) -> config.Rules:
+    """A copy of rules.yaml with `limits:` changed, loaded from its own path (the sandbox reloads it)."""
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["limits"] = {**(data.get("limits") or {}), **limits}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return config.load(path)
+
+
+def test_file_over_the_size_limit_set_in_rules_yaml_is_refused_as_too_large(rules, tmp_path, fill):
+    path = fill()
+    assert 10_000 < path.stat().st_size < 100_000  # an ordinary filled form
+    strict = rules_with_limits(tmp_path / "strict", max_file_mb=0.01)
+    (result,) = check.check_paths([path], strict, isolated=True)
+    assert result.verdict == UNREADABLE
+    [finding] = result.findings
+    assert finding.rule == F_TOO_LARGE and "超过 0.01 MB 的上限" in finding.message
+    (same,) = check.check_paths([path], rules, isolated=True)  # under the shipped limits it is fine
+    assert same.verdict == ACCEPTED
 
 
 # --- the weekly run on a mixed inbox ---------------------------------------------------------------------
