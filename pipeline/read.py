@@ -26,6 +26,8 @@ from pipeline.findings import (
     ERROR,
     F_ENCRYPTED,
     F_IDENTITY,
+    F_LINK,
+    F_MACRO,
     F_STRUCTURE,
     F_TOO_LARGE,
     F_UNREADABLE,
@@ -60,6 +62,14 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".et", ".ett"
 MSG_EMPTY = "文件是空的(0 字节),可能没有保存好或没有传完整;请重新保存后报送"
 MSG_DAMAGED = "文件已损坏或不完整(可能没有下载或复制完),无法打开;请确认在电脑上能正常打开后重新报送"
 MSG_ENCRYPTED = "文件设置了打开密码,请取消密码后重新报送"
+MSG_MACRO = (
+    "文件中含有宏(VBA 程序);本系统从不运行宏,已直接读取表格中保存的数值。"
+    "如表中数字要靠宏计算,请在 Excel 中确认结果后另存为 .xlsx 文件再报送"
+)
+MSG_LINK = (
+    "文件中有公式引用了其他文件(外部链接);本系统不会打开或更新这些链接,已按表格中保存的数值读取。"
+    "请确认这些数值是最新的,最好把公式改为数值后再报送"
+)
 
 
 @dataclass(frozen=True)
@@ -256,6 +266,30 @@ def _ole_stream_names(data: bytes) -> set[str]:
         return names
     except (IndexError, ValueError):
         return set()
+
+
+def _active_content(data: bytes, fmt: str) -> tuple[bool, bool]:
+    """(has macros, has links to other files), told from the package's part names alone.
+
+    Neither is ever acted on: calamine runs no VBA and opens no other file, so the values read are those
+    the file was saved with. The sender is told, because those values may be stale.
+    """
+    if fmt == "xls":
+        return bool(_ole_stream_names(data) & {"_VBA_PROJECT_CUR", "VBA"}), False
+    if fmt not in ("xlsx", "xlsb"):
+        return False, False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [n.lower() for n in zf.namelist()]
+            macros = any(PurePosixPath(n).name == "vbaproject.bin" for n in names)
+            if not macros and "[content_types].xml" in names:
+                info = next(i for i in zf.infolist() if i.filename.lower() == "[content_types].xml")
+                if info.file_size < 2**20:
+                    macros = b"macroenabled" in zf.read(info).lower()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return False, False  # a damaged package is refused by the reader itself
+    links = any(n.startswith("xl/externallinks/") and n.endswith((".xml", ".bin")) for n in names)
+    return macros, links
 
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -568,6 +602,11 @@ class _Reader:
 
     def run(self) -> Submission:
         fmt = _sniff(self.data, self.name, self.rules.limits)
+        macros, links = _active_content(self.data, fmt)
+        if macros:
+            self.add(F_MACRO, WARNING, MSG_MACRO)
+        if links:
+            self.add(F_LINK, WARNING, MSG_LINK)
         book = _Book(self.data)
         meta = _read_meta(book.grid(META_SHEET)) if META_SHEET in book.names else None
         titled = self._titled_sheets(book)
