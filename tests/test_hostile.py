@@ -346,6 +346,15 @@ def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules,
     assert cell.raw == plain.cells[("visits", "agri", "households")].raw and not cell.formula_without_value
 
 
+def test_xlsx_saved_under_an_xls_name_is_read_by_its_content(rules, tmp_path, fill):
+    """Someone renamed 海口市总工会_附件1.xlsx to .xls to "make it the old format": the content decides."""
+    path = fill()
+    renamed = path.rename(path.with_suffix(".xls"))
+    (result,) = check.check_paths([renamed], rules, isolated=True)
+    assert (result.verdict, result.unit, result.form) == (ACCEPTED, "460100", "warmth")
+    assert result.findings == ()
+
+
 # --- the weekly run on a mixed inbox ---------------------------------------------------------------------
 
 
