@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -300,9 +301,8 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
         annotated = annotate.annotated_workbook(
             ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit_name=unit.name, title=title
         )
-        stem = Path(sub.file).stem
-        annotated_name = f"{stem}_校验结果.xlsx"
-        annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), _safe(annotated_name))
+        annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
+        annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name)
         atomic.write_bytes(annotated_path, annotated)
         message = mail.feedback_message(
             rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
@@ -414,12 +414,25 @@ def write_status(rules: Rules, now: status.Status, outbox: Path) -> list[Path]:
 # --- names in the outbox ----------------------------------------------------------------------------------
 
 
-def _safe(name: str, limit: int = 120) -> str:
-    """A file name derived from user input that cannot leave its folder or upset a file system."""
-    cleaned = "".join("_" if ch in '\\/:*?"<>|' or ord(ch) < 32 or ch in "\u202e\u202d\u200b" else ch for ch in name)
-    cleaned = cleaned.strip(" .") or "未命名"
-    if len(cleaned.encode("utf-8")) > limit * 3:
-        cleaned = cleaned[:limit]
+def _safe(name: str, limit: int = 200) -> str:
+    """A file name derived from user input that cannot leave its folder or upset a file system.
+
+    Separators, the characters Windows refuses and control characters become _; invisible and
+    direction-changing characters are dropped (U+202E would show 表_\u202exslx.exe as 表_exe.xlsx). The name
+    is cut to `limit` bytes of UTF-8, keeping its extension: file systems count bytes (255 on Linux), and
+    the default leaves room for what callers append (_校验结果.xlsx).
+    """
+    kept = []
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category != "Cf":  # format characters: bidi overrides, zero-width spaces and joiners, BOM
+            kept.append("_" if ch in '\\/:*?"<>|' or category in ("Cc", "Cs", "Zl", "Zp") else ch)
+    cleaned = "".join(kept).strip(" .") or "未命名"
+    if len(cleaned.encode("utf-8")) > limit:
+        suffix = Path(cleaned).suffix
+        suffix = suffix if len(suffix.encode("utf-8")) <= 16 else ""
+        stem = cleaned[: len(cleaned) - len(suffix)].encode("utf-8")[: limit - len(suffix.encode("utf-8"))]
+        cleaned = (stem.decode("utf-8", "ignore").rstrip(" .") or "未命名") + suffix
     return cleaned
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import io
 import os
 import re
@@ -10,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +21,7 @@ import openpyxl
 import pytest
 import yaml
 
-from pipeline import check, config, demo, read, sandbox
+from pipeline import batch, check, config, demo, read, sandbox
 from pipeline.findings import ACCEPTED, F_LINK, F_MACRO, F_TOO_LARGE, UNREADABLE, WARNING
 from tests.conftest import cell_of
 
@@ -353,6 +356,62 @@ def test_xlsx_saved_under_an_xls_name_is_read_by_its_content(rules, tmp_path, fi
     (result,) = check.check_paths([renamed], rules, isolated=True)
     assert (result.verdict, result.unit, result.form) == (ACCEPTED, "460100", "warmth")
     assert result.findings == ()
+
+
+# --- names derived from user files stay in the outbox ---------------------------------------------------------
+
+LONGEST = "统" * 83 + ".xlsx"  # 254 bytes: the longest name a Linux inbox can hold
+ODD_NAMES = {
+    "windows_parent_dirs": "海口\\..\\..\\..\\..\\etc\\cron.d\\附件1.xlsx",
+    "absolute_windows_path": "C:\\Users\\Public\\送温暖统计表.xlsx",
+    "right_to_left_override": "附件1_\u202exslx.exe",  # shows as 附件1_exe.xlsx
+    "zero_width": "附\u200b件\u200d1\ufeff\u2060.xlsx",
+    "emoji": "附件1🎉👍🏽.xlsx",
+    "line_break": "附件1\r\nBcc: all@example.org.xlsx",
+    "longest": LONGEST,
+}
+
+
+def test_odd_file_names_give_feedback_files_inside_the_outbox_with_valid_names(rules, tmp_path, fill):
+    """Whatever a file is called, its annotated copy and message land in the outbox under a name that any
+    file system accepts (at most 255 bytes a component) and that shows nothing invisible or reversed."""
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    (inbox / "2017-01-30").mkdir(parents=True)
+    units = [u for u in rules.units_owing_form("warmth") if u.reports_to == "province"][: len(ODD_NAMES)]
+    for unit, name in zip(units, ODD_NAMES.values(), strict=True):
+        made = fill(unit=unit.code, changes={("sign", "", "preparer"): None})  # an error: feedback is due
+        target = made.rename(inbox / "2017-01-30" / name)
+        os.utime(target, (1485820800,) * 2)  # 2017-01-31 08:00 +08:00
+    as_of = batch.moment("2017-02-01T12:00", rules)
+
+    result = batch.run(rules, inbox, outbox, state, as_of)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox", "outbox", "state"]  # nothing got out
+    assert result.checked["rejected"] == len(ODD_NAMES)
+    written = [p for p in outbox.rglob("*")]
+    for path in written:
+        assert path.resolve().is_relative_to(outbox.resolve())
+        for part in path.relative_to(outbox).parts:
+            assert len(part.encode("utf-8")) <= 255, part
+            assert not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in part), repr(part)
+            assert "\\" not in part and part not in (".", "..")
+    for unit in units:
+        (annotated,) = (outbox / batch.FEEDBACK_DIR / unit.name).glob("*_校验结果.xlsx")
+        assert "校验结果" in openpyxl.load_workbook(annotated).sheetnames
+    emls = sorted((outbox / batch.MAIL_DIR).glob("*.eml"))
+    assert len(emls) == len(units)
+    for eml in emls:
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert message["Bcc"] is None
+    assert any("统" * 60 in p.name for p in written)  # a long name is shortened, not replaced
+
+
+def test_very_long_name_is_cut_by_bytes_keeping_its_extension():
+    """300 CJK characters are 900 bytes; file systems count bytes (255 on Linux), not characters."""
+    name = batch._safe("统" * 300 + ".xlsx")
+    assert len(name.encode("utf-8")) <= 255 and name.endswith(".xlsx") and name.startswith("统" * 50)
+    assert batch._safe("../../etc/passwd") == "_.._etc_passwd"
+    assert batch._safe("..") == batch._safe("") == "未命名"
 
 
 # --- the weekly run on a mixed inbox ---------------------------------------------------------------------
