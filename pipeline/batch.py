@@ -260,9 +260,12 @@ def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, An
 
 
 def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str]) -> list[read.Submission]:
-    """For cross-form rules: the unit's other form already in the ledger, read again to check against."""
+    """For cross-form rules: the unit's other form already in the ledger, read again to check against.
+
+    Archived bytes are as untrusted as new ones, so they are read in the sandbox too.
+    """
     cross = {f for r in rules.rules if len(r.forms) > 1 for f in r.forms}
-    out = []
+    wanted = []
     arriving = {(s.unit, s.form) for s in reads}
     for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross):
         for other in sorted(cross - {form}):
@@ -270,8 +273,9 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
                 continue
             latest = ledger.latest(unit, rules.item_for_form(other).code)
             if latest is not None and latest.sha256 not in new and ledger.archive_path(latest.sha256).exists():
-                out.append(read.read_submission(ledger.bytes_of(latest.sha256), latest.file, rules))
-    return out
+                wanted.append((ledger.bytes_of(latest.sha256), latest.file))
+    return sandbox.read_many(wanted, rules.source, memory_mb=rules.limits.worker_memory_mb,
+                             seconds=rules.limits.worker_seconds)
 
 
 # --- feedback --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import openpyxl
 import pytest
 import yaml
 
-from pipeline import batch, check, config, demo, read, sandbox
+from pipeline import batch, check, config, demo, ledger, read, sandbox
 from pipeline.findings import ACCEPTED, F_LINK, F_MACRO, F_TOO_LARGE, UNREADABLE, WARNING
 from tests.conftest import cell_of
 
@@ -412,6 +412,34 @@ def test_very_long_name_is_cut_by_bytes_keeping_its_extension():
     assert len(name.encode("utf-8")) <= 255 and name.endswith(".xlsx") and name.startswith("统" * 50)
     assert batch._safe("../../etc/passwd") == "_.._etc_passwd"
     assert batch._safe("..") == batch._safe("") == "未命名"
+
+
+def test_form_checked_against_the_archived_other_form_reads_that_form_in_the_sandbox(rules, tmp_path, fill,
+                                                                                       monkeypatch):
+    """The cross-form check (X-archive) still warns when the 帮扶中心 form came in an earlier run, and the
+    archived form is parsed in a worker process like any new file, never in the batch's own process."""
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    as_of = batch.moment("2017-02-01T12:00", rules)
+    center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
+    (inbox / "2017-01-29").mkdir(parents=True)
+    os.utime(center.rename(inbox / "2017-01-29" / center.name), (1485820800,) * 2)
+    batch.run(rules, inbox, outbox, state, as_of)  # the 帮扶中心 form is checked and archived
+
+    def in_process(*args, **kwargs):
+        raise AssertionError("an archived file was parsed in the batch's own process")
+
+    monkeypatch.setattr(read, "read_submission", in_process)
+    warmth = fill("warmth", seed=3)
+    (inbox / "2017-01-30").mkdir()
+    os.utime(warmth.rename(inbox / "2017-01-30" / warmth.name), (1485820800,) * 2)
+    batch.run(rules, inbox, outbox, state, as_of)
+    book = ledger.Ledger(state)
+    try:
+        (warmth,) = [s for s in book.submissions() if s.form == "warmth"]
+    finally:
+        book.close()
+    (warning,) = [f for f in warmth.findings if f.rule == "X-archive"]
+    assert "多于帮扶中心统计表年末建档困难职工 1 户" in warning.message
 
 
 # --- the weekly run on a mixed inbox ---------------------------------------------------------------------
