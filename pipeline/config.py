@@ -655,7 +655,8 @@ def _mail(node: _Node) -> Mail:
     )
 
 
-# Below this the reader itself cannot start (Python, calamine and the rules take ~150 MB of address space).
+# The reader alone (Python, calamine, the rules) peaks near 100 MB resident (bench/hostile.py); below this
+# limit ordinary forms would start failing as F-too-large.
 MIN_WORKER_MEMORY_MB = 256
 
 
@@ -673,7 +674,7 @@ def _limits(node: _Node) -> Limits:
         if not 0 < number < math.inf:
             raise n.fail(f"应为大于 0 的数,实际是 {n.value!r}")
         if key == "worker_memory_mb" and number < MIN_WORKER_MEMORY_MB:
-            raise n.fail(f"至少要 {MIN_WORKER_MEMORY_MB} MB,否则读取程序本身都无法启动")
+            raise n.fail(f"至少要 {MIN_WORKER_MEMORY_MB} MB,否则连正常的报表也可能读不出来")
         values[key] = number
     return Limits(**values)
 
