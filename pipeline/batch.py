@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -116,9 +117,7 @@ def run(
 
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
-    from pipeline.read import MAX_BYTES
-
-    taken = intake.take_in(ledger, inbox, as_of, MAX_BYTES)
+    taken = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes)
     result = RunResult(as_of, taken)
     result.checked = check_pending(rules, ledger, as_of, parent, progress)
     result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
@@ -243,11 +242,12 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
         if Path(sub.file).suffix.lower() in report_ext:
             results.append((sub.sha256, _report_fields(rules, sub)))
         elif not ledger.archive_path(sub.sha256).exists():
-            results.append((sub.sha256, _too_large(sub)))
+            results.append((sub.sha256, _too_large(sub, rules)))
         else:
             forms.append(sub)
     reads = sandbox.read_many(
         [(ledger.bytes_of(sub.sha256), sub.file) for sub in forms], rules.source,
+        memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )
     companions = _companions(rules, ledger, reads, {s.sha256 for s in pending})
@@ -274,8 +274,9 @@ def _unit_from_name(rules: Rules, name: str) -> str | None:
     return next((code for alias, code in names if alias in name), None)
 
 
-def _too_large(sub: Submission) -> dict[str, Any]:
-    finding = Finding(F_TOO_LARGE, ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB),不像是一张统计表,未予读取")
+def _too_large(sub: Submission, rules: Rules) -> dict[str, Any]:
+    finding = Finding(F_TOO_LARGE, ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {rules.limits.max_file_mb:g} MB "
+                      "的上限),不像是一张统计表,未予读取")
     return dict(kind="unknown", unit=None, item=None, form=None, verdict=UNREADABLE, findings=[finding])
 
 
@@ -299,11 +300,14 @@ def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, An
 
 
 def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str]) -> list[read.Submission]:
-    """For cross-form rules: the unit's other form already in the ledger, read again to check against."""
-    from pipeline import read
+    """For cross-form rules: the unit's other form already in the ledger, read again to check against.
+
+    Archived bytes are as untrusted as new ones, so they are read in the sandbox too.
+    """
+    from pipeline import sandbox
 
     cross = {f for r in rules.rules if len(r.forms) > 1 for f in r.forms}
-    out = []
+    wanted = []
     arriving = {(s.unit, s.form) for s in reads}
     for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross):
         for other in sorted(cross - {form}):
@@ -311,8 +315,9 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
                 continue
             latest = ledger.latest(unit, rules.item_for_form(other).code)
             if latest is not None and latest.sha256 not in new and ledger.archive_path(latest.sha256).exists():
-                out.append(read.read_submission(ledger.bytes_of(latest.sha256), latest.file, rules))
-    return out
+                wanted.append((ledger.bytes_of(latest.sha256), latest.file))
+    return sandbox.read_many(wanted, rules.source, memory_mb=rules.limits.worker_memory_mb,
+                             seconds=rules.limits.worker_seconds)
 
 
 # --- feedback --------------------------------------------------------------------------------------------
@@ -343,8 +348,8 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
         marked = annotate_many(jobs, rules, progress)
         for (sub, unit, msg_key), annotated in zip(due, marked, strict=True):
-            annotated_name = f"{Path(sub.file).stem}_校验结果.xlsx"
-            annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), _safe(annotated_name))
+            annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
+            annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name)
             atomic.write_bytes(annotated_path, annotated)
             message = mail.feedback_message(
                 rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
@@ -470,12 +475,25 @@ def write_status(rules: Rules, now: status.Status, outbox: Path) -> list[Path]:
 # --- names in the outbox ----------------------------------------------------------------------------------
 
 
-def _safe(name: str, limit: int = 120) -> str:
-    """A file name derived from user input that cannot leave its folder or upset a file system."""
-    cleaned = "".join("_" if ch in '\\/:*?"<>|' or ord(ch) < 32 or ch in "\u202e\u202d\u200b" else ch for ch in name)
-    cleaned = cleaned.strip(" .") or "未命名"
-    if len(cleaned.encode("utf-8")) > limit * 3:
-        cleaned = cleaned[:limit]
+def _safe(name: str, limit: int = 200) -> str:
+    """A file name derived from user input that cannot leave its folder or upset a file system.
+
+    Separators, the characters Windows refuses and control characters become _; invisible and
+    direction-changing characters are dropped (U+202E would show 表_\u202exslx.exe as 表_exe.xlsx). The name
+    is cut to `limit` bytes of UTF-8, keeping its extension: file systems count bytes (255 on Linux), and
+    the default leaves room for what callers append (_校验结果.xlsx).
+    """
+    kept = []
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category != "Cf":  # format characters: bidi overrides, zero-width spaces and joiners, BOM
+            kept.append("_" if ch in '\\/:*?"<>|' or category in ("Cc", "Cs", "Zl", "Zp") else ch)
+    cleaned = "".join(kept).strip(" .") or "未命名"
+    if len(cleaned.encode("utf-8")) > limit:
+        suffix = Path(cleaned).suffix
+        suffix = suffix if len(suffix.encode("utf-8")) <= 16 else ""
+        stem = cleaned[: len(cleaned) - len(suffix)].encode("utf-8")[: limit - len(suffix.encode("utf-8"))]
+        cleaned = (stem.decode("utf-8", "ignore").rstrip(" .") or "未命名") + suffix
     return cleaned
 
 

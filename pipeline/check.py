@@ -55,21 +55,23 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
 def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[read.Submission]:
     from pipeline import sandbox
 
+    limits = rules.limits
     out: list[read.Submission | None] = []
     items: list[tuple[bytes, str]] = []
     for p in paths:
         try:
             with p.open("rb") as fh:
-                data = fh.read(read.MAX_BYTES + 1)
+                data = fh.read(limits.max_bytes + 1)
         except OSError:
             out.append(read.read_path(p, rules))  # the same verdict as unisolated: cannot open
             continue
-        if len(data) > read.MAX_BYTES:
+        if len(data) > limits.max_bytes:
             out.append(read.read_path(p, rules))  # refused by size alone, without reading it
             continue
         out.append(None)
         items.append((data, p.name))
-    done = iter(sandbox.read_many(items, rules.source))
+    done = iter(sandbox.read_many(items, rules.source, memory_mb=limits.worker_memory_mb,
+                                  seconds=limits.worker_seconds))
     return [s if s is not None else next(done) for s in out]
 
 

@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -190,6 +191,25 @@ class Mail:
     password_env: str
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much an untrusted file may cost before it is refused (F-too-large); `limits:` in rules.yaml."""
+
+    max_file_mb: float = 20  # a filled form is tens of KB; a file a thousand times that is not one
+    max_unzipped_mb: float = 200  # what the parts of an .xlsx may add up to once decompressed
+    max_ratio: float = 100  # real workbooks compress 5-20 times; zip bombs a thousand and more
+    worker_memory_mb: int = 1024  # address space of the child process that parses one file
+    worker_seconds: float = 20  # wall time for one file in that child
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
+
+    @property
+    def max_unzipped(self) -> int:
+        return int(self.max_unzipped_mb * 2**20)
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: caches key on the loaded campaign
 class Rules:
     """The whole campaign as declared in rules.yaml."""
@@ -205,6 +225,7 @@ class Rules:
     source: Path
     sha256: str
     warnings: tuple[str, ...] = field(default=())
+    limits: Limits = field(default=Limits())
 
     def unit(self, code: str) -> Unit:
         for u in self.units:
@@ -634,6 +655,30 @@ def _mail(node: _Node) -> Mail:
     )
 
 
+# The reader alone (Python, calamine, the rules) peaks near 100 MB resident (bench/hostile.py); below this
+# limit ordinary forms would start failing as F-too-large.
+MIN_WORKER_MEMORY_MB = 256
+
+
+def _limits(node: _Node) -> Limits:
+    if node.value is None:
+        return Limits()
+    fields = ("max_file_mb", "max_unzipped_mb", "max_ratio", "worker_memory_mb", "worker_seconds")
+    node.keys(fields)
+    values: dict[str, Any] = {}
+    for key in fields:
+        n = node.get(key, required=False)
+        if n.value is None:
+            continue
+        number = n.integer() if key == "worker_memory_mb" else n.number()
+        if not 0 < number < math.inf:
+            raise n.fail(f"应为大于 0 的数,实际是 {n.value!r}")
+        if key == "worker_memory_mb" and number < MIN_WORKER_MEMORY_MB:
+            raise n.fail(f"至少要 {MIN_WORKER_MEMORY_MB} MB,否则连正常的报表也可能读不出来")
+        values[key] = number
+    return Limits(**values)
+
+
 # --- the loader --------------------------------------------------------------------------------------
 
 
@@ -670,7 +715,10 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
         raise ConfigError("", f"{source.name} {where}写法有误:{hint}(原始信息:{problem})") from None
     root = _Node(parsed, "")
     root.keys(
-        ("campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail")
+        (
+            "campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail",
+            "limits",
+        )
     )
     warnings: list[str] = []
     campaign = _campaign(root.get("campaign"), warnings)
@@ -719,6 +767,7 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
         source=source,
         sha256=digest.hexdigest(),
         warnings=tuple(warnings),
+        limits=_limits(root.get("limits", required=False)),
     )
 
 

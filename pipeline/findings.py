@@ -18,6 +18,8 @@ F_UNRECOGNISED = "F-unrecognised"
 F_IDENTITY = "F-identity"
 F_STRUCTURE = "F-structure"
 F_TOO_LARGE = "F-too-large"
+F_MACRO = "F-macro"  # a warning: the workbook carries VBA, which is never run
+F_LINK = "F-link"  # a warning: formulas refer to other files, which are never opened
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"

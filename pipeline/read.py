@@ -21,11 +21,13 @@ from typing import Any
 
 import python_calamine as calamine
 
-from pipeline.config import Field, Form, Row, Rules, Section
+from pipeline.config import Field, Form, Limits, Row, Rules, Section
 from pipeline.findings import (
     ERROR,
     F_ENCRYPTED,
     F_IDENTITY,
+    F_LINK,
+    F_MACRO,
     F_STRUCTURE,
     F_TOO_LARGE,
     F_UNREADABLE,
@@ -43,9 +45,12 @@ FEEDBACK_SHEET = "校验结果"  # our own annotation sheet, in a corrected copy
 META_SHEET = "_meta"  # the contract written by template.py
 META_HEADER = ("sheet", "cell", "section", "row", "field")
 
-MAX_BYTES = 20 * 1024 * 1024
-MAX_UNZIPPED = 200 * 1024 * 1024
-MAX_RATIO = 100
+# The limits themselves are set in rules.yaml (`limits:`, config.Limits); these are its defaults, for code
+# that has no rules at hand.
+DEFAULT_LIMITS = Limits()
+MAX_BYTES = DEFAULT_LIMITS.max_bytes
+MAX_UNZIPPED = DEFAULT_LIMITS.max_unzipped
+MAX_RATIO = DEFAULT_LIMITS.max_ratio
 # A small archive cannot hurt whatever its ratio; below this the ratio is not held against it.
 RATIO_FLOOR = 1024 * 1024
 
@@ -57,6 +62,14 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".et", ".ett"
 MSG_EMPTY = "文件是空的(0 字节),可能没有保存好或没有传完整;请重新保存后报送"
 MSG_DAMAGED = "文件已损坏或不完整(可能没有下载或复制完),无法打开;请确认在电脑上能正常打开后重新报送"
 MSG_ENCRYPTED = "文件设置了打开密码,请取消密码后重新报送"
+MSG_MACRO = (
+    "文件中含有宏(VBA 程序);本系统从不运行宏,已直接读取表格中保存的数值。"
+    "如表中数字要靠宏计算,请在 Excel 中确认结果后另存为 .xlsx 文件再报送"
+)
+MSG_LINK = (
+    "文件中有公式引用了其他文件(外部链接);本系统不会打开或更新这些链接,已按表格中保存的数值读取。"
+    "请确认这些数值是最新的,最好把公式改为数值后再报送"
+)
 
 
 @dataclass(frozen=True)
@@ -80,11 +93,12 @@ class Submission:
 
 
 def read_path(path: Path, rules: Rules) -> Submission:
+    limit = rules.limits.max_bytes
     try:
         with path.open("rb") as fh:
-            data = fh.read(MAX_BYTES + 1)  # a huge file is refused without holding all of it
-            if len(data) > MAX_BYTES:
-                return _refused(path.name, _too_large(path.stat().st_size))
+            data = fh.read(limit + 1)  # a huge file is refused without holding all of it
+            if len(data) > limit:
+                return _refused(path.name, _too_large(path.stat().st_size, rules.limits))
     except OSError as exc:
         # A file still being copied or removed meanwhile: a verdict for it, and the batch goes on.
         log.info("cannot open %s: %r", path, exc)
@@ -125,23 +139,23 @@ def _unreadable(message: str) -> _Refusal:
 # --- what the bytes are ----------------------------------------------------------------------------------
 
 
-def _sniff(data: bytes, name: str = "") -> str:
+def _sniff(data: bytes, name: str, limits: Limits) -> str:
     """The spreadsheet format of `data` by its content ("xlsx", "xlsb", "ods", "xls"); raises _Refusal."""
     if not data:
         raise _unreadable(MSG_EMPTY)
-    if len(data) > MAX_BYTES:
-        raise _Refusal(_too_large(len(data)))
+    if len(data) > limits.max_bytes:
+        raise _Refusal(_too_large(len(data), limits))
     if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return _sniff_zip(data, name)
+        return _sniff_zip(data, name, limits)
     if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         return _sniff_ole(data, name)
     raise _unreadable(_not_a_spreadsheet(data, name))
 
 
-def _too_large(size: int) -> Finding:
+def _too_large(size: int, limits: Limits) -> Finding:
     return Finding(
         F_TOO_LARGE, ERROR,
-        f"文件大小为 {_mb(size)} MB,超过 {MAX_BYTES // 2**20} MB 的上限,不像是一张统计表;请只报送填好的统计表",
+        f"文件大小为 {_mb(size)} MB,超过 {limits.max_file_mb:g} MB 的上限,不像是一张统计表;请只报送填好的统计表",
     )
 
 
@@ -150,7 +164,7 @@ def _mb(size: int) -> str:
     return f"{math.ceil(size / 2**20 * 10) / 10:g}"
 
 
-def _sniff_zip(data: bytes, name: str) -> str:
+def _sniff_zip(data: bytes, name: str, limits: Limits) -> str:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
@@ -159,15 +173,15 @@ def _sniff_zip(data: bytes, name: str) -> str:
     total = sum(i.file_size for i in infos)
     packed = sum(i.compress_size for i in infos)
     ratio = total / max(packed, 1)
-    if total > MAX_UNZIPPED:
+    if total > limits.max_unzipped:
         raise _Refusal(
             Finding(
                 F_TOO_LARGE, ERROR,
-                f"文件解压后有 {_mb(total)} MB,超过 {MAX_UNZIPPED // 2**20} MB 的上限,远超一张统计表的正常大小;"
+                f"文件解压后有 {_mb(total)} MB,超过 {limits.max_unzipped_mb:g} MB 的上限,远超一张统计表的正常大小;"
                 "请只报送填好的统计表",
             )
         )
-    if total > RATIO_FLOOR and ratio > MAX_RATIO:
+    if total > RATIO_FLOOR and ratio > limits.max_ratio:
         raise _Refusal(
             Finding(
                 F_TOO_LARGE, ERROR,
@@ -252,6 +266,30 @@ def _ole_stream_names(data: bytes) -> set[str]:
         return names
     except (IndexError, ValueError):
         return set()
+
+
+def _active_content(data: bytes, fmt: str) -> tuple[bool, bool]:
+    """(has macros, has links to other files), told from the package's part names alone.
+
+    Neither is ever acted on: calamine runs no VBA and opens no other file, so the values read are those
+    the file was saved with. The sender is told, because those values may be stale.
+    """
+    if fmt == "xls":
+        return bool(_ole_stream_names(data) & {"_VBA_PROJECT_CUR", "VBA"}), False
+    if fmt not in ("xlsx", "xlsb"):
+        return False, False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [n.lower() for n in zf.namelist()]
+            macros = any(PurePosixPath(n).name == "vbaproject.bin" for n in names)
+            if not macros and "[content_types].xml" in names:
+                info = next(i for i in zf.infolist() if i.filename.lower() == "[content_types].xml")
+                if info.file_size < 2**20:
+                    macros = b"macroenabled" in zf.read(info).lower()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return False, False  # a damaged package is refused by the reader itself
+    links = any(n.startswith("xl/externallinks/") and n.endswith((".xml", ".bin")) for n in names)
+    return macros, links
 
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -563,7 +601,12 @@ class _Reader:
         self.sub.findings.append(Finding(rule, severity, message, **where))
 
     def run(self) -> Submission:
-        fmt = _sniff(self.data, self.name)
+        fmt = _sniff(self.data, self.name, self.rules.limits)
+        macros, links = _active_content(self.data, fmt)
+        if macros:
+            self.add(F_MACRO, WARNING, MSG_MACRO)
+        if links:
+            self.add(F_LINK, WARNING, MSG_LINK)
         book = _Book(self.data)
         meta = _read_meta(book.grid(META_SHEET)) if META_SHEET in book.names else None
         titled = self._titled_sheets(book)

@@ -27,9 +27,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline import read
+from pipeline.config import Limits
 from pipeline.findings import ERROR, F_TOO_LARGE, Finding
 
 WORKERS = 2
+# Callers pass rules.limits (rules.yaml `limits:`); these defaults are config.Limits' own.
+MEMORY_MB = Limits().worker_memory_mb
+SECONDS = Limits().worker_seconds
 STARTUP_SECONDS = 10
 _HEADER = struct.Struct("<Q")
 
@@ -48,13 +52,13 @@ def _exhausted(name: str, memory_mb: int, seconds: float) -> read.Submission:
     )
 
 
-def read_isolated(data: bytes, name: str, rules_path: Path, *, memory_mb: int = 1024,
-                  seconds: float = 20) -> read.Submission:
+def read_isolated(data: bytes, name: str, rules_path: Path, *, memory_mb: int = MEMORY_MB,
+                  seconds: float = SECONDS) -> read.Submission:
     """`read.read_submission` in a limited child process; a child that dies or hangs gives F-too-large."""
     return read_many([(data, name)], rules_path, memory_mb=memory_mb, seconds=seconds, workers=1)[0]
 
 
-def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: int = 1024, seconds: float = 20,
+def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: int = MEMORY_MB, seconds: float = SECONDS,
               workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[read.Submission]:
     """Read many files with `workers` long-lived limited children; results in the order of `items`."""
     results: list[read.Submission | None] = [None] * len(items)

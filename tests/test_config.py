@@ -205,6 +205,41 @@ def test_deadline_before_issue_date_is_a_warning(rules_text: str) -> None:
     assert CHINESE.search(warning)
 
 
+# --- limits on untrusted files ------------------------------------------------------------------------
+
+
+def test_limits_default_when_the_section_or_a_key_is_left_out(rules_text: str) -> None:
+    without = config.loads(edited(rules_text, lambda data: data.pop("limits", None)))
+    assert without.limits == config.Limits()
+    assert (without.limits.max_file_mb, without.limits.worker_seconds) == (20, 20)
+    partial = config.loads(edited(rules_text, lambda data: data.update(limits={"max_file_mb": 5})))
+    assert partial.limits == config.Limits(max_file_mb=5)
+    assert partial.limits.max_bytes == 5 * 2**20
+
+
+def test_real_rules_yaml_states_the_default_limits(rules: config.Rules) -> None:
+    assert rules.limits == config.Limits()
+
+
+@pytest.mark.parametrize(("value", "words"), [(-1, "大于 0"), (0, "大于 0"), ("二十", "应为数字"), (".inf", "大于 0")])
+def test_bad_file_size_limit_names_limits_max_file_mb(rules_text: str, value: object, words: str) -> None:
+    text = edited(rules_text, lambda data: data.update(limits={"max_file_mb": value}))
+    error = refused(text.replace("max_file_mb: '.inf'", "max_file_mb: .inf"))
+    assert error.path == "limits.max_file_mb"
+    assert words in error.message
+
+
+def test_worker_memory_too_small_to_start_is_refused(rules_text: str) -> None:
+    error = refused(edited(rules_text, lambda data: data.update(limits={"worker_memory_mb": 64})))
+    assert error.path == "limits.worker_memory_mb"
+    assert "256 MB" in error.message
+
+
+def test_misspelt_limit_is_named(rules_text: str) -> None:
+    error = refused(edited(rules_text, lambda data: data.update(limits={"max_file_size": 5})))
+    assert error.path == "limits.max_file_size"
+    assert "max_file_mb" in error.message
+
 # --- units kept in a separate contact list ------------------------------------------------------------
 
 

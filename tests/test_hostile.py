@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import openpyxl
 import pytest
+import yaml
 
-from pipeline import check, demo, read, sandbox
-from pipeline.findings import ACCEPTED
+from pipeline import batch, check, config, demo, ledger, read, sandbox
+from pipeline.findings import ACCEPTED, F_LINK, F_MACRO, F_TOO_LARGE, UNREADABLE, WARNING
+from tests.conftest import cell_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
@@ -123,6 +129,77 @@ def empty(base: bytes, out: Path) -> Path:
     return out
 
 
+def macro_enabled(base: bytes, out: Path) -> Path:
+    """The filled form saved as Excel saves a workbook with VBA: a vbaProject.bin part and the .xlsm type."""
+    with zipfile.ZipFile(io.BytesIO(base)) as z:
+        rels = z.read("xl/_rels/workbook.xml.rels").decode()
+        types = z.read("[Content_Types].xml").decode()
+    rels = rels.replace(
+        "</Relationships>",
+        '<Relationship Id="rIdVBA" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" '
+        'Target="vbaProject.bin"/></Relationships>',
+    )
+    types = types.replace(
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+        "application/vnd.ms-excel.sheet.macroEnabled.main+xml",
+    ).replace("</Types>", '<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/></Types>')
+    assert "macroEnabled" in types
+    # Not a working VBA project: nothing in the pipeline may try to run or even parse it.
+    vba = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"Sub Auto_Open(): Shell \"calc.exe\": End Sub".ljust(504, b"\0")
+    return _rebuild(base, out.with_suffix(".xlsm"), {
+        "xl/vbaProject.bin": vba, "xl/_rels/workbook.xml.rels": rels.encode(), "[Content_Types].xml": types.encode(),
+    })
+
+
+LINKED_CELL = "B8"  # 慰问困难职工(户) of 农业, in a fresh template (checked by the test)
+
+
+def external_link(base: bytes, out: Path, *targets: str) -> Path:
+    """The filled form with LINKED_CELL computed from other workbooks, `[1]Sheet1!A1 + [2]…`, its result
+    saved as Excel saves it; each target is where Excel would look for the other workbook."""
+    targets = targets or ("http://127.0.0.1:9/台账.xlsx",)
+    with zipfile.ZipFile(io.BytesIO(base)) as z:
+        book = z.read("xl/workbook.xml").decode()
+        rels = z.read("xl/_rels/workbook.xml.rels").decode()
+        types = z.read("[Content_Types].xml").decode()
+        sheet = z.read(SHEET).decode()
+    cell = re.search(rf'<c r="{LINKED_CELL}"([^>]*)><v>([^<]*)</v></c>', sheet)
+    assert cell, "the template moved: LINKED_CELL no longer holds a plain number"
+    formula = "+".join(f"[{i}]Sheet1!A1" for i in range(1, len(targets) + 1))
+    sheet = sheet.replace(cell.group(0), f'<c r="{LINKED_CELL}"{cell.group(1)}><f>{formula}</f><v>{cell.group(2)}</v></c>')
+    parts: dict[str, bytes | None] = {SHEET: sheet.encode()}
+    refs = ""
+    for i, target in enumerate(targets, start=1):
+        value = cell.group(2) if i == 1 else "0"
+        parts[f"xl/externalLinks/externalLink{i}.xml"] = (
+            '<externalLink xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+            'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+            '<externalBook r:id="rId1"><sheetNames><sheetName val="Sheet1"/></sheetNames><sheetDataSet>'
+            f'<sheetData sheetId="0"><row r="1"><cell r="A1"><v>{value}</v></cell></row></sheetData>'
+            "</sheetDataSet></externalBook></externalLink>"
+        ).encode()
+        parts[f"xl/externalLinks/_rels/externalLink{i}.xml.rels"] = (
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+            f'externalLinkPath" Target="{target}" TargetMode="External"/></Relationships>'
+        ).encode()
+        rels = rels.replace(
+            "</Relationships>",
+            f'<Relationship Id="rIdExt{i}" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+            f'relationships/externalLink" Target="externalLinks/externalLink{i}.xml"/></Relationships>',
+        )
+        types = types.replace(
+            "</Types>",
+            f'<Override PartName="/xl/externalLinks/externalLink{i}.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.spreadsheetml.externalLink+xml"/></Types>',
+        )
+        refs += f'<externalReference r:id="rIdExt{i}"/>'
+    book = book.replace("</sheets>", f"</sheets><externalReferences>{refs}</externalReferences>", 1)
+    parts.update({"xl/workbook.xml": book.encode(), "xl/_rels/workbook.xml.rels": rels.encode(),
+                  "[Content_Types].xml": types.encode()})
+    return _rebuild(base, out, parts)
+
+
 CASES: dict[str, Callable[[bytes, Path], Path]] = {
     "zip_bomb": zip_bomb,
     "billion_laughs": billion_laughs,
@@ -130,6 +207,13 @@ CASES: dict[str, Callable[[bytes, Path], Path]] = {
     "encrypted": encrypted,
     "truncated": truncated,
     "empty": empty,
+}
+
+
+# Files that carry active content but are honest forms: read as saved, with a warning, never acted on.
+ACTIVE: dict[str, Callable[[bytes, Path], Path]] = {
+    "macro": macro_enabled,
+    "external_link": external_link,
 }
 
 
@@ -142,7 +226,7 @@ def base_form(rules) -> bytes:
 
 def build(case: str, rules, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    return CASES[case](base_form(rules), folder / f"{case}_附件1.xlsx")
+    return (CASES | ACTIVE)[case](base_form(rules), folder / f"{case}_附件1.xlsx")
 
 
 # --- one file at a time ----------------------------------------------------------------------------------
@@ -191,6 +275,171 @@ def test_hung_child_is_killed_after_the_wall_time(rules):
         assert time.monotonic() - start < 5
     finally:
         worker.close()
+
+
+# --- limits from rules.yaml, and files that are honest but unusual ------------------------------------------
+
+
+def rules_with_limits(folder: Path, **limits: object) -> config.Rules:
+    """A copy of rules.yaml with `limits:` changed, loaded from its own path (the sandbox reloads it)."""
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["limits"] = {**(data.get("limits") or {}), **limits}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return config.load(path)
+
+
+def test_file_over_the_size_limit_set_in_rules_yaml_is_refused_as_too_large(rules, tmp_path, fill):
+    path = fill()
+    assert 10_000 < path.stat().st_size < 100_000  # an ordinary filled form
+    strict = rules_with_limits(tmp_path / "strict", max_file_mb=0.01)
+    (result,) = check.check_paths([path], strict, isolated=True)
+    assert result.verdict == UNREADABLE
+    [finding] = result.findings
+    assert finding.rule == F_TOO_LARGE and "超过 0.01 MB 的上限" in finding.message
+    (same,) = check.check_paths([path], rules, isolated=True)  # under the shipped limits it is fine
+    assert same.verdict == ACCEPTED
+
+
+def test_macro_enabled_workbook_is_read_with_a_warning_and_its_macros_never_run(rules, tmp_path):
+    """A unit's .xlsm (Excel with VBA): the figures are read as saved, the unit is told macros were not run."""
+    path = build("macro", rules, tmp_path)
+    assert path.suffix == ".xlsm"
+    (result,) = check.check_paths([path], rules, isolated=True)
+    assert (result.verdict, result.unit, result.form) == (ACCEPTED, "460100", "warmth")
+    [warning] = [f for f in result.findings if f.rule == F_MACRO]
+    assert warning.severity == WARNING
+    assert "宏" in warning.message and "不运行宏" in warning.message and "读取" in warning.message
+    sub = sandbox.read_isolated(path.read_bytes(), path.name, rules.source)
+    plain = read.read_submission(base_form(rules), "海口市总工会_附件1.xlsx", rules)
+    assert {k: c.raw for k, c in sub.cells.items()} == {k: c.raw for k, c in plain.cells.items()}
+
+
+def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules, tmp_path):
+    """A form whose 农业 households come from the unit's own ledger workbook, on a web server and on disk.
+
+    What a user expects: the figure as it was saved in the form is what counts, the pipeline never reaches
+    for the other workbook (no connection to the server, no opening of the file), and the unit is told in
+    a warning that the links were not refreshed. The file on disk is a named pipe, so opening it would
+    hang the reader until the sandbox gives up, and that would show as an F-too-large verdict.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    fifo = tmp_path / "台账" / "送温暖台账.xlsx"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    port = server.getsockname()[1]
+    path = external_link(base_form(rules), tmp_path / "海口市总工会_附件1.xlsx",
+                         f"http://127.0.0.1:{port}/送温暖台账.xlsx", str(fifo))
+    try:
+        (result,) = check.check_paths([path], rules, isolated=True)
+        sub = sandbox.read_isolated(path.read_bytes(), path.name, rules.source)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody knocked
+    finally:
+        server.close()
+    assert (result.verdict, result.unit) == (ACCEPTED, "460100"), result.findings
+    [warning] = [f for f in result.findings if f.rule == F_LINK]
+    assert warning.severity == WARNING and "外部链接" in warning.message and "保存的数值" in warning.message
+    assert cell_of(rules, "warmth", "visits", "agri", "households") == LINKED_CELL
+    cell = sub.cells[("visits", "agri", "households")]
+    assert cell.address == LINKED_CELL and cell.formula == "[1]Sheet1!A1+[2]Sheet1!A1"
+    plain = read.read_submission(base_form(rules), "海口市总工会_附件1.xlsx", rules)
+    assert cell.raw == plain.cells[("visits", "agri", "households")].raw and not cell.formula_without_value
+
+
+def test_xlsx_saved_under_an_xls_name_is_read_by_its_content(rules, tmp_path, fill):
+    """Someone renamed 海口市总工会_附件1.xlsx to .xls to "make it the old format": the content decides."""
+    path = fill()
+    renamed = path.rename(path.with_suffix(".xls"))
+    (result,) = check.check_paths([renamed], rules, isolated=True)
+    assert (result.verdict, result.unit, result.form) == (ACCEPTED, "460100", "warmth")
+    assert result.findings == ()
+
+
+# --- names derived from user files stay in the outbox ---------------------------------------------------------
+
+LONGEST = "统" * 83 + ".xlsx"  # 254 bytes: the longest name a Linux inbox can hold
+ODD_NAMES = {
+    "windows_parent_dirs": "海口\\..\\..\\..\\..\\etc\\cron.d\\附件1.xlsx",
+    "absolute_windows_path": "C:\\Users\\Public\\送温暖统计表.xlsx",
+    "right_to_left_override": "附件1_\u202exslx.exe",  # shows as 附件1_exe.xlsx
+    "zero_width": "附\u200b件\u200d1\ufeff\u2060.xlsx",
+    "emoji": "附件1🎉👍🏽.xlsx",
+    "line_break": "附件1\r\nBcc: all@example.org.xlsx",
+    "longest": LONGEST,
+}
+
+
+def test_odd_file_names_give_feedback_files_inside_the_outbox_with_valid_names(rules, tmp_path, fill):
+    """Whatever a file is called, its annotated copy and message land in the outbox under a name that any
+    file system accepts (at most 255 bytes a component) and that shows nothing invisible or reversed."""
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    (inbox / "2017-01-30").mkdir(parents=True)
+    units = [u for u in rules.units_owing_form("warmth") if u.reports_to == "province"][: len(ODD_NAMES)]
+    for unit, name in zip(units, ODD_NAMES.values(), strict=True):
+        made = fill(unit=unit.code, changes={("sign", "", "preparer"): None})  # an error: feedback is due
+        target = made.rename(inbox / "2017-01-30" / name)
+        os.utime(target, (1485820800,) * 2)  # 2017-01-31 08:00 +08:00
+    as_of = batch.moment("2017-02-01T12:00", rules)
+
+    result = batch.run(rules, inbox, outbox, state, as_of)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox", "outbox", "state"]  # nothing got out
+    assert result.checked["rejected"] == len(ODD_NAMES)
+    written = [p for p in outbox.rglob("*")]
+    for path in written:
+        assert path.resolve().is_relative_to(outbox.resolve())
+        for part in path.relative_to(outbox).parts:
+            assert len(part.encode("utf-8")) <= 255, part
+            assert not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in part), repr(part)
+            assert "\\" not in part and part not in (".", "..")
+    for unit in units:
+        (annotated,) = (outbox / batch.FEEDBACK_DIR / unit.name).glob("*_校验结果.xlsx")
+        assert "校验结果" in openpyxl.load_workbook(annotated).sheetnames
+    emls = sorted((outbox / batch.MAIL_DIR).glob("*.eml"))
+    assert len(emls) == len(units)
+    for eml in emls:
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert message["Bcc"] is None
+    assert any("统" * 60 in p.name for p in written)  # a long name is shortened, not replaced
+
+
+def test_very_long_name_is_cut_by_bytes_keeping_its_extension():
+    """300 CJK characters are 900 bytes; file systems count bytes (255 on Linux), not characters."""
+    name = batch._safe("统" * 300 + ".xlsx")
+    assert len(name.encode("utf-8")) <= 255 and name.endswith(".xlsx") and name.startswith("统" * 50)
+    assert batch._safe("../../etc/passwd") == "_.._etc_passwd"
+    assert batch._safe("..") == batch._safe("") == "未命名"
+
+
+def test_form_checked_against_the_archived_other_form_reads_that_form_in_the_sandbox(rules, tmp_path, fill,
+                                                                                       monkeypatch):
+    """The cross-form check (X-archive) still warns when the 帮扶中心 form came in an earlier run, and the
+    archived form is parsed in a worker process like any new file, never in the batch's own process."""
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    as_of = batch.moment("2017-02-01T12:00", rules)
+    center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
+    (inbox / "2017-01-29").mkdir(parents=True)
+    os.utime(center.rename(inbox / "2017-01-29" / center.name), (1485820800,) * 2)
+    batch.run(rules, inbox, outbox, state, as_of)  # the 帮扶中心 form is checked and archived
+
+    def in_process(*args, **kwargs):
+        raise AssertionError("an archived file was parsed in the batch's own process")
+
+    monkeypatch.setattr(read, "read_submission", in_process)
+    warmth = fill("warmth", seed=3)
+    (inbox / "2017-01-30").mkdir()
+    os.utime(warmth.rename(inbox / "2017-01-30" / warmth.name), (1485820800,) * 2)
+    batch.run(rules, inbox, outbox, state, as_of)
+    book = ledger.Ledger(state)
+    try:
+        (warmth,) = [s for s in book.submissions() if s.form == "warmth"]
+    finally:
+        book.close()
+    (warning,) = [f for f in warmth.findings if f.rule == "X-archive"]
+    assert "多于帮扶中心统计表年末建档困难职工 1 户" in warning.message
 
 
 # --- the weekly run on a mixed inbox ---------------------------------------------------------------------
