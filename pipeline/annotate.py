@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import html
 import io
 import logging
 import math
@@ -27,11 +26,11 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils.cell import column_index_from_string, get_column_letter
-from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline import read, template
+from pipeline.config import Limits
 from pipeline.findings import Finding
 from pipeline.read import FEEDBACK_SHEET
 
@@ -64,13 +63,14 @@ _A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d{1,7})")
 
 
 def annotated_workbook(
-    data: bytes, file_name: str, findings: Sequence[Finding], *, unit_name: str, title: str
+    data: bytes, file_name: str, findings: Sequence[Finding], *, unit_name: str, title: str,
+    limits: Limits = read.DEFAULT_LIMITS,
 ) -> bytes:
     """The unit's workbook (`data`, as sent) as reproducible .xlsx bytes, marked with `findings`.
 
     Never raises for a strange workbook: whatever cannot be marked is still listed on 校验结果.
     """
-    kind = _kind(data)
+    kind = _kind(data, limits)
     attempts: list[tuple[Callable[[], _Book], str]] = []
     if kind == "xlsx":
         attempts.append((lambda: _opened(data), ""))
@@ -92,6 +92,11 @@ def annotated_workbook(
         except Exception:
             # openpyxl and calamine raise all kinds of things on odd files; the next attempt may still work.
             log.warning("annotating %s failed", file_name, exc_info=True)
+    return findings_only(file_name, findings, unit_name=unit_name, title=title)
+
+
+def findings_only(file_name: str, findings: Sequence[Finding], *, unit_name: str, title: str) -> bytes:
+    """A workbook with only 校验结果, for a file that cannot be opened to be marked."""
     empty = Workbook()
     empty.remove(empty.active)
     book = _Book(empty, notes=["原文件无法打开,无法在原表上标注;以下列出全部校验结果"])
@@ -102,14 +107,14 @@ def annotated_workbook(
 class _Book:
     wb: Workbook
     sheets: dict[str, str] = field(default_factory=dict)  # sheet name as the reader saw it -> title here
-    cached: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> A1 -> a formula's cached value
+    cached: dict[str, dict[str, read.Formula]] = field(default_factory=dict)  # title -> A1 -> formula as saved
     notes: list[str] = field(default_factory=list)
 
 
-def _kind(data: bytes) -> str | None:
+def _kind(data: bytes, limits: Limits) -> str | None:
     """The kind of `data`: xlsx when openpyxl may open it, a CONVERTED key when only calamine can, None when
     nothing should try (not a spreadsheet, or beyond the reader's size limits)."""
-    if len(data) > read.MAX_BYTES:
+    if len(data) > limits.max_bytes:
         return None
     if data.startswith(b"\xd0\xcf\x11\xe0"):
         return "xls"
@@ -119,7 +124,7 @@ def _kind(data: bytes) -> str | None:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
             names = {i.filename for i in infos}
-            if sum(i.file_size for i in infos) > read.MAX_UNZIPPED:
+            if sum(i.file_size for i in infos) > limits.max_unzipped:
                 return None
             if "xl/workbook.xml" in names:
                 return "xlsx"
@@ -137,21 +142,19 @@ def _opened(data: bytes) -> _Book:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "extension not supported" and the like: nothing the unit can act on
         wb = load_workbook(io.BytesIO(data), keep_vba=False)  # an .xlsm's macros are never carried along
-        values = load_workbook(io.BytesIO(data), data_only=True, keep_vba=False)
     wb.template = False
     # openpyxl writes formulas without their results; they are put back on saving (see _with_cached), so
     # that totals show in viewers that do not recalculate and a re-check of this copy reads the same values.
-    cached: dict[str, dict[str, Any]] = {}
+    saved = read.formula_results(data, wb.sheetnames)
+    cached: dict[str, dict[str, read.Formula]] = {}
     for ws in wb.worksheets:
-        other = values[ws.title]
         for cell in _cells(ws):
             if cell.data_type == "f" and not _harmless(cell.value):
                 _text(cell, cell.value if isinstance(cell.value, str) else str(getattr(cell.value, "text", "")))
                 continue
-            if cell.data_type == "f":
-                got = other[cell.coordinate]
-                if got.value is not None:
-                    cached.setdefault(ws.title, {})[cell.coordinate] = (got.data_type, got.value)
+            got = saved.get(ws.title, {}).get(cell.coordinate)
+            if cell.data_type == "f" and got is not None and got.value and got.type in ("", "n", "b", "e", "str"):
+                cached.setdefault(ws.title, {})[cell.coordinate] = got
     _clear_previous_round(wb)
     for ws in wb.worksheets:
         if ws.title != template.META_SHEET:
@@ -455,7 +458,7 @@ def _lines(text: str, width: int) -> int:
 _FORMULA = re.compile(r'<c r="([A-Z]+\d+)"([^>]*)><f>([^<]*)</f><v\s*/?>(?:</v>)?</c>')
 
 
-def _with_cached(data: bytes, wb: Workbook, cached: dict[str, dict[str, Any]]) -> bytes:
+def _with_cached(data: bytes, wb: Workbook, cached: dict[str, dict[str, read.Formula]]) -> bytes:
     """Put each formula's cached result back into the bytes openpyxl wrote without them."""
     if not cached:
         return data
@@ -480,21 +483,9 @@ def _with_cached(data: bytes, wb: Workbook, cached: dict[str, dict[str, Any]]) -
     return out.getvalue()
 
 
-def _cached_cell(m: re.Match[str], results: dict[str, Any]) -> str:
-    if m.group(1) not in results:
+def _cached_cell(m: re.Match[str], results: dict[str, read.Formula]) -> str:
+    saved = results.get(m.group(1))
+    if saved is None:
         return m.group(0)
-    kind, value = results[m.group(1)]
-    attrs = m.group(2)
-    if kind == "b":
-        t, v = ' t="b"', "1" if value else "0"
-    elif kind == "e":
-        t, v = ' t="e"', html.escape(str(value), quote=False)
-    elif kind == "s":
-        t, v = ' t="str"', html.escape(_clean(str(value)), quote=False)
-    elif isinstance(value, dt.datetime | dt.date | dt.time):
-        t, v = "", f"{to_excel(value):.15g}"
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        t, v = "", repr(value) if isinstance(value, float) else str(value)
-    else:
-        return m.group(0)
-    return f'<c r="{m.group(1)}"{attrs}{t}><f>{m.group(3)}</f><v>{v}</v></c>'
+    t = f' t="{saved.type}"' if saved.type in ("b", "e", "str") else ""  # "n" is the default
+    return f'<c r="{m.group(1)}"{m.group(2)}{t}><f>{m.group(3)}</f><v>{saved.value}</v></c>'

@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +68,15 @@ class RunResult:
     messages: Counter[str] = field(default_factory=Counter)
     status: status.Status | None = None
     outputs: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage, for the run's last line
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 @contextmanager
@@ -117,20 +127,25 @@ def run(
 
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
-    taken = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes)
-    result = RunResult(as_of, taken)
-    result.checked = check_pending(rules, ledger, as_of, parent, progress)
-    result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
-    result.status = current_status(rules, ledger, as_of, parent)
+    result = RunResult(as_of, intake.Intake())
+    with result.timed("收取"):
+        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes)
+    with result.timed("校验"):
+        result.checked = check_pending(rules, ledger, as_of, parent, progress)
+    with result.timed("反馈"):
+        result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
+    with result.timed("报送情况"):
+        result.status = current_status(rules, ledger, as_of, parent)
     scope, key = f"draft:{parent}", _outputs_key(rules, ledger, as_of, parent, sign)
     kept = None if final else _unchanged_outputs(ledger, outbox, scope, key)
     if kept is not None:
         result.outputs += kept  # nothing they are made from has changed: a rerun rewrites nothing
         return result
-    result.outputs += write_status(rules, result.status, outbox)
-    result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign)
-    if not final:
-        ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
+    with result.timed("汇总"):
+        result.outputs += write_status(rules, result.status, outbox)
+        result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign)
+        if not final:
+            ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     return result
 
 
@@ -362,17 +377,21 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
     return deliver(rules, ledger, outbox, as_of, send, password)
 
 
-def annotate_many(jobs: list[tuple[bytes, str, Sequence[Finding], str, str]], rules: Rules,
+def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules: Rules,
                   progress: Progress | None = None) -> list[bytes]:
-    """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title)."""
-    from pipeline import annotate
+    """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title).
 
-    out = []
-    for i, (data, name, findings, unit_name, title) in enumerate(jobs, 1):
-        out.append(annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title))
-        if progress:
-            progress("标注", i, len(jobs))
-    return out
+    openpyxl opens the unit's whole workbook, so this runs in the sandbox's limited children, on both
+    cores; a workbook that exhausts one gets a copy that only lists the findings.
+    """
+    from pipeline import annotate, sandbox
+
+    marked = sandbox.annotate_many(
+        jobs, rules.source, memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
+        progress=(lambda i, n: progress("标注", i, n)) if progress else None,
+    )
+    return [data if data is not None else annotate.findings_only(name, findings, unit_name=unit, title=title)
+            for data, (_, name, findings, unit, title) in zip(marked, jobs, strict=True)]
 
 
 def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool,

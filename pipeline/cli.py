@@ -193,6 +193,7 @@ def run(
                    + ("已过截止时间" if s.past_deadline else f"距截止还有 {s.days_left} 天"))
     for path in result.outputs:
         typer.echo(f"  输出:{path}")
+    typer.echo("用时:" + ",".join(f"{stage} {sec:.1f} 秒" for stage, sec in result.seconds.items()))
 
 
 @app.command()

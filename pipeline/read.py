@@ -642,10 +642,11 @@ class _Reader:
         formulas = _formula_cells(self.data, sheet) if fmt == "xlsx" else {}
         for key, pos in found.items():
             address = _a1(pos)
-            formula, has_value = formulas.get(address, ("", True))
+            found_formula = formulas.get(address)
             self.sub.cells[key] = Cell(
                 sheet=sheet, address=address, raw=_at(grid, pos),
-                formula_without_value=not has_value, formula=formula,
+                formula_without_value=found_formula is not None and not found_formula.value,
+                formula=found_formula.text if found_formula else "",
             )
         return self.sub
 
@@ -987,15 +988,28 @@ _CELL_START = re.compile(rb"<(?:\w+:)?c[\s>/]")
 CHUNK = 1 << 18
 
 
-def _formula_cells(data: bytes, sheet: str) -> dict[str, tuple[str, bool]]:
-    """A1 -> (formula, has a cached value) for the formula cells of one sheet.
+@dataclass(frozen=True)
+class Formula:
+    """A formula cell as saved: its text, and its cached result as the XML has it (`t` attribute and the
+    escaped text of <v>; value "" when the file was never calculated)."""
+
+    text: str
+    type: str
+    value: str
+
+
+_T = re.compile(rb'\bt="([a-z]+)"')
+
+
+def _formula_cells(data: bytes, sheet: str) -> dict[str, Formula]:
+    """A1 -> Formula for the formula cells of one sheet.
 
     calamine returns a formula's cached value and cannot tell "no value" from "empty"; a file written
     by a script and never opened in a spreadsheet program has formulas and no values, which must be
     reported rather than read as blanks. The sheet XML is streamed in chunks, never loaded whole; a
     regular expression is used because cells never nest and it is many times faster than a parser.
     """
-    out: dict[str, tuple[str, bool]] = {}
+    out: dict[str, Formula] = {}
 
     def scan(buf: bytes) -> None:
         for m in _CELL.finditer(buf):
@@ -1007,8 +1021,12 @@ def _formula_cells(data: bytes, sheet: str) -> dict[str, tuple[str, bool]]:
             if f is None or ref is None:
                 continue
             v = _V.search(body)
-            formula = html.unescape((f.group(1) or b"").decode("utf-8", "replace")).strip()
-            out[ref.group(1).decode("ascii").upper()] = (formula, v is not None and bool(v.group(1)))
+            t = _T.search(m.group(1))
+            out[ref.group(1).decode("ascii").upper()] = Formula(
+                text=html.unescape((f.group(1) or b"").decode("utf-8", "replace")).strip(),
+                type=t.group(1).decode("ascii") if t else "",
+                value=(v.group(1) or b"").decode("utf-8", "replace") if v else "",
+            )
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -1030,6 +1048,17 @@ def _formula_cells(data: bytes, sheet: str) -> dict[str, tuple[str, bool]]:
         # calamine has read the values already; without this scan only the flag is lost.
         log.info("formula scan of %s skipped: %r", sheet, exc)
         return {}
+
+
+def formula_results(data: bytes, sheets: Iterable[str]) -> dict[str, dict[str, Formula]]:
+    """Sheet -> A1 -> Formula, for the sheets of an .xlsx that have formulas (annotate.py writes the
+    cached results back into the copy it makes, which openpyxl would save without them)."""
+    out = {}
+    for sheet in sheets:
+        found = _formula_cells(data, sheet)
+        if found:
+            out[sheet] = found
+    return out
 
 
 def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:

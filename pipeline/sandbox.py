@@ -5,7 +5,8 @@ reader allocate gigabytes or spin for minutes; in a child with RLIMIT_AS / RLIMI
 kill it costs one F-too-large finding instead of the batch.
 
 The worker is `python -m pipeline.sandbox RULES_PATH MEMORY_MB SECONDS`: it loads the rules once, then
-answers length-prefixed pickles on stdin/stdout, `(data, name)` -> `("ok", Submission)` or `("memory", None)`.
+answers length-prefixed pickles on stdin/stdout: `("read", (data, name))` -> `("ok", Submission)`,
+`("annotate", (data, name, findings, unit name, title))` -> `("ok", xlsx bytes)`, or `("memory", None)`.
 A worker that dies or hangs is killed and replaced; the other files' results are kept.
 """
 
@@ -22,12 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from pipeline import read
-from pipeline.config import Limits
+from pipeline.config import Limits, Rules
 from pipeline.findings import ERROR, F_TOO_LARGE, Finding
 
 WORKERS = 2
@@ -61,7 +62,25 @@ def read_isolated(data: bytes, name: str, rules_path: Path, *, memory_mb: int = 
 def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: int = MEMORY_MB, seconds: float = SECONDS,
               workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[read.Submission]:
     """Read many files with `workers` long-lived limited children; results in the order of `items`."""
-    results: list[read.Submission | None] = [None] * len(items)
+    got = _many("read", items, rules_path, memory_mb, seconds, workers, progress)
+    return [r if isinstance(r, read.Submission) else _exhausted(items[i][1], memory_mb, seconds)
+            for i, r in enumerate(got)]
+
+
+def annotate_many(items: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules_path: Path, *,
+                  memory_mb: int = MEMORY_MB, seconds: float = SECONDS, workers: int = WORKERS,
+                  progress: Callable[[int, int], None] | None = None) -> list[bytes | None]:
+    """`annotate.annotated_workbook` of (data, file name, findings, unit name, title) in the same kind of
+    children: openpyxl parses the unit's whole workbook, as untrusted as when it was read. None where a
+    child died or hung; the caller then lists the findings without the workbook."""
+    got = _many("annotate", items, rules_path, memory_mb, seconds, workers, progress)
+    return [r if isinstance(r, bytes) else None for r in got]
+
+
+def _many(task: str, items: Sequence[tuple[Any, ...]], rules_path: Path, memory_mb: int, seconds: float,
+          workers: int, progress: Callable[[int, int], None] | None) -> list[Any]:
+    """`task` over `items` with `workers` long-lived limited children; None where a child gave up."""
+    results: list[Any] = [None] * len(items)
     if not items:
         return []
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -78,15 +97,13 @@ def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: in
                     i = todo.get_nowait()
                 except queue.Empty:
                     return
-                data, name = items[i]
                 if worker is None:
                     worker = _Worker(rules_path, memory_mb, seconds)
-                sub = worker.read(data, name)
-                if sub is None:  # died, hung or ran out of memory: never reuse that child
+                ok, result = worker.call(task, items[i])
+                if not ok:  # died, hung or ran out of memory: never reuse that child
                     worker.close(kill=True)
                     worker = None
-                    sub = _exhausted(name, memory_mb, seconds)
-                results[i] = sub
+                results[i] = result
                 if progress:
                     with lock:
                         done[0] += 1
@@ -100,7 +117,7 @@ def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: in
         t.start()
     for t in threads:
         t.join()
-    return [r if r is not None else _exhausted(items[i][1], memory_mb, seconds) for i, r in enumerate(results)]
+    return results
 
 
 class _Worker:
@@ -112,18 +129,18 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
 
-    def read(self, data: bytes, name: str) -> read.Submission | None:
+    def call(self, task: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """(True, result), or (False, None) when the child died, hung or ran out of memory."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         # Starting the worker (imports, rules) is not held against the first file: allow for it on top.
         deadline = time.monotonic() + self.seconds + (0 if self.started else STARTUP_SECONDS)
         self.started = True
         try:
-            _send(self.proc.stdin, (data, name))
-            reply = _recv(self.proc.stdout.fileno(), deadline)
+            _send(self.proc.stdin, (task, args))
+            status, result = _recv(self.proc.stdout.fileno(), deadline)
         except (OSError, EOFError, TimeoutError, pickle.UnpicklingError):
-            return None
-        status, sub = reply
-        return sub if status == "ok" and isinstance(sub, read.Submission) else None
+            return False, None
+        return (True, result) if status == "ok" else (False, None)
 
     def close(self, kill: bool = False) -> None:
         if kill and self.proc.poll() is None:
@@ -193,19 +210,29 @@ def _child(rules_path: str, memory_mb: int, seconds: float) -> None:
         if len(header) < _HEADER.size:
             return
         (size,) = _HEADER.unpack(header)
-        data, name = pickle.loads(stdin.read(size))
+        task, args = pickle.loads(stdin.read(size))
         used = resource.getrusage(resource.RUSAGE_SELF)
         cpu = math.ceil(used.ru_utime + used.ru_stime + seconds)
         _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
         if cpu_hard == resource.RLIM_INFINITY or cpu < cpu_hard:
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu_hard))
         try:
-            reply: tuple[str, Any] = ("ok", read.read_submission(data, name, rules))
+            reply: tuple[str, Any] = ("ok", _TASKS[task](rules, *args))
         except MemoryError:
             _send(stdout, ("memory", None))
             return
-        del data
+        del args
         _send(stdout, reply)
+
+
+def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding], unit_name: str, title: str) -> bytes:
+    from pipeline import annotate
+
+    return annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title, limits=rules.limits)
+
+
+_TASKS: dict[str, Callable[..., Any]] = {"read": lambda rules, data, name: read.read_submission(data, name, rules),
+                                         "annotate": _annotate}
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def test_hung_child_is_killed_after_the_wall_time(rules):
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         worker.started = True
         start = time.monotonic()
-        assert worker.read(b"x", "x.xlsx") is None
+        assert worker.call("read", (b"x", "x.xlsx")) == (False, None)
         assert time.monotonic() - start < 5
     finally:
         worker.close()
@@ -488,3 +488,31 @@ def test_mixed_inbox_run(rules, tmp_path, fill):
                         seen += 1
                         assert cell.data_type != "f", (path.name, ws.title, cell.coordinate, cell.value)
     assert seen, "the injected texts should show up (as text) in the feedback or the consolidation"
+
+
+def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_their_marks(rules, tmp_path):
+    """A form padded with 1.5 million cells: calamine reads it in a blink, openpyxl would need gigabytes
+    to mark it. Within a 300 MB worker the unit still gets a copy listing its findings, and the next
+    unit's workbook is marked as usual."""
+    from pipeline.findings import ERROR, Finding
+
+    base = base_form(rules)
+    rows = b"".join(
+        b'<row r="%d">' % r + b"".join(b'<c r="%s%d"><v>%d</v></c>' % (c, r, r) for c in (b"AA", b"AB", b"AC", b"AD", b"AE"))
+        + b"</row>" for r in range(1000, 301000)
+    )
+    with zipfile.ZipFile(io.BytesIO(base)) as zf:
+        sheet = zf.read(SHEET)
+    padded = _rebuild(base, tmp_path / "padded.xlsx", {SHEET: sheet.replace(b"</sheetData>", rows + b"</sheetData>")})
+    assert padded.stat().st_size < 20 * 2**20
+    finding = Finding("R-sum", ERROR, "合计与分项之和不符", sheet="附件1", cell="C8")
+    small = rules_with_limits(tmp_path / "small", worker_memory_mb=300)
+    jobs = [(padded.read_bytes(), "padded.xlsx", [finding], "海口市总工会", "校验结果"),
+            (base, "ok.xlsx", [finding], "海口市总工会", "校验结果")]
+    big, ok = batch.annotate_many(jobs, small)
+    listed = openpyxl.load_workbook(io.BytesIO(big))
+    assert listed.sheetnames == [read.FEEDBACK_SHEET]  # the findings alone, not a half-marked copy
+    texts = [str(c.value) for row in listed[read.FEEDBACK_SHEET].iter_rows() for c in row if c.value]
+    assert any("原文件无法打开" in t for t in texts) and any("合计与分项之和不符" in t for t in texts)
+    marked = openpyxl.load_workbook(io.BytesIO(ok))
+    assert marked.sheetnames[0] == read.FEEDBACK_SHEET and len(marked.sheetnames) > 2
