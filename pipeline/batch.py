@@ -34,7 +34,7 @@ from pipeline.findings import (
 from pipeline.ledger import Ledger, Submission
 
 if TYPE_CHECKING:  # reading and validating import pandas and pandera: only a run with new files needs them
-    from pipeline import read, validate
+    from pipeline import normalize, read, validate
 
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
 FEEDBACK_DIR = "反馈"
@@ -260,13 +260,13 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
             results.append((sub.sha256, _too_large(sub, rules)))
         else:
             forms.append(sub)
-    reads = sandbox.read_many(
-        [(ledger.bytes_of(sub.sha256), sub.file) for sub in forms], rules.source,
+    prepared = sandbox.check_many(
+        [(ledger.bytes_of(sub.sha256), sub.file) for sub in forms], rules.source, as_of.date(),
         memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )
-    companions = _companions(rules, ledger, reads, {s.sha256 for s in pending})
-    checked = validate.validate(reads + companions, rules, as_of.date())[: len(reads)]
+    companions = _companions(rules, ledger, [c.submission for c in prepared], {s.sha256 for s in pending}, as_of)
+    checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
     for sub, c in zip(forms, checked, strict=True):
         results.append((sub.sha256, _form_fields(rules, c, parent)))
     ledger.record_checks(results)
@@ -314,7 +314,8 @@ def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, An
     )
 
 
-def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str]) -> list[read.Submission]:
+def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str],
+                as_of: dt.datetime) -> list[normalize.Checked]:
     """For cross-form rules: the unit's other form already in the ledger, read again to check against.
 
     Archived bytes are as untrusted as new ones, so they are read in the sandbox too.
@@ -331,8 +332,8 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
             latest = ledger.latest(unit, rules.item_for_form(other).code)
             if latest is not None and latest.sha256 not in new and ledger.archive_path(latest.sha256).exists():
                 wanted.append((ledger.bytes_of(latest.sha256), latest.file))
-    return sandbox.read_many(wanted, rules.source, memory_mb=rules.limits.worker_memory_mb,
-                             seconds=rules.limits.worker_seconds)
+    return sandbox.check_many(wanted, rules.source, as_of.date(), memory_mb=rules.limits.worker_memory_mb,
+                              seconds=rules.limits.worker_seconds)
 
 
 # --- feedback --------------------------------------------------------------------------------------------

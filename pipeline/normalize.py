@@ -2,6 +2,7 @@
 
 Reading a workbook hands each filled cell here once; what a person unambiguously meant becomes a number,
 string or date, and everything else becomes an R-type / R-decimals / R-required finding naming the cell.
+`prepared` does it for every cell of a read submission, in the worker that read it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import datetime as dt
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from pipeline.config import Field, Rule
-from pipeline.findings import ERROR, WARNING, Finding
+from pipeline import layout
+from pipeline.config import Field, Form, Rule, Rules
+from pipeline.findings import ERROR, F_STRUCTURE, WARNING, Finding, verdict
+from pipeline.read import Cell, Submission
+
+Key = tuple[str, str, str]  # (section, row, field)
 
 Value = float | int | str | dt.date | None
 
@@ -512,3 +517,84 @@ def _report(
 
 
 __all__ = ["DEFAULT_RULES", "Normalized", "fmt_number", "normalize", "rules_by_kind"]
+
+
+@dataclass
+class Checked:
+    """A submission after validation: its values (normalised) and every finding, reading ones included."""
+
+    submission: Submission
+    values: dict[Key, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    normalised: bool = False  # its values are complete and go on to the schema
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.findings, self.submission.readable)
+
+
+# --- a whole submission -----------------------------------------------------------------------------------------
+
+
+def prepared(sub: Submission, rules: Rules, today: dt.date) -> Checked:
+    """A read submission's cells normalised into values, with the findings of reading and parsing: what
+    the schema checks. Per file and pure, so it runs where the file was read (the sandbox's children)."""
+    if not sub.readable or sub.form is None or sub.form not in rules.forms:
+        return Checked(sub, findings=list(sub.findings))
+    if any(f.rule == F_STRUCTURE and f.severity == ERROR for f in sub.findings):
+        return Checked(sub, findings=list(sub.findings))
+    return _normalised(sub, rules.forms[sub.form], rules, today)
+
+
+def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Checked:
+    checked = Checked(sub, findings=list(sub.findings), normalised=True)
+    lay = layout.compute(form)
+    by_kind = rules_by_kind(rules.rules)
+    places = by_kind["decimals"].places
+    for slot in lay.slots:
+        cell = sub.cells.get(slot.key)
+        if cell is None:
+            checked.values[slot.key] = None if not slot.field.numeric else math.nan
+            continue
+        if slot.is_total and (_is_blank(cell.raw) or cell.formula_without_value or _own_sum(cell, sub, slot)):
+            # A blank 合计, or the template's own SUM (computed or not): we compute it below. Excel's SUM
+            # skips numbers stored as text, so its cached result may be short of the true total.
+            checked.values[slot.key] = None
+            continue
+        result = normalize(
+            cell.raw, slot.field, sheet=cell.sheet, cell=cell.address, row=slot.key[1],
+            row_label=slot.row.label if slot.row else "", formula_without_value=cell.formula_without_value,
+            issue_date=rules.campaign.issue_date, run_date=today, places=places, rules=by_kind,
+        )
+        checked.findings.extend(result.findings)
+        value = result.value
+        if value is None and any(f.is_error for f in result.findings):
+            # Filled but unusable, and already told: numbers are left out of every rule that needs them,
+            # text keeps what was typed so that it does not count as "not filled" a second time.
+            value = math.nan if slot.field.numeric else str(cell.raw)
+        checked.values[slot.key] = value
+    for section in form.sections:
+        total = section.total_row
+        if total is None:
+            continue
+        for f in section.fields:
+            key = (section.code, total.code, f.code)
+            if checked.values.get(key) is None:
+                checked.values[key] = sum(checked.values[(section.code, r.code, f.code)] for r in section.detail_rows)
+    return checked
+
+
+def _own_sum(cell: Cell, sub: Submission, slot: layout.Slot) -> bool:
+    """Whether a 合计 cell still holds the template's formula over the detail cells above it."""
+    if not cell.formula:
+        return False
+    section, _, fld = slot.key
+    detail = [sub.cells.get((section, r.code, fld)) for r in slot.section.detail_rows]
+    if any(d is None for d in detail):
+        return False
+    first, last = detail[0].address, detail[-1].address  # type: ignore[union-attr]
+    return cell.formula.replace("$", "").replace(" ", "").lstrip("=").upper() == f"SUM({first}:{last})"
+
+
+def _is_blank(raw: Any) -> bool:
+    return raw is None or (isinstance(raw, str) and not raw.strip())

@@ -13,6 +13,7 @@ A worker that dies or hangs is killed and replaced; the other files' results are
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import os
 import pickle
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline import read
+from pipeline import normalize, read
 from pipeline.config import Limits, Rules
 from pipeline.findings import ERROR, F_TOO_LARGE, Finding
 
@@ -65,6 +66,22 @@ def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: in
     got = _many("read", items, rules_path, memory_mb, seconds, workers, progress)
     return [r if isinstance(r, read.Submission) else _exhausted(items[i][1], memory_mb, seconds)
             for i, r in enumerate(got)]
+
+
+def check_many(items: list[tuple[bytes, str]], rules_path: Path, today: dt.date, *, memory_mb: int = MEMORY_MB,
+               seconds: float = SECONDS, workers: int = WORKERS,
+               progress: Callable[[int, int], None] | None = None) -> list[normalize.Checked]:
+    """Read and normalise many files (`normalize.prepared`) in the children: all the per-file work on both
+    cores, leaving the main process only the schema run across files."""
+    got = _many("check", [(data, name, today) for data, name in items], rules_path, memory_mb, seconds, workers,
+                progress)
+    out = []
+    for (_, name), r in zip(items, got, strict=True):
+        if not isinstance(r, normalize.Checked):
+            sub = _exhausted(name, memory_mb, seconds)
+            r = normalize.Checked(sub, findings=list(sub.findings))
+        out.append(r)
+    return out
 
 
 def annotate_many(items: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules_path: Path, *,
@@ -231,8 +248,12 @@ def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding],
     return annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title, limits=rules.limits)
 
 
+def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> normalize.Checked:
+    return normalize.prepared(read.read_submission(data, name, rules), rules, today)
+
+
 _TASKS: dict[str, Callable[..., Any]] = {"read": lambda rules, data, name: read.read_submission(data, name, rules),
-                                         "annotate": _annotate}
+                                         "check": _check, "annotate": _annotate}
 
 
 if __name__ == "__main__":

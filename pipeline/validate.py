@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -19,85 +19,14 @@ import pandera.pandas as pa
 
 from pipeline import layout, normalize, rulelang
 from pipeline.config import Field, Form, Rule, Rules, Section
-from pipeline.findings import ERROR, Finding, verdict
-from pipeline.read import Cell, Submission
-
-Key = tuple[str, str, str]  # (section, row, field)
-
-
-@dataclass
-class Checked:
-    """A submission after validation: its values (normalised) and every finding, reading ones included."""
-
-    submission: Submission
-    values: dict[Key, Any] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def verdict(self) -> str:
-        return verdict(self.findings, self.submission.readable)
+from pipeline.findings import Finding
+from pipeline.normalize import Checked, Key
+from pipeline.read import Submission
 
 
 def column(key: Key) -> str:
     section, row, fld = key
     return f"{section}.{row}.{fld}" if row else f"{section}.{fld}"
-
-
-# --- normalising -----------------------------------------------------------------------------------------
-
-
-def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Checked:
-    checked = Checked(sub, findings=list(sub.findings))
-    lay = layout.compute(form)
-    by_kind = normalize.rules_by_kind(rules.rules)
-    places = by_kind["decimals"].places
-    for slot in lay.slots:
-        cell = sub.cells.get(slot.key)
-        if cell is None:
-            checked.values[slot.key] = None if not slot.field.numeric else math.nan
-            continue
-        if slot.is_total and (_is_blank(cell.raw) or cell.formula_without_value or _own_sum(cell, sub, slot)):
-            # A blank 合计, or the template's own SUM (computed or not): we compute it below. Excel's SUM
-            # skips numbers stored as text, so its cached result may be short of the true total.
-            checked.values[slot.key] = None
-            continue
-        result = normalize.normalize(
-            cell.raw, slot.field, sheet=cell.sheet, cell=cell.address, row=slot.key[1],
-            row_label=slot.row.label if slot.row else "", formula_without_value=cell.formula_without_value,
-            issue_date=rules.campaign.issue_date, run_date=today, places=places, rules=by_kind,
-        )
-        checked.findings.extend(result.findings)
-        value = result.value
-        if value is None and any(f.is_error for f in result.findings):
-            # Filled but unusable, and already told: numbers are left out of every rule that needs them,
-            # text keeps what was typed so that it does not count as "not filled" a second time.
-            value = math.nan if slot.field.numeric else str(cell.raw)
-        checked.values[slot.key] = value
-    for section in form.sections:
-        total = section.total_row
-        if total is None:
-            continue
-        for f in section.fields:
-            key = (section.code, total.code, f.code)
-            if checked.values.get(key) is None:
-                checked.values[key] = sum(checked.values[(section.code, r.code, f.code)] for r in section.detail_rows)
-    return checked
-
-
-def _own_sum(cell: Cell, sub: Submission, slot: layout.Slot) -> bool:
-    """Whether a 合计 cell still holds the template's formula over the detail cells above it."""
-    if not cell.formula:
-        return False
-    section, _, fld = slot.key
-    detail = [sub.cells.get((section, r.code, fld)) for r in slot.section.detail_rows]
-    if any(d is None for d in detail):
-        return False
-    first, last = detail[0].address, detail[-1].address  # type: ignore[union-attr]
-    return cell.formula.replace("$", "").replace(" ", "").lstrip("=").upper() == f"SUM({first}:{last})"
-
-
-def _is_blank(raw: Any) -> bool:
-    return raw is None or (isinstance(raw, str) and not raw.strip())
 
 
 # --- the schema ------------------------------------------------------------------------------------------
@@ -244,17 +173,16 @@ def _rule_checks(rule: Rule, form: Form, tolerance: float) -> Iterable[tuple[str
 def validate(submissions: Sequence[Submission], rules: Rules, today: dt.date | None = None) -> list[Checked]:
     """Check every submission; forms of one kind in one pandera call. Order of the input is kept."""
     today = today or dt.date.today()
-    results: list[Checked] = []
+    return validate_prepared([normalize.prepared(sub, rules, today) for sub in submissions], rules)
+
+
+def validate_prepared(results: list[Checked], rules: Rules) -> list[Checked]:
+    """Validate submissions already normalised (`normalize.prepared`, done where each file was read):
+    forms of one kind in one pandera call, then the rules across forms. Order of the input is kept."""
     by_form: dict[str, list[int]] = {}
-    for i, sub in enumerate(submissions):
-        if not sub.readable or sub.form is None or sub.form not in rules.forms:
-            results.append(Checked(sub, findings=list(sub.findings)))
-            continue
-        if any(f.rule == "F-structure" and f.severity == ERROR for f in sub.findings):
-            results.append(Checked(sub, findings=list(sub.findings)))
-            continue
-        results.append(_normalised(sub, rules.forms[sub.form], rules, today))
-        by_form.setdefault(sub.form, []).append(i)
+    for i, checked in enumerate(results):
+        if checked.normalised:
+            by_form.setdefault(checked.submission.form or "", []).append(i)
     for form_code, indices in by_form.items():
         _validate_form(rules, form_code, [results[i] for i in indices])
     _cross_form(rules, results)
