@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.ledger import Ledger
 
@@ -24,7 +24,7 @@ SETTLE_SECONDS = 2.0  # a file modified this recently is looked at twice, to see
 
 @dataclass(frozen=True)
 class Skipped:
-    path: str
+    path: str  # as people read it (see `readable`)
     reason: str
 
 
@@ -34,6 +34,28 @@ class Intake:
     seen: int = 0  # files looked at
     unchanged: int = 0  # files already in the ledger, same size and time: not even read
     skipped: list[Skipped] = field(default_factory=list)
+
+
+def readable(rel: str) -> str:
+    """An inbox path as its sender reads it, for the ledger's file name and every message.
+
+    os.walk gives bytes that are not UTF-8 as surrogate escapes, which can be neither printed nor stored.
+    Such names nearly always come from Chinese Windows (unzip tools, mail clients) in GBK, so each part of
+    the path is decoded on its own: UTF-8 if it is, else GB18030, else GB18030 with replacement marks.
+    The file itself keeps its name and is read by its real path.
+    """
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        pass
+    parts = []
+    for raw in os.fsencode(rel).split(b"/"):
+        try:
+            parts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            parts.append(raw.decode("gb18030", "replace"))
+    return "/".join(parts)
 
 
 def _skip_reason(rel: Path) -> str | None:
@@ -80,9 +102,10 @@ def take_in(
     known = ledger.known_files()
     kept: list[tuple[str, int, int, str, str, dt.datetime]] = []
     for path, reason in candidates(inbox):
-        rel = path.relative_to(inbox).as_posix()
+        rel = path.relative_to(inbox).as_posix()  # the ledger's key: the real name, whatever its bytes
+        shown = readable(rel)
         if reason:
-            result.skipped.append(Skipped(rel, reason))
+            result.skipped.append(Skipped(shown, reason))
             continue
         try:
             st = path.stat()
@@ -90,19 +113,19 @@ def take_in(
             continue  # removed while we walked: nothing to keep
         received = dt.datetime.fromtimestamp(st.st_mtime, tz)
         if received > as_of:
-            result.skipped.append(Skipped(rel, f"文件时间 {received:%Y-%m-%d %H:%M} 晚于本次运行的时点"))
+            result.skipped.append(Skipped(shown, f"文件时间 {received:%Y-%m-%d %H:%M} 晚于本次运行的时点"))
             continue
         result.seen += 1
         if known.get(rel) == (st.st_size, st.st_mtime_ns):
             result.unchanged += 1
             continue
         if not _settled(path, st, settle):
-            result.skipped.append(Skipped(rel, "文件正在写入,下次运行时再处理"))
+            result.skipped.append(Skipped(shown, "文件正在写入,下次运行时再处理"))
             continue
         if progress:
-            progress(rel)
+            progress(shown)
         digest = _keep(ledger, path, st.st_size, max_bytes)
-        kept.append((rel, st.st_size, st.st_mtime_ns, digest, path.name, received))
+        kept.append((rel, st.st_size, st.st_mtime_ns, digest, PurePosixPath(shown).name, received))
     if kept:
         # The copies are made durable together, then recorded together: a crash before the record
         # leaves copies that the next run finds and records; never a record without its copy.

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from pipeline.findings import Finding
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,          -- relative to the inbox
+    path TEXT PRIMARY KEY,          -- relative to the inbox; a name that is not UTF-8 as its raw bytes (BLOB)
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS submissions (
     sha256 TEXT PRIMARY KEY,        -- the same bytes under another name are the same submission
     file TEXT NOT NULL,             -- the name it first came under
-    path TEXT NOT NULL,             -- where in the inbox
+    path TEXT NOT NULL,             -- where in the inbox, as files.path
     size INTEGER NOT NULL,
     received TEXT NOT NULL,         -- when it reached the inbox (file time), ISO with zone
     first_seen TEXT NOT NULL,       -- when a run first saw it
@@ -172,11 +173,16 @@ class Ledger:
 
     def known_files(self) -> dict[str, tuple[int, int]]:
         """Inbox path -> (size, mtime_ns) as last seen."""
-        return {r["path"]: (r["size"], r["mtime_ns"]) for r in self.db.execute("SELECT path, size, mtime_ns FROM files")}
+        return {_path(r["path"]): (r["size"], r["mtime_ns"])
+                for r in self.db.execute("SELECT path, size, mtime_ns FROM files")}
 
     def record_files(self, files: list[tuple[str, int, int, str, str, dt.datetime]], seen: dt.datetime) -> list[str]:
         """Record (path, size, mtime_ns, sha256, name, received) of files in one transaction; return the
-        digests of those whose bytes are a new submission, in order."""
+        digests of those whose bytes are a new submission, in order.
+
+        `path` is the inbox path as os.walk gives it (bytes that are not UTF-8 as surrogate escapes), `name`
+        the file name to show people.
+        """
         with self.transaction() as db:
             return [sha for path, size, mtime_ns, sha, name, received in files
                     if self._record_file(db, path, size, mtime_ns, sha, name, received, seen)]
@@ -184,21 +190,22 @@ class Ledger:
     @staticmethod
     def _record_file(db: sqlite3.Connection, path: str, size: int, mtime_ns: int, sha256: str, name: str,
                      received: dt.datetime, seen: dt.datetime) -> bool:
+        key = _stored_path(path)
         db.execute(
             "INSERT INTO files (path, size, mtime_ns, sha256, first_seen) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
             "sha256 = excluded.sha256",
-            (path, size, mtime_ns, sha256, seen.isoformat()),
+            (key, size, mtime_ns, sha256, seen.isoformat()),
         )
         existing = db.execute("SELECT received FROM submissions WHERE sha256 = ?", (sha256,)).fetchone()
         if existing is not None:
             if dt.datetime.fromisoformat(existing["received"]) > received:
                 db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE sha256 = ?",
-                           (received.isoformat(), name, path, sha256))
+                           (received.isoformat(), name, key, sha256))
             return False
         db.execute(
             "INSERT INTO submissions (sha256, file, path, size, received, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
-            (sha256, name, path, size, received.isoformat(), seen.isoformat()),
+            (sha256, name, key, size, received.isoformat(), seen.isoformat()),
         )
         return True
 
@@ -304,6 +311,24 @@ class Ledger:
         return out
 
 
+def _stored_path(path: str) -> str | bytes:
+    """An inbox path as the ledger keys it: as text when it is UTF-8, else as its raw bytes.
+
+    SQLite cannot hold the surrogate escapes os.walk makes of other bytes (GBK names from Chinese Windows
+    unzip tools and mail clients). Raw bytes stay exact, never equal a text key, and read the same every
+    run; paths that are UTF-8 keep the keys earlier runs gave them.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _path(stored: str | bytes) -> str:
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
+
+
 def _values_json(values: dict[tuple[str, str, str], Any]) -> str:
     def plain(v: Any) -> Any:
         if isinstance(v, float) and math.isnan(v):
@@ -323,7 +348,7 @@ def _submission(row: sqlite3.Row) -> Submission:
         section, r, field = k.split("|")
         values[(section, r, field)] = v  # only accepted forms are consolidated, and they hold no unknowns
     return Submission(
-        sha256=row["sha256"], file=row["file"], path=row["path"], size=row["size"],
+        sha256=row["sha256"], file=row["file"], path=_path(row["path"]), size=row["size"],
         received=dt.datetime.fromisoformat(row["received"]), first_seen=dt.datetime.fromisoformat(row["first_seen"]),
         kind=row["kind"], unit=row["unit"], item=row["item"], form=row["form"], version=row["version"],
         verdict=row["verdict"], findings=findings, values=values, explained=bool(row["explained"]),

@@ -1,0 +1,161 @@
+"""Intake of files whose names are not UTF-8: the GBK names Chinese Windows unzip tools and mail clients give."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from pipeline import batch, demo, intake, layout, ledger, template
+
+AS_OF = "2017-02-01T12:00"
+JAN_31 = 1485820800  # 2017-01-31 08:00 +08:00, before AS_OF and after every demo file
+
+
+@pytest.fixture
+def site(rules, tmp_path):
+    """A staff member's folders: a demo inbox, an empty outbox and state."""
+    inbox = tmp_path / "inbox"
+    made = demo.make(rules, inbox, seed=2017)
+    return inbox, tmp_path / "outbox", tmp_path / "state", made
+
+
+def to_gbk(path: Path, name: str) -> bytes:
+    """Rename a file in its folder to `name` in GB18030 bytes, as an unzip tool on Chinese Windows does."""
+    target = os.path.join(os.fsencode(path.parent), name.encode("gb18030"))
+    os.rename(os.fsencode(path), target)
+    return target
+
+
+def raw_tree(folder: Path) -> dict[bytes, str]:
+    """Every file's raw on-disk path and the sha256 of its bytes."""
+    out = {}
+    for root, _, files in os.walk(os.fsencode(folder)):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                out[path] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {os.fsencode(p.relative_to(folder)).decode("utf-8"): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_identity(rules, data: bytes) -> bytes:
+    """A filled form whose unit is only in its file name: no _meta sheet, 填报单位 left blank, one bad cell."""
+    form = rules.forms["warmth"]
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    del wb[template.META_SHEET]
+    ws = wb[form.sheet]
+    lay = layout.compute(form)
+    ws[lay.unit_name_cell] = None
+    ws[lay.slot("activities", "", "forums").cell] = "见附件"
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def run(rules, inbox, outbox, state):
+    return batch.run(rules, inbox, outbox, state, batch.moment(AS_OF, rules))
+
+
+def test_gbk_named_files_are_checked_under_their_chinese_names_and_the_inbox_is_left_as_it_is(rules, site):
+    inbox, outbox, state, made = site
+    form = next(f for f in made.files if f.unit == "460100" and f.item == "warmth")
+    report = next(f for f in made.files if f.unit == "460200" and f.path.suffix == ".docx")
+    stray = next(f for f in made.files if f.note.startswith("产业工会"))
+    # A second version of 海口's 附件1 that says who sent it only in its (GBK) file name, with a mistake.
+    correction = form.path.parent.parent / "2017-01-31" / "更正.xlsx"
+    correction.parent.mkdir()
+    correction.write_bytes(without_identity(rules, form.path.read_bytes()))
+    os.utime(correction, (JAN_31, JAN_31))
+    to_gbk(form.path, "海口市总工会附件1.xlsx")
+    to_gbk(report.path, "三亚市总工会送温暖工作报告.docx")
+    to_gbk(stray.path, "海南省教育工会附件1.xlsx")
+    to_gbk(correction, "海口市总工会附件1更正.xlsx")
+    before = raw_tree(inbox)
+
+    first = run(rules, inbox, outbox, state)
+
+    assert len(first.intake.new) == len(made.files) + 1 and not first.intake.skipped
+    book = ledger.Ledger(state)
+    by_name = {s.file: s for s in book.submissions()}
+    assert by_name["海口市总工会附件1.xlsx"].unit == "460100"
+    assert by_name["海口市总工会附件1.xlsx"].verdict in ("accepted", "rejected")
+    assert by_name["三亚市总工会送温暖工作报告.docx"].unit == "460200"
+    assert by_name["三亚市总工会送温暖工作报告.docx"].verdict == "received"
+    corrected = by_name["海口市总工会附件1更正.xlsx"]
+    assert (corrected.unit, corrected.form, corrected.version, corrected.verdict) == ("460100", "warmth", 2, "rejected")
+    # What staff and units see carries the Chinese names.
+    status = json.loads((outbox / batch.STATUS_JSON).read_text(encoding="utf-8"))
+    assert [s["file"] for s in status["stray"]] == ["海南省教育工会附件1.xlsx"]
+    assert (outbox / batch.FEEDBACK_DIR / "海口市总工会" / "海口市总工会附件1更正_校验结果.xlsx").is_file()
+    (eml,) = [m["eml"] for m in book.messages() if m["unit"] == "460100"]
+    message = email.message_from_bytes((outbox / eml).read_bytes(), policy=email.policy.default)
+    assert "海口市总工会附件1更正.xlsx" in message.get_body(("plain",)).get_content()
+    assert [a.get_filename() for a in message.iter_attachments()] == ["海口市总工会附件1更正_校验结果.xlsx"]
+    first_ledger, first_out = book.dump(), hashes(outbox)
+    book.close()
+    assert raw_tree(inbox) == before
+
+    second = run(rules, inbox, outbox, state)
+
+    assert second.intake.new == [] and second.intake.unchanged == second.intake.seen == len(made.files) + 1
+    assert not second.checked
+    book = ledger.Ledger(state)
+    assert book.dump() == first_ledger
+    book.close()
+    assert hashes(outbox) == first_out
+    assert raw_tree(inbox) == before
+
+
+def test_a_gbk_name_and_a_utf8_name_that_read_the_same_are_both_kept(rules, site, fill):
+    inbox, outbox, state, made = site
+    folder = inbox / "2017-01-31"
+    folder.mkdir()
+    same = "三亚市总工会附件1.xlsx"
+    (folder / same).write_bytes(fill(unit="460200", seed=3).read_bytes())
+    (folder / "other.xlsx").write_bytes(fill(unit="460200", seed=4).read_bytes())
+    to_gbk(folder / "other.xlsx", same)
+    for path in folder.iterdir():
+        os.utime(path, (JAN_31, JAN_31))
+
+    first = run(rules, inbox, outbox, state)
+
+    assert len(first.intake.new) == len(made.files) + 2
+    book = ledger.Ledger(state)
+    assert sum(s.file == same for s in book.submissions()) == 2
+    assert len(book.dump()["files"]) == len(made.files) + 2
+    book.close()
+    second = run(rules, inbox, outbox, state)
+    assert second.intake.new == [] and second.intake.unchanged == len(made.files) + 2
+
+
+def test_a_name_in_neither_utf8_nor_gbk_is_shown_with_replacement_marks(rules, site):
+    inbox, outbox, state, made = site
+    odd = os.path.join(os.fsencode(made.files[0].path.parent), b"\xff\x80" + "附件.xlsx".encode("gb18030"))
+    os.rename(os.fsencode(made.files[0].path), odd)
+
+    first = run(rules, inbox, outbox, state)
+
+    assert len(first.intake.new) == len(made.files)
+    names = {s.file for s in ledger.Ledger(state).submissions()}
+    assert "\ufffd\ufffd附件.xlsx" in names
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("2017-01-20/海口市总工会附件1.xlsx".encode(), "2017-01-20/海口市总工会附件1.xlsx"),
+    ("2017-01-20/海口市总工会附件1.xlsx".encode("gb18030"), "2017-01-20/海口市总工会附件1.xlsx"),
+    ("转发/".encode() + "三亚.docx".encode("gbk"), "转发/三亚.docx"),
+])
+def test_each_part_of_an_inbox_path_is_shown_in_its_own_encoding(raw, shown):
+    assert intake.readable(os.fsdecode(raw)) == shown
