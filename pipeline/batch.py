@@ -201,7 +201,7 @@ def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status
     for v in every:
         if v.unit in {u.code for u in expected} and ((v.unit, v.item) not in latest or v.version > latest[(v.unit, v.item)].version):
             latest[(v.unit, v.item)] = v
-    by_sha = {s.sha256: s for s in ledger.submissions()}
+    by_sha = {s.sha256: s for s in ledger.submissions(values=False)}  # for their findings
     findings: dict[str, list[tuple[str, Finding]]] = {}
     for v in sorted(latest.values(), key=lambda v: (v.unit, v.item)):
         for f in by_sha[v.sha256].findings:
