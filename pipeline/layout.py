@@ -82,7 +82,19 @@ def col(n: int) -> str:
     return letters
 
 
+_LAYOUTS: dict[int, tuple[Form, Layout]] = {}
+
+
 def compute(form: Form) -> Layout:
+    """Where every slot of `form` is in its template; worked out once per form (the reader and the checks
+    ask for it for every file). The form is kept with its layout, so that its id is never reused."""
+    known = _LAYOUTS.get(id(form))
+    if known is None or known[0] is not form:
+        known = _LAYOUTS[id(form)] = (form, _compute(form))
+    return known[1]
+
+
+def _compute(form: Form) -> Layout:
     ncols = max(MIN_COLUMNS, 1 + max(len(s.fields) for s in form.sections if not s.footer))
     slots: list[Slot] = []
     blocks: list[Block] = []
