@@ -295,10 +295,11 @@ def main() -> None:
         rc_note = "" if m.rc == 0 or key == "(e)" else f"  EXIT {m.rc}, see {run_dir / (key.strip('()') + '.log')}"
         print(f"{name:30} wall {m.wall:8.2f} s  {m.per_s:8.1f} files/s  peak RSS max {mib(m.rss_max)} MiB"
               f"  tree {mib(m.rss_tree)} MiB  rc {m.rc}{rc_note}")
-    run_log = (run_dir / "c.log").read_text(encoding="utf-8", errors="replace").splitlines()
-    for line in run_log:
-        if line.startswith(("时点", "校验", "报送情况")):
-            print(f"    (c) says: {line}")
+    for key in ("c", "d"):  # what the run itself says, with the wall time of each of its stages
+        run_log = (run_dir / f"{key}.log").read_text(encoding="utf-8", errors="replace").splitlines()
+        for line in run_log:
+            if line.startswith(("时点", "校验", "报送情况", "用时")):
+                print(f"    ({key}) says: {line}")
 
     a, c, d, e = results["(a)"], results["(c)"], results["(d)"], results["(e)"]
     b = results.get("(b)")
