@@ -225,26 +225,24 @@ class Ledger:
         return [_submission(r) for r in self.db.execute(f"SELECT {columns} FROM submissions {where}", args)]
 
     def record_checks(self, results: list[tuple[str, dict[str, Any]]]) -> None:
-        """Store verdicts of one batch and renumber versions of the (unit, item) pairs they touch."""
+        """Store verdicts of one batch and renumber the versions of each (unit, item) by time received."""
         with self.transaction() as db:
-            touched: set[tuple[str, str]] = set()
-            for sha256, fields in results:
-                db.execute(
-                    'UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, '
-                    '"values" = ?, explained = ? WHERE sha256 = ?',
-                    (fields["kind"], fields["unit"], fields["item"], fields["form"], fields["verdict"],
-                     json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
-                     _values_json(fields.get("values", {})), int(fields.get("explained", False)), sha256),
-                )
-                if fields["unit"] and fields["item"]:
-                    touched.add((fields["unit"], fields["item"]))
-            for unit, item in sorted(touched):
-                rows = db.execute(
-                    "SELECT sha256 FROM submissions WHERE unit = ? AND item = ? ORDER BY received, path",
-                    (unit, item),
-                ).fetchall()
-                for number, row in enumerate(rows, start=1):
-                    db.execute("UPDATE submissions SET version = ? WHERE sha256 = ?", (number, row["sha256"]))
+            db.executemany(
+                'UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, '
+                '"values" = ?, explained = ? WHERE sha256 = ?',
+                [(fields["kind"], fields["unit"], fields["item"], fields["form"], fields["verdict"],
+                  json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
+                  _values_json(fields.get("values", {})), int(fields.get("explained", False)), sha256)
+                 for sha256, fields in results],
+            )
+            # One statement for every pair; only rows whose number changes are written.
+            db.execute(
+                "UPDATE submissions SET version = numbered.n FROM ("
+                "  SELECT sha256, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path) AS n"
+                "  FROM submissions WHERE unit IS NOT NULL AND item IS NOT NULL"
+                ") AS numbered "
+                "WHERE submissions.sha256 = numbered.sha256 AND submissions.version IS NOT numbered.n"
+            )
 
     # --- messages ------------------------------------------------------------------------------------------
 
