@@ -462,10 +462,8 @@ def test_mixed_inbox_run(rules, tmp_path, fill):
     for path in hostile.iterdir():
         os.utime(path, (received, received))  # as received, before the run's time
 
-    start = time.monotonic()
     run = _cli("run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
-               "--as-of", "2017-02-01T12:00")
-    assert time.monotonic() - start < 240
+               "--as-of", "2017-02-01T12:00")  # a hang fails here, at _cli's timeout
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
     assert list((outbox / "汇总").glob("*.xlsx"))
