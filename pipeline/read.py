@@ -5,6 +5,7 @@ and unit, found by the template's hidden `_meta` map or by the labels; normalize
 from __future__ import annotations
 
 import codecs
+import functools
 import html
 import io
 import logging
@@ -571,19 +572,25 @@ class _Meta:
 
 def _read_meta(grid: Grid) -> _Meta:
     meta = _Meta()
-    in_map = False
-    for row in grid:
+    for i, row in enumerate(grid):
         values = [_text(v) for v in row[:5]] + [""] * (5 - len(row[:5]))
-        if not in_map:
-            if tuple(v.lower() for v in values) == META_HEADER:
-                in_map = True
-            elif values[0] in ("form", "unit", "template_version"):
-                setattr(meta, {"template_version": "version"}.get(values[0], values[0]), values[1])
-            continue
-        sheet, address, section, row_code, field_code = values
-        if sheet and section and field_code and re.fullmatch(r"[A-Za-z]{1,3}\d+", address):
-            meta.cells[(section, row_code, field_code)] = (sheet, address.upper())
+        if tuple(v.lower() for v in values) == META_HEADER:
+            meta.cells = dict(_meta_map(tuple(tuple(r[:5]) for r in grid[i + 1 :])))
+            break
+        if values[0] in ("form", "unit", "template_version"):
+            setattr(meta, {"template_version": "version"}.get(values[0], values[0]), values[1])
     return meta
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_map(rows: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Key, tuple[str, str]], ...]:
+    """The cell map of a `_meta` sheet: the same for every file of a form, so parsed once."""
+    out = []
+    for row in rows:
+        sheet, address, section, row_code, field_code = [_text(v) for v in row] + [""] * (5 - len(row))
+        if sheet and section and field_code and re.fullmatch(r"[A-Za-z]{1,3}\d+", address):
+            out.append(((section, row_code, field_code), (sheet, address.upper())))
+    return tuple(out)
 
 
 # --- reading one file --------------------------------------------------------------------------------------
