@@ -462,6 +462,7 @@ def _index(rules: Rules) -> _Index:
 # --- small helpers -----------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # labels repeat in every file of a form
 def _squash(text: str) -> str:
     """Full-width to half-width, whitespace (newlines, ideographic spaces) removed."""
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
@@ -490,6 +491,7 @@ def _plus(a: Pos, b: Pos) -> Pos:
     return a[0] + b[0], a[1] + b[1]
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_a1(address: str) -> Pos:
     m = re.fullmatch(r"\$?([A-Za-z]{1,3})\$?(\d+)", address.strip())
     if not m:
