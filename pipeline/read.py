@@ -165,9 +165,22 @@ def _mb(size: int) -> str:
     return f"{math.ceil(size / 2**20 * 10) / 10:g}"
 
 
+_OPENED: list[tuple[bytes, zipfile.ZipFile]] = []  # the package being read (see _package)
+
+
+def _package(data: bytes) -> zipfile.ZipFile:
+    """The zip package of `data`, opened once for the sniffing, the active-content check and the formula
+    scan of one file (its central directory was a fair share of the reading time)."""
+    if _OPENED and _OPENED[0][0] is data:
+        return _OPENED[0][1]
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    _OPENED[:] = [(data, zf)]
+    return zf
+
+
 def _sniff_zip(data: bytes, name: str, limits: Limits) -> str:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = _package(data)
         infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
         raise _unreadable(MSG_DAMAGED) from None
@@ -280,13 +293,13 @@ def _active_content(data: bytes, fmt: str) -> tuple[bool, bool]:
     if fmt not in ("xlsx", "xlsb"):
         return False, False
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = [n.lower() for n in zf.namelist()]
-            macros = any(PurePosixPath(n).name == "vbaproject.bin" for n in names)
-            if not macros and "[content_types].xml" in names:
-                info = next(i for i in zf.infolist() if i.filename.lower() == "[content_types].xml")
-                if info.file_size < 2**20:
-                    macros = b"macroenabled" in zf.read(info).lower()
+        zf = _package(data)
+        names = [n.lower() for n in zf.namelist()]
+        macros = any(PurePosixPath(n).name == "vbaproject.bin" for n in names)
+        if not macros and "[content_types].xml" in names:
+            info = next(i for i in zf.infolist() if i.filename.lower() == "[content_types].xml")
+            if info.file_size < 2**20:
+                macros = b"macroenabled" in zf.read(info).lower()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
         return False, False  # a damaged package is refused by the reader itself
     links = any(n.startswith("xl/externallinks/") and n.endswith((".xml", ".bin")) for n in names)
@@ -1038,21 +1051,21 @@ def _formula_cells(data: bytes, sheet: str) -> dict[str, Formula]:
             )
 
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            part = _sheet_part(zf, sheet)
-            if part is None:
-                return {}
-            with zf.open(part) as fh:
-                carry = b""
-                while chunk := fh.read(CHUNK):
-                    buf = carry + chunk
-                    # Everything before the last opening <c is whole cells; the rest waits for more bytes.
-                    starts = [m.start() for m in _CELL_START.finditer(buf, max(0, len(buf) - CHUNK))]
-                    cut = starts[-1] if starts else len(buf)
-                    scan(buf[:cut])
-                    carry = buf[cut:]
-                scan(carry)
-            return out
+        zf = _package(data)
+        part = _sheet_part(zf, sheet)
+        if part is None:
+            return {}
+        with zf.open(part) as fh:
+            carry = b""
+            while chunk := fh.read(CHUNK):
+                buf = carry + chunk
+                # Everything before the last opening <c is whole cells; the rest waits for more bytes.
+                starts = [m.start() for m in _CELL_START.finditer(buf, max(0, len(buf) - CHUNK))]
+                cut = starts[-1] if starts else len(buf)
+                scan(buf[:cut])
+                carry = buf[cut:]
+            scan(carry)
+        return out
     except (zipfile.BadZipFile, KeyError, ET.ParseError, OSError, EOFError, ValueError) as exc:
         # calamine has read the values already; without this scan only the flag is lost.
         log.info("formula scan of %s skipped: %r", sheet, exc)
