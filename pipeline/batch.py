@@ -299,7 +299,7 @@ def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, An
     sub = c.submission
     findings = list(c.findings)
     item = rules.item_for_form(sub.form).code if sub.form else None
-    unit = rules.unit(sub.unit) if sub.unit and sub.unit in {u.code for u in rules.units} else None
+    unit = rules.unit(sub.unit) if sub.unit and rules.has_unit(sub.unit) else None
     if unit is not None and unit.reports_to != parent and unit.code != parent:
         above = rules.unit(unit.reports_to).name if unit.reports_to != "province" else rules.campaign.issuer
         findings.append(Finding(
