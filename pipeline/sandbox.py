@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +38,7 @@ WORKERS = 2
 MEMORY_MB = Limits().worker_memory_mb
 SECONDS = Limits().worker_seconds
 STARTUP_SECONDS = 10
+AHEAD_BYTES = 48 * 1024  # below a pipe's 64 KiB buffer
 _HEADER = struct.Struct("<Q")
 
 
@@ -107,19 +109,42 @@ def _many(task: str, items: Sequence[tuple[Any, ...]], rules_path: Path, memory_
     lock = threading.Lock()
 
     def slot() -> None:
+        # Up to two requests are with a child at a time, so that it starts the next file as soon as it
+        # answers; only a small request is sent ahead (see AHEAD_BYTES).
         worker: _Worker | None = None
+        waiting: deque[tuple[int, float]] = deque()  # (item, when sent) to `worker`, answers not read yet
+        again: deque[int] = deque()  # sent to a child that died before answering them: to send again
+
+        def take() -> int | None:
+            if again:
+                return again.popleft()
+            try:
+                return todo.get_nowait()
+            except queue.Empty:
+                return None
+
         try:
             while True:
-                try:
-                    i = todo.get_nowait()
-                except queue.Empty:
-                    return
-                if worker is None:
-                    worker = _Worker(rules_path, memory_mb, seconds)
-                ok, result = worker.call(task, items[i])
+                if not waiting:
+                    i = take()
+                    if i is None:
+                        return
+                    if worker is None:
+                        worker = _Worker(rules_path, memory_mb, seconds)
+                    waiting.append((i, worker.send(task, items[i])))
+                assert worker is not None  # a request is with it
+                if len(waiting) == 1 and (j := take()) is not None:
+                    if worker.ahead(task, items[j]):
+                        waiting.append((j, worker.send(task, items[j])))
+                    else:
+                        again.appendleft(j)
+                i, sent = waiting.popleft()
+                ok, result = worker.receive(sent)
                 if not ok:  # died, hung or ran out of memory: never reuse that child
                     worker.close(kill=True)
                     worker = None
+                    again.extendleft(j for j, _ in reversed(waiting))
+                    waiting.clear()
                 results[i] = result
                 if progress:
                     with lock:
@@ -141,23 +166,51 @@ class _Worker:
     def __init__(self, rules_path: Path, memory_mb: int, seconds: float):
         self.seconds = seconds
         self.started = False
+        self.free = 0.0  # when the child answered its last request
+        self._blob: bytes | None = None  # a request pickled by `ahead`, for `send`
+        self._blob_of: tuple[Any, ...] | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.sandbox", str(Path(rules_path).resolve()), str(memory_mb), str(seconds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
 
-    def call(self, task: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
-        """(True, result), or (False, None) when the child died, hung or ran out of memory."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+    def ahead(self, task: str, args: tuple[Any, ...]) -> bool:
+        """Whether this request may be sent while the child works on another: only when it fits the pipe's
+        buffer, so that neither side can block writing to the other."""
+        self._blob = pickle.dumps((task, args), protocol=pickle.HIGHEST_PROTOCOL)
+        self._blob_of = args
+        return len(self._blob) + _HEADER.size <= AHEAD_BYTES
+
+    def send(self, task: str, args: tuple[Any, ...]) -> float:
+        """Send a request; returns when it was sent. A child that has died is found out by `receive`."""
+        assert self.proc.stdin is not None
+        blob = self._blob
+        if blob is None or self._blob_of is not args:
+            blob = pickle.dumps((task, args), protocol=pickle.HIGHEST_PROTOCOL)
+        self._blob = self._blob_of = None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write(_HEADER.pack(len(blob)) + blob)
+            self.proc.stdin.flush()
+        return time.monotonic()
+
+    def receive(self, sent: float) -> tuple[bool, Any]:
+        """(True, result) of the oldest request, or (False, None) when the child died, hung or ran out of
+        memory. The child starts a request when it was sent or when it answered the one before, whichever
+        is later; it has `seconds` from then."""
+        assert self.proc.stdout is not None
         # Starting the worker (imports, rules) is not held against the first file: allow for it on top.
-        deadline = time.monotonic() + self.seconds + (0 if self.started else STARTUP_SECONDS)
+        deadline = max(sent, self.free) + self.seconds + (0 if self.started else STARTUP_SECONDS)
         self.started = True
         try:
-            _send(self.proc.stdin, (task, args))
             status, result = _recv(self.proc.stdout.fileno(), deadline)
         except (OSError, EOFError, TimeoutError, pickle.UnpicklingError):
             return False, None
+        self.free = time.monotonic()
         return (True, result) if status == "ok" else (False, None)
+
+    def call(self, task: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """One request and its answer."""
+        return self.receive(self.send(task, args))
 
     def close(self, kill: bool = False) -> None:
         if kill and self.proc.poll() is None:

@@ -255,6 +255,18 @@ def test_dying_child_costs_one_finding_not_the_batch(rules, tmp_path):
     assert CHINESE.search(subs[1].findings[0].message)
 
 
+def test_files_queued_behind_one_that_kills_the_child_are_read_by_the_next_child(rules, tmp_path):
+    """One child, requests sent ahead: the files waiting behind the bomb get their own verdicts."""
+    good = base_form(rules)
+    bomb = forged_dimension(good, tmp_path / "forged.xlsx").read_bytes()
+    names = ["a.xlsx", "bomb1.xlsx", "c.xlsx", "bomb2.xlsx", "e.xlsx", "f.xlsx"]
+    items = [(bomb if n.startswith("bomb") else good, n) for n in names]
+    subs = sandbox.read_many(items, rules.source, memory_mb=512, seconds=10, workers=1)
+    assert [s.file for s in subs] == names
+    assert [s.readable for s in subs] == [not n.startswith("bomb") for n in names]
+    assert {s.unit for s in subs if s.readable} == {"460100"}
+
+
 def test_submission_is_picklable(rules):
     import pickle
 
