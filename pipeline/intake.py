@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -80,15 +81,6 @@ def candidates(inbox: Path) -> Iterator[tuple[Path, str | None]]:
             yield path, _skip_reason(path.relative_to(inbox))
 
 
-def _settled(path: Path, st: os.stat_result, settle: float) -> bool:
-    """False when the file is still being written: its size or time changes while we look."""
-    if time.time() - st.st_mtime > settle:
-        return True
-    time.sleep(min(settle, 1.0))
-    again = path.stat()
-    return (again.st_size, again.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-
-
 def take_in(
     ledger: Ledger,
     inbox: Path,
@@ -100,7 +92,7 @@ def take_in(
     result = Intake()
     tz = as_of.tzinfo
     known = ledger.known_files()
-    kept: list[tuple[str, int, int, str, str, dt.datetime]] = []
+    arriving: list[tuple[Path, str, str, os.stat_result, dt.datetime]] = []
     for path, reason in candidates(inbox):
         rel = path.relative_to(inbox).as_posix()  # the ledger's key: the real name, whatever its bytes
         shown = readable(rel)
@@ -119,19 +111,48 @@ def take_in(
         if known.get(rel) == (st.st_size, st.st_mtime_ns):
             result.unchanged += 1
             continue
-        if not _settled(path, st, settle):
+        arriving.append((path, rel, shown, st, received))
+    still = _still_growing([(path, st) for path, _, _, st, _ in arriving], settle)
+    for path, _, shown, _, _ in arriving:
+        if path in still:
             result.skipped.append(Skipped(shown, "文件正在写入,下次运行时再处理"))
-            continue
-        if progress:
-            progress(shown)
-        digest = _keep(ledger, path, st.st_size, max_bytes)
-        kept.append((rel, st.st_size, st.st_mtime_ns, digest, PurePosixPath(shown).name, received))
+    arriving = [a for a in arriving if a[0] not in still]
+
+    def keep(item: tuple[Path, str, str, os.stat_result, dt.datetime]) -> str:
+        return _keep(ledger, item[0], item[3].st_size, max_bytes)
+
+    kept: list[tuple[str, int, int, str, str, dt.datetime]] = []
+    # Reading, hashing and copying are system calls for the most part: a few threads overlap them.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for (_, rel, shown, st, received), digest in zip(arriving, pool.map(keep, arriving), strict=True):
+            if progress:
+                progress(shown)
+            kept.append((rel, st.st_size, st.st_mtime_ns, digest, PurePosixPath(shown).name, received))
     if kept:
         # The copies are made durable together, then recorded together: a crash before the record
         # leaves copies that the next run finds and records; never a record without its copy.
         ledger.sync_archive()
         result.new = ledger.record_files(kept, as_of)
     return result
+
+
+def _still_growing(files: list[tuple[Path, os.stat_result]], settle: float) -> set[Path]:
+    """The files being written while we look: those modified in the last `settle` seconds are looked at
+    again after one pause (together, not one pause per file), and kept back if they changed."""
+    recent = [(path, st) for path, st in files if time.time() - st.st_mtime <= settle]
+    if not recent:
+        return set()
+    time.sleep(min(settle, 1.0))
+    growing = set()
+    for path, st in recent:
+        try:
+            again = path.stat()
+        except OSError:
+            growing.add(path)
+            continue
+        if (again.st_size, again.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            growing.add(path)
+    return growing
 
 
 def _keep(ledger: Ledger, path: Path, size: int, max_bytes: int) -> str:

@@ -1,4 +1,5 @@
-"""Intake of files whose names are not UTF-8: the GBK names Chinese Windows unzip tools and mail clients give."""
+"""Intake: files still being copied, and files whose names are not UTF-8 (the GBK names Chinese Windows unzip
+tools and mail clients give)."""
 
 from __future__ import annotations
 
@@ -159,3 +160,41 @@ def test_a_name_in_neither_utf8_nor_gbk_is_shown_with_replacement_marks(rules, s
 ])
 def test_each_part_of_an_inbox_path_is_shown_in_its_own_encoding(raw, shown):
     assert intake.readable(os.fsdecode(raw)) == shown
+
+
+def test_a_file_still_being_copied_is_left_for_the_next_run_and_the_others_are_taken(rules, tmp_path, fill):
+    import datetime as dt
+    import threading
+    import time
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for unit in ("460100", "460200"):
+        done = fill(unit=unit)
+        (inbox / done.name).write_bytes(done.read_bytes())
+        os.utime(inbox / done.name, (JAN_31, JAN_31))
+    data = fill(unit="469002").read_bytes()
+    copying = inbox / "琼海市总工会附件1.xlsx"
+    step = len(data) // 12 + 1
+    copying.write_bytes(data[:step])  # the copy has just begun, and goes on while intake looks
+
+    def copy_on() -> None:
+        with copying.open("ab") as out:
+            for start in range(step, len(data), step):
+                time.sleep(0.15)
+                out.write(data[start : start + step])
+                out.flush()
+
+    finish = threading.Thread(target=copy_on)
+    finish.start()
+    book = ledger.Ledger(tmp_path / "state")
+    later = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) + dt.timedelta(hours=1)
+    first = intake.take_in(book, inbox, later, 20 * 2**20)
+    finish.join()
+    assert len(first.new) == 2
+    assert [(s.path, s.reason) for s in first.skipped] == [(copying.name, "文件正在写入,下次运行时再处理")]
+    time.sleep(0.1)
+    second = intake.take_in(book, inbox, later, 20 * 2**20)  # the copy is complete now
+    assert len(second.new) == 1 and not second.skipped
+    assert book.bytes_of(second.new[0]) == data
+    book.close()
