@@ -255,14 +255,12 @@ def _problems(
     rules: Rules, c: Consolidation, findings_by_unit: Mapping[str, Sequence[FindingEntry]]
 ) -> list[_Problem]:
     position = {u.code: i for i, u in enumerate(rules.units)}
+    names = {u.code: u.name for u in rules.units}
     sheets = {form.sheet: form.code for form in rules.forms.values()}
     used = {(v.unit, v.form): v.file for v in c.used}
     out = []
     for code, entries in findings_by_unit.items():
-        try:
-            name = rules.unit(code).name
-        except KeyError:
-            name = code or "未识别单位"
+        name = names.get(code, code or "未识别单位")
         for entry in entries:
             if isinstance(entry, tuple):
                 file, finding = entry
@@ -563,9 +561,12 @@ def _fit_rows(ws: _Sheet, first: int, widths: Sequence[float]) -> None:
             cell = cells.get(j)
             value = None if cell is None else cell[0]
             if isinstance(value, str) and value:
+                room = max(1.0, w - 1)
+                if "\n" not in value and 2 * len(value) <= room:
+                    continue  # one line even if every character is wide: no need to measure
                 lines = max(
                     lines,
-                    sum(math.ceil(max(1, _width(part)) / max(1.0, w - 1)) for part in value.split("\n")),
+                    sum(math.ceil(max(1, _width(part)) / room) for part in value.split("\n")),
                 )
         ws.heights[r] = max(18, 13.5 * lines + 4)
 
@@ -624,6 +625,7 @@ class _Book:
             f"汇总范围:{_level_name(rules, c)}    数据截至:{_when(rules, as_of)}    {stamp(final, edition)}"
         )
         self.state = {(r.unit, r.item): r for r in status.rows}
+        self.units = {u.code: u for u in rules.units}  # rules.unit() searches the list: slow for 3,000 rows
         self.buffer = io.BytesIO()
         # Every string goes through write_string; these options only guard what xlsxwriter would guess.
         self.wb = Workbook(
@@ -715,7 +717,9 @@ class _Book:
             ),
             ("金额单位", "万元,保留两位小数;人数、户数、件数为整数。"),
         ]
-        parents = [u for u in rules.units if u.code in {x.unit for x in c.used} and rules.children(u.code)]
+        used = {x.unit for x in c.used}
+        reported_to = {u.reports_to for u in rules.units}
+        parents = [u for u in rules.units if u.code in used and u.code in reported_to]
         if parents:
             names = "、".join(u.name for u in parents)
             rows.append(("避免重复计算", f"{names}报送的送温暖统计表已汇总其所属单位,所属单位不再单列。"))
@@ -909,12 +913,12 @@ class _Book:
             r += 1
         for v in self.status.stray:
             try:
-                unit = rules.unit(v.unit)
+                unit = self.units[v.unit]
                 name, kind, where = unit.name, unit.kind, unit.reports_to
             except KeyError:
                 name, kind, where = v.unit, "", ""
             label = rules.items[v.item].label if v.item in rules.items else v.item
-            upper = rules.unit(where).name if where and where != PROVINCE else "上级单位"
+            upper = self.units[where].name if where and where != PROVINCE else "上级单位"
             cells = [
                 name,
                 v.unit,
@@ -1007,7 +1011,7 @@ class _Book:
             ),
         ):
             try:
-                name = rules.unit(v.unit).name
+                name = self.units[v.unit].name
             except KeyError:
                 name = v.unit
             form = rules.forms.get(v.form or "")
@@ -1036,7 +1040,7 @@ class _Book:
                 else:
                     _text(ws, r, j, value, align=align, size=9)
             r += 1
-        names = [rules.unit(v.unit).name for v in c.used] or ["单位"]
+        names = [self.units[v.unit].name for v in c.used] or ["单位"]
         _page(ws, ncols, body - 1, [_name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")
 
 
