@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import math
 import re
 import unicodedata
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,12 +23,10 @@ from typing import Any
 import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
-from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.styles.cell_style import StyleArray
-from openpyxl.worksheet.pagebreak import Break
-from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.styles import Alignment, PatternFill
+from xlsxwriter import Workbook
+from xlsxwriter.utility import xl_col_to_name
 
 from pipeline import consolidate, template
 from pipeline.config import PROVINCE, Field, Form, Rules
@@ -57,6 +55,11 @@ def stamp(final: bool, edition: int) -> str:
 
 def _local(rules: Rules, moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(rules.campaign.tz) if moment.tzinfo is not None else moment
+
+
+def _naive(rules: Rules, moment: dt.datetime) -> dt.datetime:
+    """The local time without its zone, as a spreadsheet holds a date and time."""
+    return _local(rules, moment).replace(tzinfo=None)
 
 
 def _when(rules: Rules, moment: dt.datetime) -> str:
@@ -252,14 +255,12 @@ def _problems(
     rules: Rules, c: Consolidation, findings_by_unit: Mapping[str, Sequence[FindingEntry]]
 ) -> list[_Problem]:
     position = {u.code: i for i, u in enumerate(rules.units)}
+    names = {u.code: u.name for u in rules.units}
     sheets = {form.sheet: form.code for form in rules.forms.values()}
     used = {(v.unit, v.form): v.file for v in c.used}
     out = []
     for code, entries in findings_by_unit.items():
-        try:
-            name = rules.unit(code).name
-        except KeyError:
-            name = code or "未识别单位"
+        name = names.get(code, code or "未识别单位")
         for entry in entries:
             if isinstance(entry, tuple):
                 file, finding = entry
@@ -299,72 +300,139 @@ CENTER_ALIGN = template.CENTER
 LEFT_ALIGN = template.LEFT
 RIGHT_ALIGN = template.RIGHT
 TOP_LEFT = Alignment(horizontal="left", vertical="top", wrap_text=True)
+INFO_ALIGN = Alignment(horizontal="left", vertical="center")
 NUMBER_FORMATS = {"count": "0", "money": "0.00"}
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_TEXT = 32767
 TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
+# xlsxwriter's names for openpyxl's alignments: the report keeps the templates' style objects as its vocabulary.
+_VERTICAL = {"center": "vcenter", "top": "top", "bottom": "bottom"}
+
+Value = str | int | float | dt.datetime | None
 
 
-def _text(cell: Any, value: Any) -> None:
-    """A string exactly, as text: never a formula (=…), an error code (#N/A) or anything else Excel infers."""
-    if value is None:
-        return
-    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))[:MAX_TEXT]
-    if not text:
-        return
-    cell.value = text
-    cell.data_type = "s"
-    if text.startswith(FORMULA_START):
-        cell.quotePrefix = True  # stays text even when someone edits the cell and presses Enter
+class _Sheet:
+    """One worksheet's cells, merges and row heights, 1-based as in Excel's A1, kept until the sheet is whole
+    (`_fit_rows` reads the texts back) and then written to xlsxwriter, which is 0-based, in one pass.
 
-
-_STYLES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[Any, ...]]] = weakref.WeakKeyDictionary()
-
-
-def _style(
-    cell: Any,
-    *,
-    bold: bool = False,
-    size: int = 10,
-    align: Alignment = CENTER_ALIGN,
-    fill: PatternFill | None = None,
-    border: bool = True,
-    color: str | None = None,
-) -> None:
-    """Font, alignment, fill and border of a report cell; its number format and quote prefix are kept.
-
-    openpyxl hashes every style object it is given, which made styling most of a large report's cost: the
-    ids a combination gets are worked out on its first cell and copied onto the rest. The objects are kept
-    in the memo so that their ids are never reused while it lives.
+    Each distinct look (font, alignment, fill, border, number format, quote prefix) becomes one xlsxwriter
+    Format, made on its first cell; the key holds the ids of the style objects, which the memo keeps alive.
     """
-    memo = _STYLES.setdefault(cell.parent.parent, {})
-    key = (bold, size, id(align), id(fill), border, color)
-    known = memo.get(key)
-    if known is None:
-        cell.font = Font(name=FONT, bold=bold, size=size, color=color)
-        cell.alignment = align
-        if fill is not None:
-            cell.fill = fill
-        if border:
-            cell.border = template.BOX
-        ids = cell._style
-        memo[key] = (ids.fontId, ids.alignmentId, ids.fillId, ids.borderId, align, fill)
-        return
-    ids = cell._style
-    if not ids:
-        cell._style = ids = StyleArray()
-    ids.fontId, ids.alignmentId = known[0], known[1]
+
+    def __init__(
+        self, ws: Any, add_format: Callable[[dict[str, Any]], Any], formats: dict[tuple[Any, ...], Any]
+    ):
+        self.ws = ws
+        self.add_format = add_format
+        self.formats = formats
+        self.cells: dict[int, dict[int, tuple[Value, Any]]] = {}
+        self.heights: dict[int, float] = {}
+        self.merges: dict[tuple[int, int, int, int], None] = {}  # a dict: ordered, and a range merges once
+        self.max_row = 0
+
+    def put(
+        self,
+        row: int,
+        col: int,
+        value: Value = None,
+        *,
+        bold: bool = False,
+        size: int = 10,
+        align: Alignment = CENTER_ALIGN,
+        fill: PatternFill | None = None,
+        border: bool = True,
+        color: str | None = None,
+        number_format: str | None = None,
+    ) -> None:
+        """A cell with its look; a string is always text, never a formula (=…) or an error code (#N/A)."""
+        quote = False
+        if isinstance(value, str):
+            value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)[:MAX_TEXT] or None
+            # stays text even when someone edits the cell and presses Enter
+            quote = value is not None and value.startswith(FORMULA_START)
+        key = (bold, size, id(align), id(fill), border, color, number_format, quote)
+        known = self.formats.get(key)
+        if known is None:
+            known = self.formats[key] = (
+                self.add_format(_format(bold, size, align, fill, border, color, number_format, quote)),
+                align,
+                fill,
+            )
+        self.cells.setdefault(row, {})[col] = (value, known[0])
+        if row > self.max_row:
+            self.max_row = row
+
+    def merge(self, first_row: int, first_col: int, last_row: int, last_col: int) -> None:
+        self.merges[first_row, first_col, last_row, last_col] = None
+        self.max_row = max(self.max_row, last_row)
+
+    def flush(self) -> None:
+        ws = self.ws
+        for r0, c0, r1, c1 in self.merges:
+            # merge_range pads the range with blanks in the first cell's look; the cells written below win.
+            top = self.cells.get(r0, {}).get(c0)
+            ws.merge_range(r0 - 1, c0 - 1, r1 - 1, c1 - 1, None, top[1] if top else None)
+        for r, height in self.heights.items():
+            # In pixels, 4/3 to a point, so that the file stores the height as given: set_row would round
+            # it to whole pixels (32 to 32.25).
+            ws.set_row_pixels(r - 1, height * 4 / 3)
+        write_string, write_number, write_blank = ws.write_string, ws.write_number, ws.write_blank
+        for r, cells in self.cells.items():
+            for c, (value, fmt) in cells.items():
+                if value is None:
+                    write_blank(r - 1, c - 1, None, fmt)
+                elif isinstance(value, str):
+                    write_string(r - 1, c - 1, value, fmt)
+                elif isinstance(value, dt.datetime):
+                    ws.write_datetime(r - 1, c - 1, value, fmt)
+                else:
+                    write_number(r - 1, c - 1, value, fmt)
+
+
+def _format(
+    bold: bool,
+    size: int,
+    align: Alignment,
+    fill: PatternFill | None,
+    border: bool,
+    color: str | None,
+    number_format: str | None,
+    quote: bool,
+) -> dict[str, Any]:
+    """xlsxwriter's properties for a look given in openpyxl's style objects (those of the templates)."""
+    props: dict[str, Any] = {"font_name": FONT, "font_size": size, "bold": bold}
+    if align.horizontal:
+        props["align"] = align.horizontal
+    if align.vertical:
+        props["valign"] = _VERTICAL[align.vertical]
+    if align.wrap_text:
+        props["text_wrap"] = True
+    if color:
+        props["font_color"] = f"#{color[-6:]}"
     if fill is not None:
-        ids.fillId = known[2]
+        props["pattern"] = 1
+        props["bg_color"] = f"#{fill.fgColor.rgb[-6:]}"
     if border:
-        ids.borderId = known[3]
+        props["border"] = 1
+        props["border_color"] = f"#{template.THIN.color.rgb[-6:]}"
+    if number_format:
+        props["num_format"] = number_format
+    if quote:
+        props["quote_prefix"] = True
+    return props
 
 
-def _number(cell: Any, value: Any, ftype: str) -> None:
+def _text(ws: _Sheet, row: int, col: int, value: Any, **look: Any) -> None:
+    """Any value, written as its text."""
+    ws.put(row, col, None if value is None else str(value), **look)
+
+
+def _number(ws: _Sheet, row: int, col: int, value: Any, ftype: str, **look: Any) -> None:
+    figure = None
     if value is not None and not pd.isna(value):
-        cell.value = int(value) if ftype == "count" else float(value)
-    cell.number_format = NUMBER_FORMATS.get(ftype, "General")
+        figure = int(value) if ftype == "count" else float(value)
+    ws.put(row, col, figure, number_format=NUMBER_FORMATS.get(ftype), **look)
 
 
 def _width(text: str) -> int:
@@ -372,9 +440,7 @@ def _width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def _heading(
-    ws: Worksheet, ncols: int, title: str, info: str, money: bool, breaks: Sequence[int] = ()
-) -> None:
+def _heading(ws: _Sheet, ncols: int, title: str, info: str, money: bool, breaks: Sequence[int] = ()) -> None:
     """Title, then the scope line with 金额单位 at its right.
 
     A sheet printed as several pages across (`breaks`, see `_page`) gets the title over each page's own
@@ -388,35 +454,30 @@ def _heading(
         _heading_span(ws, first, end - 1, title if k == 0 else f"{title}(续)", info if k == 0 else "", money)
 
 
-def _heading_span(ws: Worksheet, first: int, last: int, title: str, info: str, money: bool) -> None:
-    a, z = _col(first), _col(last)
+def _heading_span(ws: _Sheet, first: int, last: int, title: str, info: str, money: bool) -> None:
     if last > first:
-        ws.merge_cells(f"{a}1:{z}1")
-    ws[f"{a}1"] = title
-    _style(ws[f"{a}1"], bold=True, size=16, border=False)
-    ws.row_dimensions[1].height = 32
+        ws.merge(1, first, 1, last)
+    ws.put(1, first, title, bold=True, size=16, border=False)
+    ws.heights[1] = 32
     if money and last - first > 1:
-        ws.merge_cells(f"{a}2:{_col(last - 1)}2")
-        ws[f"{z}2"] = MONEY_UNIT
-        _style(ws[f"{z}2"], align=RIGHT_ALIGN, border=False)
+        ws.merge(2, first, 2, last - 1)
+        ws.put(2, last, MONEY_UNIT, align=RIGHT_ALIGN, border=False)
     elif last > first:
-        ws.merge_cells(f"{a}2:{z}2")
+        ws.merge(2, first, 2, last)
     if info:
-        ws[f"{a}2"] = info
-        _style(ws[f"{a}2"], align=Alignment(horizontal="left", vertical="center"), border=False)
-    ws.row_dimensions[2].height = 20
+        ws.put(2, first, info, align=INFO_ALIGN, border=False)
+    ws.heights[2] = 20
 
 
 def _col(n: int) -> str:
-    from openpyxl.utils import get_column_letter
-
-    return get_column_letter(n)
+    return xl_col_to_name(n - 1)
 
 
-def _headers(ws: Worksheet, top: int, paths: Sequence[Sequence[str]]) -> int:
+def _headers(ws: _Sheet, top: int, paths: Sequence[Sequence[str]]) -> int:
     """Header rows from each column's labels, top to bottom; equal neighbours merge across, a column whose
     labels end early merges down. Returns the first row below the header."""
     depth = max(len(p) for p in paths)
+    labels: dict[tuple[int, int], str] = {}
     for level in range(depth):
         row = top + level
         j = 0
@@ -427,10 +488,8 @@ def _headers(ws: Worksheet, top: int, paths: Sequence[Sequence[str]]) -> int:
                 continue
             if level == len(path) - 1:  # the column's own caption, down to the last header row
                 if depth - 1 > level:
-                    ws.merge_cells(
-                        start_row=row, start_column=j + 1, end_row=top + depth - 1, end_column=j + 1
-                    )
-                ws.cell(row, j + 1, path[level])
+                    ws.merge(row, j + 1, top + depth - 1, j + 1)
+                labels[row, j + 1] = path[level]
                 j += 1
                 continue
             end = j
@@ -441,23 +500,25 @@ def _headers(ws: Worksheet, top: int, paths: Sequence[Sequence[str]]) -> int:
             ):
                 end += 1
             if end > j:
-                ws.merge_cells(start_row=row, start_column=j + 1, end_row=row, end_column=end + 1)
-            ws.cell(row, j + 1, path[level])
+                ws.merge(row, j + 1, row, end + 1)
+            labels[row, j + 1] = path[level]
             j = end + 1
     for row in range(top, top + depth):
         for j in range(1, len(paths) + 1):
-            _style(ws.cell(row, j), bold=True, fill=HEADER_FILL)
-        ws.row_dimensions[row].height = 22
-    ws.row_dimensions[top + depth - 1].height = 44
+            ws.put(row, j, labels.get((row, j)), bold=True, fill=HEADER_FILL)
+        ws.heights[row] = 22
+    ws.heights[top + depth - 1] = 44
     return top + depth
 
 
 A4_LANDSCAPE_MM = 297.0
+A4_PAPER = 9
 SIDE_MARGIN_IN = 0.4
+CHARACTER_PX = 7  # a column width counts characters of 7 px (Calibri 11), the unit `_scale` plans with
 
 
 def _page(
-    ws: Worksheet,
+    ws: _Sheet,
     ncols: int,
     header_end: int,
     widths: Sequence[float],
@@ -466,47 +527,48 @@ def _page(
 ) -> None:
     """A4 landscape, title and header rows repeated. A table too wide to read at one page's width is cut
     into pages of whole sections (`breaks`: the first column of each later page), column A repeated."""
-    for j, w in enumerate(widths, start=1):
-        ws.column_dimensions[_col(j)].width = w
+    sheet = ws.ws
+    for j, w in enumerate(widths):
+        # In pixels, so that the file stores the width itself: set_column would add Excel's cell padding.
+        sheet.set_column_pixels(j, j, round(CHARACTER_PX * w))
     if freeze:
-        ws.freeze_panes = freeze
-    ws.print_title_rows = f"1:{header_end}"
-    ws.page_setup.paperSize = ws.PAPERSIZE_A4
-    ws.page_setup.orientation = ws.ORIENTATION_LANDSCAPE
+        sheet.freeze_panes(freeze)
+    sheet.repeat_rows(0, header_end - 1)
+    sheet.set_paper(A4_PAPER)
+    sheet.set_landscape()
     if breaks:
-        for first in breaks:
-            ws.col_breaks.append(Break(id=first - 1))
-        ws.print_title_cols = "A:A"
-        ws.sheet_properties.pageSetUpPr.fitToPage = False
-        ws.page_setup.scale = _scale(widths, breaks)
+        sheet.set_v_pagebreaks([first - 1 for first in breaks])
+        sheet.repeat_columns(0)
+        sheet.set_print_scale(_scale(widths, breaks))
     else:
-        ws.page_setup.fitToWidth = 1
-        ws.page_setup.fitToHeight = 0
-        ws.sheet_properties.pageSetUpPr.fitToPage = True
-    ws.print_options.horizontalCentered = True
-    ws.page_margins.left = ws.page_margins.right = SIDE_MARGIN_IN
-    ws.page_margins.top = 0.6
-    ws.page_margins.bottom = 0.75
-    ws.page_margins.footer = 0.3
-    ws.oddFooter.center.text = "第 &P 页,共 &N 页"
+        sheet.fit_to_pages(1, 0)
+    sheet.center_horizontally()
+    sheet.set_margins(left=SIDE_MARGIN_IN, right=SIDE_MARGIN_IN, top=0.6, bottom=0.75)
+    sheet.set_header("", {"margin": 0.5})
+    sheet.set_footer("&C第 &P 页,共 &N 页", {"margin": 0.3})
     _fit_rows(ws, header_end + 1, widths)
-    ws.print_area = f"A1:{_col(ncols)}{max(ws.max_row, header_end)}"
+    sheet.print_area(0, 0, max(ws.max_row, header_end) - 1, ncols - 1)
 
 
-def _fit_rows(ws: Worksheet, first: int, widths: Sequence[float]) -> None:
-    """Row heights for wrapped text: openpyxl leaves them to the program, which does not always refit."""
+def _fit_rows(ws: _Sheet, first: int, widths: Sequence[float]) -> None:
+    """Row heights for wrapped text: the file stores none unless told, and programs do not always refit."""
     for r in range(first, ws.max_row + 1):
-        if ws.row_dimensions[r].height is not None:
+        if r in ws.heights:
             continue
         lines = 1
+        cells = ws.cells.get(r, {})
         for j, w in enumerate(widths, start=1):
-            value = ws.cell(r, j).value
+            cell = cells.get(j)
+            value = None if cell is None else cell[0]
             if isinstance(value, str) and value:
+                room = max(1.0, w - 1)
+                if "\n" not in value and 2 * len(value) <= room:
+                    continue  # one line even if every character is wide: no need to measure
                 lines = max(
                     lines,
-                    sum(math.ceil(max(1, _width(part)) / max(1.0, w - 1)) for part in value.split("\n")),
+                    sum(math.ceil(max(1, _width(part)) / room) for part in value.split("\n")),
                 )
-        ws.row_dimensions[r].height = max(18, 13.5 * lines + 4)
+        ws.heights[r] = max(18, 13.5 * lines + 4)
 
 
 def _scale(widths: Sequence[float], breaks: Sequence[int]) -> int:
@@ -563,12 +625,22 @@ class _Book:
             f"汇总范围:{_level_name(rules, c)}    数据截至:{_when(rules, as_of)}    {stamp(final, edition)}"
         )
         self.state = {(r.unit, r.item): r for r in status.rows}
-        self.wb = Workbook()
+        self.units = {u.code: u for u in rules.units}  # rules.unit() searches the list: slow for 3,000 rows
+        self.buffer = io.BytesIO()
+        # Every string goes through write_string; these options only guard what xlsxwriter would guess.
+        self.wb = Workbook(
+            self.buffer,
+            {
+                "in_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        self.formats: dict[tuple[Any, ...], Any] = {}
+        self.sheets: list[_Sheet] = []
 
     def build(self) -> bytes:
-        first = self.wb.active
-        assert first is not None
-        self.wb.remove(first)
         self.readme()
         self.by_unit()
         self.by_industry()
@@ -577,15 +649,25 @@ class _Book:
         self.status_sheet()
         self.problems_sheet()
         self.sources_sheet()
+        for sheet in self.sheets:
+            sheet.flush()
         c = self.rules.campaign
-        self.wb.properties.title = f"{c.title} 汇总({stamp(self.final, self.edition)})"
-        self.wb.properties.creator = c.issuer
-        self.wb.properties.subject = c.title
-        return template.to_bytes(self.wb)
+        self.wb.set_properties(
+            {
+                "title": f"{c.title} 汇总({stamp(self.final, self.edition)})",
+                "author": c.issuer,
+                "subject": c.title,
+                # the templates' fixed stamp: the same inputs give the same bytes (xlsxwriter's zip
+                # entries carry a fixed 1980 date of their own)
+                "created": dt.datetime.fromisoformat(template.FIXED_STAMP),
+            }
+        )
+        self.wb.close()
+        return self.buffer.getvalue()
 
-    def sheet(self, name: str) -> Worksheet:
-        ws = self.wb.create_sheet(name)
-        ws.sheet_view.zoomScale = 100
+    def sheet(self, name: str) -> _Sheet:
+        ws = _Sheet(self.wb.add_worksheet(name), self.wb.add_format, self.formats)
+        self.sheets.append(ws)
         return ws
 
     def note(self, unit: str, form: str) -> str:
@@ -604,7 +686,7 @@ class _Book:
         ws = self.sheet(SHEETS[0])
         camp = rules.campaign
         _heading(ws, 2, f"{camp.title}统计汇总", self.info, money=False)
-        ws.merge_cells("A2:B2")
+        ws.merge(2, 1, 2, 2)
         done_forms = [
             (rules.item_for_form(form).label, *c.coverage[form])
             for form in (WARMTH, CENTER)
@@ -635,7 +717,9 @@ class _Book:
             ),
             ("金额单位", "万元,保留两位小数;人数、户数、件数为整数。"),
         ]
-        parents = [u for u in rules.units if u.code in {x.unit for x in c.used} and rules.children(u.code)]
+        used = {x.unit for x in c.used}
+        reported_to = {u.reports_to for u in rules.units}
+        parents = [u for u in rules.units if u.code in used and u.code in reported_to]
         if parents:
             names = "、".join(u.name for u in parents)
             rows.append(("避免重复计算", f"{names}报送的送温暖统计表已汇总其所属单位,所属单位不再单列。"))
@@ -653,14 +737,12 @@ class _Book:
         ]
         r = 3
         for key, value in rows:
-            ws.cell(r, 1, key)
-            _style(ws.cell(r, 1), bold=True, fill=HEADER_FILL, align=LEFT_ALIGN)
-            _text(ws.cell(r, 2), value)
-            _style(ws.cell(r, 2), align=LEFT_ALIGN)
-            ws.row_dimensions[r].height = 32 if _width(value) > 90 else 18
+            ws.put(r, 1, key, bold=True, fill=HEADER_FILL, align=LEFT_ALIGN)
+            _text(ws, r, 2, value, align=LEFT_ALIGN)
+            ws.heights[r] = 32 if _width(value) > 90 else 18
             r += 1
         _page(ws, 2, TITLE_ROWS, [18, 100])
-        ws.page_setup.orientation = ws.ORIENTATION_PORTRAIT
+        ws.ws.set_portrait()
 
     # 送温暖汇总
     def by_unit(self) -> None:
@@ -682,15 +764,11 @@ class _Book:
             level = row["level"]
             fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
             bold = level != "unit"
-            ws.cell(r, 1, row["name"])
-            _style(ws.cell(r, 1), bold=bold, fill=fill, align=CENTER_ALIGN if bold else LEFT_ALIGN)
+            _text(ws, r, 1, row["name"], bold=bold, fill=fill, align=CENTER_ALIGN if bold else LEFT_ALIGN)
             for j, col in enumerate(columns, start=2):
-                cell = ws.cell(r, j)
-                _number(cell, row[col.name], col.type)
-                _style(cell, bold=bold, fill=fill, align=RIGHT_ALIGN)
+                _number(ws, r, j, row[col.name], col.type, bold=bold, fill=fill, align=RIGHT_ALIGN)
             note = self.note(row["code"], WARMTH) if level == "unit" else ""
-            _text(ws.cell(r, ncols), note)
-            _style(ws.cell(r, ncols), fill=fill, align=LEFT_ALIGN, size=9)
+            _text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1
         names = list(c.by_unit["name"])
         _page(
@@ -720,11 +798,9 @@ class _Book:
         for row in c.by_industry.to_dict("records"):
             total = row["code"] == (section.total_row.code if section.total_row else None)
             fill = TOTAL_FILL if total else None
-            ws.cell(r, 1, row["label"])
-            _style(ws.cell(r, 1), bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+            _text(ws, r, 1, row["label"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
             for j, col in enumerate(columns, start=2):
-                _number(ws.cell(r, j), row[col.name], col.type)
-                _style(ws.cell(r, j), bold=total, fill=fill, align=RIGHT_ALIGN)
+                _number(ws, r, j, row[col.name], col.type, bold=total, fill=fill, align=RIGHT_ALIGN)
             r += 1
         labels = list(c.by_industry["label"])
         _page(ws, ncols, body - 1, [_name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
@@ -742,26 +818,25 @@ class _Book:
         ncols = len(rows) + 1
         _heading(ws, ncols, _summary_title(form, "(分单位分行业)"), self.info, money=True)
         body = _headers(ws, TITLE_ROWS + 1, [["单位"], *[[labels[r]] for r in rows]])
-        ws.row_dimensions[body - 1].height = 58
+        ws.heights[body - 1] = 58
         r = body
         for number, code in enumerate(fields, start=1):
             f = section.field(code)
-            ws.merge_cells(start_row=r, start_column=1, end_row=r, end_column=ncols)
-            ws.cell(r, 1, f"{'一二三四五六七八九十'[number - 1] if number <= 10 else number}、{f.caption}")
+            ws.merge(r, 1, r, ncols)
+            caption = f"{'一二三四五六七八九十'[number - 1] if number <= 10 else number}、{f.caption}"
             for j in range(1, ncols + 1):
-                _style(ws.cell(r, j), bold=True, fill=SUBTOTAL_FILL, align=LEFT_ALIGN)
-            ws.row_dimensions[r].height = 20
+                ws.put(r, j, caption if j == 1 else None, bold=True, fill=SUBTOTAL_FILL, align=LEFT_ALIGN)
+            ws.heights[r] = 20
             r += 1
             for (unit, name), values in zip(
                 c.pivot.index, c.pivot[code].itertuples(index=False), strict=True
             ):
                 total = unit == ""
                 fill = TOTAL_FILL if total else None
-                ws.cell(r, 1, name)
-                _style(ws.cell(r, 1), bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+                _text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
                 for j, value in enumerate(values, start=2):
-                    _number(ws.cell(r, j), value, f.type)
-                    _style(ws.cell(r, j), bold=total or rows[j - 2] in totals, fill=fill, align=RIGHT_ALIGN)
+                    bold = total or rows[j - 2] in totals
+                    _number(ws, r, j, value, f.type, bold=bold, fill=fill, align=RIGHT_ALIGN)
                 r += 1
         names = [name for _, name in c.pivot.index]
         _page(ws, ncols, body - 1, [_name_width(names), *[10] * len(rows)], freeze=f"B{body}")
@@ -773,7 +848,7 @@ class _Book:
         columns = c.columns["centers"]
         if CENTER not in rules.forms or c.centers.empty:
             _heading(ws, 4, "帮扶中心工作统计汇总表", self.info, money=False)
-            _text(ws["A3"], "本级没有应报帮扶中心统计表的单位。")
+            ws.put(3, 1, "本级没有应报帮扶中心统计表的单位。", align=INFO_ALIGN, border=False)
             _page(ws, 4, TITLE_ROWS, [30, 12, 12, 12])
             return
         form = rules.forms[CENTER]
@@ -791,13 +866,12 @@ class _Book:
         for row in c.centers.to_dict("records"):
             total = row["level"] == TOTAL_ROW
             fill = TOTAL_FILL if total else None
-            ws.cell(r, 1, row["name"])
-            _style(ws.cell(r, 1), bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+            _text(ws, r, 1, row["name"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
             for j, col in enumerate(columns, start=2):
-                _number(ws.cell(r, j), row[col.name], col.type)
-                _style(ws.cell(r, j), bold=total or col.key[:2] in totals, fill=fill, align=RIGHT_ALIGN)
-            _text(ws.cell(r, ncols), "" if total else self.note(row["code"], CENTER))
-            _style(ws.cell(r, ncols), fill=fill, align=LEFT_ALIGN, size=9)
+                bold = total or col.key[:2] in totals
+                _number(ws, r, j, row[col.name], col.type, bold=bold, fill=fill, align=RIGHT_ALIGN)
+            note = "" if total else self.note(row["code"], CENTER)
+            _text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1
         names = list(c.centers["name"])
         _page(
@@ -820,7 +894,7 @@ class _Book:
             ws, ncols, f"{rules.campaign.title}报送情况", f"{self.info}    报送截止:{deadline}", money=False
         )
         body = _headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.row_dimensions[body - 1].height = 22
+        ws.heights[body - 1] = 22
         r = body
         for s in self.status.rows:
             note = ";".join(x for x in (s.note, s.mail_problem) if x)
@@ -839,12 +913,12 @@ class _Book:
             r += 1
         for v in self.status.stray:
             try:
-                unit = rules.unit(v.unit)
+                unit = self.units[v.unit]
                 name, kind, where = unit.name, unit.kind, unit.reports_to
             except KeyError:
                 name, kind, where = v.unit, "", ""
             label = rules.items[v.item].label if v.item in rules.items else v.item
-            upper = rules.unit(where).name if where and where != PROVINCE else "上级单位"
+            upper = self.units[where].name if where and where != PROVINCE else "上级单位"
             cells = [
                 name,
                 v.unit,
@@ -861,18 +935,18 @@ class _Book:
         names = [s.unit_name for s in self.status.rows]
         _page(ws, ncols, body - 1, [_name_width(names), 10, 9, 16, 9, 17, 7, 12, 46], freeze=f"B{body}")
 
-    def _status_row(self, ws: Worksheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
+    def _status_row(self, ws: _Sheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
         for j, value in enumerate(cells, start=1):
-            cell = ws.cell(r, j)
+            look: dict[str, Any] = {
+                "align": LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN,
+                "fill": fill if j == 5 else None,
+            }
             if isinstance(value, dt.datetime):
-                cell.value = _local(self.rules, value).replace(tzinfo=None)
-                cell.number_format = DATETIME_FORMAT
+                ws.put(r, j, _naive(self.rules, value), number_format=DATETIME_FORMAT, **look)
             elif isinstance(value, int):
-                cell.value = value
-                cell.number_format = "0"
+                ws.put(r, j, value, number_format="0", **look)
             else:
-                _text(cell, value)
-            _style(cell, align=LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN, fill=fill if j == 5 else None)
+                _text(ws, r, j, value, **look)
 
     # 校验问题
     def problems_sheet(self) -> None:
@@ -881,7 +955,7 @@ class _Book:
         ncols = len(heads)
         _heading(ws, ncols, "各单位报表校验问题", self.info, money=False)
         body = _headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.row_dimensions[body - 1].height = 22
+        ws.heights[body - 1] = 22
         r = body
         for p in self.problems:
             f = p.finding
@@ -895,18 +969,19 @@ class _Book:
                 f.message,
             ]
             for j, value in enumerate(cells, start=1):
-                _text(ws.cell(r, j), value)
-                _style(
-                    ws.cell(r, j),
+                _text(
+                    ws,
+                    r,
+                    j,
+                    value,
                     align=TOP_LEFT if j in (1, 2, 7) else CENTER_ALIGN,
                     size=9,
                     color="C00000" if j == 4 and f.is_error else None,
                 )
             r += 1
         if not self.problems:
-            ws.merge_cells(start_row=r, start_column=1, end_row=r, end_column=ncols)
-            _text(ws.cell(r, 1), "没有未解决的校验问题。")
-            _style(ws.cell(r, 1), align=LEFT_ALIGN)
+            ws.merge(r, 1, r, ncols)
+            ws.put(r, 1, "没有未解决的校验问题。", align=LEFT_ALIGN)
         names = [p.unit_name for p in self.problems] or ["单位"]
         _page(ws, ncols, body - 1, [_name_width(names, cap=30), 30, 11, 9, 14, 8, 64], freeze=f"A{body}")
 
@@ -918,7 +993,7 @@ class _Book:
         ncols = len(heads)
         _heading(ws, ncols, "汇总数据来源", self.info, money=False)
         body = _headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.row_dimensions[body - 1].height = 22
+        ws.heights[body - 1] = 22
         position = {u.code: i for i, u in enumerate(rules.units)}
         form_order = {code: i for i, code in enumerate(rules.forms)}
         used = {v.sha256 for v in c.used}
@@ -936,7 +1011,7 @@ class _Book:
             ),
         ):
             try:
-                name = rules.unit(v.unit).name
+                name = self.units[v.unit].name
             except KeyError:
                 name = v.unit
             form = rules.forms.get(v.form or "")
@@ -959,15 +1034,13 @@ class _Book:
                 verdict,
             ]
             for j, value in enumerate(cells, start=1):
-                cell = ws.cell(r, j)
+                align = LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN
                 if isinstance(value, dt.datetime):
-                    cell.value = _local(rules, value).replace(tzinfo=None)
-                    cell.number_format = DATETIME_FORMAT
+                    ws.put(r, j, _naive(rules, value), number_format=DATETIME_FORMAT, align=align, size=9)
                 else:
-                    _text(cell, value)
-                _style(cell, align=LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN, size=9)
+                    _text(ws, r, j, value, align=align, size=9)
             r += 1
-        names = [rules.unit(v.unit).name for v in c.used] or ["单位"]
+        names = [self.units[v.unit].name for v in c.used] or ["单位"]
         _page(ws, ncols, body - 1, [_name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")
 
 
