@@ -26,7 +26,6 @@ from markupsafe import Markup, escape
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, PatternFill
 from xlsxwriter import Workbook
-from xlsxwriter.utility import xl_col_to_name
 
 from pipeline import consolidate, template
 from pipeline.config import PROVINCE, Field, Form, Rules
@@ -306,7 +305,7 @@ DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_TEXT = 32767
 TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
-# xlsxwriter's names for openpyxl's alignments: the report keeps the templates' style objects as its vocabulary.
+# openpyxl's vertical alignments in xlsxwriter's words: the looks are given in the templates' style objects.
 _VERTICAL = {"center": "vcenter", "top": "top", "bottom": "bottom"}
 
 Value = str | int | float | dt.datetime | None
@@ -467,10 +466,6 @@ def _heading_span(ws: _Sheet, first: int, last: int, title: str, info: str, mone
     if info:
         ws.put(2, first, info, align=INFO_ALIGN, border=False)
     ws.heights[2] = 20
-
-
-def _col(n: int) -> str:
-    return xl_col_to_name(n - 1)
 
 
 def _headers(ws: _Sheet, top: int, paths: Sequence[Sequence[str]]) -> int:
