@@ -117,7 +117,10 @@ def run(
     final: bool = False,
     sign: dict[str, object] | None = None,
 ) -> RunResult:
-    with locked(state):
+    from pipeline import sandbox
+
+    with _loaded_kept_aside(), locked(state), sandbox.kept(rules.source, memory_mb=rules.limits.worker_memory_mb,
+                                     seconds=rules.limits.worker_seconds):
         ledger = Ledger(state)
         try:
             return _run(rules, ledger, inbox, outbox, as_of, send, parent, progress, password, final, sign)
@@ -125,11 +128,27 @@ def run(
             ledger.close()
 
 
+@contextmanager
+def _loaded_kept_aside() -> Iterator[None]:
+    """What is loaded by now (modules, the rules and their thousands of units) lives as long as the run:
+    the cyclic garbage collector need not walk it again at each full pass over the run's own objects."""
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
     result = RunResult(as_of, intake.Intake())
     with result.timed("收取"):
-        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes)
+        from pipeline import sandbox
+
+        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes,
+                                       arriving_files=sandbox.start_kept)
     with result.timed("校验"):
         result.checked = check_pending(rules, ledger, as_of, parent, progress)
     with result.timed("反馈"):
@@ -195,13 +214,14 @@ def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status
     from pipeline import consolidate, demo, report, template
 
     expected = rules.children(parent)
-    every = versions(ledger, as_of)
+    subs = ledger.submissions()
+    every = versions(ledger, as_of, subs=subs)
     c = consolidate.consolidate(rules, every, expected)
     latest: dict[tuple[str, str], status.Version] = {}
     for v in every:
         if v.unit in {u.code for u in expected} and ((v.unit, v.item) not in latest or v.version > latest[(v.unit, v.item)].version):
             latest[(v.unit, v.item)] = v
-    by_sha = {s.sha256: s for s in ledger.submissions(values=False)}  # for their findings
+    by_sha = {s.sha256: s for s in subs}
     findings: dict[str, list[tuple[str, Finding]]] = {}
     for v in sorted(latest.values(), key=lambda v: (v.unit, v.item)):
         for f in by_sha[v.sha256].findings:
@@ -460,9 +480,10 @@ def _message_key(kind: str, subject: str, recipient: str) -> str:
 # --- status ----------------------------------------------------------------------------------------------
 
 
-def versions(ledger: Ledger, as_of: dt.datetime, values: bool = True) -> list[status.Version]:
+def versions(ledger: Ledger, as_of: dt.datetime, values: bool = True,
+             subs: Sequence[Submission] | None = None) -> list[status.Version]:
     """Every checked submission received by `as_of`, as the status and the consolidation see it (the
-    status needs no figures: `values=False` leaves them out)."""
+    status needs no figures: `values=False` leaves them out; `subs`: the ledger's, already loaded)."""
     return [
         status.Version(
             sha256=s.sha256, unit=s.unit, item=s.item, form=s.form, file=s.file, received=s.received,
@@ -470,7 +491,7 @@ def versions(ledger: Ledger, as_of: dt.datetime, values: bool = True) -> list[st
             warnings=sum(f.severity == WARNING for f in s.findings),
             errors=sum(f.severity == ERROR for f in s.findings),
         )
-        for s in ledger.submissions(values=values)
+        for s in (subs if subs is not None else ledger.submissions(values=values))
         if s.unit and s.item and s.verdict and s.received <= as_of
     ]
 

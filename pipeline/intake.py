@@ -88,6 +88,7 @@ def take_in(
     max_bytes: int,
     settle: float = SETTLE_SECONDS,
     progress: Callable[[str], None] | None = None,
+    arriving_files: Callable[[], None] | None = None,
 ) -> Intake:
     result = Intake()
     tz = as_of.tzinfo
@@ -117,6 +118,8 @@ def take_in(
         if path in still:
             result.skipped.append(Skipped(shown, "文件正在写入,下次运行时再处理"))
     arriving = [a for a in arriving if a[0] not in still]
+    if arriving and arriving_files:
+        arriving_files()  # there will be files to check: the caller may get ready while they are copied
 
     def keep(item: tuple[Path, str, str, os.stat_result, dt.datetime]) -> str:
         return _keep(ledger, item[0], item[3].st_size, max_bytes)
