@@ -128,6 +128,18 @@ def run(
             ledger.close()
 
 
+def _get_ready() -> None:
+    """There are new files: start the children, and import pandas and pandera for the checks, while
+    intake copies them (intake waits on the disk, not on the processor)."""
+    import importlib
+    import threading
+
+    from pipeline import sandbox
+
+    sandbox.start_kept()
+    threading.Thread(target=importlib.import_module, args=("pipeline.validate",), daemon=True).start()
+
+
 @contextmanager
 def _loaded_kept_aside() -> Iterator[None]:
     """What is loaded by now (modules, the rules and their thousands of units) lives as long as the run:
@@ -145,14 +157,20 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
     result = RunResult(as_of, intake.Intake())
     with result.timed("收取"):
-        from pipeline import sandbox
-
-        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes,
-                                       arriving_files=sandbox.start_kept)
+        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes, arriving_files=_get_ready)
     with result.timed("校验"):
         result.checked = check_pending(rules, ledger, as_of, parent, progress)
+    ahead: list[tuple[status.Status, Made]] = []
+
+    def draft_ahead() -> None:
+        # While the children annotate, the parent builds the draft for the status as it stands; only a
+        # message refused while sending can change the status, and then the draft is built again.
+        now = current_status(rules, ledger, as_of, parent)
+        ahead.append((now, consolidation_files(rules, ledger, outbox, now, as_of, final, parent, sign)))
+
     with result.timed("反馈"):
-        result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password)
+        result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password,
+                                   meanwhile=None if final else draft_ahead)
     with result.timed("报送情况"):
         result.status = current_status(rules, ledger, as_of, parent)
     scope, key = f"draft:{parent}", _outputs_key(rules, ledger, as_of, parent, sign)
@@ -161,8 +179,9 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         result.outputs += kept  # nothing they are made from has changed: a rerun rewrites nothing
         return result
     with result.timed("汇总"):
+        made = ahead[0][1] if ahead and ahead[0][0] == result.status else None
         result.outputs += write_status(rules, result.status, outbox)
-        result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign)
+        result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign, made)
         if not final:
             ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     return result
@@ -206,11 +225,27 @@ class NotYetFinal(Exception):
 
 
 def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status, as_of: dt.datetime,
-                  final: bool, parent: str, sign: dict[str, object] | None) -> list[Path]:
+                  final: bool, parent: str, sign: dict[str, object] | None,
+                  made: Made | None = None) -> list[Path]:
     """The consolidated workbook, the HTML report and the summary draft; a numbered 终稿 with --final.
 
     A draft is rewritten each run; a final edition is written once into its own folder and never again.
+    `made`: the same, already built by `consolidation_files` for this very status.
     """
+    paths, edition, folder = made or consolidation_files(rules, ledger, outbox, now, as_of, final, parent, sign)
+    for path, data in paths.items():
+        atomic.write_bytes(path, data)
+    if final:
+        ledger.add_edition(edition, as_of, folder.relative_to(outbox).as_posix())
+    return list(paths)
+
+
+Made = tuple[dict[Path, bytes], int, Path]  # the files of a consolidation, its edition and folder
+
+
+def consolidation_files(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status, as_of: dt.datetime,
+                        final: bool, parent: str, sign: dict[str, object] | None) -> Made:
+    """What `consolidation` writes, built and not written."""
     from pipeline import consolidate, demo, report, template
 
     expected = rules.children(parent)
@@ -252,11 +287,7 @@ def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status
         form = rules.forms[rules.items["warmth"].form or "warmth"]
         values = consolidate.rollup_values(rules, parent, every, sign or {})
         paths[folder / template.file_name(unit, form)] = demo.fill(rules, form, unit, values)
-    for path, data in paths.items():
-        atomic.write_bytes(path, data)
-    if final:
-        ledger.add_edition(edition, as_of, folder.relative_to(outbox).as_posix())
-    return list(paths)
+    return paths, edition, folder
 
 
 # --- check -----------------------------------------------------------------------------------------------
@@ -360,8 +391,11 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
 
 
 def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool, parent: str = "province",
-             progress: Progress | None = None, password: str | None = None) -> Counter[str]:
-    """An annotated workbook and a message for the latest version of each unit's item that has findings."""
+             progress: Progress | None = None, password: str | None = None,
+             meanwhile: Callable[[], None] | None = None) -> Counter[str]:
+    """An annotated workbook and a message for the latest version of each unit's item that has findings.
+
+    `meanwhile` is called while the children annotate, when there is anything to annotate."""
     known = {u.code: u for u in rules.units}
     latest: dict[tuple[str, str], Submission] = {}
     for sub in ledger.submissions(values=False):
@@ -382,7 +416,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
 
         jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
-        marked = annotate_many(jobs, rules, progress)
+        marked = annotate_many(jobs, rules, progress, meanwhile)
         for (sub, unit, msg_key), annotated in zip(due, marked, strict=True):
             annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
             annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name)
@@ -399,18 +433,38 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
 
 
 def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules: Rules,
-                  progress: Progress | None = None) -> list[bytes]:
+                  progress: Progress | None = None, meanwhile: Callable[[], None] | None = None) -> list[bytes]:
     """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title).
 
     openpyxl opens the unit's whole workbook, so this runs in the sandbox's limited children, on both
-    cores; a workbook that exhausts one gets a copy that only lists the findings.
+    cores; a workbook that exhausts one gets a copy that only lists the findings. The calling thread
+    runs `meanwhile` as they work.
     """
+    import threading
+
     from pipeline import annotate, sandbox
 
-    marked = sandbox.annotate_many(
-        jobs, rules.source, memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
-        progress=(lambda i, n: progress("标注", i, n)) if progress else None,
-    )
+    got: list[list[bytes | None] | BaseException] = []
+
+    def annotate_all() -> None:
+        try:
+            got.append(sandbox.annotate_many(
+                jobs, rules.source, memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
+                progress=(lambda i, n: progress("标注", i, n)) if progress else None,
+            ))
+        except BaseException as exc:  # handed to the calling thread
+            got.append(exc)
+
+    worker = threading.Thread(target=annotate_all)
+    worker.start()
+    try:
+        if meanwhile:
+            meanwhile()
+    finally:
+        worker.join()
+    (marked,) = got
+    if isinstance(marked, BaseException):
+        raise marked
     return [data if data is not None else annotate.findings_only(name, findings, unit_name=unit, title=title)
             for data, (_, name, findings, unit, title) in zip(marked, jobs, strict=True)]
 

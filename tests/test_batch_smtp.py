@@ -28,6 +28,9 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
 
     first = batch.run(campaign, inbox, outbox, state, when, send=True)
     assert first.messages == {"sent": units_with_problems - 2, "tempfail": 1, "refused": 1}
+    # The refusal shows in this very run's draft, though the draft was begun before anything was sent.
+    (draft,) = (outbox / batch.SUMMARY_DIR).glob("*情况报告*.html")
+    assert "邮件被拒收" in draft.read_text(encoding="utf-8")
     assert len(server.script.received) == units_with_problems - 2
     for envelope in server.script.received:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
