@@ -119,8 +119,9 @@ def run(
 ) -> RunResult:
     from pipeline import sandbox
 
-    with _loaded_kept_aside(), locked(state), sandbox.kept(rules.source, memory_mb=rules.limits.worker_memory_mb,
-                                     seconds=rules.limits.worker_seconds):
+    limits = rules.limits
+    with (_loaded_kept_aside(), locked(state),
+          sandbox.kept(rules.source, memory_mb=limits.worker_memory_mb, seconds=limits.worker_seconds)):
         ledger = Ledger(state)
         try:
             return _run(rules, ledger, inbox, outbox, as_of, send, parent, progress, password, final, sign)
@@ -174,9 +175,9 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
     with result.timed("报送情况"):
         result.status = current_status(rules, ledger, as_of, parent)
     scope, key = f"draft:{parent}", _outputs_key(rules, ledger, as_of, parent, sign)
-    kept = None if final else _unchanged_outputs(ledger, outbox, scope, key)
-    if kept is not None:
-        result.outputs += kept  # nothing they are made from has changed: a rerun rewrites nothing
+    unchanged = None if final else _unchanged_outputs(ledger, outbox, scope, key)
+    if unchanged is not None:
+        result.outputs += unchanged  # nothing they are made from has changed: a rerun rewrites nothing
         return result
     with result.timed("汇总"):
         made = ahead[0][1] if ahead and ahead[0][0] == result.status else None
@@ -417,18 +418,22 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
         jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
         marked = annotate_many(jobs, rules, progress, meanwhile)
+        written = []
         for (sub, unit, msg_key), annotated in zip(due, marked, strict=True):
             annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
             annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name)
-            atomic.write_bytes(annotated_path, annotated)
+            atomic.write_bytes(annotated_path, annotated, durable=False)
             message = mail.feedback_message(
                 rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
                 attachment=(annotated_name, annotated), now=as_of, version=sub.version or 1, item=sub.item,
             )
             eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
-            atomic.write_bytes(eml, mail.write_eml(message))
-            ledger.add_message(msg_key, "feedback", unit.code, unit.email, sub.sha256, str(message["Subject"]),
-                               eml.relative_to(outbox).as_posix(), as_of)
+            atomic.write_bytes(eml, mail.write_eml(message), durable=False)
+            written.append((msg_key, "feedback", unit.code, unit.email, sub.sha256, str(message["Subject"]),
+                            eml.relative_to(outbox).as_posix()))
+        # Made durable together, then recorded together (a crash in between: the next run writes them again).
+        atomic.sync(outbox)
+        ledger.add_messages(written, as_of)
     return deliver(rules, ledger, outbox, as_of, send, password)
 
 
@@ -480,10 +485,11 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
     for row in ledger.messages(("sending",)):
         # The previous run died while talking to the server: the message may have gone. Staff decide.
         ledger.set_message(row["key"], "unknown", as_of, detail="上次发送时中断,无法确定是否已送达")
-    for row in ledger.messages(("pending",)):
-        ledger.set_message(row["key"], "written", as_of)
+    pending = [row["key"] for row in ledger.messages(("pending",))]
+    if pending:
+        ledger.set_messages(pending, "written", as_of)
         if not send:
-            counts["written"] += 1  # with --send, what counts is how the sending went
+            counts["written"] += len(pending)  # with --send, what counts is how the sending went
     if not send:
         return counts
     for row in ledger.messages(("written", "tempfail")):

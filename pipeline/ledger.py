@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,12 +252,21 @@ class Ledger:
 
     def add_message(self, key: str, kind: str, unit: str, recipient: str, sha256: str | None, subject: str,
                     eml: str, when: dt.datetime) -> None:
+        self.add_messages([(key, kind, unit, recipient, sha256, subject, eml)], when)
+
+    def add_messages(self, rows: Sequence[tuple[str, str, str, str, str | None, str, str]], when: dt.datetime) -> None:
+        """(key, kind, unit, recipient, sha256, subject, eml) of messages written, in one transaction."""
         with self.transaction() as db:
-            db.execute(
+            db.executemany(
                 "INSERT OR IGNORE INTO messages (key, kind, unit, recipient, sha256, subject, eml, status, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (key, kind, unit, recipient, sha256, subject, eml, when.isoformat()),
+                [(*row, when.isoformat()) for row in rows],
             )
+
+    def set_messages(self, keys: list[str], status: str, when: dt.datetime) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE messages SET status = ?, updated = ? WHERE key = ?",
+                           [(status, when.isoformat(), key) for key in keys])
 
     def set_message(self, key: str, status: str, when: dt.datetime, code: int | None = None, detail: str = "",
                     attempt: bool = False) -> None:
