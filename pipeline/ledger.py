@@ -139,12 +139,14 @@ class Ledger:
         """Store bytes by their sha256 (once); return the digest.
 
         With `durable=False` the caller makes the archive durable (`sync_archive`) before the ledger
-        records the file. A copy cut short by a power cut before that has the wrong size and is written again.
+        records the file; a copy damaged by a power cut before that is found here and written again.
         """
         digest = hashlib.sha256(data).hexdigest()
         path = self.archive_path(digest)
         try:
-            whole = path.stat().st_size == len(data)
+            # Already there (the same bytes sent again, or copied by a run that stopped before recording
+            # them): trusted only if it still holds exactly these bytes.
+            whole = path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).hexdigest() == digest
         except FileNotFoundError:
             whole = False
         if not whole:

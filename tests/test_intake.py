@@ -198,3 +198,24 @@ def test_a_file_still_being_copied_is_left_for_the_next_run_and_the_others_are_t
     assert len(second.new) == 1 and not second.skipped
     assert book.bytes_of(second.new[0]) == data
     book.close()
+
+
+def test_an_archive_copy_damaged_before_it_was_recorded_is_written_again(rules, tmp_path, fill):
+    """A power cut after copying and before recording can leave a copy of the right size holding zeros."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sent = fill(unit="460100")
+    data = sent.read_bytes()
+    (inbox / sent.name).write_bytes(data)
+    os.utime(inbox / sent.name, (JAN_31, JAN_31))
+    book = ledger.Ledger(tmp_path / "state")
+    damaged = book.archive_path(hashlib.sha256(data).hexdigest())
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(bytes(len(data)))
+    import datetime as dt
+
+    taken = intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+                           20 * 2**20)
+    assert len(taken.new) == 1
+    assert damaged.read_bytes() == data and book.verify() == []
+    book.close()
