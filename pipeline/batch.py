@@ -417,19 +417,24 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
 
         jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
-        marked = annotate_many(jobs, rules, progress, meanwhile)
-        written = []
-        for (sub, unit, msg_key), annotated in zip(due, marked, strict=True):
+        def message_for(i: int, annotated: bytes) -> tuple[str, bytes, bytes, str]:
+            # Run as each annotated copy comes back, while the children go on with the others.
+            sub, unit, _ = due[i]
             annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
-            annotated_path = _inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name)
-            atomic.write_bytes(annotated_path, annotated, durable=False)
             message = mail.feedback_message(
                 rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
                 attachment=(annotated_name, annotated), now=as_of, version=sub.version or 1, item=sub.item,
             )
+            return annotated_name, annotated, mail.write_eml(message), str(message["Subject"])
+
+        made = annotate_many(jobs, rules, progress, meanwhile, message_for)
+        written = []
+        for (sub, unit, msg_key), (annotated_name, annotated, eml_bytes, subject) in zip(due, made, strict=True):
+            atomic.write_bytes(_inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name), annotated,
+                               durable=False)
             eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
-            atomic.write_bytes(eml, mail.write_eml(message), durable=False)
-            written.append((msg_key, "feedback", unit.code, unit.email, sub.sha256, str(message["Subject"]),
+            atomic.write_bytes(eml, eml_bytes, durable=False)
+            written.append((msg_key, "feedback", unit.code, unit.email, sub.sha256, subject,
                             eml.relative_to(outbox).as_posix()))
         # Made durable together, then recorded together (a crash in between: the next run writes them again).
         atomic.sync(outbox)
@@ -438,24 +443,32 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
 
 
 def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules: Rules,
-                  progress: Progress | None = None, meanwhile: Callable[[], None] | None = None) -> list[bytes]:
+                  progress: Progress | None = None, meanwhile: Callable[[], None] | None = None,
+                  each: Callable[[int, bytes], Any] | None = None) -> list[Any]:
     """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title).
 
     openpyxl opens the unit's whole workbook, so this runs in the sandbox's limited children, on both
-    cores; a workbook that exhausts one gets a copy that only lists the findings. The calling thread
-    runs `meanwhile` as they work.
+    cores; a workbook that exhausts one gets a copy that only lists the findings. `each(i, workbook)` is
+    applied to each as it comes back (its results are returned), and the calling thread runs `meanwhile`
+    as the children work.
     """
     import threading
 
     from pipeline import annotate, sandbox
 
-    got: list[list[bytes | None] | BaseException] = []
+    def answer(i: int, data: bytes | None) -> Any:
+        if data is None:
+            _, name, findings, unit, title = jobs[i]
+            data = annotate.findings_only(name, findings, unit_name=unit, title=title)
+        return each(i, data) if each else data
+
+    got: list[list[Any] | BaseException] = []
 
     def annotate_all() -> None:
         try:
             got.append(sandbox.annotate_many(
                 jobs, rules.source, memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
-                progress=(lambda i, n: progress("标注", i, n)) if progress else None,
+                progress=(lambda i, n: progress("标注", i, n)) if progress else None, each=answer,
             ))
         except BaseException as exc:  # handed to the calling thread
             got.append(exc)
@@ -470,8 +483,7 @@ def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]]
     (marked,) = got
     if isinstance(marked, BaseException):
         raise marked
-    return [data if data is not None else annotate.findings_only(name, findings, unit_name=unit, title=title)
-            for data, (_, name, findings, unit, title) in zip(marked, jobs, strict=True)]
+    return marked
 
 
 def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool,

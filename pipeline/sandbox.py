@@ -89,18 +89,26 @@ def check_many(items: list[tuple[bytes, str]], rules_path: Path, today: dt.date,
 
 def annotate_many(items: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules_path: Path, *,
                   memory_mb: int = MEMORY_MB, seconds: float = SECONDS, workers: int = WORKERS,
-                  progress: Callable[[int, int], None] | None = None) -> list[bytes | None]:
+                  progress: Callable[[int, int], None] | None = None,
+                  each: Callable[[int, bytes | None], Any] | None = None) -> list[Any]:
     """`annotate.annotated_workbook` of (data, file name, findings, unit name, title) in the same kind of
     children: openpyxl parses the unit's whole workbook, as untrusted as when it was read. None where a
-    child died or hung; the caller then lists the findings without the workbook."""
-    got = _many("annotate", items, rules_path, memory_mb, seconds, workers, progress)
-    return [r if isinstance(r, bytes) else None for r in got]
+    child died or hung; the caller then lists the findings without the workbook. `each(i, workbook)`, if
+    given, is called as each answer comes back, while the children go on, and its result is kept instead."""
+    def answer(i: int, r: Any) -> Any:
+        workbook = r if isinstance(r, bytes) else None
+        return each(i, workbook) if each else workbook
+
+    return _many("annotate", items, rules_path, memory_mb, seconds, workers, progress, answer)
 
 
 def _many(task: str, items: Sequence[tuple[Any, ...]], rules_path: Path, memory_mb: int, seconds: float,
-          workers: int, progress: Callable[[int, int], None] | None) -> list[Any]:
-    """`task` over `items` with `workers` long-lived limited children; None where a child gave up."""
+          workers: int, progress: Callable[[int, int], None] | None,
+          answer: Callable[[int, Any], Any] | None = None) -> list[Any]:
+    """`task` over `items` with `workers` long-lived limited children; None where a child gave up.
+    `answer(i, result)` is applied to each result as it comes back."""
     results: list[Any] = [None] * len(items)
+    failed: list[BaseException] = []
     if not items:
         return []
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -146,11 +154,13 @@ def _many(task: str, items: Sequence[tuple[Any, ...]], rules_path: Path, memory_
                     worker = None
                     again.extendleft(j for j, _ in reversed(waiting))
                     waiting.clear()
-                results[i] = result
+                results[i] = answer(i, result) if answer else result
                 if progress:
                     with lock:
                         done[0] += 1
                         progress(done[0], len(items))
+        except BaseException as exc:  # from `answer` or `progress`: told to the caller, not lost with the thread
+            failed.append(exc)
         finally:
             if worker is not None and not _keep_idle(k, worker, rules_path, memory_mb, seconds):
                 worker.close()
@@ -169,6 +179,8 @@ def _many(task: str, items: Sequence[tuple[Any, ...]], rules_path: Path, memory_
     finally:
         if collecting:
             gc.enable()
+    if failed:
+        raise failed[0]
     return results
 
 
