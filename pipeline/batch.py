@@ -417,6 +417,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
 
         jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
+
         def message_for(i: int, annotated: bytes) -> tuple[str, bytes, bytes, str]:
             # Run as each annotated copy comes back, while the children go on with the others.
             sub, unit, _ = due[i]
