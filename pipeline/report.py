@@ -29,7 +29,7 @@ from xlsxwriter import Workbook
 
 from pipeline import consolidate, template
 from pipeline.config import PROVINCE, Field, Form, Rules
-from pipeline.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, VISITS, WARMTH, Consolidation
+from pipeline.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, VISITS, WARMTH, Consolidation
 from pipeline.findings import ACCEPTED, ERROR, Finding
 from pipeline.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, ItemStatus, Status, Version
 
@@ -741,39 +741,7 @@ class _Book:
 
     # 送温暖汇总
     def by_unit(self) -> None:
-        rules, c = self.rules, self.c
-        form = rules.forms[WARMTH]
-        columns = c.columns["by_unit"]
-        ws = self.sheet(SHEETS[1])
-        ncols = len(columns) + 2
-        breaks = _section_starts(columns)
-        _heading(ws, ncols, _summary_title(form), self.info, money=True, breaks=breaks)
-        paths: list[list[str]] = [["单位"]]
-        for col in columns:
-            f = _field_of(rules, WARMTH, col.key)
-            paths.append([col.section_title, *([col.group] if col.group else []), f.header])
-        paths.append(["备注"])
-        body = _headers(ws, TITLE_ROWS + 1, paths)
-        r = body
-        for row in c.by_unit.to_dict("records"):
-            level = row["level"]
-            fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
-            bold = level != "unit"
-            _text(ws, r, 1, row["name"], bold=bold, fill=fill, align=CENTER_ALIGN if bold else LEFT_ALIGN)
-            for j, col in enumerate(columns, start=2):
-                _number(ws, r, j, row[col.name], col.type, bold=bold, fill=fill, align=RIGHT_ALIGN)
-            note = self.note(row["code"], WARMTH) if level == "unit" else ""
-            _text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
-            r += 1
-        names = list(c.by_unit["name"])
-        _page(
-            ws,
-            ncols,
-            body - 1,
-            [_name_width(names), *[10] * len(columns), 16],
-            freeze=f"B{body}",
-            breaks=breaks,
-        )
+        self._unit_table(SHEETS[1], WARMTH, self.c.by_unit, self.c.columns["by_unit"], width=10)
 
     # 分行业汇总
     def by_industry(self) -> None:
@@ -839,44 +807,44 @@ class _Book:
     # 帮扶中心汇总
     def centers(self) -> None:
         rules, c = self.rules, self.c
-        ws = self.sheet(SHEETS[4])
-        columns = c.columns["centers"]
         if CENTER not in rules.forms or c.centers.empty:
+            ws = self.sheet(SHEETS[4])
             _heading(ws, 4, "帮扶中心工作统计汇总表", self.info, money=False)
             ws.put(3, 1, "本级没有应报帮扶中心统计表的单位。", align=INFO_ALIGN, border=False)
             _page(ws, 4, TITLE_ROWS, [30, 12, 12, 12])
             return
         form = rules.forms[CENTER]
         totals = {(s.code, s.total_row.code) for s in form.sections if s.total_row is not None}
+        self._unit_table(SHEETS[4], CENTER, c.centers, c.columns["centers"], width=9,
+                         bold=lambda col: col.key[:2] in totals)
+
+    def _unit_table(self, name: str, form_code: str, frame: pd.DataFrame, columns: Sequence[consolidate.Column],
+                    width: float, bold: Callable[[consolidate.Column], bool] = lambda col: False) -> None:
+        """A row per unit (subtotals and the total in bold on their fills), a column per field under its
+        section, a 备注 column last; printed a section per page. `bold`: columns always in bold (合计)."""
+        ws = self.sheet(name)
         ncols = len(columns) + 2
         breaks = _section_starts(columns)
-        _heading(ws, ncols, _summary_title(form), self.info, money=True, breaks=breaks)
+        _heading(ws, ncols, _summary_title(self.rules.forms[form_code]), self.info, money=True, breaks=breaks)
         paths: list[list[str]] = [["单位"]]
         for col in columns:
-            f = _field_of(rules, CENTER, col.key)
+            f = _field_of(self.rules, form_code, col.key)
             paths.append([col.section_title, *([col.group] if col.group else []), f.header])
         paths.append(["备注"])
         body = _headers(ws, TITLE_ROWS + 1, paths)
         r = body
-        for row in c.centers.to_dict("records"):
-            total = row["level"] == TOTAL_ROW
-            fill = TOTAL_FILL if total else None
-            _text(ws, r, 1, row["name"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+        for row in frame.to_dict("records"):
+            level = row["level"]
+            fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
+            summed = level != UNIT_ROW
+            _text(ws, r, 1, row["name"], bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN)
             for j, col in enumerate(columns, start=2):
-                bold = total or col.key[:2] in totals
-                _number(ws, r, j, row[col.name], col.type, bold=bold, fill=fill, align=RIGHT_ALIGN)
-            note = "" if total else self.note(row["code"], CENTER)
+                _number(ws, r, j, row[col.name], col.type, bold=summed or bold(col), fill=fill, align=RIGHT_ALIGN)
+            note = "" if summed else self.note(row["code"], form_code)
             _text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1
-        names = list(c.centers["name"])
-        _page(
-            ws,
-            ncols,
-            body - 1,
-            [_name_width(names), *[9] * len(columns), 16],
-            freeze=f"B{body}",
-            breaks=breaks,
-        )
+        widths = [_name_width(list(frame["name"])), *[width] * len(columns), 16]
+        _page(ws, ncols, body - 1, widths, freeze=f"B{body}", breaks=breaks)
 
     # 报送情况
     def status_sheet(self) -> None:
