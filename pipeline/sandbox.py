@@ -274,10 +274,6 @@ class _Worker:
         self.free = time.monotonic()
         return (True, result) if status == "ok" else (False, None)
 
-    def call(self, task: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
-        """One request and its answer."""
-        return self.receive(self.send(task, args))
-
     def close(self, kill: bool = False) -> None:
         if kill and self.proc.poll() is None:
             self.proc.kill()

@@ -283,7 +283,7 @@ def test_hung_child_is_killed_after_the_wall_time(rules):
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         worker.started = True
         start = time.monotonic()
-        assert worker.call("read", (b"x", "x.xlsx")) == (False, None)
+        assert worker.receive(worker.send("read", (b"x", "x.xlsx"))) == (False, None)
         assert time.monotonic() - start < 5
     finally:
         worker.close()
