@@ -253,9 +253,10 @@ def consolidation_files(rules: Rules, ledger: Ledger, outbox: Path, now: status.
     subs = ledger.submissions()
     every = versions(ledger, as_of, subs=subs)
     c = consolidate.consolidate(rules, every, expected)
+    codes = {u.code for u in expected}
     latest: dict[tuple[str, str], status.Version] = {}
     for v in every:
-        if v.unit in {u.code for u in expected} and ((v.unit, v.item) not in latest or v.version > latest[(v.unit, v.item)].version):
+        if v.unit in codes and ((v.unit, v.item) not in latest or v.version > latest[(v.unit, v.item)].version):
             latest[(v.unit, v.item)] = v
     by_sha = {s.sha256: s for s in subs}
     findings: dict[str, list[tuple[str, Finding]]] = {}

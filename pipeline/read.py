@@ -413,8 +413,8 @@ class _FormPlan:
 class _Index:
     forms: dict[str, _FormPlan]
     unit_names: dict[str, str]  # unit code -> name
-    aliases: tuple[tuple[str, str], ...]  # (normalised name or alias, unit code), longest first
     exact: dict[str, str]  # normalised name or alias -> unit code
+    lengths: tuple[int, ...]  # the lengths of those names and aliases, longest first
     noise: tuple[str, ...]  # form titles and sheet names, removed from file names before unit matching
 
 
@@ -463,8 +463,8 @@ def _index(rules: Rules) -> _Index:
     index = _Index(
         forms=forms,
         unit_names={u.code: u.name for u in rules.units},
-        aliases=tuple(sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True)),
         exact=pairs,
+        lengths=tuple(sorted({len(alias) for alias in pairs if alias}, reverse=True)),
         noise=tuple(noise),
     )
     _INDEXES.clear()  # one campaign per process in practice; do not keep old Rules alive
@@ -802,13 +802,13 @@ class _Reader:
         key = _squash(text)
         if key in self.index.exact:
             return self.index.exact[key]
-        return _longest_alias(key, self.index.aliases)
+        return _longest_alias(key, self.index)
 
     def _unit_from_filename(self) -> str | None:
         stem = _squash(PurePosixPath(self.name.replace("\\", "/")).stem)
         for noise in self.index.noise:  # 帮扶中心统计表 must not read as the unit 帮扶中心
             stem = stem.replace(noise, "|")
-        return _longest_alias(stem, self.index.aliases)
+        return _longest_alias(stem, self.index)
 
     # -- where each value is ---------------------------------------------------------------------------
 
@@ -867,17 +867,19 @@ def _strip_unit(text: str) -> str:
     return re.sub(r"[【】\[\]::\s]", "", unicodedata.normalize("NFKC", text))
 
 
-def _longest_alias(text: str, aliases: Iterable[tuple[str, str]]) -> str | None:
-    """The unit whose longest name or alias occurs in `text`; None when none does or two tie."""
-    best: set[str] = set()
-    best_len = 0
-    for alias, code in aliases:  # longest first
-        if len(alias) < best_len:
-            break
-        if alias and alias in text:
-            best.add(code)
-            best_len = len(alias)
-    return best.pop() if len(best) == 1 else None
+def _longest_alias(text: str, index: _Index) -> str | None:
+    """The unit whose longest name or alias occurs in `text`; None when none does or two tie.
+
+    Looks up each piece of `text` of each alias length, so the cost follows the text, not the number of
+    units (a national campaign has thousands, and every file name is matched).
+    """
+    for size in index.lengths:
+        if size > len(text):
+            continue
+        found = {index.exact[piece] for i in range(len(text) - size + 1) if (piece := text[i : i + size]) in index.exact}
+        if found:
+            return found.pop() if len(found) == 1 else None
+    return None
 
 
 @dataclass(frozen=True)
