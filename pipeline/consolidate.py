@@ -83,18 +83,31 @@ class Consolidation:
 # --- numbers ---------------------------------------------------------------------------------------------
 
 
-def _units(value: Any, ftype: str, where: str) -> int:
-    """A normalised value as a whole number: persons for a count, cents for money. Blank is 0."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _units(value: Any, ftype: str, file: str, key: Key) -> int:
+    """A normalised value as a whole number: persons for a count, cents for money. Blank is 0.
+
+    `file` and `key` name the value in the message should it not be a number."""
+    scale = CENT if ftype == "money" else 1
+    if type(value) is int:
+        return value * scale
+    if type(value) is float:
+        if math.isnan(value):
+            return 0
+        # The usual case, a whole number of units after scaling: exact without Decimal. Anything else
+        # (a fraction of a cent, where rounding half up matters) goes the exact way below.
+        scaled = value * scale
+        whole = round(scaled)
+        if abs(scaled - whole) < 1e-6 and abs(scaled) < 1e12:
+            return whole
+    if value is None:
         return 0
     if isinstance(value, bool):
-        raise ValueError(f"{where}: {value!r} 不是数字")
+        raise ValueError(f"{file} {key}: {value!r} 不是数字")
     try:
         # repr gives the shortest decimal that round-trips: what the cell shows, without float noise.
         d = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"{where}: {value!r} 不是数字(只应汇总已通过校验的报表)") from None
-    scale = CENT if ftype == "money" else 1
+        raise ValueError(f"{file} {key}: {value!r} 不是数字(只应汇总已通过校验的报表)") from None
     return int((d * scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
@@ -117,18 +130,19 @@ def _numeric_sections(form: Form) -> tuple[Section, ...]:
 def amounts(form: Form, version: Version) -> dict[Key, int]:
     """Every number of one accepted form in whole units, its 合计 rows recomputed from the detail rows."""
     out: dict[Key, int] = {}
+    values = version.values
     for section in _numeric_sections(form):
         fields = [f for f in section.fields if f.numeric]
         if not section.tabular:
             for f in fields:
                 key = (section.code, "", f.code)
-                out[key] = _units(version.values.get(key), f.type, f"{version.file} {key}")
+                out[key] = _units(values.get(key), f.type, version.file, key)
             continue
         for f in fields:
             total = 0
             for row in section.detail_rows:
                 key = (section.code, row.code, f.code)
-                out[key] = _units(version.values.get(key), f.type, f"{version.file} {key}")
+                out[key] = _units(values.get(key), f.type, version.file, key)
                 total += out[key]
             if section.total_row is not None:
                 out[(section.code, section.total_row.code, f.code)] = total

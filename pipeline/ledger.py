@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS generation (
     n INTEGER NOT NULL              -- one row; bumped by every change to the tables above
 );
 INSERT INTO generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation);
+CREATE TABLE IF NOT EXISTS submissions_generation (
+    n INTEGER NOT NULL              -- one row; bumped by every change to submissions alone
+);
+INSERT INTO submissions_generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM submissions_generation);
 CREATE TABLE IF NOT EXISTS outputs (
     scope TEXT PRIMARY KEY,         -- the draft outputs of one level (province, or a --for unit)
     key TEXT NOT NULL,              -- what they were made from: rules, ledger generation, as-of, options
@@ -83,6 +87,10 @@ TRIGGERS = "".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
     "BEGIN UPDATE generation SET n = n + 1; END;\n"
     for table in TRACKED
+    for op in ("INSERT", "UPDATE", "DELETE")
+) + "".join(
+    f"CREATE TRIGGER IF NOT EXISTS submissions_{op.lower()}_loaded AFTER {op} ON submissions "
+    "BEGIN UPDATE submissions_generation SET n = n + 1; END;\n"
     for op in ("INSERT", "UPDATE", "DELETE")
 )
 
@@ -116,6 +124,9 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA + TRIGGERS)
+        # The submissions as last loaded: (submissions_generation, with values, them). A run reads them
+        # four times (feedback, status, draft, status again), 6,000 JSON-laden rows each at national scale.
+        self._loaded: tuple[int, bool, list[Submission]] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -215,8 +226,14 @@ class Ledger:
         return self._select("WHERE verdict IS NULL ORDER BY received, path")
 
     def submissions(self, values: bool = True) -> list[Submission]:
-        """Every submission; `values=False` leaves out the figures, which only consolidation needs."""
-        return self._select("ORDER BY received, path", values=values)
+        """Every submission; `values=False` leaves out the figures, which only consolidation needs.
+
+        Loaded again only when the submissions have changed since the last call; the objects are shared
+        between calls, so callers must not change them."""
+        (n,) = self.db.execute("SELECT n FROM submissions_generation").fetchone()
+        if self._loaded is None or self._loaded[0] != n or (values and not self._loaded[1]):
+            self._loaded = (n, values, self._select("ORDER BY received, path", values=values))
+        return list(self._loaded[2])
 
     def latest(self, unit: str, item: str) -> Submission | None:
         found = self._select("WHERE unit = ? AND item = ? ORDER BY version DESC LIMIT 1", (unit, item))

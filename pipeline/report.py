@@ -429,13 +429,19 @@ def _text(ws: _Sheet, row: int, col: int, value: Any, **look: Any) -> None:
 
 def _number(ws: _Sheet, row: int, col: int, value: Any, ftype: str, **look: Any) -> None:
     figure = None
-    if value is not None and not pd.isna(value):
+    # pd.isna, spelled out: it costs more than the rest of the cell, and there are 200,000 at national scale
+    if not (value is None or value is pd.NA or (isinstance(value, float) and value != value)):
         figure = int(value) if ftype == "count" else float(value)
     ws.put(row, col, figure, number_format=NUMBER_FORMATS.get(ftype), **look)
 
 
 def _width(text: str) -> int:
     """Columns a text needs: a CJK character takes two."""
+    return len(text) if text.isascii() else _wide_width(text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _wide_width(text: str) -> int:  # unit names recur on several sheets
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
