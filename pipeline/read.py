@@ -1009,6 +1009,7 @@ _REF = re.compile(rb'\br="([A-Za-z]{1,3}\d+)"')
 _F = re.compile(rb"<(?:\w+:)?f\b[^>]*?(?:/>|>(.*?)</(?:\w+:)?f>)", re.S)
 _V = re.compile(rb"<(?:\w+:)?v\b[^>]*?(?:/>|>(.*?)</(?:\w+:)?v>)", re.S)
 _CELL_START = re.compile(rb"<(?:\w+:)?c[\s>/]")
+_F_START = re.compile(rb"<(?:\w+:)?f\b")
 CHUNK = 1 << 18
 
 
@@ -1030,24 +1031,27 @@ def _formula_cells(data: bytes, sheet: str) -> dict[str, Formula]:
 
     calamine returns a formula's cached value and cannot tell "no value" from "empty"; a file written
     by a script and never opened in a spreadsheet program has formulas and no values, which must be
-    reported rather than read as blanks. The sheet XML is streamed in chunks, never loaded whole; a
-    regular expression is used because cells never nest and it is many times faster than a parser.
+    reported rather than read as blanks. A large sheet XML is streamed in chunks, never loaded whole;
+    regular expressions are used because cells never nest and they are many times faster than a parser.
     """
     out: dict[str, Formula] = {}
 
     def scan(buf: bytes) -> None:
-        for m in _CELL.finditer(buf):
-            body = m.group(2)
-            if not body:
+        # Only the cells that hold a formula: <f> is a cell's first child, so the tag just before it
+        # opens the cell (a form has hundreds of cells and a few dozen formulas).
+        for f in _F_START.finditer(buf):
+            m = _CELL.match(buf, buf.rfind(b"<", 0, f.start()))
+            if m is None or not m.group(2) or m.end() < f.end():
                 continue
-            f = _F.search(body)
+            body = m.group(2)
+            formula = _F.search(body)
             ref = _REF.search(m.group(1))
-            if f is None or ref is None:
+            if formula is None or ref is None:
                 continue
             v = _V.search(body)
             t = _T.search(m.group(1))
             out[ref.group(1).decode("ascii").upper()] = Formula(
-                text=html.unescape((f.group(1) or b"").decode("utf-8", "replace")).strip(),
+                text=html.unescape((formula.group(1) or b"").decode("utf-8", "replace")).strip(),
                 type=t.group(1).decode("ascii") if t else "",
                 value=(v.group(1) or b"").decode("utf-8", "replace") if v else "",
             )
@@ -1057,6 +1061,9 @@ def _formula_cells(data: bytes, sheet: str) -> dict[str, Formula]:
         part = _sheet_part(zf, sheet)
         if part is None:
             return {}
+        if zf.getinfo(part).file_size <= 4 * CHUNK:
+            scan(zf.read(part))
+            return out
         with zf.open(part) as fh:
             carry = b""
             while chunk := fh.read(CHUNK):
@@ -1086,7 +1093,14 @@ def formula_results(data: bytes, sheets: Iterable[str]) -> dict[str, dict[str, F
 
 
 def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
-    workbook = ET.fromstring(zf.read("xl/workbook.xml"))
+    return _sheet_target(zf.read("xl/workbook.xml"), zf.read("xl/_rels/workbook.xml.rels"), sheet)
+
+
+@functools.lru_cache(maxsize=16)
+def _sheet_target(workbook_xml: bytes, rels_xml: bytes, sheet: str) -> str | None:
+    """The part of `sheet`, from the workbook's XML and its relationships: the same bytes in every copy
+    of one template saved by one program, so parsed once for all of them."""
+    workbook = ET.fromstring(workbook_xml)
     rid = next(
         (
             next((v for k, v in el.attrib.items() if k == _REL_ID or k.endswith("}id")), None)
@@ -1097,7 +1111,7 @@ def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
     )
     if rid is None:
         return None
-    rels = ET.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+    rels = ET.fromstring(rels_xml)
     for rel in rels.iter():
         if _local(rel.tag) == "Relationship" and rel.get("Id") == rid:
             target = rel.get("Target", "")
