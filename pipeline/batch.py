@@ -154,6 +154,15 @@ def _loaded_kept_aside() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _keep_aside() -> None:
+    """What a stage has loaded and the next ones keep (6,000 read forms, the ledger's submissions) is set
+    aside in the same way: without it, each full collection walked millions of live objects again (at
+    3,000 units the check stage took 4 s longer)."""
+    import gc
+
+    gc.freeze()
+
+
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
     result = RunResult(as_of, intake.Intake())
@@ -167,6 +176,7 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         # While the children annotate, the parent builds the draft for the status as it stands; only a
         # message refused while sending can change the status, and then the draft is built again.
         now = current_status(rules, ledger, as_of, parent)
+        _keep_aside()
         ahead.append((now, consolidation_files(rules, ledger, outbox, now, as_of, final, parent, sign)))
 
     with result.timed("反馈"):
@@ -318,6 +328,7 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
         memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )
+    _keep_aside()
     companions = _companions(rules, ledger, [c.submission for c in prepared], {s.sha256 for s in pending}, as_of)
     checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
     for sub, c in zip(forms, checked, strict=True):
