@@ -295,7 +295,7 @@ def _active_content(data: bytes, fmt: str) -> tuple[bool, bool]:
     try:
         zf = _package(data)
         names = [n.lower() for n in zf.namelist()]
-        macros = any(PurePosixPath(n).name == "vbaproject.bin" for n in names)
+        macros = any(n.rpartition("/")[2] == "vbaproject.bin" for n in names)
         if not macros and "[content_types].xml" in names:
             info = next(i for i in zf.infolist() if i.filename.lower() == "[content_types].xml")
             if info.file_size < 2**20:
@@ -500,10 +500,6 @@ def _minus(a: Pos, b: Pos) -> Pos:
     return a[0] - b[0], a[1] - b[1]
 
 
-def _plus(a: Pos, b: Pos) -> Pos:
-    return a[0] + b[0], a[1] + b[1]
-
-
 @functools.lru_cache(maxsize=4096)
 def _parse_a1(address: str) -> Pos:
     m = re.fullmatch(r"\$?([A-Za-z]{1,3})\$?(\d+)", address.strip())
@@ -515,7 +511,8 @@ def _parse_a1(address: str) -> Pos:
     return int(m.group(2)) - 1, col - 1
 
 
-def _a1(pos: Pos) -> str:
+@functools.lru_cache(maxsize=4096)
+def _a1(pos: Pos) -> str:  # the same few hundred cells in every form
     row, col = pos
     letters = ""
     n = col + 1
@@ -820,15 +817,15 @@ class _Reader:
                 texts[pos] = _norm(_at(grid, pos))
             return texts[pos]
 
-        def in_place(p: _SlotPlan) -> bool:
-            pos = expected[p.key]
-            return all(text_at(_plus(pos, a.offset)) in a.texts for a in p.anchors)
-
-        by_section: dict[str, list[_SlotPlan]] = {}
+        # Slots of a row or a column share their labels: each label cell is looked at once per section.
+        labels: dict[str, dict[tuple[Pos, frozenset[str]], None]] = {}
         for p in plan.slots:
-            by_section.setdefault(p.section.code, []).append(p)
-        settled = {code for code, ps in by_section.items() if all(in_place(p) for p in ps)}
-        if len(settled) == len(by_section):
+            pos = expected[p.key]
+            wanted = labels.setdefault(p.section.code, {})
+            for a in p.anchors:
+                wanted[(pos[0] + a.offset[0], pos[1] + a.offset[1]), a.texts] = None
+        settled = {code for code, wanted in labels.items() if all(text_at(at) in texts for at, texts in wanted)}
+        if len(settled) == len(labels):
             return dict(expected)
 
         searched, problems = _search(plan, grid, [s for s in plan.form.sections if s.code not in settled])
