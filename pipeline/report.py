@@ -350,6 +350,20 @@ class _Sheet:
             value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)[:MAX_TEXT] or None
             # stays text even when someone edits the cell and presses Enter
             quote = value is not None and value.startswith(FORMULA_START)
+        self.place(row, col, value, self.look(bold, size, align, fill, border, color, number_format, quote))
+
+    def look(
+        self,
+        bold: bool = False,
+        size: int = 10,
+        align: Alignment = CENTER_ALIGN,
+        fill: PatternFill | None = None,
+        border: bool = True,
+        color: str | None = None,
+        number_format: str | None = None,
+        quote: bool = False,
+    ) -> Any:
+        """The format of a look, made on first use."""
         key = (bold, size, id(align), id(fill), border, color, number_format, quote)
         known = self.formats.get(key)
         if known is None:
@@ -358,7 +372,11 @@ class _Sheet:
                 align,
                 fill,
             )
-        self.cells.setdefault(row, {})[col] = (value, known[0])
+        return known[0]
+
+    def place(self, row: int, col: int, value: int | float | dt.datetime | None, fmt: Any) -> None:
+        """A number (or nothing) in a look from `look`: the way of the large tables' hundred thousand cells."""
+        self.cells.setdefault(row, {})[col] = (value, fmt)
         if row > self.max_row:
             self.max_row = row
 
@@ -428,11 +446,15 @@ def _text(ws: _Sheet, row: int, col: int, value: Any, **look: Any) -> None:
 
 
 def _number(ws: _Sheet, row: int, col: int, value: Any, ftype: str, **look: Any) -> None:
-    figure = None
+    ws.put(row, col, _written(value, ftype), number_format=NUMBER_FORMATS.get(ftype), **look)
+
+
+def _written(value: Any, ftype: str) -> int | float | None:
+    """A consolidated figure as written: a count as int, money as float, blank as None."""
     # pd.isna, spelled out: it costs more than the rest of the cell, and there are 200,000 at national scale
-    if not (value is None or value is pd.NA or (isinstance(value, float) and value != value)):
-        figure = int(value) if ftype == "count" else float(value)
-    ws.put(row, col, figure, number_format=NUMBER_FORMATS.get(ftype), **look)
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return int(value) if ftype == "count" else float(value)
 
 
 def _width(text: str) -> int:
@@ -803,9 +825,13 @@ class _Book:
                 total = unit == ""
                 fill = TOTAL_FILL if total else None
                 _text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
-                for j, value in enumerate(values, start=2):
-                    bold = total or rows[j - 2] in totals
-                    _number(ws, r, j, value, f.type, bold=bold, fill=fill, align=RIGHT_ALIGN)
+                formats = [
+                    ws.look(bold=total or row in totals, fill=fill, align=RIGHT_ALIGN,
+                            number_format=NUMBER_FORMATS.get(f.type))
+                    for row in rows
+                ]
+                for j, (value, fmt) in enumerate(zip(values, formats, strict=True), start=2):
+                    ws.place(r, j, _written(value, f.type), fmt)
                 r += 1
         names = [name for _, name in c.pivot.index]
         _page(ws, ncols, body - 1, [_name_width(names), *[10] * len(rows)], freeze=f"B{body}")
@@ -839,13 +865,21 @@ class _Book:
         paths.append(["备注"])
         body = _headers(ws, TITLE_ROWS + 1, paths)
         r = body
+        looks: dict[tuple[str, bool], list[Any]] = {}  # (level, summed) -> each column's format
         for row in frame.to_dict("records"):
             level = row["level"]
             fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
             summed = level != UNIT_ROW
             _text(ws, r, 1, row["name"], bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN)
-            for j, col in enumerate(columns, start=2):
-                _number(ws, r, j, row[col.name], col.type, bold=summed or bold(col), fill=fill, align=RIGHT_ALIGN)
+            formats = looks.get((level, summed))
+            if formats is None:
+                formats = looks[(level, summed)] = [
+                    ws.look(bold=summed or bold(col), fill=fill, align=RIGHT_ALIGN,
+                            number_format=NUMBER_FORMATS.get(col.type))
+                    for col in columns
+                ]
+            for j, (col, fmt) in enumerate(zip(columns, formats, strict=True), start=2):
+                ws.place(r, j, _written(row[col.name], col.type), fmt)
             note = "" if summed else self.note(row["code"], form_code)
             _text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1

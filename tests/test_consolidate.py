@@ -565,6 +565,17 @@ def test_html_report_shows_the_headline_and_fetches_nothing(rules, batch, provin
     assert "终稿(第3版)" in final and "没有尚未解决的校验问题" in final
 
 
+def test_html_tables_show_money_to_the_cent(rules, batch, province):
+    text = report.html(
+        rules, province, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
+    )
+    cells = re.findall(r'<td class="num">([^<]*)</td>', text)
+    decimals = [c for c in cells if "." in c]
+    assert decimals and all(re.fullmatch(r"-?\d+\.\d\d", c) for c in decimals)  # 69.50, never 69.5
+    fund = next(c.name for c in province.columns["by_unit"] if c.type == "money")
+    assert f"{province.by_unit[fund].iloc[-1]:.2f}" in cells  # the total of the first money column
+
+
 def test_summary_markdown_is_a_draft_with_the_figures(rules, batch, province):
     md = report.summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
     assert md.startswith("# 关于2017年元旦春节送温暖活动情况的报告(草稿)")
