@@ -10,9 +10,10 @@ malformed already, falls back to openpyxl instead of going out broken.
 Whatever is not handled safely here raises Unsupported; annotate.py then takes the openpyxl path. That is:
 
 * not a readable zip, two parts of one name, no workbook, workbook relationships or styles part;
-* an edited part that is not UTF-8, or that holds a DTD, comment, CDATA section or processing instruction
-  (Excel, WPS, LibreOffice and openpyxl write none of these there), and any XML part that is not
-  well-formed;
+* a part read here (workbook, styles, worksheets, relationships, content types) that is not UTF-8, or
+  that holds a DTD, comment, CDATA section or processing instruction, markup that could hide a tag from
+  the patterns used here (Excel, WPS, LibreOffice and openpyxl write none of it); any XML part of the
+  copy that is not well-formed;
 * strict OOXML, or the main namespace under a prefix: only its usual default-namespace form is edited;
 * a chart, dialog or macro sheet among the sheets (only worksheets are edited and renumbered here);
 * comments, threaded comments or VML drawings anywhere: the unit's own notes must stay below ours and a
@@ -22,8 +23,10 @@ Whatever is not handled safely here raises Unsupported; annotate.py then takes t
 * a marked sheet whose rows or cells lack their `r` address or are out of order, that already has a
   legacyDrawing, or that holds top-level mc:AlternateContent (controls, OLE objects) near where the
   comments' drawing goes;
-* styles without fonts, fills, borders or cellXfs lists, or a cell whose style is not among them;
-* parts of an .xlsm other than its VBA project that depend on macros (a macro sheet is caught above).
+* styles without fonts, fills, borders or cellXfs lists, or a cell whose style is not among them.
+
+An .xlsm's VBA project (vbaProject.bin, its signature and relationships) is dropped and the workbook
+typed as a plain one, as openpyxl does; a macro sheet falls back (above).
 """
 
 from __future__ import annotations
@@ -94,6 +97,13 @@ class Style:
     fill: PatternFill | None = None
     border: Border | None = None
     alignment: Alignment | None = None
+
+    @functools.cached_property
+    def xml(self) -> tuple[str, str, str, str]:
+        """Its font, fill, border and alignment as openpyxl writes them ("" for no alignment): worked out
+        once per style, since hashing openpyxl's style objects is slow."""
+        alignment = _xml(self.alignment) if self.alignment is not None else ""
+        return _xml(self.font), _xml(self.fill or PatternFill()), _xml(self.border or Border()), alignment
 
 
 @dataclass(frozen=True)
@@ -635,6 +645,7 @@ class _Styles:
             raise Unsupported("cell formats that cannot be told apart")
         self.added: dict[str, list[str]] = {name: [] for name in self.LISTS}
         self.ids: dict[tuple[str, str], int] = {}
+        self.fills: dict[int, str] = {}  # id of a fill -> its XML, for the marks of one copy
 
     def filled(self, xf: int, fill: PatternFill) -> int:
         """A cell format like number `xf` but for its fill."""
@@ -642,7 +653,9 @@ class _Styles:
             raise Unsupported("a cell style beyond cellXfs")
         tag = _start("xf").match(self.xfs[xf])
         assert tag is not None
-        fill_id = self._item("fills", _xml(fill))
+        if id(fill) not in self.fills:
+            self.fills[id(fill)] = _xml(fill)
+        fill_id = self._item("fills", self.fills[id(fill)])
         clone = _with_attrs(tag, {"fillId": str(fill_id), "applyFill": "1"})
         rest = self.xfs[xf][tag.end():]
         return self._item("cellXfs", clone + rest if not tag.group(2) else clone)
@@ -650,10 +663,10 @@ class _Styles:
     def look(self, style: Style) -> int:
         """A cell format for a cell of a new sheet: General, with exactly `style`'s font, fill, border
         and alignment."""
-        font = self._item("fonts", _xml(style.font))
-        fill = self._item("fills", _xml(style.fill or PatternFill()))
-        border = self._item("borders", _xml(style.border or Border()))
-        alignment = _xml(style.alignment) if style.alignment is not None else ""
+        font_xml, fill_xml, border_xml, alignment = style.xml
+        font = self._item("fonts", font_xml)
+        fill = self._item("fills", fill_xml)
+        border = self._item("borders", border_xml)
         xf = (
             f'<xf numFmtId="0" fontId="{font}" fillId="{fill}" borderId="{border}" xfId="0" applyFont="1" '
             'applyFill="1" applyBorder="1"'
