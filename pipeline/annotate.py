@@ -492,7 +492,8 @@ def _at(row: int, col: int, text: str, style: xlsxpatch.Style, link: str = "") -
 
 
 def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
-    """`sheet` written into openpyxl's `ws` (the path for workbooks the XML edit does not handle)."""
+    """`sheet` written into openpyxl's `ws`: for workbooks the XML edit leaves alone, rebuilt copies and
+    the summary alone."""
     for ref in sheet.merged:
         ws.merge_cells(ref)
     for t in sheet.texts:

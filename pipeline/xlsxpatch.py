@@ -153,6 +153,7 @@ class Package:
     sheets: dict[str, str]  # worksheet name -> its part, in the workbook's order
     styles: str
     texts: dict[str, str] = field(default_factory=dict)  # parts decoded and checked so far (see text())
+    merges: dict[str, list[str]] = field(default_factory=dict)  # sheet -> merged ranges, once asked for
 
     def text(self, name: str) -> str:
         if name not in self.texts:
@@ -161,14 +162,15 @@ class Package:
 
     def merged(self, sheet: str) -> list[str]:
         """The merged ranges of `sheet`, as A1:B2 references."""
-        text = self.text(self.sheets[sheet])
-        block = _element(text, "mergeCells")
-        if block is None:
-            return []
-        refs = [_attrs(m.group(1)).get("ref", "") for m in _start("mergeCell").finditer(text, *block[2:])]
-        if not all(_RANGE.fullmatch(ref) for ref in refs):
-            raise Unsupported("a merged range that is not one")
-        return refs
+        if sheet not in self.merges:
+            text = self.text(self.sheets[sheet])
+            block = _element(text, "mergeCells")
+            found = _start("mergeCell").finditer(text, *block[2:]) if block is not None else ()
+            refs = [_attrs(m.group(1)).get("ref", "") for m in found]
+            if not all(_RANGE.fullmatch(ref) for ref in refs):
+                raise Unsupported("a merged range that is not one")
+            self.merges[sheet] = refs
+        return self.merges[sheet]
 
     def formulas(self) -> Iterator[str]:
         """Every cell formula of the worksheets, as "=…" (shared formulas once, where their text is)."""
