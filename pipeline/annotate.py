@@ -1,7 +1,9 @@
 """The annotated copy sent back to a unit: its own workbook with each finding's cell marked and explained.
 
 Errors are filled red and warnings yellow, each with a comment; a first sheet 校验结果 lists every finding
-with a link to its cell. A file openpyxl cannot open (.xls, .ods, .xlsb) is rebuilt from its values; a
+with a link to its cell. An ordinary .xlsx is marked by editing its XML (xlsxpatch: a few ms, where
+openpyxl's load and save took ~40); one with anything that edit does not handle goes through openpyxl, as
+does every .xlsx before. A file openpyxl cannot open (.xls, .ods, .xlsb) is rebuilt from its values; a
 file nothing can open gets the 校验结果 sheet alone. The copy keeps the hidden `_meta` sheet, so a unit
 that corrects the red cells in it and sends it back is recognised as before.
 """
@@ -17,7 +19,7 @@ import re
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +27,11 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-from openpyxl.utils.cell import column_index_from_string, get_column_letter
+from openpyxl.utils.cell import column_index_from_string, get_column_letter, range_boundaries
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pipeline import read, template
+from pipeline import read, template, xlsxpatch
 from pipeline.config import Limits
 from pipeline.findings import Finding
 from pipeline.read import FEEDBACK_SHEET
@@ -71,6 +73,10 @@ def annotated_workbook(
     Never raises for a strange workbook: whatever cannot be marked is still listed on 校验结果.
     """
     kind = _kind(data, limits)
+    if kind == "xlsx":
+        patched = _patched(data, file_name, findings, unit_name, title)
+        if patched is not None:
+            return patched
     attempts: list[tuple[Callable[[], _Book], str]] = []
     if kind == "xlsx":
         attempts.append((lambda: _opened(data), ""))
@@ -135,7 +141,40 @@ def _kind(data: bytes, limits: Limits) -> str | None:
         return None
 
 
-# --- the unit's own workbook -----------------------------------------------------------------------------
+# --- the unit's own workbook, its XML edited ----------------------------------------------------------------
+
+
+def _patched(
+    data: bytes, file_name: str, findings: Sequence[Finding], unit_name: str, title: str
+) -> bytes | None:
+    """The annotated copy made by editing the workbook's XML, or None when the workbook has something only
+    the openpyxl path below handles. Besides what xlsxpatch refuses (listed in its docstring), that is:
+
+    * a 校验结果 sheet: a copy of ours sent back, whose last-round marks openpyxl clears;
+    * a formula that is not `_harmless`: openpyxl's path keeps it as text only.
+    """
+    try:
+        package = xlsxpatch.opened(data)
+        if SUMMARY_SHEET in package.sheets:
+            raise xlsxpatch.Unsupported("a 校验结果 sheet from an earlier round")
+        if not all(_harmless(formula) for formula in package.formulas()):
+            raise xlsxpatch.Unsupported("a formula that is not a form's own")
+        sheets = {name: name for name in package.sheets}
+        where = _places(findings, sheets, lambda sheet, address: _anchored(package.merged(sheet), address))
+        marks = [
+            xlsxpatch.Mark(sheet, address, _fill(found), *_note_box("\n".join(_messages(found))))
+            for (sheet, address), found in _grouped(where).items()
+        ]
+        summary = _summary([], sheets, file_name, findings, where, unit_name, title)
+        return xlsxpatch.annotated(package, marks, summary, author=AUTHOR, keep_protected=template.META_SHEET)
+    except xlsxpatch.Unsupported as why:
+        log.info("annotating %s with openpyxl: %s", file_name, why)
+    except Exception:
+        log.warning("editing %s failed; annotating it with openpyxl", file_name, exc_info=True)
+    return None
+
+
+# --- the unit's own workbook, through openpyxl ---------------------------------------------------------------
 
 
 def _opened(data: bytes) -> _Book:
@@ -268,25 +307,47 @@ def _put(cell: Any, value: object) -> None:
 def _mark(book: _Book, findings: Sequence[Finding]) -> dict[Finding, tuple[str, str]]:
     """Fill and comment the cell of each finding; returns where each marked finding is (title, A1)."""
     wb = book.wb
-    places: dict[tuple[str, str], list[Finding]] = {}
-    where: dict[Finding, tuple[str, str]] = {}
-    for f in findings:
-        title = book.sheets.get(f.sheet)
-        address = _address(f.cell)
-        if title is None or address is None:
-            continue
-        address = _anchor(wb[title], address)
-        places.setdefault((title, address), []).append(f)
-        where[f] = (title, address)
-    for (title, address), found in places.items():
+    where = _places(findings, book.sheets, lambda title, address: _anchor(wb[title], address))
+    for (title, address), found in _grouped(where).items():
         cell = wb[title][address]
-        found.sort(key=lambda f: not f.is_error)
-        cell.fill = ERROR_FILL if found[0].is_error else WARNING_FILL
-        lines = list(dict.fromkeys(f"【{'错误' if f.is_error else '提醒'}】{f.message}" for f in found))
+        cell.fill = _fill(found)
+        lines = _messages(found)
         if cell.comment is not None:  # the unit's own note stays, below ours
             lines += [OWN_NOTE, cell.comment.text]
         cell.comment = _comment("\n".join(lines))
     return where
+
+
+def _places(
+    findings: Sequence[Finding], sheets: dict[str, str], anchor: Callable[[str, str], str]
+) -> dict[Finding, tuple[str, str]]:
+    """Where each finding that points at a cell of the workbook is marked: (title, A1 of the cell that
+    can carry its comment, which `anchor` tells)."""
+    where: dict[Finding, tuple[str, str]] = {}
+    for f in findings:
+        title = sheets.get(f.sheet)
+        address = _address(f.cell)
+        if title is not None and address is not None:
+            where[f] = (title, anchor(title, address))
+    return where
+
+
+def _grouped(where: dict[Finding, tuple[str, str]]) -> dict[tuple[str, str], list[Finding]]:
+    """The findings of each marked cell, errors first."""
+    places: dict[tuple[str, str], list[Finding]] = {}
+    for f, place in where.items():
+        places.setdefault(place, []).append(f)
+    for found in places.values():
+        found.sort(key=lambda f: not f.is_error)
+    return places
+
+
+def _fill(found: list[Finding]) -> PatternFill:
+    return ERROR_FILL if found[0].is_error else WARNING_FILL
+
+
+def _messages(found: list[Finding]) -> list[str]:
+    return list(dict.fromkeys(f"【{'错误' if f.is_error else '提醒'}】{f.message}" for f in found))
 
 
 def _address(cell: str) -> str | None:
@@ -300,24 +361,38 @@ def _address(cell: str) -> str | None:
 
 
 def _anchor(ws: Worksheet, address: str) -> str:
+    return _anchored((merged.coord for merged in ws.merged_cells.ranges), address)
+
+
+def _anchored(merged: Iterable[str], address: str) -> str:
     """The top-left cell of the merged range holding `address`: the only one that can carry a comment."""
-    for merged in ws.merged_cells.ranges:
-        if address in merged:
-            return str(merged.start_cell.coordinate)
+    m = _A1.fullmatch(address)
+    assert m is not None
+    row, col = int(m.group(2)), column_index_from_string(m.group(1))
+    for ref in merged:
+        min_col, min_row, max_col, max_row = range_boundaries(ref)
+        if min_col <= col <= max_col and min_row <= row <= max_row:
+            return f"{get_column_letter(min_col)}{min_row}"
     return address
 
 
 def _comment(text: str) -> Comment:
+    text, width, height = _note_box(text)
+    comment = Comment(text, AUTHOR)
+    comment.width = width
+    comment.height = height
+    return comment
+
+
+def _note_box(text: str) -> tuple[str, int, int]:
+    """A comment's text as written, and the width and height of its box."""
     text = _clean(text)
     longest = max(_display_width(line) for line in text.split("\n"))
     # Sizes are pixels: about 8 px per half-width character of the 9-point comment font, 16 px per line.
     width = min(360, max(200, longest * 8 + 16))
     per_line = max(1, (width - 16) // 8)
     lines = sum(max(1, math.ceil(_display_width(line) / per_line)) for line in text.split("\n"))
-    comment = Comment(text, AUTHOR)
-    comment.width = width
-    comment.height = min(600, lines * 16 + 16)
-    return comment
+    return text, width, min(600, lines * 16 + 16)
 
 
 # --- the 校验结果 sheet -------------------------------------------------------------------------------------
@@ -335,33 +410,44 @@ def _finish(
     wb.active = 0
     for view in wb.views:
         view.firstSheet = 0
-    _summary(ws, book, file_name, findings, where, unit_name, title)
+    _write(ws, _summary(book.notes, book.sheets, file_name, findings, where, unit_name, title))
     return _with_cached(template.to_bytes(wb), wb, book.cached)
 
 
+_FONT = template.FONT
+TITLE_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=14))
+LINE_STYLE = xlsxpatch.Style(Font(name=_FONT, size=11))
+NOTES_STYLE = xlsxpatch.Style(Font(name=_FONT, size=11), alignment=Alignment(wrap_text=True, vertical="top"))
+FAILED_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=12, color="9C0006"))
+PASSED_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=12, color="006100"))
+HEADER_STYLE = xlsxpatch.Style(
+    Font(name=_FONT, bold=True), HEADER_FILL, _BOX, Alignment(horizontal="center", vertical="center")
+)
+LINK_FONT = Font(name=_FONT, color="0563C1", underline="single")
+
+
+@functools.cache
+def _body_style(col: int, is_error: bool, linked: bool) -> xlsxpatch.Style:
+    """The look of column `col` of a finding's line: the category filled as the cell is, a link as a link."""
+    fill = (ERROR_FILL if is_error else WARNING_FILL) if col == 2 else None
+    alignment = Alignment(vertical="top", wrap_text=col >= 6, horizontal="center" if col <= 2 else None)
+    return xlsxpatch.Style(LINK_FONT if linked else Font(name=_FONT), fill, _BOX, alignment)
+
+
 def _summary(
-    ws: Worksheet,
-    book: _Book,
+    notes: list[str],
+    sheets: dict[str, str],
     file_name: str,
     findings: Sequence[Finding],
     where: dict[Finding, tuple[str, str]],
     unit_name: str,
     title: str,
-) -> None:
+) -> xlsxpatch.PlainSheet:
+    """What 校验结果 holds: a heading, the verdict, notes, and a line per finding linked to its cell."""
     errors = sum(f.is_error for f in findings)
     warnings_ = len(findings) - errors
     last = get_column_letter(len(COLUMNS))
-    font = template.FONT
-    ws.merge_cells(f"A1:{last}1")
-    _text(ws["A1"], title)
-    ws["A1"].font = Font(name=font, bold=True, size=14)
-    ws.row_dimensions[1].height = 26
-    ws.merge_cells(f"A2:{last}2")
-    _text(ws["A2"], f"填报单位:{unit_name}    文件:{file_name}")
-    ws.merge_cells(f"A3:{last}3")
-    _text(ws["A3"], f"共 {errors} 个错误、{warnings_} 个提醒;结论:{'未通过' if errors else '通过'}")
-    ws["A3"].font = Font(name=font, bold=True, size=12, color="9C0006" if errors else "006100")
-    notes = list(book.notes)
+    notes = list(notes)
     if not findings:
         notes.append("未发现问题。")
     elif where:
@@ -369,47 +455,67 @@ def _summary(
             "原表中红色单元格为错误、黄色单元格为提醒,鼠标移到单元格上可查看说明;点击“单元格”一栏可跳到该处。"
             "可直接在本文件中改正后重新报送。"
         )
-    ws.merge_cells(f"A4:{last}4")
-    _text(ws["A4"], "\n".join(notes))
-    ws["A4"].alignment = Alignment(wrap_text=True, vertical="top")
-    ws.row_dimensions[4].height = 16 * max(1, sum(_lines(n, 150) for n in notes)) + 4
-    for row in (2, 4):
-        ws[f"A{row}"].font = Font(name=font, size=11)
-
-    for j, (header, width) in enumerate(COLUMNS, 1):
-        cell = ws.cell(HEADER_ROW, j)
-        _text(cell, header)
-        cell.font = Font(name=font, bold=True)
-        cell.fill = HEADER_FILL
-        cell.border = _BOX
-        cell.alignment = Alignment(horizontal="center", vertical="center")
-        ws.column_dimensions[get_column_letter(j)].width = width
-    order = {name: i for i, name in enumerate(book.sheets)}
+    texts = [
+        _at(1, 1, title, TITLE_STYLE),
+        _at(2, 1, f"填报单位:{unit_name}    文件:{file_name}", LINE_STYLE),
+        _at(
+            3, 1, f"共 {errors} 个错误、{warnings_} 个提醒;结论:{'未通过' if errors else '通过'}",
+            FAILED_STYLE if errors else PASSED_STYLE,
+        ),
+        _at(4, 1, "\n".join(notes), NOTES_STYLE),
+    ]
+    heights = [(1, 26.0), (4, 16.0 * max(1, sum(_lines(n, 150) for n in notes)) + 4)]
+    texts += [_at(HEADER_ROW, j, header, HEADER_STYLE) for j, (header, _) in enumerate(COLUMNS, 1)]
+    order = {name: i for i, name in enumerate(sheets)}
     for i, f in enumerate(sorted(findings, key=lambda f: _order(f, order)), 1):
         r = HEADER_ROW + i
-        texts = (str(i), "错误" if f.is_error else "提醒", f.rule, f.sheet, f.cell, f.value, f.message)
-        for j, text in enumerate(texts, 1):
-            cell = ws.cell(r, j)
-            _text(cell, text)
-            cell.font = Font(name=font)
-            cell.border = _BOX
-            cell.alignment = Alignment(
-                vertical="top", wrap_text=j >= 6, horizontal="center" if j <= 2 else None
-            )
-        ws.cell(r, 2).fill = ERROR_FILL if f.is_error else WARNING_FILL
-        if f in where:
-            target, address = where[f]
-            link = ws.cell(r, 5)
-            _text(link, address)
-            link.hyperlink = Hyperlink(
-                ref=link.coordinate, location=f"{_quote(target)}!{address}", display=address
-            )
-            link.font = Font(name=font, color="0563C1", underline="single")
-        ws.row_dimensions[r].height = (
-            15 * max(_lines(f.message, COLUMNS[6][1]), _lines(f.value, COLUMNS[5][1])) + 3
-        )
-    ws.freeze_panes = f"A{HEADER_ROW + 1}"
-    ws.print_title_rows = f"{HEADER_ROW}:{HEADER_ROW}"
+        target, address = where.get(f, ("", ""))
+        cells = (str(i), "错误" if f.is_error else "提醒", f.rule, f.sheet, address or f.cell, f.value, f.message)
+        for j, text in enumerate(cells, 1):
+            link = f"{_quote(target)}!{address}" if j == 5 and address else ""
+            texts.append(_at(r, j, text, _body_style(j, f.is_error, bool(link)), link))
+        heights.append((r, 15.0 * max(_lines(f.message, COLUMNS[6][1]), _lines(f.value, COLUMNS[5][1])) + 3))
+    return xlsxpatch.PlainSheet(
+        title=SUMMARY_SHEET,
+        texts=tuple(texts),
+        merged=tuple(f"A{row}:{last}{row}" for row in range(1, 5)),
+        heights=tuple(heights),
+        widths=tuple((j, float(width)) for j, (_, width) in enumerate(COLUMNS, 1)),
+        frozen_rows=HEADER_ROW,
+        title_rows=(HEADER_ROW, HEADER_ROW),
+    )
+
+
+def _at(row: int, col: int, text: str, style: xlsxpatch.Style, link: str = "") -> xlsxpatch.Text:
+    """A cell of 校验结果: its text as both paths write it, cleaned and cut to what a cell holds."""
+    return xlsxpatch.Text(row, col, _clean(text)[:MAX_TEXT] if text else "", style, link)
+
+
+def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
+    """`sheet` written into openpyxl's `ws`: for workbooks the XML edit leaves alone, rebuilt copies and
+    the summary alone."""
+    for ref in sheet.merged:
+        ws.merge_cells(ref)
+    for t in sheet.texts:
+        cell = ws.cell(t.row, t.col)
+        _text(cell, t.text)
+        cell.font = t.style.font
+        if t.style.fill is not None:
+            cell.fill = t.style.fill
+        if t.style.border is not None:
+            cell.border = t.style.border
+        if t.style.alignment is not None:
+            cell.alignment = t.style.alignment
+        if t.link:
+            cell.hyperlink = Hyperlink(ref=cell.coordinate, location=t.link, display=t.text)
+    for row, height in sheet.heights:
+        ws.row_dimensions[row].height = height
+    for col, width in sheet.widths:
+        ws.column_dimensions[get_column_letter(col)].width = width
+    if sheet.frozen_rows:
+        ws.freeze_panes = f"A{sheet.frozen_rows + 1}"
+    if sheet.title_rows is not None:
+        ws.print_title_rows = f"{sheet.title_rows[0]}:{sheet.title_rows[1]}"
     ws.page_setup.paperSize = ws.PAPERSIZE_A4
     ws.page_setup.orientation = ws.ORIENTATION_LANDSCAPE
     ws.page_setup.fitToWidth = 1

@@ -1,16 +1,21 @@
 """The annotated copy sent back to a unit: its own workbook, error cells red, warning cells yellow, a first
-sheet 校验结果 listing every finding; it must survive LibreOffice and still be recognised when resent."""
+sheet 校验结果 listing every finding; it must survive LibreOffice and still be recognised when resent.
+
+An .xlsx is annotated by editing its XML, or through openpyxl when the edit leaves it alone: the tests of
+what a user sees run both ways (the `route` fixture), and check that the XML edit was really taken.
+"""
 
 from __future__ import annotations
 
 import io
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openpyxl
 import pytest
+from defusedxml import ElementTree as SafeET
 from openpyxl.comments import Comment
 
 from pipeline import annotate, check, config, demo, template
@@ -27,6 +32,36 @@ MISTAKES = {
 }
 # What a person could type into a cell that a spreadsheet would otherwise run as a formula.
 INJECTIONS = ('=HYPERLINK("http://x","点我")', "@SUM(A1)", "+1+2", "-3-4", "\t=1", "\r=2")
+
+
+@pytest.fixture
+def made(monkeypatch) -> list[bool]:
+    """For each .xlsx annotated, in order: whether the XML edit made the copy (False: openpyxl did)."""
+    made: list[bool] = []
+    edit = annotate._patched
+
+    def watched(*args, **kwargs):
+        copy = edit(*args, **kwargs)
+        made.append(copy is not None)
+        return copy
+
+    monkeypatch.setattr(annotate, "_patched", watched)
+    return made
+
+
+@pytest.fixture(params=["xml", "openpyxl"])
+def route(request, monkeypatch, made) -> Iterator[str]:
+    """The test runs twice: with every .xlsx copy made by the XML edit (checked afterwards: none may have
+    fallen back), and with the edit turned off, as for a workbook it leaves to openpyxl."""
+    if request.param == "openpyxl":
+        monkeypatch.setattr(annotate, "_patched", lambda *args, **kwargs: None)
+    yield request.param
+    if request.param == "xml":
+        assert made and all(made), f"the XML edit did not make every copy: {made}"
+
+
+def openpyxl_only(monkeypatch) -> None:
+    monkeypatch.setattr(annotate, "_patched", lambda *args, **kwargs: None)
 
 
 def annotated(path: Path, findings, *, unit_name: str = UNIT, title: str = TITLE) -> bytes:
@@ -57,6 +92,18 @@ def cells_of(findings, severity: str) -> set[tuple[str, str]]:
     return {(f.sheet, f.cell) for f in findings if f.severity == severity and f.cell}
 
 
+def summary_xml(data: bytes) -> str:
+    """The XML of 校验结果 in `data`, found as Excel finds it: by name, then by its relationship."""
+    main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    rid = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        workbook = SafeET.fromstring(zf.read("xl/workbook.xml"))
+        rels = SafeET.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+        (sheet,) = [s for s in workbook.iter(f"{main}sheet") if s.get("name") == annotate.SUMMARY_SHEET]
+        (target,) = [r.get("Target") for r in rels if r.get("Id") == sheet.get(rid)]
+        return zf.read(target[1:] if target.startswith("/") else f"xl/{target}").decode()
+
+
 def summary_rows(wb) -> list[tuple]:
     ws = wb[annotate.SUMMARY_SHEET]
     return [r for r in ws.iter_rows(min_row=annotate.HEADER_ROW + 1, values_only=True) if r[0] is not None]
@@ -74,7 +121,7 @@ def mistaken(fill, rules) -> tuple[Path, tuple[Finding, ...]]:
     return path, findings
 
 
-def test_error_cells_are_red_and_warning_cells_yellow_with_comments(mistaken, rules, tmp_path):
+def test_error_cells_are_red_and_warning_cells_yellow_with_comments(mistaken, rules, tmp_path, route):
     path, findings = mistaken
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
@@ -93,7 +140,7 @@ def test_error_cells_are_red_and_warning_cells_yellow_with_comments(mistaken, ru
     assert ws[recovered].value == 12.345 and ws[recovered].number_format == "0.00"
 
 
-def test_cell_with_an_error_and_a_warning_is_red_with_both_messages(mistaken):
+def test_cell_with_an_error_and_a_warning_is_red_with_both_messages(mistaken, route):
     path, findings = mistaken
     error = next(f for f in findings if f.is_error)
     warning = Finding(
@@ -106,7 +153,7 @@ def test_cell_with_an_error_and_a_warning_is_red_with_both_messages(mistaken):
     assert text.index(error.message) < text.index(warning.message)  # one comment, the error first
 
 
-def test_comment_boxes_are_sized_for_their_text(mistaken):
+def test_comment_boxes_are_sized_for_their_text(mistaken, route):
     path, findings = mistaken
     long = Finding("R-type", ERROR, "很长的说明。" * 40, sheet=findings[0].sheet, cell="B8")
     data = annotated(path, [*findings, long])
@@ -118,7 +165,7 @@ def test_comment_boxes_are_sized_for_their_text(mistaken):
     assert max(h for _, h in sizes) >= 11 * 16  # 240 full-width characters at about 21 a line
 
 
-def test_summary_is_the_first_and_active_sheet_with_one_linked_row_per_finding(mistaken):
+def test_summary_is_the_first_and_active_sheet_with_one_linked_row_per_finding(mistaken, route):
     path, findings = mistaken
     whole_file = Finding("F-identity", WARNING, '文件名"x.xlsx"像是别的单位的')
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, [*findings, whole_file])))
@@ -153,7 +200,7 @@ def test_summary_is_the_first_and_active_sheet_with_one_linked_row_per_finding(m
     assert ws.cell(annotate.HEADER_ROW + 1, 7).alignment.wrap_text
 
 
-def test_passed_form_says_so(fill, rules):
+def test_passed_form_says_so(fill, rules, route):
     path = fill()
     assert checked(path, rules) == ()
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, ())))
@@ -163,7 +210,7 @@ def test_passed_form_says_so(fill, rules):
     assert summary_rows(wb) == []
 
 
-def test_annotated_copy_is_recognised_and_gives_the_same_findings(mistaken, rules, tmp_path):
+def test_annotated_copy_is_recognised_and_gives_the_same_findings(mistaken, rules, tmp_path, route):
     path, findings = mistaken
     copy = tmp_path / "resent" / "海口附件1_校验结果.xlsx"
     copy.parent.mkdir()
@@ -182,10 +229,14 @@ def test_annotated_copy_is_recognised_and_gives_the_same_findings(mistaken, rule
     ]
 
 
-def test_second_round_replaces_the_first_rounds_marks(mistaken):
+@pytest.mark.parametrize("first_round", ["xml", "openpyxl"])
+def test_second_round_replaces_the_first_rounds_marks(mistaken, made, monkeypatch, first_round):
     """A unit corrects D26 in the annotated copy and resends it; C12 is still wrong."""
     path, findings = mistaken
-    first = annotated(path, findings)
+    with monkeypatch.context() as m:
+        if first_round == "openpyxl":
+            openpyxl_only(m)
+        first = annotated(path, findings)
     still_wrong = [f for f in findings if f.rule == "W-archived"]
     wb = openpyxl.load_workbook(
         io.BytesIO(
@@ -199,6 +250,8 @@ def test_second_round_replaces_the_first_rounds_marks(mistaken):
         (ws.title, c.coordinate) for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.comment
     }
     assert commented == cells_of(still_wrong, ERROR)
+    # Our copy sent back has our marks and 校验结果 to clear: that is left to openpyxl.
+    assert made == ([True] if first_round == "xml" else []) + [False]
 
 
 def test_xls_original_is_annotated_as_an_xlsx_copy(rules, tmp_path):
@@ -227,7 +280,7 @@ def test_xls_original_is_annotated_as_an_xlsx_copy(rules, tmp_path):
     assert sorted((f.rule, f.cell) for f in again.findings) == sorted((f.rule, f.cell) for f in findings)
 
 
-def test_xlsm_macros_are_not_carried_along(fill, rules):
+def test_xlsm_macros_are_not_carried_along(fill, rules, route):
     path = fill()
     macro_enabled = _with_macros(path.read_bytes())
     data = annotate.annotated_workbook(macro_enabled, "海口附件1.xlsm", (), unit_name=UNIT, title=TITLE)
@@ -275,12 +328,11 @@ def injection_findings(sheet: str) -> list[Finding]:
     return found
 
 
-def test_values_that_look_like_formulas_stay_text(fill, rules):
+def test_values_that_look_like_formulas_stay_text(fill, rules, route):
     path = fill()
     findings = injection_findings(rules.forms["warmth"].sheet)
     data = annotated(path, findings, unit_name="=1+1", title='=HYPERLINK("http://x","点我")')
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert "<f>" not in zf.read("xl/worksheets/sheet1.xml").decode()  # the summary holds no formula
+    assert "<f>" not in summary_xml(data)  # the summary holds no formula
     wb = openpyxl.load_workbook(io.BytesIO(data))
     ws = wb[annotate.SUMMARY_SHEET]
     assert ws["A1"].value == '=HYPERLINK("http://x","点我")' and ws["A1"].data_type == "s"
@@ -294,7 +346,7 @@ def test_values_that_look_like_formulas_stay_text(fill, rules):
             assert cell.data_type in ("s", "n"), cell.coordinate
 
 
-def test_same_input_gives_the_same_bytes(mistaken):
+def test_same_input_gives_the_same_bytes(mistaken, route):
     path, findings = mistaken
     assert annotated(path, findings) == annotated(path, findings)
     assert annotated(path, findings) != annotated(path, findings[:1])
@@ -318,7 +370,7 @@ def test_unopenable_original_gets_the_summary_alone(content):
     assert summary_rows(wb)[0][6] == "文件已损坏或不完整"
 
 
-def test_workbook_openpyxl_rejects_falls_back_to_a_copy_of_its_values(fill, rules):
+def test_workbook_openpyxl_rejects_falls_back_to_a_copy_of_its_values(fill, rules, made):
     """An .xlsx whose document properties openpyxl cannot parse (calamine reads the values): a rebuilt copy."""
     path = fill(changes={("activities", "", "forums"): "见附件"})
     findings = checked(path, rules)
@@ -331,9 +383,10 @@ def test_workbook_openpyxl_rejects_falls_back_to_a_copy_of_its_values(fill, rule
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert "转换后的副本" in wb[annotate.SUMMARY_SHEET]["A4"].value
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert made == [False]  # nor is a part that is not well-formed copied into ours
 
 
-def test_findings_pointing_nowhere_are_listed_without_a_link(fill, rules):
+def test_findings_pointing_nowhere_are_listed_without_a_link(fill, rules, route):
     path = fill()
     sheet = rules.forms["warmth"].sheet
     findings = [
@@ -373,7 +426,7 @@ def _corrected(annotated_copy: bytes, rules: config.Rules, dest: Path) -> Path:
 
 
 def test_libreoffice_keeps_marks_links_and_recognition(
-    mistaken, rules, soffice_convert, poppler: Callable[..., str], tmp_path
+    mistaken, rules, soffice_convert, poppler: Callable[..., str], tmp_path, route
 ):
     path, findings = mistaken
     out = tmp_path / "annotated"
@@ -426,7 +479,7 @@ def test_libreoffice_keeps_marks_links_and_recognition(
     assert TITLE in text and "问题说明" in text
 
 
-def test_units_own_comment_survives_two_rounds(fill, rules):
+def test_units_own_comment_survives_two_rounds(fill, rules, made):
     path = fill()
     sheet = rules.forms["warmth"].sheet
     wb = openpyxl.load_workbook(path)
@@ -437,9 +490,10 @@ def test_units_own_comment_survives_two_rounds(fill, rules):
     assert openpyxl.load_workbook(io.BytesIO(first))[sheet]["B8"].comment.text.endswith("含两户返乡职工")
     second = annotate.annotated_workbook(first, path.name, (), unit_name=UNIT, title=TITLE)
     assert openpyxl.load_workbook(io.BytesIO(second))[sheet]["B8"].comment.text == "含两户返乡职工"
+    assert made == [False, False]  # a workbook with comments, the unit's or ours, is left to openpyxl
 
 
-def test_resent_copy_with_renamed_sheet_and_full_title_is_still_read(rules, tmp_path):
+def test_resent_copy_with_renamed_sheet_and_full_title_is_still_read(rules, tmp_path, route):
     form, unit = rules.forms["warmth"], rules.unit("460100")
     values = correct_values(rules, "warmth", "460100")
     values[("activities", "", "forums")] = "见附件"
@@ -456,3 +510,380 @@ def test_resent_copy_with_renamed_sheet_and_full_title_is_still_read(rules, tmp_
     (again,) = check.check_paths([copy], rules)
     assert (again.unit, again.form) == ("460100", "warmth")
     assert sorted((f.rule, f.cell) for f in again.findings) == sorted((f.rule, f.cell) for f in findings)
+
+
+# --- the XML edit and openpyxl give the same copy ------------------------------------------------------------
+
+
+def _rgb(color) -> str | None:
+    return None if color is None else str(color.rgb)
+
+
+def as_seen(data: bytes) -> dict:
+    """What a user sees of a copy, read with openpyxl: the sheets' order and states, the active one, and per
+    sheet every cell's value (formula and cached result) and look, its comment and link, the merged cells,
+    sizes, frozen panes, validations, protection and print settings."""
+    from openpyxl.cell.cell import MergedCell
+
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    results = openpyxl.load_workbook(io.BytesIO(data), data_only=True)
+    seen: dict = {
+        "sheets": wb.sheetnames,
+        "active": wb.active.title,
+        "locked structure": wb.security is not None and bool(wb.security.lockStructure),
+        "names": sorted((n, str(d.value)) for n, d in wb.defined_names.items()),
+    }
+    for ws in wb.worksheets:
+        cells = {}
+        for cell in ws._cells.values():
+            if isinstance(cell, MergedCell):
+                continue
+            font, fill, al, border = cell.font, cell.fill, cell.alignment, cell.border
+            cells[cell.coordinate] = (
+                cell.value, results[ws.title][cell.coordinate].value, cell.data_type, cell.number_format,
+                fill.fill_type, _rgb(fill.fgColor),
+                font.name, font.b, font.sz, _rgb(font.color), font.u,
+                tuple(getattr(getattr(border, s), "style", None) for s in ("left", "right", "top", "bottom")),
+                al.horizontal, al.vertical, al.wrap_text, cell.protection.locked,
+                (cell.comment.text, cell.comment.author) if cell.comment else None,
+                (cell.hyperlink.location, cell.hyperlink.target) if cell.hyperlink else None,
+            )
+        seen[ws.title] = {
+            "state": ws.sheet_state,
+            "selected": bool(ws.sheet_view.tabSelected),
+            "protected": bool(ws.protection.sheet),
+            "cells": cells,
+            "merged": sorted(str(r) for r in ws.merged_cells.ranges),
+            "widths": {k: d.width for k, d in ws.column_dimensions.items() if d.customWidth},
+            "heights": {k: d.height for k, d in ws.row_dimensions.items() if d.height is not None},
+            "frozen": ws.freeze_panes,
+            "validations": sorted(str(dv.sqref) for dv in ws.data_validations.dataValidation),
+            "print": (
+                ws.print_title_rows, ws.print_area, ws.page_setup.orientation, ws.page_setup.paperSize,
+                ws.page_setup.fitToWidth, ws.page_setup.fitToHeight, ws.sheet_properties.pageSetUpPr.fitToPage,
+            ),
+        }
+    return seen
+
+
+def comment_boxes(data: bytes) -> list[tuple[int, int]]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        vml = "".join(zf.read(n).decode() for n in zf.namelist() if n.endswith(".vml"))
+    return sorted((int(w), int(h)) for w, h in re.findall(r"width:(\d+)px;height:(\d+)px", vml))
+
+
+def _mistakes(fill, rules):
+    path = fill(changes=MISTAKES)
+    findings = checked(path, rules)
+    error = next(f for f in findings if f.is_error)
+    return path, [
+        *findings,
+        Finding("W-per-head", WARNING, "人均慰问金额偏高,请核对", sheet=error.sheet, cell=error.cell),
+        Finding("F-identity", WARNING, '文件名"x.xlsx"像是别的单位的'),
+    ], UNIT, TITLE
+
+
+def _odd_places(fill, rules):
+    """Cells inside a merged range, never written (after a row's last cell, between two, in a new row)."""
+    path = fill("center", changes={("sign", "", "phone"): "见附件"})
+    sheet = rules.forms["center"].sheet
+    places = ["C2", "B3", "G3", "K7", "B300", "XFE1", "第8行"]
+    return path, [
+        *checked(path, rules),
+        *(
+            Finding("R-type", ERROR if i % 2 else WARNING, f"说明 {p}", sheet=sheet, cell=p)
+            for i, p in enumerate(places)
+        ),
+        Finding("R-type", ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
+    ], "三亚市总工会", "三亚 帮扶中心 校验结果"
+
+
+def _injections(fill, rules):
+    return fill(), injection_findings(rules.forms["warmth"].sheet), "=1+1", '=HYPERLINK("http://x","点我")'
+
+
+def _passed(fill, rules):
+    return fill(), [], UNIT, TITLE
+
+
+@pytest.mark.parametrize("scenario", [_mistakes, _odd_places, _injections, _passed],
+                         ids=["mistakes", "odd-places", "injections", "passed"])
+def test_both_ways_give_the_copy_a_user_sees_the_same(scenario, fill, rules, made, monkeypatch):
+    path, findings, unit_name, title = scenario(fill, rules)
+    by_xml = annotated(path, findings, unit_name=unit_name, title=title)
+    assert made == [True]
+    openpyxl_only(monkeypatch)
+    by_openpyxl = annotated(path, findings, unit_name=unit_name, title=title)
+    assert as_seen(by_xml) == as_seen(by_openpyxl)
+    assert comment_boxes(by_xml) == comment_boxes(by_openpyxl)
+
+
+# --- what Excel, stricter than openpyxl and LibreOffice, needs of the package ---------------------------------
+
+MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+R_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+PKG_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+CONTENT_TYPES = "{http://schemas.openxmlformats.org/package/2006/content-types}"
+VML_X = "{urn:schemas-microsoft-com:office:excel}"
+# The order ECMA-376 gives a worksheet's and a workbook's children; Excel calls a file out of it corrupt.
+WORKSHEET_ORDER = (
+    "sheetPr", "dimension", "sheetViews", "sheetFormatPr", "cols", "sheetData", "sheetCalcPr",
+    "sheetProtection", "protectedRanges", "scenarios", "autoFilter", "sortState", "dataConsolidate",
+    "customSheetViews", "mergeCells", "phoneticPr", "conditionalFormatting", "dataValidations",
+    "hyperlinks", "printOptions", "pageMargins", "pageSetup", "headerFooter", "rowBreaks", "colBreaks",
+    "customProperties", "cellWatches", "ignoredErrors", "smartTags", "drawing", "legacyDrawing",
+    "legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls", "webPublishItems", "tableParts",
+    "extLst",
+)
+WORKBOOK_ORDER = (
+    "fileVersion", "fileSharing", "workbookPr", "workbookProtection", "bookViews", "sheets",
+    "functionGroups", "externalReferences", "definedNames", "calcPr", "oleSize", "customWorkbookViews",
+    "pivotCaches", "smartTagPr", "smartTagTypes", "webPublishing", "fileRecoveryPr", "webPublishObjects",
+    "extLst",
+)
+
+
+def _in_order(element, order: tuple[str, ...]) -> bool:
+    places = [order.index(child.tag.removeprefix(MAIN)) for child in element if child.tag.startswith(MAIN)]
+    return places == sorted(places)
+
+
+def _rels(zf: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]]:
+    """Id -> (type, part) of the relationships of `part`."""
+    folder, name = part.rsplit("/", 1)
+    rels = f"{folder}/_rels/{name}.rels"
+    if rels not in zf.namelist():
+        return {}
+    out = {}
+    for rel in SafeET.fromstring(zf.read(rels)).iter(f"{PKG_RELS}Relationship"):
+        target = rel.get("Target")
+        path = target[1:] if target.startswith("/") else f"{folder}/{target}"
+        out[rel.get("Id")] = (rel.get("Type").rsplit("/", 1)[1], re.sub(r"[^/]+/\.\./", "", path))
+    return out
+
+
+def package_problems(data: bytes) -> list[str]:
+    """What Excel would refuse in the copy's package, or repair, that openpyxl and LibreOffice let pass."""
+    problems = []
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    names = set(zf.namelist())
+    types = SafeET.fromstring(zf.read("[Content_Types].xml"))
+    defaults = {d.get("Extension").lower(): d.get("ContentType") for d in types.iter(f"{CONTENT_TYPES}Default")}
+    overrides = {
+        o.get("PartName")[1:].lower(): o.get("ContentType") for o in types.iter(f"{CONTENT_TYPES}Override")
+    }
+    problems += [f"override for missing {n}" for n in overrides if n not in {m.lower() for m in names}]
+    for name in names:
+        if name.lower() not in overrides and name.rsplit(".", 1)[-1].lower() not in defaults:
+            problems.append(f"no content type for {name}")
+    workbook = SafeET.fromstring(zf.read("xl/workbook.xml"))
+    if not _in_order(workbook, WORKBOOK_ORDER):
+        problems.append("workbook.xml out of order")
+    sheets = list(workbook.iter(f"{MAIN}sheet"))
+    if len({s.get("sheetId") for s in sheets}) != len(sheets):
+        problems.append("two sheets of one sheetId")
+    for name in workbook.iter(f"{MAIN}definedName"):
+        local = name.get("localSheetId")
+        if local is None:
+            continue
+        owner = sheets[int(local)].get("name") if int(local) < len(sheets) else None
+        if name.text.split("!")[0].strip("'") != owner:  # a print area or titles names its own sheet
+            problems.append(f"{name.get('name')} {name.text} given to sheet {local}")
+    book_rels = _rels(zf, "xl/workbook.xml")
+    selected = 0
+    for sheet in sheets:
+        kind, part = book_rels[sheet.get(R_ID)]
+        ws = SafeET.fromstring(zf.read(part))
+        if not _in_order(ws, WORKSHEET_ORDER):
+            problems.append(f"{part} out of order: {[c.tag.removeprefix(MAIN) for c in ws]}")
+        selected += sum(v.get("tabSelected") in ("1", "true") for v in ws.iter(f"{MAIN}sheetView"))
+        rows = [int(r.get("r")) for r in ws.iter(f"{MAIN}row")]
+        if rows != sorted(set(rows)):
+            problems.append(f"{part}: rows out of order")
+        for row in ws.iter(f"{MAIN}row"):
+            cols = [openpyxl.utils.column_index_from_string(re.sub(r"\d", "", c.get("r"))) for c in row]
+            if cols != sorted(set(cols)):
+                problems.append(f"{part} row {row.get('r')}: cells out of order")
+        rels = _rels(zf, part)
+        comments = [p for k, p in rels.values() if k == "comments"]
+        drawings = [rels.get(d.get(R_ID)) for d in ws.iter(f"{MAIN}legacyDrawing")]
+        if comments:
+            if len(drawings) != 1 or drawings[0] is None or drawings[0][0] != "vmlDrawing":
+                problems.append(f"{part}: comments without their drawing")
+                continue
+            refs = {c.get("ref") for c in SafeET.fromstring(zf.read(comments[0])).iter(f"{MAIN}comment")}
+            vml = SafeET.fromstring(zf.read(drawings[0][1]))
+            shapes = {
+                openpyxl.utils.get_column_letter(int(box.find(f"{VML_X}Column").text) + 1)
+                + str(int(box.find(f"{VML_X}Row").text) + 1)
+                for box in vml.iter(f"{VML_X}ClientData")
+            }
+            if shapes != refs:
+                problems.append(f"{part}: comment boxes at {shapes}, comments at {refs}")
+    if selected != 1:
+        problems.append(f"{selected} sheets selected")
+    return problems
+
+
+def test_copy_is_a_package_excel_opens_without_repairs(mistaken, fill, rules, route):
+    path, findings = mistaken
+    assert package_problems(annotated(path, findings)) == []
+    _, odd, unit_name, title = _odd_places(fill, rules)
+    center = fill("center", name="center.xlsx")
+    assert package_problems(annotated(center, odd, unit_name=unit_name, title=title)) == []
+
+
+def _as_excel_saves(xlsx: bytes) -> bytes:
+    """The workbook with what Excel adds and a rewriting parser would break: the declaration, namespaces
+    that mc:Ignorable names by prefix, x14ac attributes and a sheet extLst after where comments go."""
+    mc = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+    ac = 'xmlns:x14ac="http://schemas.microsoft.com/office/spreadsheetml/2009/9/ac"'
+    declaration = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n'
+    src = zipfile.ZipFile(io.BytesIO(xlsx))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in src.namelist():
+            text = src.read(name).decode()
+            if name == "xl/worksheets/sheet1.xml":
+                text = text.replace("<worksheet ", f'<worksheet {mc} {ac} mc:Ignorable="x14ac" ', 1)
+                text = declaration + text
+                text = text.replace("<row ", '<row x14ac:dyDescent="0.25" ').replace(
+                    "</worksheet>",
+                    '<extLst><ext uri="{78C0D931-6437-407d-A8EE-F0AAD7539E65}" '
+                    'xmlns:x14="http://schemas.microsoft.com/office/spreadsheetml/2009/9/main">'
+                    "<x14:conditionalFormattings/></ext></extLst></worksheet>",
+                )
+            elif name == "xl/styles.xml":
+                text = text.replace("<styleSheet ", f'<styleSheet {mc} {ac} mc:Ignorable="x14ac" ', 1)
+                text = declaration + text
+                text = text.replace("<fonts ", '<fonts x14ac:knownFonts="1" ', 1)
+            elif name == "xl/workbook.xml":
+                text = declaration + text.replace("<workbook ", f'<workbook {mc} mc:Ignorable="x15" ', 1)
+                text = text.replace(
+                    "<bookViews>",
+                    '<mc:AlternateContent><mc:Choice Requires="x15"><x15ac:absPath url="D:\\报表\\" '
+                    'xmlns:x15ac="http://schemas.microsoft.com/office/spreadsheetml/2010/11/ac"/></mc:Choice>'
+                    "</mc:AlternateContent><bookViews>",
+                )
+            dst.writestr(name, text.encode())
+    return out.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:Conditional Formatting extension is not supported")  # openpyxl reading ours
+def test_form_saved_by_excel_keeps_its_namespaces_and_untouched_parts(mistaken, made):
+    path, findings = mistaken
+    original = _as_excel_saves(path.read_bytes())
+    data = annotate.annotated_workbook(original, path.name, findings, unit_name=UNIT, title=TITLE)
+    assert made == [True]
+    assert package_problems(data) == []
+    before, after = zipfile.ZipFile(io.BytesIO(original)), zipfile.ZipFile(io.BytesIO(data))
+    for part in ("xl/worksheets/sheet1.xml", "xl/styles.xml", "xl/workbook.xml"):
+        old, new = before.read(part).decode(), after.read(part).decode()
+        assert new[: new.index(">", 60) + 1] == old[: old.index(">", 60) + 1], part  # as sent
+    sheet = after.read("xl/worksheets/sheet1.xml").decode()
+    rows = before.read("xl/worksheets/sheet1.xml").decode().count("<row ")
+    assert sheet.count('x14ac:dyDescent="0.25"') == rows
+    assert sheet.index("<legacyDrawing") < sheet.index("<extLst>")
+    assert 'x14ac:knownFonts="1"' in after.read("xl/styles.xml").decode()
+    assert "x15ac:absPath" in after.read("xl/workbook.xml").decode()
+    unchanged = {"xl/theme/theme1.xml", "docProps/core.xml", "docProps/app.xml", "xl/worksheets/sheet2.xml"}
+    assert unchanged <= set(after.namelist())
+    for part in unchanged:  # the hidden _meta sheet among them
+        assert after.read(part) == before.read(part), part
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+
+
+def _with_formula_typed(path: Path, rules) -> None:
+    wb = openpyxl.load_workbook(path)
+    wb[rules.forms["warmth"].sheet]["C30"] = '=WEBSERVICE("http://example.invalid/x")'
+    wb.save(path)
+
+
+def _with_prefixed_namespace(path: Path, rules) -> None:
+    """The form sheet with its namespace under a prefix (x:row, x:c …), as some generators write it."""
+    src = zipfile.ZipFile(io.BytesIO(path.read_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            content = src.read(name)
+            if name == "xl/worksheets/sheet1.xml":
+                text = re.sub(r"<(/?)(\w+)", r"<\1x:\2", content.decode()).replace(' xmlns="', ' xmlns:x="', 1)
+                content = text.encode()
+            dst.writestr(name, content)
+    path.write_bytes(out.getvalue())
+
+
+def _with_comment_elsewhere(path: Path, rules) -> None:
+    wb = openpyxl.load_workbook(path)
+    wb[rules.forms["warmth"].sheet]["A1"].comment = Comment("附件一", "填表人")
+    wb.save(path)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (_with_formula_typed, "a formula that is not a form's own"),
+        (_with_prefixed_namespace, "a root other than worksheet"),
+        (_with_comment_elsewhere, "comments or VML drawings"),
+    ],
+    ids=["formula-typed", "prefixed-namespace", "comment-elsewhere"],
+)
+def test_workbook_the_xml_edit_leaves_to_openpyxl_is_still_marked(mistaken, rules, made, caplog, change, why):
+    path, findings = mistaken
+    change(path, rules)
+    with caplog.at_level("INFO", logger=annotate.log.name):
+        wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
+    assert made == [False]
+    assert why in caplog.text
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert filled_cells(wb, "FFEB9C") == cells_of(findings, WARNING)
+    assert all(wb[f.sheet][f.cell].comment.author == annotate.AUTHOR for f in findings)
+    assert wb.sheetnames[0] == annotate.SUMMARY_SHEET
+    typed = wb[rules.forms["warmth"].sheet]["C30"]
+    if change is _with_formula_typed:  # kept as what was typed, never as a formula that runs
+        assert typed.value == '=WEBSERVICE("http://example.invalid/x")' and typed.data_type == "s"
+
+
+def test_form_saved_by_libreoffice_is_annotated_by_the_xml_edit(
+    mistaken, rules, soffice_convert, made, tmp_path
+):
+    path, findings = mistaken
+    saved = soffice_convert(path, "xlsx", tmp_path / "saved")
+    data = annotated(saved, findings)
+    assert made == [True]
+    assert package_problems(data) == []
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert filled_cells(wb, "FFEB9C") == cells_of(findings, WARNING)
+    assert [ws.title for ws in wb.worksheets if ws.sheet_view.tabSelected] == [annotate.SUMMARY_SHEET]
+    copy = tmp_path / "copy.xlsx"
+    copy.write_bytes(data)
+    (again,) = check.check_paths([copy], rules)
+    assert (again.unit, again.form) == ("460100", "warmth")
+    assert sorted((f.rule, f.cell) for f in again.findings) == sorted((f.rule, f.cell) for f in findings)
+
+
+def test_marks_on_two_sheets_each_get_their_comments(fill, rules, route):
+    path = fill()
+    wb = openpyxl.load_workbook(path)
+    wb.create_sheet("补充说明", 1)["B2"] = "见附件"  # a sheet the unit added, between the form and _meta
+    wb.save(path)
+    sheet = rules.forms["warmth"].sheet
+    findings = [
+        Finding("R-type", ERROR, "应填整数", sheet=sheet, cell="B8"),
+        Finding("R-other", WARNING, "请核对", sheet="补充说明", cell="B2"),
+        Finding("R-other", ERROR, "不应填写", sheet="补充说明", cell="D5"),
+    ]
+    data = annotated(path, findings)
+    assert package_problems(data) == []
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    assert wb.sheetnames == [annotate.SUMMARY_SHEET, sheet, "补充说明", template.META_SHEET]
+    for f in findings:
+        assert wb[f.sheet][f.cell].comment.text == f"【{'错误' if f.is_error else '提醒'}】{f.message}"
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    if route == "xml":  # each drawing its own block of shape ids, as Excel numbers them
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            vml = [zf.read(n).decode() for n in zf.namelist() if n.endswith(".vml")]
+        blocks = [re.search(r'o:idmap v:ext="edit" data="(\d+)"', v).group(1) for v in vml]
+        assert len(vml) == 2 and len(set(blocks)) == 2
