@@ -406,7 +406,7 @@ def _cross_form(rules: Rules, results: list[Checked]) -> None:
             continue
         records = []
         for _, cs in pairs:
-            rec = {}
+            rec: dict[str, Any] = {}
             for form_code, c in zip(rule.forms, cs, strict=True):
                 rec.update(zip(map(_prefixed, itertools.repeat(form_code), c.values), c.values.values(), strict=True))
             records.append(rec)

@@ -224,3 +224,43 @@ def test_killed_run_is_completed_by_the_next_with_the_same_result(rules, tmp_pat
     assert rerun.wait(timeout=300) == 0
     assert ledger.Ledger(tmp_path / "killed" / "state").dump() == ledger.Ledger(tmp_path / "clean" / "state").dump()
     assert hashes(tmp_path / "killed" / "outbox") == hashes(tmp_path / "clean" / "outbox")
+
+
+def _draft_workbook(outbox: Path) -> bytes:
+    (path,) = (outbox / batch.SUMMARY_DIR).glob("*汇总表(草稿).xlsx")
+    return path.read_bytes()
+
+
+def test_draft_workbook_made_by_the_second_process_is_the_one_this_process_makes(rules, site):
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    as_of = batch.moment(AS_OF, rules)
+    book = ledger.Ledger(state)
+    now = batch.current_status(rules, book, as_of)
+    here, _, _ = batch.consolidation_files(rules, book, outbox, now, as_of, False, "province", None)
+    xlsx = next(data for path, data in here.items() if path.suffix == ".xlsx")
+    assert xlsx[:2] == b"PK" and _draft_workbook(outbox) == xlsx
+
+
+def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog):
+    import multiprocessing
+
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    as_of = batch.moment(AS_OF, rules)
+    book = ledger.Ledger(state)
+    now = batch.current_status(rules, book, as_of)
+    aside = batch.Aside()
+    aside.start()
+    try:
+        children = multiprocessing.active_children()
+        assert children  # the workbook's process, started ahead
+        for child in children:
+            child.kill()
+            child.join()
+        made, _, _ = batch.consolidation_started(rules, book, outbox, now, as_of, False, "province", None, aside)()
+    finally:
+        aside.close()
+    xlsx = next(data for path, data in made.items() if path.suffix == ".xlsx")
+    assert xlsx == _draft_workbook(outbox)
+    assert "building it in this one" in caplog.text
