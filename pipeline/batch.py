@@ -178,7 +178,8 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         # Alongside the annotating, the draft for the status as it stands: its workbook by a second process
         # from now on, its report and summary by this one while the children annotate. Only a message
         # refused while sending can change the status, and then the draft is built again.
-        aside.start()  # its imports load while this process sums the forms
+        if len(rules.children(parent)) >= Aside.UNITS:
+            aside.start()  # its imports load while this process sums the forms
         now = current_status(rules, ledger, as_of, parent)
         _keep_aside()
         finish = consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign, aside)
@@ -327,6 +328,10 @@ class Aside:
     """A second process that builds the consolidated workbook (3 s of the processor at 3,000 units) while
     this one writes the report, the summary and the e-mails. Started with `start` before it is needed, it
     loads its imports meanwhile; not started, or broken, the workbook is built here as before."""
+
+    # Below this many units the workbook takes less than the second process's start (~1 s of the processor
+    # and ~150 MiB for its imports): a province's run builds it here.
+    UNITS = 500
 
     def __init__(self) -> None:
         self.pool: Any = None
