@@ -179,7 +179,10 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         # from now on, its report and summary by this one while the children annotate. Only a message
         # refused while sending can change the status, and then the draft is built again.
         if len(rules.children(parent)) >= Aside.UNITS:
+            from pipeline import sandbox
+
             aside.start()  # its imports load while this process sums the forms
+            sandbox.kept_give_way()  # the workbook is what the stage waits for, not the annotated copies
         now = current_status(rules, ledger, as_of, parent)
         _keep_aside()
         finish = consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign, aside)

@@ -212,6 +212,14 @@ def start_kept() -> None:
                 _POOL[k] = _Worker(Path(path), memory_mb, seconds)
 
 
+def kept_give_way(niceness: int = 10) -> None:
+    """Let the kept children run after other work when the processor is short: their last task of the run
+    (annotating) is not what the run waits for. Only ever lowers their priority, which needs no privilege."""
+    for worker in _POOL.values():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, worker.proc.pid, niceness)
+
+
 def _pooled(rules_path: Path, memory_mb: int, seconds: float) -> bool:
     """Whether the kept children were started for these rules and limits."""
     return bool(_POOL_KEY) and _POOL_KEY[0] == (str(Path(rules_path).resolve()), memory_mb, seconds)

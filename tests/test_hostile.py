@@ -267,6 +267,20 @@ def test_files_queued_behind_one_that_kills_the_child_are_read_by_the_next_child
     assert {s.unit for s in subs if s.readable} == {"460100"}
 
 
+def test_kept_children_give_way_and_still_read(rules):
+    """Once the run waits on its workbook, not on the annotated copies, the children run at a lower priority."""
+    with sandbox.kept(rules.source):
+        sandbox.start_kept()
+        children = [w.proc.pid for w in sandbox._POOL.values()]
+        assert children and all(os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
+                                for pid in children)
+        sandbox.kept_give_way()
+        assert all(os.getpriority(os.PRIO_PROCESS, pid) >= 10 for pid in children)
+        subs = sandbox.read_many([(base_form(rules), "a.xlsx")], rules.source)
+        assert subs[0].readable and subs[0].unit == "460100"
+        assert sorted(w.proc.pid for w in sandbox._POOL.values()) == sorted(children)  # the same children
+
+
 def test_submission_is_picklable(rules):
     import pickle
 
