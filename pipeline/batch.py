@@ -35,7 +35,7 @@ from pipeline.findings import (
 from pipeline.ledger import Ledger, Submission
 
 if TYPE_CHECKING:  # reading and validating import pandas and pandera: only a run with new files needs them
-    from pipeline import normalize, read, validate
+    from pipeline import consolidate, normalize, read, validate
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
@@ -348,7 +348,7 @@ class Aside:
             self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             self.pool.submit(importlib.import_module, "pipeline.report")
 
-    def workbook(self, rules: Rules, c: Any, now: status.Status, findings: dict[str, list[tuple[str, Finding]]],
+    def workbook(self, rules: Rules, c: consolidate.Consolidation, now: status.Status, findings: dict[str, list[tuple[str, Finding]]],
                  every: list[status.Version], **options: Any) -> Callable[[], bytes]:
         """`report.workbook`'s bytes, when called for."""
         from concurrent.futures import BrokenExecutor

@@ -270,3 +270,16 @@ def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog)
     xlsx = next(data for path, data in made.items() if path.suffix == ".xlsx")
     assert xlsx == _draft_workbook(outbox)
     assert "building it in this one" in caplog.text
+
+
+def test_submissions_are_loaded_again_when_another_connection_changed_them(rules, site):
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    reader, writer = ledger.Ledger(state), ledger.Ledger(state)
+    first = reader.submissions()
+    assert reader.submissions(values=False) == first  # unchanged: the same objects again
+    changed = first[0]
+    writer.record_checks([(changed.sha256, dict(kind=changed.kind, unit=changed.unit, item=changed.item,
+                                                form=changed.form, verdict="rejected", findings=[]))])
+    again = {s.sha256: s for s in reader.submissions()}
+    assert again[changed.sha256].verdict == "rejected" and changed.verdict != "rejected"
