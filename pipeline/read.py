@@ -1097,7 +1097,7 @@ def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
 def _sheet_target(workbook_xml: bytes, rels_xml: bytes, sheet: str) -> str | None:
     """The part of `sheet`, from the workbook's XML and its relationships: the same bytes in every copy
     of one template saved by one program, so parsed once for all of them."""
-    workbook = ET.fromstring(workbook_xml)
+    workbook = _parsed(workbook_xml)
     rid = next(
         (
             next((v for k, v in el.attrib.items() if k == _REL_ID or k.endswith("}id")), None)
@@ -1108,7 +1108,7 @@ def _sheet_target(workbook_xml: bytes, rels_xml: bytes, sheet: str) -> str | Non
     )
     if rid is None:
         return None
-    rels = ET.fromstring(rels_xml)
+    rels = _parsed(rels_xml)
     for rel in rels.iter():
         if _local(rel.tag) == "Relationship" and rel.get("Id") == rid:
             target = rel.get("Target", "")
@@ -1116,6 +1116,13 @@ def _sheet_target(workbook_xml: bytes, rels_xml: bytes, sheet: str) -> str | Non
                 return target.lstrip("/")
             return str(PurePosixPath("xl") / target)
     return None
+
+
+def _parsed(xml: bytes) -> ET.Element:
+    """A part of the unit's file, parsed: no DTD, so no entity is ever expanded (defusedxml refuses it)."""
+    from defusedxml.ElementTree import fromstring
+
+    return fromstring(xml, forbid_dtd=True)
 
 
 def _local(tag: str) -> str:

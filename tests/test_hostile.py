@@ -281,6 +281,23 @@ def test_kept_children_give_way_and_still_read(rules):
         assert sorted(w.proc.pid for w in sandbox._POOL.values()) == sorted(children)  # the same children
 
 
+def test_entities_in_the_workbook_part_are_never_expanded_by_our_own_parsing(rules, tmp_path, caplog):
+    """calamine reads the values; the formula scan's own look at workbook.xml refuses the DTD instead of
+    expanding it, and the file still gets its verdict."""
+    import logging
+
+    base = base_form(rules)
+    with zipfile.ZipFile(io.BytesIO(base)) as z:
+        workbook = z.read("xl/workbook.xml").decode()
+    lol = '<!DOCTYPE workbook [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+    workbook = workbook.replace("<workbook", lol + "<workbook", 1)
+    path = _rebuild(base, tmp_path / "dtd_附件1.xlsx", {"xl/workbook.xml": workbook.encode()})
+    with caplog.at_level(logging.INFO, logger="pipeline.read"):
+        sub = read.read_submission(path.read_bytes(), path.name, rules)
+    assert sub.readable and sub.form == "warmth" and sub.unit == "460100"
+    assert "formula scan" in caplog.text and "DTD" in caplog.text
+
+
 def test_submission_is_picklable(rules):
     import pickle
 
