@@ -330,27 +330,15 @@ class _Sheet:
         self.merges: dict[tuple[int, int, int, int], None] = {}  # a dict: ordered, and a range merges once
         self.max_row = 0
 
-    def put(
-        self,
-        row: int,
-        col: int,
-        value: Value = None,
-        *,
-        bold: bool = False,
-        size: int = 10,
-        align: Alignment = CENTER_ALIGN,
-        fill: PatternFill | None = None,
-        border: bool = True,
-        color: str | None = None,
-        number_format: str | None = None,
-    ) -> None:
-        """A cell with its look; a string is always text, never a formula (=…) or an error code (#N/A)."""
+    def put(self, row: int, col: int, value: Value = None, **look: Any) -> None:
+        """A cell with its look (the arguments of `look`); a string is always text, never a formula (=…) or
+        an error code (#N/A)."""
         quote = False
         if isinstance(value, str):
             value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)[:MAX_TEXT] or None
             # stays text even when someone edits the cell and presses Enter
             quote = value is not None and value.startswith(FORMULA_START)
-        self.place(row, col, value, self.look(bold, size, align, fill, border, color, number_format, quote))
+        self.place(row, col, value, self.look(quote=quote, **look))
 
     def look(
         self,
@@ -363,7 +351,8 @@ class _Sheet:
         number_format: str | None = None,
         quote: bool = False,
     ) -> Any:
-        """The format of a look, made on first use."""
+        """The format of a look, made on first use: a cell's font (bold, size, color), alignment, fill,
+        border and number format; `quote` keeps a text that starts like a formula a text when edited."""
         key = (bold, size, id(align), id(fill), border, color, number_format, quote)
         known = self.formats.get(key)
         if known is None:
