@@ -21,6 +21,7 @@ from openpyxl.comments import Comment
 from pipeline import annotate, check, config, demo, template
 from pipeline.findings import ERROR, WARNING, Finding
 from tests.conftest import cell_of, correct_values
+from tests.test_check_command import CORPUS, corpus_files
 
 TITLE = "海口市总工会 送温暖统计表 校验结果"
 UNIT = "海口市总工会"
@@ -888,3 +889,26 @@ def test_marks_on_two_sheets_each_get_their_comments(fill, rules, route):
             vml = [zf.read(n).decode() for n in zf.namelist() if n.endswith(".vml")]
         blocks = [re.search(r'o:idmap v:ext="edit" data="(\d+)"', v).group(1) for v in vml]
         assert len(vml) == 2 and len(set(blocks)) == 2
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the shared corpus is absent ({CORPUS})")
+def test_every_corpus_workbook_gets_a_copy_that_opens_with_its_findings_first(made):
+    """Real-world workbooks from other projects' test suites: each gets a copy that opens (read back by
+    calamine, as LibreOffice and Excel would show it) with 校验结果 first; most take the XML edit."""
+    import python_calamine
+
+    books = [f for f in corpus_files() if f.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods", ".xlsb")]
+    assert len(books) > 60
+    for path in books:
+        data = path.read_bytes()
+        try:
+            first = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data)).sheet_names[0]
+        except Exception:  # damaged, encrypted or empty: the finding points nowhere, the copy lists it
+            first = "Sheet1"
+        finding = Finding("R-type", ERROR, "应填整数", sheet=first, cell="B2")
+        copy = annotate.annotated_workbook(data, path.name, [finding], unit_name=UNIT, title=TITLE)
+        book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(copy))
+        assert book.sheet_names[0] == annotate.SUMMARY_SHEET, path.name
+        lines = book.get_sheet_by_name(annotate.SUMMARY_SHEET).to_python()
+        assert lines[2][0].startswith("共 1 个错误"), path.name
+    assert sum(made) >= len(made) // 2  # the ordinary ones are edited, the odd ones go to openpyxl
