@@ -15,6 +15,7 @@ from typing import Any
 from pipeline import read, validate
 from pipeline.config import Rules
 from pipeline.findings import ACCEPTED, ERROR, REJECTED, UNREADABLE, Finding
+from pipeline.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
 
 VERDICT_WORDS = {ACCEPTED: "通过", REJECTED: "未通过", UNREADABLE: "无法读取"}
 
@@ -44,10 +45,11 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
     `isolated` reads each file in a child process with memory and time limits (pipeline.sandbox), so a
     file built to exhaust resources gets a verdict instead of taking the process down.
     """
-    submissions = _read_isolated(paths, rules) if isolated else [read.read_path(p, rules) for p in paths]
+    submissions = (_read_isolated(paths, rules) if isolated
+                   else [read.read_path(p, rules, readable(p.name)) for p in paths])
     checked = validate.validate(submissions, rules, today)
     return [
-        FileResult(str(p), c.submission.unit, c.submission.form, c.verdict, tuple(c.findings))
+        FileResult(readable(str(p)), c.submission.unit, c.submission.form, c.verdict, tuple(c.findings))
         for p, c in zip(paths, checked, strict=True)
     ]
 
@@ -63,13 +65,13 @@ def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[read.Submission]
             with p.open("rb") as fh:
                 data = fh.read(limits.max_bytes + 1)
         except OSError:
-            out.append(read.read_path(p, rules))  # the same verdict as unisolated: cannot open
+            out.append(read.read_path(p, rules, readable(p.name)))  # the same verdict as unisolated: cannot open
             continue
         if len(data) > limits.max_bytes:
-            out.append(read.read_path(p, rules))  # refused by size alone, without reading it
+            out.append(read.read_path(p, rules, readable(p.name)))  # refused by size alone, without reading it
             continue
         out.append(None)
-        items.append((data, p.name))
+        items.append((data, readable(p.name)))
     done = iter(sandbox.read_many(items, rules.source, memory_mb=limits.worker_memory_mb,
                                   seconds=limits.worker_seconds))
     return [s if s is not None else next(done) for s in out]

@@ -93,18 +93,20 @@ class Submission:
     identity_source: str = ""  # where the unit was found: "_meta" / "title" (the sheet's heading) / "filename"
 
 
-def read_path(path: Path, rules: Rules) -> Submission:
+def read_path(path: Path, rules: Rules, name: str | None = None) -> Submission:
+    """Read the file at `path`; `name` is its name as messages show it (default: the path's own)."""
+    name = path.name if name is None else name
     limit = rules.limits.max_bytes
     try:
         with path.open("rb") as fh:
             data = fh.read(limit + 1)  # a huge file is refused without holding all of it
             if len(data) > limit:
-                return _refused(path.name, _too_large(path.stat().st_size, rules.limits))
+                return _refused(name, _too_large(path.stat().st_size, rules.limits))
     except OSError as exc:
         # A file still being copied or removed meanwhile: a verdict for it, and the batch goes on.
         log.info("cannot open %s: %r", path, exc)
-        return _refused(path.name, Finding(F_UNREADABLE, ERROR, "文件无法打开(可能已被移走、没有权限或仍在复制中)"))
-    return read_submission(data, path.name, rules)
+        return _refused(name, Finding(F_UNREADABLE, ERROR, "文件无法打开(可能已被移走、没有权限或仍在复制中)"))
+    return read_submission(data, name, rules)
 
 
 def read_submission(data: bytes, name: str, rules: Rules) -> Submission:

@@ -71,3 +71,20 @@ def test_every_corpus_file_gets_a_verdict_and_a_message_without_traceback():
     assert verdicts["pass_protected.xlsx"] == "unreadable"
     rules_of = {o["file"].split("/")[-1]: {f["rule"] for f in o["findings"]} for o in printed}
     assert "F-encrypted" in rules_of["pass_protected.xlsx"]
+
+
+def test_file_named_by_chinese_windows_is_shown_by_its_chinese_name(fill, tmp_path):
+    """A name an unzip tool or mail client wrote in GBK: the report names the file as its sender reads it."""
+    import os
+
+    name = "海口市总工会附件1.xlsx"
+    folder = tmp_path / "解压"
+    folder.mkdir()
+    gbk = os.path.join(os.fsencode(folder), name.encode("gbk"))
+    with open(gbk, "wb") as out:
+        out.write(fill().read_bytes())
+    path = Path(os.fsdecode(gbk))  # as a shell hands it over: undecodable bytes as surrogate escapes
+    text = runner.invoke(app, ["check", str(path)])
+    assert text.exit_code == 0 and f"【{name}】" in text.output, text.output
+    printed = json.loads(runner.invoke(app, ["check", "--json", str(path)]).stdout)
+    assert printed[0]["file"] == str(folder / name) and printed[0]["unit"] == "460100"
