@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 
 @contextlib.contextmanager
@@ -60,13 +59,6 @@ def sync(path: Path) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
-
-
-def save_workbook(workbook: Any, path: Path) -> None:
-    """Save an openpyxl (or xlwt) workbook atomically."""
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    write_bytes(path, buffer.getvalue())
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -39,10 +39,6 @@ class DemoInbox:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (unit code, item)
 
 
-def _cents(x: float) -> int:
-    return int(round(x * 100))
-
-
 def _wan(cents: int) -> float:
     return round(cents / 100, 2)
 

@@ -55,7 +55,7 @@ def route(request, monkeypatch, made) -> Iterator[str]:
     """The test runs twice: with every .xlsx copy made by the XML edit (checked afterwards: none may have
     fallen back), and with the edit turned off, as for a workbook it leaves to openpyxl."""
     if request.param == "openpyxl":
-        monkeypatch.setattr(annotate, "_patched", lambda *args, **kwargs: None)
+        openpyxl_only(monkeypatch)
     yield request.param
     if request.param == "xml":
         assert made and all(made), f"the XML edit did not make every copy: {made}"
