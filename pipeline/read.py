@@ -8,6 +8,7 @@ import codecs
 import functools
 import html
 import io
+import itertools
 import logging
 import math
 import re
@@ -167,17 +168,27 @@ def _mb(size: int) -> str:
     return f"{math.ceil(size / 2**20 * 10) / 10:g}"
 
 
-_OPENED: list[tuple[bytes, zipfile.ZipFile]] = []  # the package being read (see _package)
+_OPENED: list[tuple[bytes, zipfile.ZipFile, dict[str, bytes]]] = []  # the package being read (see _package)
 
 
 def _package(data: bytes) -> zipfile.ZipFile:
-    """The zip package of `data`, opened once for the sniffing, the active-content check and the formula
-    scan of one file (its central directory was a fair share of the reading time)."""
+    """The zip package of `data`, opened once for the sniffing, the active-content check, the `_meta` head
+    and the formula scan of one file (its central directory was a fair share of the reading time)."""
     if _OPENED and _OPENED[0][0] is data:
         return _OPENED[0][1]
     zf = zipfile.ZipFile(io.BytesIO(data))
-    _OPENED[:] = [(data, zf)]
+    _OPENED[:] = [(data, zf, {})]
     return zf
+
+
+def _part(zf: zipfile.ZipFile, name: str) -> bytes:
+    """A small part of the package being read (the workbook and its relationships), unpacked once."""
+    if not (_OPENED and _OPENED[0][1] is zf):
+        return zf.read(name)
+    parts = _OPENED[0][2]
+    if name not in parts:
+        parts[name] = zf.read(name)
+    return parts[name]
 
 
 def _sniff_zip(data: bytes, name: str, limits: Limits) -> str:
@@ -581,7 +592,16 @@ class _Meta:
     form: str = ""
     unit: str = ""
     version: str = ""
+    rules: str = ""  # the sha256 of the rules.yaml the template was made from
     cells: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (sheet, A1)
+
+    @property
+    def template(self) -> tuple[str, str, str]:
+        """What one template has in every copy, whoever fills it: the same cell map below."""
+        return self.form, self.version, self.rules
+
+
+_META_ATTRS = {"form": "form", "unit": "unit", "template_version": "version", "rules_sha256": "rules"}
 
 
 def _read_meta(grid: Grid) -> _Meta:
@@ -591,9 +611,123 @@ def _read_meta(grid: Grid) -> _Meta:
         if tuple(v.lower() for v in values) == META_HEADER:
             meta.cells = dict(_meta_map(tuple(tuple(r[:5]) for r in grid[i + 1 :])))
             break
-        if values[0] in ("form", "unit", "template_version"):
-            setattr(meta, {"template_version": "version"}.get(values[0], values[0]), values[1])
+        if values[0] in _META_ATTRS:
+            setattr(meta, _META_ATTRS[values[0]], values[1])
     return meta
+
+
+_MAPS: dict[tuple[str, str, str], dict[Key, tuple[str, str]]] = {}  # _Meta.template -> its cell map
+
+
+def _meta_of(data: bytes, fmt: str, book: _Book) -> _Meta:
+    """The `_meta` sheet of a file. Its 570 cells cost calamine more than the form's own sheet, and all but
+    the unit's code are the same in every copy of a template: so the head rows are read from the XML, and
+    the map is the one read in full from the first copy of the same template (form, version, rules)."""
+    head = _meta_head(data) if fmt == "xlsx" else None
+    if head is None or not head.rules:
+        return _read_meta(book.grid(META_SHEET))
+    known = _MAPS.get(head.template)
+    if known is not None:
+        head.cells = known
+        return head
+    meta = _read_meta(book.grid(META_SHEET))
+    if (meta.template, meta.unit) == (head.template, head.unit):
+        if len(_MAPS) >= 64:
+            _MAPS.clear()
+        _MAPS[head.template] = meta.cells
+    else:  # the quick reading disagrees with calamine's: trust calamine, and never the quick one for it
+        log.info("_meta head read from the XML differs from calamine's: %r / %r", head, meta)
+    return meta
+
+
+_ROW = re.compile(rb"<row\b[^>]*>(.*?)</row>", re.S)
+_ROW_CELL = re.compile(rb'<c r="([A-E])\d+"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
+_TYPE = re.compile(rb'\bt="(\w+)"')
+_INLINE_T = re.compile(rb"<t\b[^>]*>([^<]*)</t>")
+_SI = re.compile(rb"<si>(.*?)</si>|<si/>", re.S)
+_HEAD_BYTES = 1 << 13  # the key rows and the header: 2.5 KB in a template, less with shared strings
+_HEAD_ROWS = 8  # the header is row 5 of a template
+
+
+def _meta_head(data: bytes) -> _Meta | None:
+    """The key rows of `_meta` (form, unit, template_version, rules_sha256) up to its map's header row, read
+    from the sheet's XML; None whenever the XML is not in the plain shape Excel, WPS, LibreOffice and
+    openpyxl write (then calamine reads the sheet)."""
+    try:
+        zf = _package(data)
+        part = _sheet_part(zf, META_SHEET)
+        if part is None:
+            return None
+        with zf.open(part) as fh:
+            xml = fh.read(_HEAD_BYTES)
+        rows = [[(m.group(1), m.group(2), m.group(3)) for m in _ROW_CELL.finditer(row.group(1))]
+                for row in itertools.islice(_ROW.finditer(xml), _HEAD_ROWS)]
+        strings = _shared_strings(zf, rows)
+        meta = _Meta()
+        for cells in rows:
+            values = [""] * 5
+            for column, attrs, body in cells:
+                text = _cell_text(attrs, body, strings)
+                if text is None:
+                    return None
+                values[column[0] - 65] = text
+            if tuple(v.lower() for v in values) == META_HEADER:
+                return meta
+            if values[0] in _META_ATTRS:
+                setattr(meta, _META_ATTRS[values[0]], values[1])
+        return None  # no header in the first rows
+    except (zipfile.BadZipFile, KeyError, ET.ParseError, OSError, EOFError, ValueError, IndexError,
+            UnicodeDecodeError):
+        return None
+
+
+def _cell_text(attrs: bytes, body: bytes | None, strings: list[bytes]) -> str | None:
+    """A `_meta` cell as `_text` gives calamine's value; None for what this reading does not handle."""
+    t = _TYPE.search(attrs)
+    kind = t.group(1) if t else b"n"
+    if body is None or (kind == b"n" and b"<v" not in body):
+        return ""
+    if b"<f" in body or b"_x" in body:  # a formula, or an escaped control character
+        return None
+    if kind == b"inlineStr":
+        raw = b"".join(_INLINE_T.findall(body))
+    elif kind == b"s":
+        v = _V.search(body)
+        raw = b"".join(_INLINE_T.findall(strings[int(v.group(1) or b"")])) if v else b""
+    elif kind in (b"str", b"n"):
+        v = _V.search(body)
+        raw = (v.group(1) or b"") if v else b""
+        if kind == b"n":
+            return _text(float(raw)) if raw else ""
+    else:
+        return None  # a boolean, an error, a date: not what a template writes here
+    return html.unescape(raw.decode("utf-8")).strip()
+
+
+def _shared_strings(zf: zipfile.ZipFile, rows: list[list[tuple[bytes, bytes, bytes | None]]]) -> list[bytes]:
+    """The shared strings up to the last one the head rows use (their <si> bodies); [] when none is used."""
+    wanted = [int(v.group(1) or b"") for cells in rows for _, attrs, body in cells
+              if body and b't="s"' in attrs and (v := _V.search(body))]
+    if not wanted:
+        return []
+    xml = zf.read(_strings_part(_part(zf, "xl/_rels/workbook.xml.rels")))
+    if b"<rPh" in xml:  # phonetic runs: calamine leaves them out, and so would have to this reading
+        raise ValueError("phonetic runs in the shared strings")
+    out: list[bytes] = []
+    for m in _SI.finditer(xml):
+        out.append(m.group(1) or b"")
+        if len(out) > max(wanted):
+            break
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _strings_part(rels_xml: bytes) -> str:
+    for rel in _parsed(rels_xml).iter():
+        if _local(rel.tag) == "Relationship" and rel.get("Type", "").endswith("/sharedStrings"):
+            target = rel.get("Target", "")
+            return target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
+    raise KeyError("no shared strings part")
 
 
 @functools.lru_cache(maxsize=64)
@@ -629,7 +763,7 @@ class _Reader:
         if links:
             self.add(F_LINK, WARNING, MSG_LINK)
         book = _Book(self.data)
-        meta = _read_meta(book.grid(META_SHEET)) if META_SHEET in book.names else None
+        meta = _meta_of(self.data, fmt, book) if META_SHEET in book.names else None
         titled = self._titled_sheets(book)
 
         form_code = self._form(meta, titled, book)
@@ -1092,7 +1226,7 @@ def formula_results(data: bytes, sheets: Iterable[str]) -> dict[str, dict[str, F
 
 
 def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
-    return _sheet_target(zf.read("xl/workbook.xml"), zf.read("xl/_rels/workbook.xml.rels"), sheet)
+    return _sheet_target(_part(zf, "xl/workbook.xml"), _part(zf, "xl/_rels/workbook.xml.rels"), sheet)
 
 
 @functools.lru_cache(maxsize=16)

@@ -165,6 +165,36 @@ def test_meta_codes_resaved_as_numbers_are_read_as_text(tmp_path: Path) -> None:
     assert (sub.unit, sub.identity_source) == ("460100", "_meta")
 
 
+def test_each_copy_of_a_template_keeps_its_own_unit_and_cells(tmp_path: Path) -> None:
+    # The copies share the `_meta` map, read once; the unit's code and the figures are each file's own.
+    first, ws = filled("460100")
+    second, other = filled("460200")
+    other[cell_of(AGRI_HOUSEHOLDS)] = 7
+    a = read_wb(first, tmp_path, "海口.xlsx")
+    b = read_wb(second, tmp_path, "三亚.xlsx")
+    assert [(s.unit, s.identity_source, s.findings) for s in (a, b)] == [("460100", "_meta", []), ("460200", "_meta", [])]
+    assert (values(a)[AGRI_HOUSEHOLDS], values(b)[AGRI_HOUSEHOLDS]) == (12, 7)
+    assert b.cells[AGRI_HOUSEHOLDS].address == cell_of(AGRI_HOUSEHOLDS)
+
+
+@pytest.mark.parametrize("code", ["460100", 460100])
+def test_meta_of_a_form_resaved_by_libreoffice_is_read_from_its_shared_strings(
+    tmp_path: Path, soffice_convert: Callable[..., Path], code: object
+) -> None:
+    # LibreOffice, like Excel, keeps text in a shared-strings part: the `_meta` head is read from there.
+    wb, _ = filled()
+    wb[template.META_SHEET]["B2"] = code
+    (tmp_path / "sent").mkdir()
+    resaved = soffice_convert(save(wb, tmp_path / "sent", "海口.xlsx"), "xlsx", tmp_path / "resaved")
+    data = resaved.read_bytes()
+    assert b"sharedStrings" in zipfile.ZipFile(io.BytesIO(data)).read("[Content_Types].xml")
+    head = read._meta_head(data)
+    assert head is not None and (head.form, head.unit, head.version) == ("warmth", "460100", WARMTH.version)
+    sub = read.read_submission(data, "海口.xlsx", RULES)
+    assert (sub.form, sub.unit, sub.identity_source, sub.findings) == ("warmth", "460100", "_meta", [])
+    assert values(sub)[AGRI_HOUSEHOLDS] == 12
+
+
 def test_workbook_that_is_not_one_of_our_forms_is_unrecognised(tmp_path: Path) -> None:
     wb = openpyxl.Workbook()
     ws = wb.active
