@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -286,6 +286,8 @@ def main() -> None:
     """Entry point: no traceback ever reaches the user; an unexpected error says where its log is."""
     try:
         app()
+    except SystemExit as done:  # how click ends every command, on success too
+        _leave(done.code)
     except KeyboardInterrupt:
         typer.echo("已中断。", err=True)
         sys.exit(130)
@@ -297,3 +299,19 @@ def main() -> None:
         log.write_text(traceback.format_exc(), encoding="utf-8")
         typer.echo(f"程序出错:{exc.__class__.__name__}: {exc}\n详细信息已写入 {log},请发给技术人员。", err=True)
         sys.exit(3)
+
+
+def _leave(code: object) -> NoReturn:
+    """Exit without the interpreter freeing, one by one, the millions of objects a national run holds (0.2 s
+    at 3,000 units): everything the command wrote is written and synced, its ledger closed, its children
+    and second process ended by then. What is printed is flushed first."""
+    import logging
+
+    if code is not None and not isinstance(code, int):
+        typer.echo(str(code), err=True)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code or 0)

@@ -101,3 +101,8 @@ def test_python_dash_m_pipeline_runs_as_a_real_process(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(list(tmp_path.glob("*.xlsx"))) == 2
     assert "已生成 2 个模板" in proc.stdout
+    # A failing command's message reaches the pipe whole, and its exit code is kept.
+    missing = tmp_path / "没有这个文件.xlsx"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "check", str(missing)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (proc.returncode, proc.stdout + proc.stderr) == (2, f"找不到文件:{missing}\n")
