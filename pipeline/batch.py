@@ -183,10 +183,13 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
 
             aside.start()  # its imports load while this process sums the forms
             sandbox.kept_give_way()  # the workbook is what the stage waits for, not the annotated copies
-        now = current_status(rules, ledger, as_of, parent)
-        _keep_aside()
-        finish = consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign, aside)
-        return lambda: ahead.append((now, finish()))
+
+        def draft() -> None:
+            now = current_status(rules, ledger, as_of, parent)
+            _keep_aside()
+            ahead.append((now, consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign, aside)()))
+
+        return draft
 
     try:
         with result.timed("反馈"):
