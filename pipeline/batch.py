@@ -403,7 +403,7 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     for sub in pending:
         if Path(sub.file).suffix.lower() in report_ext:
             results.append((sub.sha256, _report_fields(rules, sub)))
-        elif not ledger.archive_path(sub.sha256).exists():
+        elif not ledger.has_bytes(sub.sha256):
             results.append((sub.sha256, _too_large(sub, rules)))
         else:
             forms.append(sub)
@@ -478,7 +478,7 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
             if (unit, other) in arriving:
                 continue
             latest = ledger.latest(unit, rules.item_for_form(other).code)
-            if latest is not None and latest.sha256 not in new and ledger.archive_path(latest.sha256).exists():
+            if latest is not None and latest.sha256 not in new and ledger.has_bytes(latest.sha256):
                 wanted.append((ledger.bytes_of(latest.sha256), latest.file))
     return sandbox.check_many(wanted, rules.source, as_of.date(), memory_mb=rules.limits.worker_memory_mb,
                               seconds=rules.limits.worker_seconds)
@@ -503,7 +503,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
                 latest[key] = sub
     due = []
     for sub in sorted(latest.values(), key=lambda s: (s.unit or "", s.item or "")):
-        if not sub.findings or not ledger.archive_path(sub.sha256).exists():
+        if not sub.findings or not ledger.has_bytes(sub.sha256):
             continue
         unit = known[sub.unit or ""]
         msg_key = _message_key("feedback", sub.sha256, unit.email)

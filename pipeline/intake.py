@@ -20,7 +20,11 @@ from pipeline.ledger import Ledger
 
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
 SYSTEM_FILES = {".gitkeep", ".ds_store", "thumbs.db", "desktop.ini"}  # not sent by anyone: not even reported
+BATCH_BYTES = 64 << 20  # files kept in one transaction: memory stays bounded whatever the inbox holds
 SETTLE_SECONDS = 2.0  # a file modified this recently is looked at twice, to see whether it is still growing
+
+
+_Arriving = tuple[Path, str, str, os.stat_result, dt.datetime]  # path, ledger key, shown name, stat, received
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def take_in(
     result = Intake()
     tz = as_of.tzinfo
     known = ledger.known_files()
-    arriving: list[tuple[Path, str, str, os.stat_result, dt.datetime]] = []
+    arriving: list[_Arriving] = []
     for path, reason in candidates(inbox):
         rel = path.relative_to(inbox).as_posix()  # the ledger's key: the real name, whatever its bytes
         shown = readable(rel)
@@ -121,20 +125,23 @@ def take_in(
     if arriving and arriving_files:
         arriving_files()  # there will be files to check: the caller may get ready while they are copied
 
-    def keep(item: tuple[Path, str, str, os.stat_result, dt.datetime]) -> str:
-        return _keep(ledger, item[0], item[3].st_size, max_bytes)
+    def read(item: _Arriving) -> tuple[bytes | None, str]:
+        return _read(item[0], item[3].st_size, max_bytes)
 
     kept: list[tuple[str, int, int, str, str, dt.datetime]] = []
-    # Reading, hashing and copying are system calls for the most part: a few threads overlap them.
+    # Reading is system calls for the most part: a few threads overlap them. The bytes of a batch are
+    # kept in one transaction, durably, before any file is recorded: a crash in between leaves bytes
+    # that the next run finds and records.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for (_, rel, shown, st, received), digest in zip(arriving, pool.map(keep, arriving), strict=True):
-            if progress:
-                progress(shown)
-            kept.append((rel, st.st_size, st.st_mtime_ns, digest, PurePosixPath(shown).name, received))
+        for batch in _batches(arriving):
+            got = list(pool.map(read, batch))
+            archived = [(data, digest) for data, digest in got if data is not None]  # not those over the limit
+            ledger.keep_many([data for data, _ in archived], [digest for _, digest in archived])
+            for (_, rel, shown, st, received), (_, digest) in zip(batch, got, strict=True):
+                if progress:
+                    progress(shown)
+                kept.append((rel, st.st_size, st.st_mtime_ns, digest, PurePosixPath(shown).name, received))
     if kept:
-        # The copies are made durable together, then recorded together: a crash before the record
-        # leaves copies that the next run finds and records; never a record without its copy.
-        ledger.sync_archive()
         result.new = ledger.record_files(kept, as_of)
     return result
 
@@ -158,12 +165,27 @@ def _still_growing(files: list[tuple[Path, os.stat_result]], settle: float) -> s
     return growing
 
 
-def _keep(ledger: Ledger, path: Path, size: int, max_bytes: int) -> str:
-    """Archive the bytes; a file over the size limit is hashed in chunks and only its verdict is kept."""
+def _batches(items: list[_Arriving]) -> Iterator[list[_Arriving]]:
+    """The arriving files in batches of about BATCH_BYTES: what is held in memory at once stays bounded."""
+    batch: list[_Arriving] = []
+    size = 0
+    for item in items:
+        if batch and size + item[3].st_size > BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item[3].st_size
+    if batch:
+        yield batch
+
+
+def _read(path: Path, size: int, max_bytes: int) -> tuple[bytes | None, str]:
+    """The file's bytes and sha256; a file over the size limit is hashed in chunks and not kept (None)."""
     if size <= max_bytes:
-        return ledger.keep(path.read_bytes(), durable=False)
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    return None, digest.hexdigest()

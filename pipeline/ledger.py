@@ -1,4 +1,4 @@
-"""The submission ledger: an embedded SQLite file and a content-addressed archive in the state folder.
+"""The submission ledger: an embedded SQLite file in the state folder, with a content-addressed archive.
 
 Every file ever seen is recorded here with its bytes kept by sha256, so nothing sent by a unit is lost
 even if the inbox is cleaned; every change is a transaction, so a run killed at any point leaves a
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic
 from pipeline.findings import Finding
 
 SCHEMA = """
@@ -61,6 +60,10 @@ CREATE TABLE IF NOT EXISTS messages (
     detail TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive (
+    sha256 TEXT PRIMARY KEY,        -- each file's bytes, exactly as sent (older states: files in archive/)
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS editions (
     number INTEGER PRIMARY KEY,     -- 终稿 editions, never overwritten
@@ -144,41 +147,48 @@ class Ledger:
     # --- the archive -------------------------------------------------------------------------------------
 
     def archive_path(self, sha256: str) -> Path:
+        """Where an earlier version kept a file's bytes: one file each under `archive/`, still read."""
         return self.archive_dir / sha256[:2] / sha256
 
-    def keep(self, data: bytes, durable: bool = True) -> str:
-        """Store bytes by their sha256 (once); return the digest.
-
-        With `durable=False` the caller makes the archive durable (`sync_archive`) before the ledger
-        records the file; a copy damaged by a power cut before that is found here and written again.
-        """
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.archive_path(digest)
-        try:
-            # Already there (the same bytes sent again, or copied by a run that stopped before recording
-            # them): trusted only if it still holds exactly these bytes.
-            whole = path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).hexdigest() == digest
-        except FileNotFoundError:
-            whole = False
-        if not whole:
-            atomic.write_bytes(path, data, durable)
+    def keep(self, data: bytes) -> str:
+        """Store bytes by their sha256 (once); return the digest."""
+        (digest,) = self.keep_many([data])
         return digest
 
-    def sync_archive(self) -> None:
-        self.archive_dir.mkdir(parents=True, exist_ok=True)
-        atomic.sync(self.archive_dir)
+    def keep_many(self, datas: Sequence[bytes], digests: Sequence[str] | None = None) -> list[str]:
+        """Store each file's bytes by its sha256 (once), all in one transaction; return the digests
+        (`digests`: the same, already computed by the caller's threads).
+
+        The bytes live in the ledger's own SQLite file: 6,000 files kept in one transaction cost one sync,
+        where as many archive files cost 0.1-0.5 ms of the kernel's time each. The commit is durable
+        before the caller records the files, so a crash leaves either the bytes or nothing to find again.
+        """
+        digests = list(digests) if digests is not None else [hashlib.sha256(d).hexdigest() for d in datas]
+        if datas:
+            with self.transaction() as db:
+                db.executemany("INSERT OR IGNORE INTO archive (sha256, data) VALUES (?, ?)",
+                               zip(digests, datas, strict=True))
+        return digests
+
+    def has_bytes(self, sha256: str) -> bool:
+        if self.db.execute("SELECT 1 FROM archive WHERE sha256 = ?", (sha256,)).fetchone():
+            return True
+        return self.archive_path(sha256).is_file()
 
     def bytes_of(self, sha256: str) -> bytes:
-        return self.archive_path(sha256).read_bytes()
+        row = self.db.execute("SELECT data FROM archive WHERE sha256 = ?", (sha256,)).fetchone()
+        return bytes(row[0]) if row is not None else self.archive_path(sha256).read_bytes()
 
     def verify(self) -> list[str]:
         """Re-hash every archived file against the ledger; a line per difference, in Chinese."""
         problems = []
         for row in self.db.execute("SELECT sha256, file FROM submissions ORDER BY sha256"):
-            path = self.archive_path(row["sha256"])
-            if not path.exists():
+            try:
+                data = self.bytes_of(row["sha256"])
+            except FileNotFoundError:
                 problems.append(f"存档缺失:{row['file']}({row['sha256'][:12]}…)")
-            elif hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:
+                continue
+            if hashlib.sha256(data).hexdigest() != row["sha256"]:
                 problems.append(f"存档内容已改变:{row['file']}({row['sha256'][:12]}…)")
         return problems
 

@@ -200,8 +200,9 @@ def test_a_file_still_being_copied_is_left_for_the_next_run_and_the_others_are_t
     book.close()
 
 
-def test_an_archive_copy_damaged_before_it_was_recorded_is_written_again(rules, tmp_path, fill):
-    """A power cut after copying and before recording can leave a copy of the right size holding zeros."""
+def test_an_archive_copy_damaged_before_it_was_recorded_is_not_trusted(rules, tmp_path, fill):
+    """A power cut after an earlier version copied a file and before it recorded it could leave a copy of the
+    right size holding zeros in the archive folder: the bytes are kept again, and those are what is read."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     sent = fill(unit="460100")
@@ -217,5 +218,30 @@ def test_an_archive_copy_damaged_before_it_was_recorded_is_written_again(rules, 
     taken = intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
                            20 * 2**20)
     assert len(taken.new) == 1
-    assert damaged.read_bytes() == data and book.verify() == []
+    assert book.bytes_of(taken.new[0]) == data and book.verify() == []
+    book.close()
+
+
+def test_files_archived_one_by_one_by_an_earlier_version_are_still_read_and_verified(rules, tmp_path, fill):
+    """State folders from before the archive moved into the ledger keep each file under archive/."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sent = fill(unit="460100")
+    data = sent.read_bytes()
+    (inbox / sent.name).write_bytes(data)
+    os.utime(inbox / sent.name, (JAN_31, JAN_31))
+    book = ledger.Ledger(tmp_path / "state")
+    import datetime as dt
+
+    (sha,) = intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+                            20 * 2**20).new
+    old = book.archive_path(sha)  # what the earlier version left: the file, no row
+    old.parent.mkdir(parents=True)
+    old.write_bytes(data)
+    book.db.execute("DELETE FROM archive")
+    assert (book.has_bytes(sha), book.bytes_of(sha), book.verify()) == (True, data, [])
+    old.write_bytes(data[:-1] + b"!")
+    assert [p.split("(")[0] for p in book.verify()] == [f"存档内容已改变:{sent.name}"]
+    old.unlink()
+    assert (book.has_bytes(sha), [p.split("(")[0] for p in book.verify()]) == (False, [f"存档缺失:{sent.name}"])
     book.close()
