@@ -171,13 +171,14 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes, arriving_files=_get_ready)
     with result.timed("校验"):
         result.checked = check_pending(rules, ledger, as_of, parent, progress)
-    ahead: list[tuple[status.Status, Made]] = []
+    ahead: list[tuple[status.Status, Callable[[], Made]]] = []
     aside = Aside()
 
     def draft_ahead() -> Callable[[], None]:
-        # Alongside the annotating, the draft for the status as it stands: its workbook by a second process
-        # from now on, its report and summary by this one while the children annotate. Only a message
-        # refused while sending can change the status, and then the draft is built again.
+        # Alongside the annotating, the draft for the status as it stands: summed by this process while the
+        # children annotate, its workbook then built by a second process (from Aside.UNITS units on) while
+        # this one writes the e-mails, the report and the summary. Only a message refused while sending can
+        # change the status, and then the draft is built again.
         if len(rules.children(parent)) >= Aside.UNITS:
             from pipeline import sandbox
 
@@ -187,7 +188,7 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         def draft() -> None:
             now = current_status(rules, ledger, as_of, parent)
             _keep_aside()
-            ahead.append((now, consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign, aside)()))
+            ahead.append((now, consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign, aside)))
 
         return draft
 
@@ -195,21 +196,21 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         with result.timed("反馈"):
             result.messages = feedback(rules, ledger, outbox, as_of, send, parent, progress, password,
                                        meanwhile=None if final else draft_ahead)
+        with result.timed("报送情况"):
+            result.status = current_status(rules, ledger, as_of, parent)
+        scope, key = f"draft:{parent}", _outputs_key(rules, ledger, as_of, parent, sign)
+        unchanged = None if final else _unchanged_outputs(ledger, outbox, scope, key)
+        if unchanged is not None:
+            result.outputs += unchanged  # nothing they are made from has changed: a rerun rewrites nothing
+            return result
+        with result.timed("汇总"):
+            made = ahead[0][1]() if ahead and ahead[0][0] == result.status else None
+            result.outputs += write_status(rules, result.status, outbox)
+            result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign, made)
+            if not final:
+                ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     finally:
         aside.close()
-    with result.timed("报送情况"):
-        result.status = current_status(rules, ledger, as_of, parent)
-    scope, key = f"draft:{parent}", _outputs_key(rules, ledger, as_of, parent, sign)
-    unchanged = None if final else _unchanged_outputs(ledger, outbox, scope, key)
-    if unchanged is not None:
-        result.outputs += unchanged  # nothing they are made from has changed: a rerun rewrites nothing
-        return result
-    with result.timed("汇总"):
-        made = ahead[0][1] if ahead and ahead[0][0] == result.status else None
-        result.outputs += write_status(rules, result.status, outbox)
-        result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign, made)
-        if not final:
-            ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     return result
 
 
@@ -516,7 +517,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
 
         def message_for(i: int, annotated: bytes) -> tuple[str, bytes, bytes, str]:
-            # Run as each annotated copy comes back, while the children go on with the others.
+            # Run once the copies are back and the draft is summed, while its workbook is being built.
             sub, unit, _ = due[i]
             annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
             message = mail.feedback_message(
@@ -546,19 +547,18 @@ def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]]
     """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title).
 
     openpyxl opens the unit's whole workbook, so this runs in the sandbox's limited children, on both
-    cores; a workbook that exhausts one gets a copy that only lists the findings. `each(i, workbook)` is
-    applied to each as it comes back (its results are returned), and the calling thread runs `meanwhile`
-    as the children work.
+    cores; a workbook that exhausts one gets a copy that only lists the findings. The calling thread runs
+    `meanwhile` as the children work, then applies `each(i, workbook)` to each (its results are returned).
     """
     import threading
 
     from pipeline import annotate, sandbox
 
-    def answer(i: int, data: bytes | None) -> Any:
+    def answer(i: int, data: bytes | None) -> bytes:
         if data is None:
             _, name, findings, unit, title = jobs[i]
             data = annotate.findings_only(name, findings, unit_name=unit, title=title)
-        return each(i, data) if each else data
+        return data
 
     got: list[list[Any] | BaseException] = []
 
@@ -581,7 +581,8 @@ def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]]
     (marked,) = got
     if isinstance(marked, BaseException):
         raise marked
-    return marked
+    # `each` only now: what it does (the e-mails) would otherwise hold up `meanwhile` in this process.
+    return [each(i, data) for i, data in enumerate(marked)] if each else marked
 
 
 def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool,
