@@ -780,20 +780,15 @@ class _Reader:
             names = "、".join(f"《{self.rules.forms[f].title}》" for f in [form_code, *others])
             self.add(F_STRUCTURE, ERROR, f"一个文件中有多张报表({names}),请每张报表单独保存为一个文件后分别报送")
 
-        map_cells = {}
-        if meta is not None and meta.form == form_code:
-            keys = plan.keys
-            map_cells = {k: v for k, v in meta.cells.items() if k in keys}
-        wanted_sheet = Counter(s for s, _ in map_cells.values()).most_common(1)[0][0] if map_cells else plan.form.sheet
-        sheet = self._sheet(book, plan, wanted_sheet, titled)
+        place = _placement(plan, meta.cells if meta is not None and meta.form == form_code else None)
+        sheet = self._sheet(book, plan, place.sheet, titled)
 
         self._identify_unit(meta, book.grid(sheet) if sheet else None)
         if sheet is None:
             return self.sub
 
         grid = book.grid(sheet)
-        expected = {p.key: _parse_a1(map_cells[p.key][1]) if p.key in map_cells else p.cell for p in plan.slots}
-        found = self._locate(plan, grid, sheet, expected)
+        found = self._locate(plan, grid, sheet, place)
         formulas = _formula_cells(self.data, sheet) if fmt == "xlsx" else {}
         for key, pos in found.items():
             address = _a1(pos)
@@ -945,7 +940,7 @@ class _Reader:
 
     # -- where each value is ---------------------------------------------------------------------------
 
-    def _locate(self, plan: _FormPlan, grid: Grid, sheet: str, expected: dict[Key, Pos]) -> dict[Key, Pos]:
+    def _locate(self, plan: _FormPlan, grid: Grid, sheet: str, place: _Placement) -> dict[Key, Pos]:
         texts: dict[Pos, str] = {}
 
         def text_at(pos: Pos) -> str:
@@ -953,16 +948,10 @@ class _Reader:
                 texts[pos] = _norm(_at(grid, pos))
             return texts[pos]
 
-        # Slots of a row or a column share their labels: each label cell is looked at once per section.
-        labels: dict[str, dict[tuple[Pos, frozenset[str]], None]] = {}
-        for p in plan.slots:
-            pos = expected[p.key]
-            wanted = labels.setdefault(p.section.code, {})
-            for a in p.anchors:
-                wanted[(pos[0] + a.offset[0], pos[1] + a.offset[1]), a.texts] = None
+        expected, labels = place.expected, place.labels
         settled = {code for code, wanted in labels.items() if all(text_at(at) in texts for at, texts in wanted)}
         if len(settled) == len(labels):
-            return dict(expected)
+            return expected  # shared by the copies of a template: not to be changed
 
         searched, problems = _search(plan, grid, [s for s in plan.form.sections if s.code not in settled])
         found = {k: v for k, v in expected.items() if k[0] in settled}
@@ -974,6 +963,43 @@ class _Reader:
         if moved:
             self.add(F_STRUCTURE, WARNING, f"表格位置与模板不同({moved}),已按标签识别", sheet=sheet)
         return found
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where a form's cells and their labels should be, by the `_meta` map or else the rules' layout."""
+
+    sheet: str
+    expected: dict[Key, Pos]
+    # Per section, each label cell with the texts it may hold: slots of a row or a column share their labels,
+    # so each is looked at once per section.
+    labels: dict[str, tuple[tuple[Pos, frozenset[str]], ...]]
+
+
+_PLACEMENTS: dict[tuple[int, int], tuple[_FormPlan, object, _Placement]] = {}
+
+
+def _placement(plan: _FormPlan, cells: dict[Key, tuple[str, str]] | None) -> _Placement:
+    """The placement of `plan` by the map `cells` (None: the layout's): the copies of one template share their
+    map (see `_meta_of`), and so this, computed once for all of them."""
+    key = (id(plan), id(cells))
+    known = _PLACEMENTS.get(key)
+    if known is not None and known[0] is plan and known[1] is cells:
+        return known[2]
+    mapped = {k: v for k, v in cells.items() if k in plan.keys} if cells else {}
+    sheet = Counter(s for s, _ in mapped.values()).most_common(1)[0][0] if mapped else plan.form.sheet
+    expected = {p.key: _parse_a1(mapped[p.key][1]) if p.key in mapped else p.cell for p in plan.slots}
+    labels: dict[str, dict[tuple[Pos, frozenset[str]], None]] = {}
+    for p in plan.slots:
+        pos = expected[p.key]
+        wanted = labels.setdefault(p.section.code, {})
+        for a in p.anchors:
+            wanted[(pos[0] + a.offset[0], pos[1] + a.offset[1]), a.texts] = None
+    place = _Placement(sheet, expected, {code: tuple(wanted) for code, wanted in labels.items()})
+    if len(_PLACEMENTS) >= 64:
+        _PLACEMENTS.clear()
+    _PLACEMENTS[key] = (plan, cells, place)
+    return place
 
 
 def _unit_cell_text(grid: Grid) -> str:
