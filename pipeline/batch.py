@@ -494,7 +494,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
     """An annotated workbook and a message for the latest version of each unit's item that has findings.
 
     `meanwhile` is called when there is anything to annotate, before the children start; what it returns
-    is called while they annotate."""
+    is called while they annotate and write the e-mails."""
     known = {u.code: u for u in rules.units}
     latest: dict[tuple[str, str], Submission] = {}
     for sub in ledger.submissions(values=False):
@@ -513,24 +513,20 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
     if due:
         from pipeline import mail
 
+        names = [f"{_safe(Path(sub.file).stem)}_校验结果.xlsx" for sub, _, _ in due]  # also the attachments'
+        letters = [dict(unit=unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings, now=as_of,
+                        version=sub.version or 1, item=sub.item, attachment_name=name)
+                   for (sub, unit, _), name in zip(due, names, strict=True)]
         jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
-                 f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果") for sub, unit, _ in due]
-
-        def message_for(i: int, annotated: bytes) -> tuple[str, bytes, bytes, str]:
-            # Run once the copies are back and the draft is summed, while its workbook is being built.
-            sub, unit, _ = due[i]
-            annotated_name = f"{_safe(Path(sub.file).stem)}_校验结果.xlsx"  # also the attachment's name
-            message = mail.feedback_message(
-                rules, unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings,
-                attachment=(annotated_name, annotated), now=as_of, version=sub.version or 1, item=sub.item,
-            )
-            return annotated_name, annotated, mail.write_eml(message), str(message["Subject"])
-
-        made = annotate_many(jobs, rules, progress, meanwhile() if meanwhile else None, message_for)
+                 f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果", letter)
+                for (sub, unit, _), letter in zip(due, letters, strict=True)]
+        made = annotate_many(jobs, rules, progress, meanwhile() if meanwhile else None)
         written = []
-        for (sub, unit, msg_key), (annotated_name, annotated, eml_bytes, subject) in zip(due, made, strict=True):
-            atomic.write_bytes(_inside(outbox, FEEDBACK_DIR, _safe(unit.name), annotated_name), annotated,
-                               durable=False)
+        for (sub, unit, msg_key), name, letter, got in zip(due, names, letters, made, strict=True):
+            if isinstance(got, bytes):  # the child gave up: its findings listed here, and the e-mail written here
+                got = (got, *mail.feedback_eml(rules, letter, got))
+            annotated, eml_bytes, subject = got
+            atomic.write_bytes(_inside(outbox, FEEDBACK_DIR, _safe(unit.name), name), annotated, durable=False)
             eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
             atomic.write_bytes(eml, eml_bytes, durable=False)
             written.append((msg_key, "feedback", unit.code, unit.email, sub.sha256, subject,
@@ -541,24 +537,24 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
     return deliver(rules, ledger, outbox, as_of, send, password)
 
 
-def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules: Rules,
-                  progress: Progress | None = None, meanwhile: Callable[[], None] | None = None,
-                  each: Callable[[int, bytes], Any] | None = None) -> list[Any]:
-    """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title).
+def annotate_many(jobs: Sequence[tuple[Any, ...]], rules: Rules, progress: Progress | None = None,
+                  meanwhile: Callable[[], None] | None = None) -> list[bytes | tuple[bytes, bytes, str]]:
+    """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title[, letter]),
+    with a letter also the e-mail that carries it (see `sandbox.annotate_many`).
 
     openpyxl opens the unit's whole workbook, so this runs in the sandbox's limited children, on both
-    cores; a workbook that exhausts one gets a copy that only lists the findings. The calling thread runs
-    `meanwhile` as the children work, then applies `each(i, workbook)` to each (its results are returned).
+    cores; a workbook that exhausts one gets a copy that only lists the findings, and no e-mail yet. The
+    calling thread runs `meanwhile` as the children work.
     """
     import threading
 
     from pipeline import annotate, sandbox
 
-    def answer(i: int, data: bytes | None) -> bytes:
-        if data is None:
-            _, name, findings, unit, title = jobs[i]
-            data = annotate.findings_only(name, findings, unit_name=unit, title=title)
-        return data
+    def answer(i: int, got: bytes | tuple[bytes, bytes, str] | None) -> bytes | tuple[bytes, bytes, str]:
+        if got is None:
+            _, name, findings, unit, title, *_ = jobs[i]
+            got = annotate.findings_only(name, findings, unit_name=unit, title=title)
+        return got
 
     got: list[list[Any] | BaseException] = []
 
@@ -581,8 +577,7 @@ def annotate_many(jobs: Sequence[tuple[bytes, str, Sequence[Finding], str, str]]
     (marked,) = got
     if isinstance(marked, BaseException):
         raise marked
-    # `each` only now: what it does (the e-mails) would otherwise hold up `meanwhile` in this process.
-    return [each(i, data) for i, data in enumerate(marked)] if each else marked
+    return marked
 
 
 def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send: bool,

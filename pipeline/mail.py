@@ -18,7 +18,7 @@ import smtplib
 import socket
 import ssl
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.headerregistry import Address
@@ -180,6 +180,15 @@ def feedback_message(
     return _message(
         rules, unit, "feedback", subject, body, now, (filename, attachment[1]) if attachment else None
     )
+
+
+def feedback_eml(rules: Rules, letter: Mapping[str, Any], workbook: bytes) -> tuple[bytes, str]:
+    """The .eml file's bytes and the subject of `feedback_message` with `letter`'s arguments (the unit as
+    `unit`), carrying `workbook` under the name `attachment_name`."""
+    args = dict(letter)
+    unit, name = args.pop("unit"), args.pop("attachment_name")
+    message = feedback_message(rules, unit, attachment=(name, workbook), **args)
+    return write_eml(message), str(message["Subject"])
 
 
 def reminder_message(

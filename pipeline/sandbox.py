@@ -87,17 +87,19 @@ def check_many(items: list[tuple[bytes, str]], rules_path: Path, today: dt.date,
     return out
 
 
-def annotate_many(items: Sequence[tuple[bytes, str, Sequence[Finding], str, str]], rules_path: Path, *,
+def annotate_many(items: Sequence[tuple[Any, ...]], rules_path: Path, *,
                   memory_mb: int = MEMORY_MB, seconds: float = SECONDS, workers: int = WORKERS,
                   progress: Callable[[int, int], None] | None = None,
-                  each: Callable[[int, bytes | None], Any] | None = None) -> list[Any]:
-    """`annotate.annotated_workbook` of (data, file name, findings, unit name, title) in the same kind of
-    children: openpyxl parses the unit's whole workbook, as untrusted as when it was read. None where a
-    child died or hung; the caller then lists the findings without the workbook. `each(i, workbook)`, if
-    given, is called as each answer comes back, while the children go on, and its result is kept instead."""
+                  each: Callable[[int, Any], Any] | None = None) -> list[Any]:
+    """`annotate.annotated_workbook` of (data, file name, findings, unit name, title[, letter]) in the same
+    kind of children: openpyxl parses the unit's whole workbook, as untrusted as when it was read. Each answer
+    is the workbook, or with a letter (`mail.feedback_message`'s arguments but the attachment, whose name is
+    `attachment_name`) the workbook, the e-mail's bytes and its subject; None where a child died or hung, and
+    the caller then lists the findings without the workbook. `each(i, answer)`, if given, is called as each
+    answer comes back, while the children go on, and its result is kept instead."""
     def answer(i: int, r: Any) -> Any:
-        workbook = r if isinstance(r, bytes) else None
-        return each(i, workbook) if each else workbook
+        got = r if isinstance(r, bytes | tuple) else None
+        return each(i, got) if each else got
 
     return _many("annotate", items, rules_path, memory_mb, seconds, workers, progress, answer)
 
@@ -365,10 +367,18 @@ def _child(rules_path: str, memory_mb: int, seconds: float) -> None:
         _send(stdout, reply)
 
 
-def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding], unit_name: str, title: str) -> bytes:
+def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding], unit_name: str, title: str,
+              letter: dict[str, Any] | None = None) -> bytes | tuple[bytes, bytes, str]:
+    """The annotated copy; with a `letter` (see `annotate_many`), also the e-mail that carries it, which is
+    per file too and so written here, on both cores, not by the parent."""
     from pipeline import annotate
 
-    return annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title, limits=rules.limits)
+    marked = annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title, limits=rules.limits)
+    if letter is None:
+        return marked
+    from pipeline import mail
+
+    return (marked, *mail.feedback_eml(rules, letter, marked))
 
 
 def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> normalize.Checked:

@@ -548,9 +548,17 @@ def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_the
     assert padded.stat().st_size < 20 * 2**20
     finding = Finding("R-sum", ERROR, "合计与分项之和不符", sheet="附件1", cell="C8")
     small = rules_with_limits(tmp_path / "small", worker_memory_mb=300)
-    jobs = [(padded.read_bytes(), "padded.xlsx", [finding], "海口市总工会", "校验结果"),
-            (base, "ok.xlsx", [finding], "海口市总工会", "校验结果")]
-    big, ok = batch.annotate_many(jobs, small)
+    haikou = rules.unit("460100")
+    letters = [dict(unit=haikou, file_name=name, verdict="rejected", findings=[finding], version=1, item="warmth",
+                    now=dt.datetime(2017, 2, 1, 12, tzinfo=rules.campaign.tz), attachment_name=f"{name}_校验结果.xlsx")
+               for name in ("padded", "ok")]
+    jobs = [(padded.read_bytes(), "padded.xlsx", [finding], "海口市总工会", "校验结果", letters[0]),
+            (base, "ok.xlsx", [finding], "海口市总工会", "校验结果", letters[1])]
+    big, (ok, eml, subject) = batch.annotate_many(jobs, small)
+    # The child that marked the second also wrote its e-mail; the first one's is written by the caller.
+    assert isinstance(big, bytes) and "海口市总工会" in subject
+    attached = email.message_from_bytes(eml, policy=email.policy.SMTP)
+    assert [(a.get_filename(), a.get_content()) for a in attached.iter_attachments()] == [("ok_校验结果.xlsx", ok)]
     listed = openpyxl.load_workbook(io.BytesIO(big))
     assert listed.sheetnames == [read.FEEDBACK_SHEET]  # the findings alone, not a half-marked copy
     texts = [str(c.value) for row in listed[read.FEEDBACK_SHEET].iter_rows() for c in row if c.value]
