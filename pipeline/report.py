@@ -27,7 +27,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, PatternFill
 from xlsxwriter import Workbook
 
-from pipeline import consolidate, template
+from pipeline import consolidate, sheetdata, template
 from pipeline.config import PROVINCE, Field, Form, Rules
 from pipeline.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, VISITS, WARMTH, Consolidation
 from pipeline.findings import ACCEPTED, ERROR, Finding
@@ -313,14 +313,18 @@ Value = str | int | float | dt.datetime | None
 
 class _Sheet:
     """One worksheet's cells, merges and row heights, 1-based as in Excel's A1, kept until the sheet is whole
-    (`_fit_rows` reads the texts back) and then written to xlsxwriter, which is 0-based, in one pass.
+    (`_fit_rows` reads the texts back) and then handed to xlsxwriter, which is 0-based, all at once
+    (`sheetdata.Sheet.lay_out`) or, for a cell that route does not write, one `write_*` call a cell.
 
     Each distinct look (font, alignment, fill, border, number format, quote prefix) becomes one xlsxwriter
     Format, made on its first cell; the key holds the ids of the style objects, which the memo keeps alive.
     """
 
     def __init__(
-        self, ws: Any, add_format: Callable[[dict[str, Any]], Any], formats: dict[tuple[Any, ...], Any]
+        self,
+        ws: sheetdata.Sheet,
+        add_format: Callable[[dict[str, Any]], Any],
+        formats: dict[tuple[Any, ...], Any],
     ):
         self.ws = ws
         self.add_format = add_format
@@ -379,10 +383,25 @@ class _Sheet:
             # merge_range pads the range with blanks in the first cell's look; the cells written below win.
             top = self.cells.get(r0, {}).get(c0)
             ws.merge_range(r0 - 1, c0 - 1, r1 - 1, c1 - 1, None, top[1] if top else None)
+            if top:
+                self._pad(r0, c0, r1, c1, top[1])
         for r, height in self.heights.items():
             # In pixels, 4/3 to a point, so that the file stores the height as given: set_row would round
             # it to whole pixels (32 to 32.25).
             ws.set_row_pixels(r - 1, height * 4 / 3)
+        if not ws.lay_out(self.cells):
+            self._write_each()
+
+    def _pad(self, first_row: int, first_col: int, last_row: int, last_col: int, fmt: Any) -> None:
+        """merge_range's padding among the cells, for `lay_out`, which writes only these."""
+        for r in range(first_row, last_row + 1):
+            row = self.cells.setdefault(r, {})
+            for c in range(first_col, last_col + 1):
+                row.setdefault(c, (None, fmt))
+
+    def _write_each(self) -> None:
+        """The cells one `write_*` call each: what `lay_out` leaves to xlsxwriter."""
+        ws = self.ws
         write_string, write_number, write_blank = ws.write_string, ws.write_number, ws.write_blank
         for r, cells in self.cells.items():
             for c, (value, fmt) in cells.items():
@@ -678,7 +697,7 @@ class _Book:
         return self.buffer.getvalue()
 
     def sheet(self, name: str) -> _Sheet:
-        ws = _Sheet(self.wb.add_worksheet(name), self.wb.add_format, self.formats)
+        ws = _Sheet(self.wb.add_worksheet(name, sheetdata.Sheet), self.wb.add_format, self.formats)
         self.sheets.append(ws)
         return ws
 
