@@ -8,13 +8,15 @@ never as a formula or markup.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import gc
 import io
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -1072,7 +1074,23 @@ def workbook(
     are the versions to list under 数据来源 (those consolidated are marked 采用).
     """
     problems = _problems(rules, c, findings_by_unit)
-    return _Book(rules, c, status, problems, sources, as_of, final, edition).build()
+    with _collector_paused():
+        return _Book(rules, c, status, problems, sources, as_of, final, edition).build()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while the workbook is built. It runs each time enough new objects have
+    been made and then walks the ones kept: here the growing cells of every sheet (a tuple each, with its
+    format), again and again, to find no garbage: 0.6 of 2.3 CPU-seconds at 3,000 units. Whatever garbage
+    the building leaves is collected after, as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # --- charts (inline SVG) ---------------------------------------------------------------------------------
