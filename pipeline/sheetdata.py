@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 import xlsxwriter
@@ -34,6 +35,7 @@ Row = list[tuple[int, Any, str]]
 VERSION = (3, 3)  # the xlsxwriter whose private parts are mirrored here
 # Longer text may be more than Excel's 32,767 UTF-16 units, which xlsxwriter truncates: left to it.
 LONGEST_TEXT = 32767 // 2
+_COLUMN = itemgetter(0)
 _MIRRORED = ("_check_dimensions", "_convert_date_time", "_write_row", "_write_empty_row", "_write_sheet_data")
 
 
@@ -66,17 +68,18 @@ class Sheet(Worksheet):
         for r, row in cells.items():
             out: Row = []
             for c, (value, fmt) in row.items():
-                if value is None:
-                    tail = "/>"
-                elif type(value) is str:
-                    tail = f' t="s"><v>{index(value)}</v></c>'
-                elif isinstance(value, dt.datetime):
-                    tail = f"><v>{number(value):.16G}</v></c>"
-                else:
+                kind = type(value)
+                if kind is int or kind is float:  # the most, first
                     tail = f"><v>{value:.16G}</v></c>"
+                elif value is None:
+                    tail = "/>"
+                elif kind is str:
+                    tail = f' t="s"><v>{index(value)}</v></c>'
+                else:
+                    tail = f"><v>{number(value):.16G}</v></c>"  # a date and time, as `_writable` found
                 out.append((c, fmt, tail))
             if out:
-                out.sort(key=_column)
+                out.sort(key=_COLUMN)
                 rows[r] = out
         if not rows:
             return False
@@ -129,10 +132,6 @@ class Sheet(Worksheet):
             )
             write("</row>")
         write("</sheetData>")
-
-
-def _column(cell: tuple[int, Any, str]) -> int:
-    return cell[0]
 
 
 def _spans(rows: Mapping[int, Row]) -> dict[int, str]:
