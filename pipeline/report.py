@@ -585,23 +585,23 @@ def _page(
 
 def _fit_rows(ws: _Sheet, first: int, widths: Sequence[float]) -> None:
     """Row heights for wrapped text: the file stores none unless told, and programs do not always refit."""
+    rooms = {j: max(1.0, w - 1) for j, w in enumerate(widths, start=1)}
     for r in range(first, ws.max_row + 1):
         if r in ws.heights:
             continue
         lines = 1
-        cells = ws.cells.get(r, {})
-        for j, w in enumerate(widths, start=1):
-            cell = cells.get(j)
-            value = None if cell is None else cell[0]
-            if isinstance(value, str) and value:
-                room = max(1.0, w - 1)
-                if "\n" not in value and 2 * len(value) <= room:
-                    continue  # one line even if every character is wide: no need to measure
-                lines = max(
-                    lines,
-                    sum(math.ceil(max(1, _width(part)) / room) for part in value.split("\n")),
-                )
+        for j, (value, _) in ws.cells.get(r, {}).items():
+            # one line, even if every character is wide, needs no measuring
+            if isinstance(value, str) and j in rooms and (2 * len(value) > rooms[j] or "\n" in value):
+                lines = max(lines, _lines(value, rooms[j]))
         ws.heights[r] = max(18, 13.5 * lines + 4)
+
+
+def _lines(text: str, room: float) -> int:
+    """The lines a text takes in a column `room` characters wide, each of its own lines wrapped apart."""
+    if "\n" in text:
+        return sum(_lines(part, room) for part in text.split("\n"))
+    return math.ceil(max(1, _width(text)) / room)
 
 
 def _scale(widths: Sequence[float], breaks: Sequence[int]) -> int:
