@@ -312,40 +312,67 @@ TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
 _VERTICAL = {"center": "vcenter", "top": "top", "bottom": "bottom"}
 
 Value = str | int | float | dt.datetime | None
+# A cell's look but its quote prefix: bold, size, alignment, fill, border, font color, number format.
+Look = tuple[bool, int, Alignment, PatternFill | None, bool, str | None, str | None]
+
+
+class _Looks:
+    """The workbook's formats, one for each distinct look (a cell's font, alignment, fill, border, number
+    format and quote prefix), made on first use and shared by its sheets. The memo's key holds the ids of
+    the style objects; the memo keeps the objects alive."""
+
+    def __init__(self, add_format: Callable[[dict[str, Any]], Any]):
+        self.add_format = add_format
+        self.made: dict[tuple[Any, ...], tuple[Any, Look]] = {}  # key -> (format, its look)
+        self.of: dict[int, Look] = {}  # id of a format -> its look
+
+    def format(
+        self,
+        bold: bool,
+        size: int,
+        align: Alignment,
+        fill: PatternFill | None,
+        border: bool,
+        color: str | None,
+        number_format: str | None,
+        quote: bool = False,
+    ) -> Any:
+        key = (bold, size, id(align), id(fill), border, color, number_format, quote)
+        known = self.made.get(key)
+        if known is None:
+            look: Look = (bold, size, align, fill, border, color, number_format)
+            known = self.made[key] = (self.add_format(_format(*look, quote)), look)
+            self.of[id(known[0])] = look
+        return known[0]
+
+    def quoted(self, fmt: Any) -> Any:
+        """`fmt` with the quote prefix, which keeps a text that starts like a formula a text when someone
+        edits the cell and presses Enter."""
+        return self.format(*self.of[id(fmt)], quote=True)
 
 
 class _Sheet:
     """One worksheet's cells, merges and row heights, 1-based as in Excel's A1, kept until the sheet is whole
     (`_fit_rows` reads the texts back) and then handed to xlsxwriter, which is 0-based, all at once
     (`sheetdata.Sheet.lay_out`) or, for a cell that route does not write, one `write_*` call a cell.
-
-    Each distinct look (font, alignment, fill, border, number format, quote prefix) becomes one xlsxwriter
-    Format, made on its first cell; the key holds the ids of the style objects, which the memo keeps alive.
     """
 
-    def __init__(
-        self,
-        ws: sheetdata.Sheet,
-        add_format: Callable[[dict[str, Any]], Any],
-        formats: dict[tuple[Any, ...], Any],
-    ):
+    def __init__(self, ws: sheetdata.Sheet, looks: _Looks):
         self.ws = ws
-        self.add_format = add_format
-        self.formats = formats
+        self.looks = looks
         self.cells: dict[int, dict[int, tuple[Value, Any]]] = {}
         self.heights: dict[int, float] = {}
         self.merges: dict[tuple[int, int, int, int], None] = {}  # a dict: ordered, and a range merges once
         self.max_row = 0
 
     def put(self, row: int, col: int, value: Value = None, **look: Any) -> None:
-        """A cell with its look (the arguments of `look`); a string is always text, never a formula (=…) or
-        an error code (#N/A)."""
-        quote = False
+        """A cell with its look (the arguments of `look`): a string as text (see `text`), anything else as
+        it is."""
+        fmt = self.look(**look)
         if isinstance(value, str):
-            value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)[:MAX_TEXT] or None
-            # stays text even when someone edits the cell and presses Enter
-            quote = value is not None and value.startswith(FORMULA_START)
-        self.place(row, col, value, self.look(quote=quote, **look))
+            self.text(row, col, value, fmt)
+        else:
+            self.place(row, col, value, fmt)
 
     def look(
         self,
@@ -356,19 +383,19 @@ class _Sheet:
         border: bool = True,
         color: str | None = None,
         number_format: str | None = None,
-        quote: bool = False,
     ) -> Any:
-        """The format of a look, made on first use: a cell's font (bold, size, color), alignment, fill,
-        border and number format; `quote` keeps a text that starts like a formula a text when edited."""
-        key = (bold, size, id(align), id(fill), border, color, number_format, quote)
-        known = self.formats.get(key)
-        if known is None:
-            known = self.formats[key] = (
-                self.add_format(_format(bold, size, align, fill, border, color, number_format, quote)),
-                align,
-                fill,
-            )
-        return known[0]
+        """The format of a look: a cell's font (bold, size, color), alignment, fill, border and number
+        format."""
+        return self.looks.format(bold, size, align, fill, border, color, number_format)
+
+    def text(self, row: int, col: int, value: Any, fmt: Any) -> None:
+        """Any value as its text (None: nothing) in a format from `look`: always text, never a formula (=…)
+        or an error code (#N/A)."""
+        if value is not None:
+            value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))[:MAX_TEXT] or None
+            if value is not None and value.startswith(FORMULA_START):
+                fmt = self.looks.quoted(fmt)
+        self.place(row, col, value, fmt)
 
     def place(self, row: int, col: int, value: Value, fmt: Any) -> None:
         """A value as it is, in a format from `look`."""
@@ -376,10 +403,13 @@ class _Sheet:
         if row > self.max_row:
             self.max_row = row
 
-    def place_row(self, row: int, first_col: int, values: Sequence[int | float | None], formats: Sequence[Any]) -> None:
+    def place_row(
+        self, row: int, first_col: int, values: Sequence[int | float | None], formats: Sequence[Any]
+    ) -> None:
         """Numbers (or nothing) from `first_col` rightwards, each in its format from `look`: the way of the
         large tables' two hundred thousand cells."""
-        self.cells.setdefault(row, {}).update(zip(itertools.count(first_col), zip(values, formats, strict=True)))
+        cells = zip(itertools.count(first_col), zip(values, formats, strict=True))
+        self.cells.setdefault(row, {}).update(cells)
         self.max_row = max(self.max_row, row)
 
     def merge(self, first_row: int, first_col: int, last_row: int, last_col: int) -> None:
@@ -459,7 +489,7 @@ def _format(
 
 def _text(ws: _Sheet, row: int, col: int, value: Any, **look: Any) -> None:
     """Any value, written as its text."""
-    ws.put(row, col, None if value is None else str(value), **look)
+    ws.text(row, col, value, ws.look(**look))
 
 
 def _number(ws: _Sheet, row: int, col: int, value: Any, ftype: str, **look: Any) -> None:
@@ -677,7 +707,7 @@ class _Book:
                 "strings_to_numbers": False,
             },
         )
-        self.formats: dict[tuple[Any, ...], Any] = {}
+        self.looks = _Looks(self.wb.add_format)
         self.sheets: list[_Sheet] = []
 
     def build(self) -> bytes:
@@ -706,7 +736,7 @@ class _Book:
         return self.buffer.getvalue()
 
     def sheet(self, name: str) -> _Sheet:
-        ws = _Sheet(self.wb.add_worksheet(name, sheetdata.Sheet), self.wb.add_format, self.formats)
+        ws = _Sheet(self.wb.add_worksheet(name, sheetdata.Sheet), self.looks)
         self.sheets.append(ws)
         return ws
 
@@ -838,8 +868,12 @@ class _Book:
             r += 1
             formats = {  # a unit's row, or the total's
                 total: [
-                    ws.look(bold=total or row in totals, fill=TOTAL_FILL if total else None, align=RIGHT_ALIGN,
-                            number_format=NUMBER_FORMATS.get(f.type))
+                    ws.look(
+                        bold=total or row in totals,
+                        fill=TOTAL_FILL if total else None,
+                        align=RIGHT_ALIGN,
+                        number_format=NUMBER_FORMATS.get(f.type),
+                    )
                     for row in rows
                 ]
                 for total in (False, True)
@@ -959,16 +993,15 @@ class _Book:
 
     def _status_row(self, ws: _Sheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
         for j, value in enumerate(cells, start=1):
-            look: dict[str, Any] = {
-                "align": LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN,
-                "fill": fill if j == 5 else None,
-            }
+            align = LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN
+            fill_j = fill if j == 5 else None
             if isinstance(value, dt.datetime):
-                ws.put(r, j, _naive(self.rules, value), number_format=DATETIME_FORMAT, **look)
+                fmt = ws.look(align=align, fill=fill_j, number_format=DATETIME_FORMAT)
+                ws.place(r, j, _naive(self.rules, value), fmt)
             elif isinstance(value, int):
-                ws.put(r, j, value, number_format="0", **look)
+                ws.place(r, j, value, ws.look(align=align, fill=fill_j, number_format="0"))
             else:
-                _text(ws, r, j, value, **look)
+                ws.text(r, j, value, ws.look(align=align, fill=fill_j))
 
     # 校验问题
     def problems_sheet(self) -> None:
@@ -1020,6 +1053,8 @@ class _Book:
         form_order = {code: i for i, code in enumerate(rules.forms)}
         used = {v.sha256 for v in c.used}
         in_level = {u.code for u in rules.children(c.parent)}
+        aligns = [LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN for j in range(1, ncols + 1)]
+        texts = [ws.look(align=align, size=9) for align in aligns]
         r = body
         for v in sorted(
             self.sources,
@@ -1055,12 +1090,12 @@ class _Book:
                 f"第{v.version}版",
                 verdict,
             ]
-            for j, value in enumerate(cells, start=1):
-                align = LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN
+            for j, (value, align, fmt) in enumerate(zip(cells, aligns, texts, strict=True), start=1):
                 if isinstance(value, dt.datetime):
-                    ws.put(r, j, _naive(rules, value), number_format=DATETIME_FORMAT, align=align, size=9)
+                    when = ws.look(number_format=DATETIME_FORMAT, align=align, size=9)
+                    ws.place(r, j, _naive(rules, value), when)
                 else:
-                    _text(ws, r, j, value, align=align, size=9)
+                    ws.text(r, j, value, fmt)
             r += 1
         names = [self.units[v.unit].name for v in c.used] or ["单位"]
         _page(ws, ncols, body - 1, [_name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")

@@ -496,6 +496,7 @@ def test_workbook_writes_submitted_text_as_text_never_as_a_formula(rules, batch,
             for cell in row:
                 if isinstance(cell.value, str) and cell.value[:1] in "=+-@":
                     assert cell.data_type == "s", (ws.title, cell.coordinate)
+                    assert cell.quotePrefix, (ws.title, cell.coordinate)  # stays text when edited
                     seen.add(cell.value)
     assert {evil, "=1+1", "@SUM(A1)", "-2+3"} <= seen
     text = report.html(rules, province, batch.status, findings, as_of=batch.as_of, final=False, edition=0)
