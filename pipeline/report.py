@@ -317,38 +317,27 @@ Look = tuple[bool, int, Alignment, PatternFill | None, bool, str | None, str | N
 
 
 class _Looks:
-    """The workbook's formats, one for each distinct look (a cell's font, alignment, fill, border, number
-    format and quote prefix), made on first use and shared by its sheets. The memo's key holds the ids of
-    the style objects; the memo keeps the objects alive."""
+    """The workbook's formats, one for each distinct look and quote prefix, made on first use and shared by
+    its sheets. The memo's key holds the ids of the style objects; `of` keeps the objects alive."""
 
     def __init__(self, add_format: Callable[[dict[str, Any]], Any]):
         self.add_format = add_format
-        self.made: dict[tuple[Any, ...], tuple[Any, Look]] = {}  # key -> (format, its look)
+        self.made: dict[tuple[Any, ...], Any] = {}  # key -> format
         self.of: dict[int, Look] = {}  # id of a format -> its look
 
-    def format(
-        self,
-        bold: bool,
-        size: int,
-        align: Alignment,
-        fill: PatternFill | None,
-        border: bool,
-        color: str | None,
-        number_format: str | None,
-        quote: bool = False,
-    ) -> Any:
+    def format(self, look: Look, quote: bool = False) -> Any:
+        bold, size, align, fill, border, color, number_format = look
         key = (bold, size, id(align), id(fill), border, color, number_format, quote)
-        known = self.made.get(key)
-        if known is None:
-            look: Look = (bold, size, align, fill, border, color, number_format)
-            known = self.made[key] = (self.add_format(_format(*look, quote)), look)
-            self.of[id(known[0])] = look
-        return known[0]
+        fmt = self.made.get(key)
+        if fmt is None:
+            fmt = self.made[key] = self.add_format(_format(*look, quote))
+            self.of[id(fmt)] = look
+        return fmt
 
     def quoted(self, fmt: Any) -> Any:
         """`fmt` with the quote prefix, which keeps a text that starts like a formula a text when someone
         edits the cell and presses Enter."""
-        return self.format(*self.of[id(fmt)], quote=True)
+        return self.format(self.of[id(fmt)], quote=True)
 
 
 class _Sheet:
@@ -386,7 +375,7 @@ class _Sheet:
     ) -> Any:
         """The format of a look: a cell's font (bold, size, color), alignment, fill, border and number
         format."""
-        return self.looks.format(bold, size, align, fill, border, color, number_format)
+        return self.looks.format((bold, size, align, fill, border, color, number_format))
 
     def text(self, row: int, col: int, value: Any, fmt: Any) -> None:
         """Any value as its text (None: nothing) in a format from `look`: always text, never a formula (=…)
