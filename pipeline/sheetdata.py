@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
@@ -40,8 +41,12 @@ _MIRRORED = ("_check_dimensions", "_convert_date_time", "_write_row", "_write_em
 
 
 def _supported() -> bool:
-    version = tuple(int(part) for part in xlsxwriter.__version__.split(".")[:2])
-    return version == VERSION and all(callable(getattr(Worksheet, name, None)) for name in _MIRRORED)
+    version = re.match(r"(\d+)\.(\d+)", xlsxwriter.__version__)
+    return (
+        version is not None
+        and (int(version[1]), int(version[2])) == VERSION
+        and all(callable(getattr(Worksheet, name, None)) for name in _MIRRORED)
+    )
 
 
 SUPPORTED = _supported()
@@ -57,9 +62,10 @@ class Sheet(Worksheet):
 
     def lay_out(self, cells: Cells) -> bool:
         """Takes `cells` to be written when the workbook closes, as `write_*` would have written them in
-        their order (a merged range's padding included: xlsxwriter's is not read here). Returns False,
-        having taken nothing, when a cell or this xlsxwriter is not one this route writes: the caller
-        then writes the cells itself."""
+        their order. They are then the sheet's only cells: a merged range's padding must be among them,
+        and whatever `write_*` stored in the sheet is not written. Returns False, having taken nothing,
+        when a cell or this xlsxwriter is not one this route writes: the caller then writes the cells
+        itself."""
         if not (SUPPORTED and cells and not self.constant_memory and self._writable(cells)):
             return False
         index = self.str_table._get_shared_string_index  # in the cells' order, as write_string would
