@@ -187,3 +187,65 @@ def cell_of(rules: config.Rules, form: str, section: str, row: str, field: str) 
     from pipeline import layout
 
     return layout.compute(rules.forms[form]).slot(section, row, field).cell
+
+
+# --- what a user sees of a workbook ------------------------------------------------------------------------
+
+
+def _rgb(color) -> str | None:
+    return None if color is None else str(color.rgb)
+
+
+def as_seen(data: bytes) -> dict:
+    """What a user sees of a workbook, read with openpyxl: the sheets' order and states, the active one, and
+    per sheet every cell's value (formula and cached result) and look, its comment and link, the merged
+    cells, sizes, frozen panes, validations, protection and print settings."""
+    import io
+
+    import openpyxl
+    from openpyxl.cell.cell import MergedCell
+
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    results = openpyxl.load_workbook(io.BytesIO(data), data_only=True)
+    seen: dict = {
+        "sheets": wb.sheetnames,
+        "active": wb.active.title,
+        "locked structure": wb.security is not None and bool(wb.security.lockStructure),
+        "names": sorted((n, str(d.value)) for n, d in wb.defined_names.items()),
+    }
+    for ws in wb.worksheets:
+        cells = {}
+        for cell in ws._cells.values():
+            if isinstance(cell, MergedCell):
+                continue
+            font, fill, al, border = cell.font, cell.fill, cell.alignment, cell.border
+            sides = [getattr(border, s) for s in ("left", "right", "top", "bottom")]
+            cells[cell.coordinate] = (
+                cell.value, results[ws.title][cell.coordinate].value, cell.data_type, cell.number_format,
+                fill.fill_type, _rgb(fill.fgColor),
+                font.name, font.b, font.sz, _rgb(font.color), font.u,
+                tuple((getattr(s, "style", None), _rgb(getattr(s, "color", None))) for s in sides),
+                al.horizontal, al.vertical, al.wrap_text, cell.quotePrefix, cell.protection.locked,
+                (cell.comment.text, cell.comment.author) if cell.comment else None,
+                (cell.hyperlink.location, cell.hyperlink.target) if cell.hyperlink else None,
+            )
+        setup, margins = ws.page_setup, ws.page_margins
+        seen[ws.title] = {
+            "state": ws.sheet_state,
+            "selected": bool(ws.sheet_view.tabSelected),
+            "protected": bool(ws.protection.sheet),
+            "cells": cells,
+            "merged": sorted(str(r) for r in ws.merged_cells.ranges),
+            "widths": {k: d.width for k, d in ws.column_dimensions.items() if d.customWidth},
+            "heights": {k: d.height for k, d in ws.row_dimensions.items() if d.height is not None},
+            "frozen": ws.freeze_panes,
+            "validations": sorted(str(dv.sqref) for dv in ws.data_validations.dataValidation),
+            "print": (
+                ws.print_title_rows, ws.print_title_cols, ws.print_area, setup.orientation, setup.paperSize,
+                setup.scale, setup.fitToWidth, setup.fitToHeight, ws.sheet_properties.pageSetUpPr.fitToPage,
+                ws.print_options.horizontalCentered, [b.id for b in ws.col_breaks.brk],
+                (margins.left, margins.right, margins.top, margins.bottom, margins.header, margins.footer),
+                (ws.oddHeader.center.text, ws.oddFooter.center.text),
+            ),
+        }
+    return seen

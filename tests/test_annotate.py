@@ -20,7 +20,7 @@ from openpyxl.comments import Comment
 
 from pipeline import annotate, check, config, demo, template
 from pipeline.findings import ERROR, WARNING, Finding
-from tests.conftest import cell_of, correct_values
+from tests.conftest import as_seen, cell_of, correct_values
 from tests.test_check_command import CORPUS, corpus_files
 
 TITLE = "海口市总工会 送温暖统计表 校验结果"
@@ -519,57 +519,6 @@ def test_resent_copy_with_renamed_sheet_and_full_title_is_still_read(rules, tmp_
 
 
 # --- the XML edit and openpyxl give the same copy ------------------------------------------------------------
-
-
-def _rgb(color) -> str | None:
-    return None if color is None else str(color.rgb)
-
-
-def as_seen(data: bytes) -> dict:
-    """What a user sees of a copy, read with openpyxl: the sheets' order and states, the active one, and per
-    sheet every cell's value (formula and cached result) and look, its comment and link, the merged cells,
-    sizes, frozen panes, validations, protection and print settings."""
-    from openpyxl.cell.cell import MergedCell
-
-    wb = openpyxl.load_workbook(io.BytesIO(data))
-    results = openpyxl.load_workbook(io.BytesIO(data), data_only=True)
-    seen: dict = {
-        "sheets": wb.sheetnames,
-        "active": wb.active.title,
-        "locked structure": wb.security is not None and bool(wb.security.lockStructure),
-        "names": sorted((n, str(d.value)) for n, d in wb.defined_names.items()),
-    }
-    for ws in wb.worksheets:
-        cells = {}
-        for cell in ws._cells.values():
-            if isinstance(cell, MergedCell):
-                continue
-            font, fill, al, border = cell.font, cell.fill, cell.alignment, cell.border
-            cells[cell.coordinate] = (
-                cell.value, results[ws.title][cell.coordinate].value, cell.data_type, cell.number_format,
-                fill.fill_type, _rgb(fill.fgColor),
-                font.name, font.b, font.sz, _rgb(font.color), font.u,
-                tuple(getattr(getattr(border, s), "style", None) for s in ("left", "right", "top", "bottom")),
-                al.horizontal, al.vertical, al.wrap_text, cell.protection.locked,
-                (cell.comment.text, cell.comment.author) if cell.comment else None,
-                (cell.hyperlink.location, cell.hyperlink.target) if cell.hyperlink else None,
-            )
-        seen[ws.title] = {
-            "state": ws.sheet_state,
-            "selected": bool(ws.sheet_view.tabSelected),
-            "protected": bool(ws.protection.sheet),
-            "cells": cells,
-            "merged": sorted(str(r) for r in ws.merged_cells.ranges),
-            "widths": {k: d.width for k, d in ws.column_dimensions.items() if d.customWidth},
-            "heights": {k: d.height for k, d in ws.row_dimensions.items() if d.height is not None},
-            "frozen": ws.freeze_panes,
-            "validations": sorted(str(dv.sqref) for dv in ws.data_validations.dataValidation),
-            "print": (
-                ws.print_title_rows, ws.print_area, ws.page_setup.orientation, ws.page_setup.paperSize,
-                ws.page_setup.fitToWidth, ws.page_setup.fitToHeight, ws.sheet_properties.pageSetUpPr.fitToPage,
-            ),
-        }
-    return seen
 
 
 def comment_boxes(data: bytes) -> list[tuple[int, int]]:

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import xlsxwriter
 from markupsafe import escape
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
 
-from pipeline import check, consolidate, demo, layout, read, report, status, template, validate
+from pipeline import check, consolidate, demo, layout, read, report, sheetdata, status, template, validate
 from pipeline.config import Rules
 from pipeline.findings import ACCEPTED, ERROR, Finding
 from pipeline.status import Version
-from tests.conftest import correct_values, require_program
+from tests.conftest import as_seen, correct_values, require_program
 
 Key = tuple[str, str, str]
 TODAY = dt.date(2017, 2, 6)
@@ -495,6 +496,7 @@ def test_workbook_writes_submitted_text_as_text_never_as_a_formula(rules, batch,
             for cell in row:
                 if isinstance(cell.value, str) and cell.value[:1] in "=+-@":
                     assert cell.data_type == "s", (ws.title, cell.coordinate)
+                    assert cell.quotePrefix, (ws.title, cell.coordinate)  # stays text when edited
                     seen.add(cell.value)
     assert {evil, "=1+1", "@SUM(A1)", "-2+3"} <= seen
     text = report.html(rules, province, batch.status, findings, as_of=batch.as_of, final=False, edition=0)
@@ -532,6 +534,52 @@ def test_same_inputs_give_the_same_bytes(rules, batch, province):
     )
     md = report.summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
     assert md == report.summary_markdown(rules, again, batch.status, as_of=batch.as_of, final=False)
+
+
+@pytest.fixture
+def written_each(monkeypatch) -> list[str]:
+    """The sheets whose cells went to xlsxwriter one `write_*` call each, in order; the others' cells were
+    laid out at once (pipeline/sheetdata.py)."""
+    names: list[str] = []
+    each = report._Sheet._write_each
+
+    def watched(sheet):
+        names.append(sheet.ws.name)
+        each(sheet)
+
+    monkeypatch.setattr(report._Sheet, "_write_each", watched)
+    return names
+
+
+def test_cells_laid_out_at_once_give_the_workbook_written_cell_by_cell(
+    rules, batch, province, written_each, monkeypatch
+):
+    assert sheetdata.SUPPORTED, (
+        f"xlsxwriter {xlsxwriter.__version__} is not the version pipeline/sheetdata.py mirrors: every workbook "
+        "is written cell by cell, twice as slow; compare its private parts with sheetdata's, then VERSION"
+    )
+    at_once = _workbook(rules, batch, province)
+    assert written_each == []
+    monkeypatch.setattr(sheetdata, "SUPPORTED", False)
+    one_by_one = _workbook(rules, batch, province)
+    assert written_each == list(report.SHEETS)
+    assert as_seen(at_once) == as_seen(one_by_one)
+    assert at_once == one_by_one  # to the byte: the same shared strings, style numbers, rows and spans
+
+
+def test_a_text_too_long_for_the_sheet_at_once_is_written_as_xlsxwriter_cuts_it(
+    rules, batch, province, written_each, monkeypatch
+):
+    # 34,000 UTF-16 units, more than a cell holds: xlsxwriter cuts it at 32,767, a cut left to it
+    long = {"460200": [("长.xlsx", Finding("W-total", ERROR, "😀" * 17_000, sheet="送温暖统计表", cell="B18"))]}
+    options = dict(as_of=batch.as_of, final=False, edition=0)
+    mixed = report.workbook(rules, province, batch.status, long, batch.versions, **options)
+    assert written_each == ["校验问题"]
+    monkeypatch.setattr(sheetdata, "SUPPORTED", False)
+    one_by_one = report.workbook(rules, province, batch.status, long, batch.versions, **options)
+    seen = as_seen(mixed)
+    assert seen == as_seen(one_by_one)
+    assert "😀" * 16_383 in {cell[0] for cell in seen["校验问题"]["cells"].values()}
 
 
 # --- the HTML report and the written summary --------------------------------------------------------------
