@@ -127,26 +127,39 @@ def _numeric_sections(form: Form) -> tuple[Section, ...]:
     return tuple(s for s in form.sections if not s.footer and any(f.numeric for f in s.fields))
 
 
-def amounts(form: Form, version: Version) -> dict[Key, int]:
-    """Every number of one accepted form in whole units, its 合计 rows recomputed from the detail rows."""
-    out: dict[Key, int] = {}
-    values = version.values
-    for section in _numeric_sections(form):
-        fields = [f for f in section.fields if f.numeric]
-        if not section.tabular:
+@dataclass(frozen=True)
+class _Tally:
+    """Where a form's numbers are: each one a unit types, and each 合计 with the detail rows it sums.
+
+    Worked out once per form and consolidation, not once for each of 3,000 units' forms."""
+
+    typed: tuple[tuple[Key, str], ...]  # (key, field type), section by section, field by field
+    totals: tuple[tuple[Key, tuple[Key, ...]], ...]  # (合计 key, the detail keys it sums)
+
+    @classmethod
+    def of(cls, form: Form) -> _Tally:
+        typed: list[tuple[Key, str]] = []
+        totals: list[tuple[Key, tuple[Key, ...]]] = []
+        for section in _numeric_sections(form):
+            fields = [f for f in section.fields if f.numeric]
+            if not section.tabular:
+                typed += [((section.code, "", f.code), f.type) for f in fields]
+                continue
+            total = section.total_row
             for f in fields:
-                key = (section.code, "", f.code)
-                out[key] = _units(values.get(key), f.type, version.file, key)
-            continue
-        for f in fields:
-            total = 0
-            for row in section.detail_rows:
-                key = (section.code, row.code, f.code)
-                out[key] = _units(values.get(key), f.type, version.file, key)
-                total += out[key]
-            if section.total_row is not None:
-                out[(section.code, section.total_row.code, f.code)] = total
-    return out
+                detail = tuple((section.code, row.code, f.code) for row in section.detail_rows)
+                typed += [(key, f.type) for key in detail]
+                if total is not None:
+                    totals.append(((section.code, total.code, f.code), detail))
+        return cls(tuple(typed), tuple(totals))
+
+    def amounts(self, version: Version) -> dict[Key, int]:
+        """Every number of one accepted form in whole units, its 合计 rows recomputed from the detail rows."""
+        values = version.values
+        out = {key: _units(values.get(key), ftype, version.file, key) for key, ftype in self.typed}
+        for key, detail in self.totals:
+            out[key] = sum(map(out.__getitem__, detail))
+        return out
 
 
 # --- choosing what to consolidate -------------------------------------------------------------------------
@@ -382,7 +395,8 @@ def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Uni
 
     warmth = rules.forms[WARMTH]
     warmth_used = _chosen(sources, in_order, WARMTH)
-    warmth_figures = {code: amounts(warmth, v) for code, v in warmth_used.items()}
+    tally = _Tally.of(warmth)
+    warmth_figures = {code: tally.amounts(v) for code, v in warmth_used.items()}
     unit_columns = _unit_columns(warmth)
     by_unit = _by_unit(groups, warmth_figures, unit_columns, total_label)
     visits = warmth.section(VISITS)
@@ -396,7 +410,8 @@ def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Uni
     if CENTER in rules.forms:
         center = rules.forms[CENTER]
         center_used = _chosen(sources, center_units, CENTER)
-        center_figures = {code: amounts(center, v) for code, v in center_used.items()}
+        tally = _Tally.of(center)
+        center_figures = {code: tally.amounts(v) for code, v in center_used.items()}
         center_columns = _center_columns(center)
     centers = _centers(center_units, center_figures, center_columns, total_label)
 
@@ -471,7 +486,8 @@ def rollup_values(
     form = rules.forms[WARMTH]
     children = [u for u in rules.children(parent) if _owes(rules, u, WARMTH)]
     chosen = _chosen(sources, children, WARMTH)
-    parts = [amounts(form, chosen[u.code]) for u in children if u.code in chosen]
+    tally = _Tally.of(form)
+    parts = [tally.amounts(chosen[u.code]) for u in children if u.code in chosen]
     values: dict[Key, Any] = {}
     for section in form.sections:
         for row in section.rows or (None,):
