@@ -8,7 +8,7 @@ is summed in whole cents so that 21 counties' 万元 add up exactly; rounding is
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -127,26 +127,39 @@ def _numeric_sections(form: Form) -> tuple[Section, ...]:
     return tuple(s for s in form.sections if not s.footer and any(f.numeric for f in s.fields))
 
 
-def amounts(form: Form, version: Version) -> dict[Key, int]:
-    """Every number of one accepted form in whole units, its 合计 rows recomputed from the detail rows."""
-    out: dict[Key, int] = {}
-    values = version.values
-    for section in _numeric_sections(form):
-        fields = [f for f in section.fields if f.numeric]
-        if not section.tabular:
+@dataclass(frozen=True)
+class _Tally:
+    """Where a form's numbers are: each one a unit types, and each 合计 with the detail rows it sums.
+
+    Worked out once per form and consolidation, not once for each of 3,000 units' forms."""
+
+    typed: tuple[tuple[Key, str], ...]  # (key, field type), section by section, field by field
+    totals: tuple[tuple[Key, tuple[Key, ...]], ...]  # (合计 key, the detail keys it sums)
+
+    @classmethod
+    def of(cls, form: Form) -> _Tally:
+        typed: list[tuple[Key, str]] = []
+        totals: list[tuple[Key, tuple[Key, ...]]] = []
+        for section in _numeric_sections(form):
+            fields = [f for f in section.fields if f.numeric]
+            if not section.tabular:
+                typed += [((section.code, "", f.code), f.type) for f in fields]
+                continue
+            total = section.total_row
             for f in fields:
-                key = (section.code, "", f.code)
-                out[key] = _units(values.get(key), f.type, version.file, key)
-            continue
-        for f in fields:
-            total = 0
-            for row in section.detail_rows:
-                key = (section.code, row.code, f.code)
-                out[key] = _units(values.get(key), f.type, version.file, key)
-                total += out[key]
-            if section.total_row is not None:
-                out[(section.code, section.total_row.code, f.code)] = total
-    return out
+                detail = tuple((section.code, row.code, f.code) for row in section.detail_rows)
+                typed += [(key, f.type) for key in detail]
+                if total is not None:
+                    totals.append(((section.code, total.code, f.code), detail))
+        return cls(tuple(typed), tuple(totals))
+
+    def amounts(self, version: Version) -> dict[Key, int]:
+        """Every number of one accepted form in whole units, its 合计 rows recomputed from the detail rows."""
+        values = version.values
+        out = {key: _units(values.get(key), ftype, version.file, key) for key, ftype in self.typed}
+        for key, detail in self.totals:
+            out[key] = sum(map(out.__getitem__, detail))
+        return out
 
 
 # --- choosing what to consolidate -------------------------------------------------------------------------
@@ -264,16 +277,43 @@ def _unique(columns: list[Column], form: str) -> None:
 
 # --- the tables ------------------------------------------------------------------------------------------
 
+Figures = list[int]  # a row's whole units, in the order of its table's value columns
 
-def _frame(records: list[dict[str, Any]], lead: list[str], columns: tuple[Column, ...]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=[*lead, *(c.name for c in columns)])
-    for c in columns:
-        frame[c.name] = frame[c.name].astype("Int64" if c.type == "count" else "float64")
+
+def _at(parts: Iterable[Mapping[Key, int]], keys: Sequence[Key]) -> list[Figures]:
+    """Each of `parts` (a form's amounts) at `keys`."""
+    return [[p[k] for k in keys] for p in parts]
+
+
+def _units_at(units: Sequence[Unit], figures: dict[str, dict[Key, int]], keys: Sequence[Key]) -> list[Figures | None]:
+    """Each unit's figures at `keys`; None for a unit whose form is not in."""
+    return [[figures[u.code][k] for k in keys] if u.code in figures else None for u in units]
+
+
+def _sums(rows: Sequence[Figures], width: int) -> Figures:
+    """Rows of `width` figures added up, column by column (zeros when there are none)."""
+    return [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * width
+
+
+def _columns(rows: Sequence[Figures | None], types: Sequence[str]) -> list[Any]:
+    """Rows of whole units as one typed column of figures per type: Int64 for a count, float 万元 for money;
+    a row that is None is blank across."""
+    blank = (None,) * len(types)
+    cells = list(zip(*(blank if r is None else r for r in rows), strict=True)) if rows else [()] * len(types)
+    return [
+        pd.array([_present(u, ftype) for u in column], dtype="Int64" if ftype == "count" else "float64")
+        for column, ftype in zip(cells, types, strict=True)
+    ]
+
+
+def _frame(lead: list[tuple[Any, ...]], names: list[str], rows: list[Figures | None],
+           columns: tuple[Column, ...]) -> pd.DataFrame:
+    """A table: the `lead` rows' columns (`names`) as pandas makes them, then a column per `columns` from
+    the rows' figures."""
+    frame = pd.DataFrame.from_records(lead, columns=names)
+    for c, figures in zip(columns, _columns(rows, [c.type for c in columns]), strict=True):
+        frame[c.name] = figures
     return frame
-
-
-def _sum(parts: list[dict[Key, int]], key: Key) -> int:
-    return sum(p[key] for p in parts)
 
 
 def _by_unit(
@@ -282,46 +322,35 @@ def _by_unit(
     columns: tuple[Column, ...],
     total_label: str,
 ) -> pd.DataFrame:
-    records: list[dict[str, Any]] = []
+    keys = [c.key for c in columns]
+    lead: list[tuple[str, str, str, str, int]] = []
+    rows: list[Figures | None] = []
 
-    def record(
-        code: str, name: str, kind: str, level: str, reported: int, parts: list[dict[Key, int]] | None
-    ):
-        r: dict[str, Any] = dict(code=code, name=name, kind=kind, level=level, reported=reported)
-        for c in columns:
-            r[c.name] = _present(_sum(parts, c.key) if parts is not None else None, c.type)
-        records.append(r)
+    def record(code: str, name: str, kind: str, level: str, reported: int, row: Figures | None) -> None:
+        lead.append((code, name, kind, level, reported))
+        rows.append(row)
 
-    everyone: list[dict[Key, int]] = []
+    everyone: list[Figures] = []
     for kind, members in groups:
-        parts = [figures[u.code] for u in members if u.code in figures]
-        for u in members:
-            record(
-                u.code,
-                u.name,
-                kind,
-                UNIT_ROW,
-                int(u.code in figures),
-                [figures[u.code]] if u.code in figures else None,
-            )
-        record("", f"{kind}{SUBTOTAL_LABEL}", kind, SUBTOTAL_ROW, len(parts), parts)
+        own = _units_at(members, figures, keys)
+        parts = [row for row in own if row is not None]
+        for u, row in zip(members, own, strict=True):
+            record(u.code, u.name, kind, UNIT_ROW, int(row is not None), row)
+        record("", f"{kind}{SUBTOTAL_LABEL}", kind, SUBTOTAL_ROW, len(parts), _sums(parts, len(keys)))
         everyone += parts
-    record("", total_label, "", TOTAL_ROW, len(everyone), everyone)
-    return _frame(records, ["code", "name", "kind", "level", "reported"], columns)
+    record("", total_label, "", TOTAL_ROW, len(everyone), _sums(everyone, len(keys)))
+    return _frame(lead, ["code", "name", "kind", "level", "reported"], rows, columns)
 
 
 def _by_industry(
     section: Section, figures: dict[str, dict[Key, int]]
 ) -> tuple[pd.DataFrame, tuple[Column, ...]]:
     columns = _row_columns(section)
-    parts = list(figures.values())
-    records = []
-    for row in section.rows:
-        r: dict[str, Any] = dict(code=row.code, label=row.label)
-        for c in columns:
-            r[c.name] = _present(_sum(parts, (section.code, row.code, c.name)), c.type)
-        records.append(r)
-    return _frame(records, ["code", "label"], columns), columns
+    keys = [(section.code, row.code, c.name) for row in section.rows for c in columns]
+    sums, width = _sums(_at(figures.values(), keys), len(keys)), len(columns)
+    rows: list[Figures | None] = [sums[i * width:(i + 1) * width] for i in range(len(section.rows))]
+    lead = [(row.code, row.label) for row in section.rows]
+    return _frame(lead, ["code", "label"], rows, columns), columns
 
 
 def _pivot(
@@ -329,42 +358,28 @@ def _pivot(
 ) -> pd.DataFrame:
     fields = [section.field(code) for code in PIVOT_FIELDS if code in {f.code for f in section.fields}]
     rows = [*section.detail_rows, *(r for r in section.rows if r.total)]
-    data: dict[tuple[str, str], list[Any]] = {}
-    for f in fields:
-        for row in rows:
-            key = (section.code, row.code, f.code)
-            cells = [_present(figures[u.code][key] if u.code in figures else None, f.type) for u in units]
-            cells.append(_present(sum(p[key] for p in figures.values()), f.type))
-            data[(f.code, row.code)] = cells
+    keys = [(section.code, row.code, f.code) for f in fields for row in rows]
+    total = _sums(_at(figures.values(), keys), len(keys))
+    cells = _columns([*_units_at(units, figures, keys), total], [f.type for f in fields for _ in rows])
     index = pd.MultiIndex.from_tuples(
         [(u.code, u.name) for u in units] + [("", total_label)], names=["code", "name"]
     )
-    frame = pd.DataFrame(data, index=index)
-    frame.columns = pd.MultiIndex.from_tuples(list(data), names=["field", "row"])
-    for f in fields:
-        for row in rows:
-            frame[(f.code, row.code)] = frame[(f.code, row.code)].astype(
-                "Int64" if f.type == "count" else "float64"
-            )
+    names = [(f.code, row.code) for f in fields for row in rows]
+    frame = pd.DataFrame(dict(zip(names, cells, strict=True)), index=index)
+    frame.columns = pd.MultiIndex.from_tuples(names, names=["field", "row"])
     return frame
 
 
 def _centers(
     units: list[Unit], figures: dict[str, dict[Key, int]], columns: tuple[Column, ...], total_label: str
 ) -> pd.DataFrame:
-    records: list[dict[str, Any]] = []
-    for u in units:
-        r: dict[str, Any] = dict(code=u.code, name=u.name, level=UNIT_ROW, reported=int(u.code in figures))
-        for c in columns:
-            r[c.name] = _present(figures[u.code][c.key] if u.code in figures else None, c.type)
-        records.append(r)
+    rows = _units_at(units, figures, [c.key for c in columns])
+    lead = [(u.code, u.name, UNIT_ROW, int(row is not None)) for u, row in zip(units, rows, strict=True)]
     if units:
-        parts = [figures[u.code] for u in units if u.code in figures]
-        r = dict(code="", name=total_label, level=TOTAL_ROW, reported=len(parts))
-        for c in columns:
-            r[c.name] = _present(_sum(parts, c.key), c.type)
-        records.append(r)
-    return _frame(records, ["code", "name", "level", "reported"], columns)
+        parts = [row for row in rows if row is not None]
+        lead.append(("", total_label, TOTAL_ROW, len(parts)))
+        rows.append(_sums(parts, len(columns)))
+    return _frame(lead, ["code", "name", "level", "reported"], rows, columns)
 
 
 def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Unit]) -> Consolidation:
@@ -382,7 +397,8 @@ def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Uni
 
     warmth = rules.forms[WARMTH]
     warmth_used = _chosen(sources, in_order, WARMTH)
-    warmth_figures = {code: amounts(warmth, v) for code, v in warmth_used.items()}
+    tally = _Tally.of(warmth)
+    warmth_figures = {code: tally.amounts(v) for code, v in warmth_used.items()}
     unit_columns = _unit_columns(warmth)
     by_unit = _by_unit(groups, warmth_figures, unit_columns, total_label)
     visits = warmth.section(VISITS)
@@ -396,7 +412,8 @@ def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Uni
     if CENTER in rules.forms:
         center = rules.forms[CENTER]
         center_used = _chosen(sources, center_units, CENTER)
-        center_figures = {code: amounts(center, v) for code, v in center_used.items()}
+        tally = _Tally.of(center)
+        center_figures = {code: tally.amounts(v) for code, v in center_used.items()}
         center_columns = _center_columns(center)
     centers = _centers(center_units, center_figures, center_columns, total_label)
 
@@ -471,7 +488,8 @@ def rollup_values(
     form = rules.forms[WARMTH]
     children = [u for u in rules.children(parent) if _owes(rules, u, WARMTH)]
     chosen = _chosen(sources, children, WARMTH)
-    parts = [amounts(form, chosen[u.code]) for u in children if u.code in chosen]
+    tally = _Tally.of(form)
+    parts = [tally.amounts(chosen[u.code]) for u in children if u.code in chosen]
     values: dict[Key, Any] = {}
     for section in form.sections:
         for row in section.rows or (None,):

@@ -8,7 +8,6 @@ lazy call. pandera's failure cases are mapped back to each submission's sheet an
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ class _CheckSpec:
 class _Schema:
     schema: pa.DataFrameSchema
     specs: dict[str, _CheckSpec]
-    columns: tuple[str, ...]
 
 
 @lru_cache(maxsize=8)
@@ -65,16 +63,21 @@ def _schema(rules: Rules, form_code: str) -> _Schema:
             columns[name] = pa.Column(float, checks, nullable=True, coerce=False, required=True)
         else:
             # A required footer field must not be null; pandera reports it as the check "not_nullable".
+            # Its dtype is not checked: text comes as pandas' str, a date as object, a blank column as
+            # float, and a column's dtype failure points at no form (it cost 4 failure cases a batch).
             required = f.required and "required" in by_kind
-            columns[name] = pa.Column(object, nullable=not required, required=True)
+            columns[name] = pa.Column(None, nullable=not required, required=True)
     specs: dict[str, _CheckSpec] = {}
     frame_checks = []
     for rule in rules.rules_for(form_code):
         for name, spec, fn in _rule_checks(rule, form, rules.tolerance):
             specs[name] = spec
-            frame_checks.append(pa.Check(fn, name=name))
+            # Every check holds where a value it names is blank (`_evaluate_rule`, row_total), so also on a
+            # form whose values are all blank: pandera's search for those (ignore_na), a pass over the whole
+            # frame for each of its ~50 checks, could not change a verdict.
+            frame_checks.append(pa.Check(fn, name=name, ignore_na=False))
     schema = pa.DataFrameSchema(columns, checks=frame_checks, strict=False, coerce=False)
-    return _Schema(schema, specs, tuple(columns))
+    return _Schema(schema, specs)
 
 
 def _type_checks(f: Field, rule: Rule | None) -> list[pa.Check]:
@@ -194,19 +197,38 @@ def validate_prepared(results: list[Checked], rules: Rules) -> list[Checked]:
     return results
 
 
+@lru_cache(maxsize=8)
+def _echoing(rules: Rules) -> tuple[frozenset[str], frozenset[str]]:
+    """The 合计 rows' codes and the row-by-row rules: asked for each of 6,000 forms."""
+    total_rows = {r.code for form in rules.forms.values() for s in form.sections for r in s.rows if r.total}
+    return frozenset(total_rows), frozenset(r.id for r in rules.rules if r.each_row)
+
+
 def _without_echoes(findings: list[Finding], rules: Rules) -> list[Finding]:
     """A row-by-row rule broken in a detail row also breaks on the 合计 row that sums it: tell it once."""
-    total_rows = {r.code for form in rules.forms.values() for s in form.sections for r in s.rows if r.total}
-    row_rules = {r.id for r in rules.rules if r.each_row}
+    total_rows, row_rules = _echoing(rules)
     broken_in_detail = {f.rule for f in findings if f.rule in row_rules and f.row and f.row not in total_rows}
     return [f for f in findings if not (f.row in total_rows and f.rule in broken_in_detail)]
 
 
-def _frame(checked: list[Checked], columns: Iterable[str]) -> pd.DataFrame:
-    records = []
-    for c in checked:
-        records.append(dict(zip(map(column, c.values), c.values.values(), strict=True)))
-    frame = pd.DataFrame.from_records(records, index=pd.RangeIndex(len(checked)), columns=list(columns))
+def _keys(form: Form) -> list[Key]:
+    """A form's values in layout order: the order normalisation gives them in, and the frames' columns."""
+    return [s.key for s in layout.compute(form).slots]
+
+
+def _row(values: dict[Key, Any], keys: list[Key]) -> list[Any]:
+    """A submission's values in the order of `keys`, NaN for one it lacks (as pandas fills a record).
+
+    Normalised values come in that order already: one list comparison then stands for 70 look-ups of
+    tuple keys, for each of 6,000 forms."""
+    if list(values) == keys:
+        return list(values.values())
+    return [values.get(k, math.nan) for k in keys]
+
+
+def _frame(checked: list[Checked], keys: list[Key]) -> pd.DataFrame:
+    rows = [_row(c.values, keys) for c in checked]
+    frame = pd.DataFrame.from_records(rows, index=pd.RangeIndex(len(checked)), columns=[column(k) for k in keys])
     for name in frame.columns:
         if frame[name].dtype == object and all(isinstance(v, int | float) or v is None for v in frame[name]):
             frame[name] = frame[name].astype(float)
@@ -216,7 +238,7 @@ def _frame(checked: list[Checked], columns: Iterable[str]) -> pd.DataFrame:
 def _validate_form(rules: Rules, form_code: str, checked: list[Checked]) -> None:
     form = rules.forms[form_code]
     built = _schema(rules, form_code)
-    frame = _frame(checked, built.columns)
+    frame = _frame(checked, _keys(form))
     numeric = [column(s.key) for s in layout.compute(form).slots if s.field.numeric]
     frame[numeric] = frame[numeric].astype(float)
     try:
@@ -404,13 +426,11 @@ def _cross_form(rules: Rules, results: list[Checked]) -> None:
                 pairs.append((u, [c for c in both if c is not None]))
         if not pairs:
             continue
-        records = []
-        for _, cs in pairs:
-            rec: dict[str, Any] = {}
-            for form_code, c in zip(rule.forms, cs, strict=True):
-                rec.update(zip(map(_prefixed, itertools.repeat(form_code), c.values), c.values.values(), strict=True))
-            records.append(rec)
-        frame = pd.DataFrame.from_records(records).astype(float, errors="ignore")
+        keys = {f: _keys(rules.forms[f]) for f in rule.forms}
+        columns = [_prefixed(f, k) for f in rule.forms for k in keys[f]]
+        rows = [[v for f, c in zip(rule.forms, cs, strict=True) for v in _row(c.values, keys[f])]
+                for _, cs in pairs]
+        frame = pd.DataFrame.from_records(rows, columns=columns).astype(float, errors="ignore")
         form_map = {f: rules.forms[f] for f in rule.forms}
         holds, names = _evaluate_rule(rule, form_map, frame, "", rules.tolerance, _lookup(frame, prefixed=True))
         for i in [i for i, ok in enumerate(holds) if not ok]:

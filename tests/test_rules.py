@@ -6,10 +6,15 @@ cell the finding points at.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
-from pipeline import check
+from pipeline import check, normalize, read, validate
+from pipeline.findings import Finding
 from tests.conftest import cell_of
+
+TODAY = dt.date(2017, 2, 1)
 
 
 def run(rules, *paths):
@@ -210,3 +215,23 @@ def test_x_archive_needs_both_forms(rules, fill):
     center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
     (r,) = run(rules, center)
     assert not [f for f in r.findings if f.rule == "X-archive"]
+
+
+def test_values_handed_over_in_another_order_are_checked_the_same(rules, fill):
+    """Validation takes a form's values as they come when they are in the form's own order, as
+    normalisation gives them; values in any other order must be found just the same."""
+    paths = [
+        fill(changes={("visits", "total", "amount_cash"): 9999.5}, seed=3),
+        fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0}),
+    ]
+
+    def checked(reordered: bool) -> list[list[Finding]]:
+        prepared = [normalize.prepared(read.read_submission(p.read_bytes(), p.name, rules), rules, TODAY)
+                    for p in paths]
+        for c in prepared:
+            c.values = dict(reversed(c.values.items())) if reordered else c.values
+        return [c.findings for c in validate.validate_prepared(prepared, rules)]
+
+    as_given = checked(reordered=False)
+    assert {f.rule for found in as_given for f in found} >= {"W-total", "X-archive"}
+    assert checked(reordered=True) == as_given
