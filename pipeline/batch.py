@@ -169,20 +169,22 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
     result = RunResult(as_of, intake.Intake())
     with result.timed("收取"):
         result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes, arriving_files=_get_ready)
-    with result.timed("校验"):
-        result.checked = check_pending(rules, ledger, as_of, parent, progress)
     ahead: list[tuple[status.Status, Callable[[], Made]]] = []
     aside = Aside()
+    large = len(rules.children(parent)) >= Aside.UNITS
+    with result.timed("校验"):
+        # The workbook's process loads its imports on the core the schema run leaves idle.
+        result.checked = check_pending(rules, ledger, as_of, parent, progress, read=aside.start if large else None)
 
     def draft_ahead() -> Callable[[], None]:
         # Alongside the annotating, the draft for the status as it stands: summed by this process while the
         # children annotate and write the e-mails, its workbook then built by a second process (from
         # Aside.UNITS units on) while this one writes the report and the summary. Only a message refused
         # while sending can change the status, and then the draft is built again.
-        if len(rules.children(parent)) >= Aside.UNITS:
+        if large:
             from pipeline import sandbox
 
-            aside.start()  # its imports load while this process sums the forms
+            aside.start()  # if not yet: its imports load while this process sums the forms
             sandbox.kept_give_way()  # the workbook is what the stage waits for, not the annotated copies
 
         def draft() -> None:
@@ -206,7 +208,8 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         with result.timed("汇总"):
             made = ahead[0][1]() if ahead and ahead[0][0] == result.status else None
             result.outputs += write_status(rules, result.status, outbox)
-            result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign, made)
+            result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign, made,
+                                            aside if large else None)
             if not final:
                 ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     finally:
@@ -253,13 +256,15 @@ class NotYetFinal(Exception):
 
 def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status, as_of: dt.datetime,
                   final: bool, parent: str, sign: dict[str, object] | None,
-                  made: Made | None = None) -> list[Path]:
+                  made: Made | None = None, aside: Aside | None = None) -> list[Path]:
     """The consolidated workbook, the HTML report and the summary draft; a numbered 终稿 with --final.
 
     A draft is rewritten each run; a final edition is written once into its own folder and never again.
-    `made`: the same, already built by `consolidation_files` for this very status.
+    `made`: the same, already built by `consolidation_files` for this very status; else built now, the
+    workbook by `aside`'s process if given.
     """
-    paths, edition, folder = made or consolidation_files(rules, ledger, outbox, now, as_of, final, parent, sign)
+    paths, edition, folder = made or consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign,
+                                                           aside)()
     for path, data in paths.items():
         atomic.write_bytes(path, data)
     if final:
@@ -392,8 +397,9 @@ class Aside:
 
 
 def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province",
-                  progress: Progress | None = None) -> Counter[str]:
-    """Check every submission without a verdict, all forms of the batch in one validation."""
+                  progress: Progress | None = None, read: Callable[[], None] | None = None) -> Counter[str]:
+    """Check every submission without a verdict, all forms of the batch in one validation; `read` is called
+    once the children have read the forms, before the validation in this process."""
     pending = ledger.unchecked()
     if not pending:
         return Counter()
@@ -414,6 +420,8 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
         memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )
+    if read:
+        read()
     _keep_aside()
     companions = _companions(rules, ledger, [c.submission for c in prepared], {s.sha256 for s in pending}, as_of)
     checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]

@@ -225,6 +225,22 @@ def test_killed_run_is_completed_by_the_next_with_the_same_result(rules, tmp_pat
     assert hashes(tmp_path / "killed" / "outbox") == hashes(tmp_path / "clean" / "outbox")
 
 
+def test_a_federation_large_enough_for_the_workbooks_process_gets_the_same_files(rules, site, monkeypatch):
+    """From Aside.UNITS units on, the workbook is built by a second process started when the forms are
+    read, while this one annotates, sums and writes the report: the files are those of a small run."""
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    started = []
+    start = batch.Aside.start
+    monkeypatch.setattr(batch.Aside, "UNITS", 1)
+    monkeypatch.setattr(batch.Aside, "start", lambda self: (started.append(self.pool is None), start(self))[1])
+    large = outbox.parent / "large"
+    run_cli(inbox, large / "outbox", large / "state")
+    assert started[0] is True  # started, once the forms were read
+    assert hashes(large / "outbox") == hashes(outbox)
+    assert ledger.Ledger(large / "state").dump() == ledger.Ledger(state).dump()
+
+
 def _archived(state: Path) -> int:
     """How many files a run has kept so far, as another program reading the ledger sees it."""
     try:
