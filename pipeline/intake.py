@@ -63,26 +63,32 @@ def readable(rel: str) -> str:
     return "/".join(parts)
 
 
-def _skip_reason(rel: Path) -> str | None:
-    name = rel.name
+def _skip_reason(rel: str) -> str | None:
+    parts = rel.split("/")
+    name = parts[-1]
     if name.startswith("~$") or name.startswith(".~lock."):
         return "办公软件的临时锁定文件"
-    if any(part.startswith(".") for part in rel.parts):
+    if any(part.startswith(".") for part in parts):
         return "隐藏文件"
     if name.lower().endswith(TEMPORARY_SUFFIXES):
         return "未下载完的临时文件"
     return None
 
 
-def candidates(inbox: Path) -> Iterator[tuple[Path, str | None]]:
-    """Every file under the inbox in a stable order, with the reason it is passed over (or None)."""
-    for root, dirs, files in os.walk(inbox):
+def candidates(inbox: Path) -> Iterator[tuple[str, str, str | None]]:
+    """Every file under the inbox in a stable order: its path, its path in the inbox with "/" (the ledger's
+    key: the real name, whatever its bytes) and the reason it is passed over (or None). Plain strings: a
+    national inbox has 6,000 files, and a rerun that finds nothing new is mostly this walk."""
+    top = os.fspath(inbox)
+    for root, dirs, files in os.walk(top):
         dirs.sort()
+        folder = os.path.relpath(root, top).replace(os.sep, "/")
+        prefix = "" if folder == "." else folder + "/"
         for name in sorted(files):
             if name.lower() in SYSTEM_FILES:
                 continue
-            path = Path(root) / name
-            yield path, _skip_reason(path.relative_to(inbox))
+            rel = prefix + name
+            yield os.path.join(root, name), rel, _skip_reason(rel)
 
 
 def take_in(
@@ -98,14 +104,13 @@ def take_in(
     tz = as_of.tzinfo
     known = ledger.known_files()
     arriving: list[_Arriving] = []
-    for path, reason in candidates(inbox):
-        rel = path.relative_to(inbox).as_posix()  # the ledger's key: the real name, whatever its bytes
+    for path, rel, reason in candidates(inbox):
         shown = readable(rel)
         if reason:
             result.skipped.append(Skipped(shown, reason))
             continue
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             continue  # removed while we walked: nothing to keep
         received = dt.datetime.fromtimestamp(st.st_mtime, tz)
@@ -116,11 +121,11 @@ def take_in(
         if known.get(rel) == (st.st_size, st.st_mtime_ns):
             result.unchanged += 1
             continue
-        arriving.append((path, rel, shown, st, received))
-    still = _still_growing([(path, st) for path, _, _, st, _ in arriving], settle)
-    for path, _, shown, _, _ in arriving:
-        if path in still:
-            result.skipped.append(Skipped(shown, "文件正在写入,下次运行时再处理"))
+        arriving.append((Path(path), rel, shown, st, received))
+    still = _still_growing([(item[0], item[3]) for item in arriving], settle)
+    for item in arriving:
+        if item[0] in still:
+            result.skipped.append(Skipped(item[2], "文件正在写入,下次运行时再处理"))
     arriving = [a for a in arriving if a[0] not in still]
     if arriving and arriving_files:
         arriving_files()  # there will be files to check: the caller may get ready while they are copied
