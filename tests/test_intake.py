@@ -245,3 +245,34 @@ def test_files_archived_one_by_one_by_an_earlier_version_are_still_read_and_veri
     old.unlink()
     assert (book.has_bytes(sha), [p.split("(")[0] for p in book.verify()]) == (False, [f"存档缺失:{sent.name}"])
     book.close()
+
+
+def test_the_same_file_saved_under_several_names_is_one_submission_from_its_first_arrival(rules, tmp_path, fill):
+    """A county forwards its form twice, or saves the attachment under another name: one submission, shown
+    under the name and time of the copy that came first, whichever run or order finds them."""
+    import datetime as dt
+
+    data = fill(unit="460100").read_bytes()
+    inbox = tmp_path / "inbox"
+    day = 86400
+
+    def put(name: str, mtime: int) -> None:
+        path = inbox / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+
+    put("a_转发/海口附件1.xlsx", JAN_31)  # walked first, arrived last
+    put("b_原件/海口市总工会附件1.xlsx", JAN_31 - day)
+    book = ledger.Ledger(tmp_path / "state")
+    as_of = dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    (sha,) = intake.take_in(book, inbox, as_of, 20 * 2**20).new
+    (sub,) = book.submissions(values=False)
+    assert (sub.sha256, sub.file, sub.received.timestamp()) == (sha, "海口市总工会附件1.xlsx", JAN_31 - day)
+    put("c_旧邮件/海口附件1(1).xlsx", JAN_31 - 2 * day)  # found by a later run, yet sent earlier still
+    put("d_又发一次/海口附件1.xlsx", JAN_31)
+    assert intake.take_in(book, inbox, as_of, 20 * 2**20).new == []
+    (sub,) = book.submissions(values=False)
+    assert (sub.file, sub.received.timestamp()) == ("海口附件1(1).xlsx", JAN_31 - 2 * day)
+    assert len(book.known_files()) == 4
+    book.close()
