@@ -340,47 +340,57 @@ def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: statu
 class Aside:
     """A second process that builds the consolidated workbook (1.4 s of the processor at 3,000 units) while
     this one writes the report and the summary. Started with `start` before it is needed, it loads its
-    imports meanwhile; not started, or broken, the workbook is built here as before."""
+    imports meanwhile; not started, or broken, the workbook is built here as before.
+
+    A plain process and a pipe: it builds one workbook and ends, and leaves nothing for this process to
+    wait for or clean up when it exits."""
 
     # Below this many units the workbook takes less than the second process's start (~1 s of the processor
     # and ~150 MiB for its imports): a province's run builds it here.
     UNITS = 500
 
     def __init__(self) -> None:
-        self.pool: Any = None
+        self.conn: Any = None
 
     def start(self) -> None:
-        import importlib
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            self.pool.submit(importlib.import_module, "pipeline.report")
+        if self.conn is None:
+            context = multiprocessing.get_context("spawn")
+            self.conn, theirs = context.Pipe()
+            context.Process(target=_aside, args=(theirs,), name="pipeline-workbook", daemon=True).start()
+            theirs.close()
 
     def workbook(self, rules: Rules, c: consolidate.Consolidation, now: status.Status, findings: dict[str, list[tuple[str, Finding]]],
                  every: list[status.Version], **options: Any) -> Callable[[], bytes]:
         """`report.workbook`'s bytes, when called for."""
-        from concurrent.futures import BrokenExecutor
+        import threading
 
         from pipeline import report
 
-        if self.pool is None:
+        if self.conn is None:
             data = report.workbook(rules, c, now, findings, every, **options)
             return lambda: data
         # The workbook lists the versions, not their figures: 17 MB less to send at 3,000 units.
         bare = [replace(v, values={}) for v in every]
         c = replace(c, used=tuple(replace(v, values={}) for v in c.used))
-        try:
-            future = self.pool.submit(report.workbook, rules, c, now, findings, bare, **options)
-        except BrokenExecutor:
-            future = None
+        failed: list[BaseException] = []
+
+        def send() -> None:  # by a thread: the process may still be loading its imports
+            try:
+                self.conn.send((rules, c, now, findings, bare, options))
+            except OSError as exc:
+                failed.append(exc)
+
+        sending = threading.Thread(target=send, daemon=True)
+        sending.start()
 
         def result() -> bytes:
-            if future is not None:
+            sending.join()
+            if not failed:
                 try:
-                    return bytes(future.result())
-                except BrokenExecutor:
+                    return bytes(self.conn.recv_bytes())
+                except (EOFError, OSError):
                     pass
             # The process died (killed, out of memory): built here instead.
             log.warning("the workbook's process stopped; building it in this one")
@@ -389,8 +399,20 @@ class Aside:
         return result
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.conn is not None:
+            self.conn.close()  # the process ends when it finds the pipe closed, whatever it was doing
+
+
+def _aside(conn: Any) -> None:
+    """The workbook's process (see `Aside`): loads report.py's imports, builds the workbook it is sent, ends
+    (on any failure too, silently: this process then builds it and says why)."""
+    try:
+        from pipeline import report
+
+        rules, c, now, findings, versions, options = conn.recv()
+        conn.send_bytes(report.workbook(rules, c, now, findings, versions, **options))
+    finally:
+        os._exit(0)
 
 
 # --- check -----------------------------------------------------------------------------------------------

@@ -201,8 +201,12 @@ def kept(rules_path: Path, *, memory_mb: int = MEMORY_MB, seconds: float = SECON
         yield
     finally:
         _POOL_KEY.clear()
-        while _POOL:
-            _POOL.popitem()[1].close()
+        idle = list(_POOL.values())
+        _POOL.clear()
+        for worker in idle:  # all told first, so that they end together
+            worker.finish()
+        for worker in idle:
+            worker.close()
 
 
 def start_kept() -> None:
@@ -284,14 +288,19 @@ class _Worker:
         self.free = time.monotonic()
         return (True, result) if status == "ok" else (False, None)
 
+    def finish(self) -> None:
+        """Tell the child there is no more work: it ends (`close` then waits for it)."""
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+
     def close(self, kill: bool = False) -> None:
         if kill and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         if self.proc.poll() is None:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
+                self.finish()
                 self.proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
@@ -349,8 +358,8 @@ def _child(rules_path: str, memory_mb: int, seconds: float) -> None:
     sys.stdout = sys.stderr  # nothing else may write into the reply channel
     while True:
         header = stdin.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return
+        if len(header) < _HEADER.size:  # the parent is done: every reply was flushed as it was sent
+            os._exit(0)  # without freeing, one by one, what reading thousands of forms left behind
         (size,) = _HEADER.unpack(header)
         task, args = pickle.loads(stdin.read(size))
         used = resource.getrusage(resource.RUSAGE_SELF)

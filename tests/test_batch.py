@@ -233,7 +233,7 @@ def test_a_federation_large_enough_for_the_workbooks_process_gets_the_same_files
     started = []
     start = batch.Aside.start
     monkeypatch.setattr(batch.Aside, "UNITS", 1)
-    monkeypatch.setattr(batch.Aside, "start", lambda self: (started.append(self.pool is None), start(self))[1])
+    monkeypatch.setattr(batch.Aside, "start", lambda self: (started.append(self.conn is None), start(self))[1])
     large = outbox.parent / "large"
     run_cli(inbox, large / "outbox", large / "state")
     assert started[0] is True  # started, once the forms were read
