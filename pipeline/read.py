@@ -11,12 +11,13 @@ import io
 import itertools
 import logging
 import math
+import pickle
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -83,12 +84,40 @@ class Cell:
     formula: str = ""  # the formula text when the file records one (xlsx/xlsm only; "" for shared copies)
 
 
+class Packed(Mapping[Key, Cell]):
+    """A form's cells as they travel from the child that read them: pickled there as one string, unpacked
+    here only when a finding needs a cell's place or text. Most forms have none, and unpickling a hundred
+    cells each was the parent's largest share of the reading (6,000 forms at national scale)."""
+
+    def __init__(self, cells: Mapping[Key, Cell], packed: bytes | None = None):
+        self._cells = cells
+        self._packed = packed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        packed = self._packed if self._packed is not None else pickle.dumps(dict(self._cells), protocol=5)
+        return Packed, ({}, packed)
+
+    def _unpacked(self) -> Mapping[Key, Cell]:
+        if self._packed is not None:
+            self._cells, self._packed = pickle.loads(self._packed), None
+        return self._cells
+
+    def __getitem__(self, key: Key) -> Cell:
+        return self._unpacked()[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._unpacked())
+
+    def __len__(self) -> int:
+        return len(self._unpacked())
+
+
 @dataclass
 class Submission:
     file: str  # display name (the file name)
     form: str | None  # form code or None if not recognised
     unit: str | None  # unit code or None
-    cells: dict[Key, Cell]  # key (section, row, field) as layout.Slot.key -> Cell
+    cells: Mapping[Key, Cell]  # key (section, row, field) as layout.Slot.key -> Cell
     findings: list[Finding]  # F-* file-level findings and structure warnings found while reading
     readable: bool = True  # False when the file could not be read at all (verdict unreadable)
     identity_source: str = ""  # where the unit was found: "_meta" / "title" (the sheet's heading) / "filename"
@@ -790,10 +819,11 @@ class _Reader:
         grid = book.grid(sheet)
         found = self._locate(plan, grid, sheet, place)
         formulas = _formula_cells(self.data, sheet) if fmt == "xlsx" else {}
+        self.sub.cells = cells = {}
         for key, pos in found.items():
             address = _a1(pos)
             found_formula = formulas.get(address)
-            self.sub.cells[key] = Cell(
+            cells[key] = Cell(
                 sheet=sheet, address=address, raw=_at(grid, pos),
                 formula_without_value=found_formula is not None and not found_formula.value,
                 formula=found_formula.text if found_formula else "",

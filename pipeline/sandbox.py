@@ -391,7 +391,9 @@ def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding],
 
 
 def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> normalize.Checked:
-    return normalize.prepared(read.read_submission(data, name, rules), rules, today)
+    checked = normalize.prepared(read.read_submission(data, name, rules), rules, today)
+    checked.submission.cells = read.Packed(checked.submission.cells)  # see Packed
+    return checked
 
 
 _TASKS: dict[str, Callable[..., Any]] = {"read": lambda rules, data, name: read.read_submission(data, name, rules),

@@ -195,6 +195,16 @@ def test_meta_of_a_form_resaved_by_libreoffice_is_read_from_its_shared_strings(
     assert values(sub)[AGRI_HOUSEHOLDS] == 12
 
 
+def test_cells_sent_from_a_child_arrive_whole_and_are_unpacked_only_when_looked_at(tmp_path: Path) -> None:
+    import pickle
+
+    sub = read_wb(filled()[0], tmp_path)
+    arrived = pickle.loads(pickle.dumps(read.Packed(sub.cells)))
+    assert arrived._packed is not None  # nothing unpacked yet: most forms never need their cells again
+    assert arrived[AGRI_HOUSEHOLDS] == sub.cells[AGRI_HOUSEHOLDS] and dict(arrived) == dict(sub.cells)
+    assert pickle.loads(pickle.dumps(arrived)) == sub.cells
+
+
 def test_workbook_that_is_not_one_of_our_forms_is_unrecognised(tmp_path: Path) -> None:
     wb = openpyxl.Workbook()
     ws = wb.active
