@@ -130,16 +130,18 @@ def take_in(
     if arriving and arriving_files:
         arriving_files()  # there will be files to check: the caller may get ready while they are copied
 
-    def read(item: _Arriving) -> tuple[bytes | None, str]:
-        return _read(item[0], item[3].st_size, max_bytes)
+    def read(items: list[_Arriving]) -> list[tuple[bytes | None, str]]:
+        return [_read(item[0], item[3].st_size, max_bytes) for item in items]
 
     kept: list[tuple[str, int, int, str, str, dt.datetime]] = []
-    # Reading is system calls for the most part: a few threads overlap them. The bytes of a batch are
-    # kept in one transaction, durably, before any file is recorded: a crash in between leaves bytes
-    # that the next run finds and records.
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    # Reading and hashing let go of the interpreter: two threads share them, a few hundred files a task
+    # (a task per file cost more in handing it over than in the reading). The bytes of a batch are kept in
+    # one transaction, durably, before any file is recorded: a crash in between leaves bytes that the next
+    # run finds and records.
+    with ThreadPoolExecutor(max_workers=2) as pool:
         for batch in _batches(arriving):
-            got = list(pool.map(read, batch))
+            got = [g for part in pool.map(read, [batch[i : i + 256] for i in range(0, len(batch), 256)])
+                   for g in part]
             archived = [(data, digest) for data, digest in got if data is not None]  # not those over the limit
             ledger.keep_many([data for data, _ in archived], [digest for _, digest in archived])
             for (_, rel, shown, st, received), (_, digest) in zip(batch, got, strict=True):
