@@ -429,16 +429,17 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
 
     report_ext = {ext for item in rules.items.values() for ext in item.extensions}
     results: list[tuple[str, dict[str, Any]]] = []
-    forms: list[Submission] = []
+    others: list[Submission] = []
     for sub in pending:
         if Path(sub.file).suffix.lower() in report_ext:
             results.append((sub.sha256, _report_fields(rules, sub)))
-        elif not ledger.has_bytes(sub.sha256):
-            results.append((sub.sha256, _too_large(sub, rules)))
         else:
-            forms.append(sub)
+            others.append(sub)
+    kept = ledger.kept_bytes([sub.sha256 for sub in others])
+    results += [(sub.sha256, _too_large(sub, rules)) for sub in others if sub.sha256 not in kept]
+    forms = [sub for sub in others if sub.sha256 in kept]
     prepared = sandbox.check_many(
-        [(ledger.bytes_of(sub.sha256), sub.file) for sub in forms], rules.source, as_of.date(),
+        [(kept[sub.sha256], sub.file) for sub in forms], rules.source, as_of.date(),
         memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )

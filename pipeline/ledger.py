@@ -182,6 +182,19 @@ class Ledger:
         row = self.db.execute("SELECT data FROM archive WHERE sha256 = ?", (sha256,)).fetchone()
         return bytes(row[0]) if row is not None else self.archive_path(sha256).read_bytes()
 
+    def kept_bytes(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """The bytes of those of `shas` that are kept (not those over the size limit), read together."""
+        out: dict[str, bytes] = {}
+        for i in range(0, len(shas), 500):  # within SQLite's limit of parameters
+            chunk = list(shas[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update((sha, bytes(data)) for sha, data in
+                       self.db.execute(f"SELECT sha256, data FROM archive WHERE sha256 IN ({marks})", chunk))
+        for sha in shas:
+            if sha not in out and self.archive_path(sha).is_file():  # kept by an earlier version
+                out[sha] = self.archive_path(sha).read_bytes()
+        return out
+
     def verify(self) -> list[str]:
         """Re-hash every archived file against the ledger; a line per difference, in Chinese."""
         problems = []
