@@ -132,15 +132,10 @@ def run(
 
 
 def _get_ready() -> None:
-    """There are new files: start the children, and import pandas and pandera for the checks, while
-    intake copies them (intake waits on the disk, not on the processor)."""
-    import importlib
-    import threading
-
+    """There are new files: start the children, so that they load while intake takes the files in."""
     from pipeline import sandbox
 
     sandbox.start_kept()
-    threading.Thread(target=importlib.import_module, args=("pipeline.validate",), daemon=True).start()
 
 
 @contextmanager
@@ -425,7 +420,15 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     pending = ledger.unchecked()
     if not pending:
         return Counter()
-    from pipeline import sandbox, validate
+    import importlib
+    import threading
+
+    from pipeline import sandbox
+
+    # pandas and pandera (0.55 s of the processor) load while the children read, when this process has
+    # little else to do; during intake they held up its own work.
+    loading = threading.Thread(target=importlib.import_module, args=("pipeline.validate",), daemon=True)
+    loading.start()
 
     report_ext = {ext for item in rules.items.values() for ext in item.extensions}
     results: list[tuple[str, dict[str, Any]]] = []
@@ -445,6 +448,9 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     )
     if read:
         read()
+    loading.join()
+    from pipeline import validate
+
     _keep_aside()
     companions = _companions(rules, ledger, [c.submission for c in prepared], {s.sha256 for s in pending}, as_of)
     checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
