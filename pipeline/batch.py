@@ -446,6 +446,7 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
         memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     )
+    sandbox.warm_kept("annotate")  # the children would otherwise sit idle until the copies to mark come
     if read:
         read()
     loading.join()

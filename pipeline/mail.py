@@ -62,6 +62,9 @@ def _autoescape(name: str | None) -> bool:
     return name is not None and name.removesuffix(".j2").endswith((".html", ".htm", ".xml"))
 
 
+FEEDBACK_TEMPLATES = ("feedback_subject.txt.j2", "feedback_body.txt.j2")
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
@@ -175,8 +178,9 @@ def feedback_message(
         "warning_count": len(warnings),
         "attachment_name": filename,
     }
-    subject = _one_line(render("feedback_subject.txt.j2", **context))
-    body = render("feedback_body.txt.j2", **context)
+    subject_template, body_template = FEEDBACK_TEMPLATES
+    subject = _one_line(render(subject_template, **context))
+    body = render(body_template, **context)
     return _message(
         rules, unit, "feedback", subject, body, now, (filename, attachment[1]) if attachment else None
     )

@@ -281,6 +281,23 @@ def test_kept_children_give_way_and_still_read(rules):
         assert sorted(w.proc.pid for w in sandbox._POOL.values()) == sorted(children)  # the same children
 
 
+def test_children_warmed_up_for_annotating_still_read_and_one_killed_meanwhile_is_replaced(rules):
+    """Between reading and annotating, the kept children load what annotating needs; the next call collects
+    their answers first, and a child that died meanwhile is replaced, not waited for."""
+    with sandbox.kept(rules.source):
+        sandbox.start_kept()
+        first, second = sandbox._POOL.values()
+        sandbox.warm_kept("annotate")
+        assert first.warming is not None and second.warming is not None
+        second.proc.kill()
+        second.proc.wait()
+        subs = sandbox.read_many([(base_form(rules), f"{n}.xlsx") for n in "abcd"], rules.source)
+        assert [(s.readable, s.unit) for s in subs] == [(True, "460100")] * 4
+        survivors = list(sandbox._POOL.values())
+        assert first in survivors and second not in survivors and len(survivors) == 2
+        assert all(w.warming is None for w in survivors)
+
+
 def test_entities_in_the_workbook_part_are_never_expanded_by_our_own_parsing(rules, tmp_path, caplog):
     """calamine reads the values; the formula scan's own look at workbook.xml refuses the DTD instead of
     expanding it, and the file still gets its verdict."""
