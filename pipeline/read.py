@@ -689,17 +689,14 @@ def _meta_head(data: bytes) -> _Meta | None:
             return None
         with zf.open(part) as fh:
             xml = fh.read(_HEAD_BYTES)
-        rows = [[(m.group(1), m.group(2), m.group(3)) for m in _ROW_CELL.finditer(row.group(1))]
-                for row in itertools.islice(_ROW.finditer(xml), _HEAD_ROWS)]
-        strings = _shared_strings(zf, rows)
+        rows = [row.group(1) for row in itertools.islice(_ROW.finditer(xml), _HEAD_ROWS)]
+        shared = any(b't="s"' in row for row in rows)
+        strings = _shared_strings(zf, [_row_cells(row) for row in rows]) if shared else []
         meta = _Meta()
-        for cells in rows:
-            values = [""] * 5
-            for column, attrs, body in cells:
-                text = _cell_text(attrs, body, strings)
-                if text is None:
-                    return None
-                values[column[0] - 65] = text
+        for row in rows:
+            values = _row_values(row, strings) if shared else _plain_row_values(row)
+            if values is None:
+                return None
             if tuple(v.lower() for v in values) == META_HEADER:
                 return meta
             if values[0] in _META_ATTRS:
@@ -708,6 +705,28 @@ def _meta_head(data: bytes) -> _Meta | None:
     except (zipfile.BadZipFile, KeyError, ET.ParseError, OSError, EOFError, ValueError, IndexError,
             UnicodeDecodeError):
         return None
+
+
+def _row_cells(row: bytes) -> list[tuple[bytes, bytes, bytes | None]]:
+    return [(m.group(1), m.group(2), m.group(3)) for m in _ROW_CELL.finditer(row)]
+
+
+def _row_values(row: bytes, strings: list[bytes]) -> tuple[str, ...] | None:
+    """Columns A-E of a `_meta` row as `_text` gives them; None if a cell is not one this reading handles."""
+    values = [""] * 5
+    for column, attrs, body in _row_cells(row):
+        text = _cell_text(attrs, body, strings)
+        if text is None:
+            return None
+        values[column[0] - 65] = text
+    return tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_row_values(row: bytes) -> tuple[str, ...] | None:
+    """`_row_values` of a row without shared strings: all but the unit's row are the same bytes in every copy
+    of a template, so read once."""
+    return _row_values(row, [])
 
 
 def _cell_text(attrs: bytes, body: bytes | None, strings: list[bytes]) -> str | None:
