@@ -559,17 +559,18 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
         jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果", letter)
                 for (sub, unit, _), letter in zip(due, letters, strict=True)]
-        made = annotate_many(jobs, rules, progress, meanwhile() if meanwhile else None)
-        written = []
-        for (sub, unit, msg_key), name, letter, got in zip(due, names, letters, made, strict=True):
+        def write(i: int, got: bytes | tuple[bytes, bytes, str]) -> tuple[str, str, str, str, str, str, str]:
+            # As each copy comes back, while the children go on with the others.
+            (sub, unit, msg_key), name = due[i], names[i]
             if isinstance(got, bytes):  # the child gave up: its findings listed here, and the e-mail written here
-                got = (got, *mail.feedback_eml(rules, letter, got))
+                got = (got, *mail.feedback_eml(rules, letters[i], got))
             annotated, eml_bytes, subject = got
             atomic.write_bytes(_inside(outbox, FEEDBACK_DIR, _safe(unit.name), name), annotated, durable=False)
             eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
             atomic.write_bytes(eml, eml_bytes, durable=False)
-            written.append((msg_key, "feedback", unit.code, unit.email, sub.sha256, subject,
-                            eml.relative_to(outbox).as_posix()))
+            return msg_key, "feedback", unit.code, unit.email, sub.sha256, subject, eml.relative_to(outbox).as_posix()
+
+        written = annotate_many(jobs, rules, progress, meanwhile() if meanwhile else None, write)
         # Made durable together, then recorded together (a crash in between: the next run writes them again).
         atomic.sync(outbox)
         ledger.add_messages(written, as_of)
@@ -577,23 +578,25 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
 
 
 def annotate_many(jobs: Sequence[tuple[Any, ...]], rules: Rules, progress: Progress | None = None,
-                  meanwhile: Callable[[], None] | None = None) -> list[bytes | tuple[bytes, bytes, str]]:
+                  meanwhile: Callable[[], None] | None = None,
+                  each: Callable[[int, bytes | tuple[bytes, bytes, str]], Any] | None = None) -> list[Any]:
     """Each unit's own workbook marked with its findings: (data, file name, findings, unit name, title[, letter]),
     with a letter also the e-mail that carries it (see `sandbox.annotate_many`).
 
     openpyxl opens the unit's whole workbook, so this runs in the sandbox's limited children, on both
     cores; a workbook that exhausts one gets a copy that only lists the findings, and no e-mail yet. The
-    calling thread runs `meanwhile` as the children work.
+    calling thread runs `meanwhile` as the children work; `each(i, answer)`, applied to each answer as it
+    comes back, gives what is returned instead.
     """
     import threading
 
     from pipeline import annotate, sandbox
 
-    def answer(i: int, got: bytes | tuple[bytes, bytes, str] | None) -> bytes | tuple[bytes, bytes, str]:
+    def answer(i: int, got: bytes | tuple[bytes, bytes, str] | None) -> Any:
         if got is None:
             _, name, findings, unit, title, *_ = jobs[i]
             got = annotate.findings_only(name, findings, unit_name=unit, title=title)
-        return got
+        return each(i, got) if each else got
 
     got: list[list[Any] | BaseException] = []
 
