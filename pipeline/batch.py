@@ -14,7 +14,7 @@ import os
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -162,14 +162,17 @@ def _keep_aside() -> None:
 def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str,
          progress: Progress | None, password: str | None, final: bool, sign: dict[str, object] | None) -> RunResult:
     result = RunResult(as_of, intake.Intake())
+    early = _Early(rules, as_of)
     with result.timed("收取"):
-        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes, arriving_files=_get_ready)
+        result.intake = intake.take_in(ledger, inbox, as_of, rules.limits.max_bytes, arriving_files=_get_ready,
+                                       read_files=early.check)
     ahead: list[tuple[status.Status, Callable[[], Made]]] = []
     aside = Aside()
     large = len(rules.children(parent)) >= Aside.UNITS
     with result.timed("校验"):
         # The workbook's process loads its imports on the core the schema run leaves idle.
-        result.checked = check_pending(rules, ledger, as_of, parent, progress, read=aside.start if large else None)
+        result.checked = check_pending(rules, ledger, as_of, parent, progress, read=aside.start if large else None,
+                                       early=early.results())
 
     def draft_ahead() -> Callable[[], None]:
         # Alongside the annotating, the draft for the status as it stands: summed by this process while the
@@ -413,10 +416,55 @@ def _aside(conn: Any) -> None:
 # --- check -----------------------------------------------------------------------------------------------
 
 
+class _Early:
+    """Forms read and normalised by the children while intake keeps them, which they would otherwise wait
+    for: `check` takes each batch as intake has read it, `results` gives them by (sha256, file name)."""
+
+    def __init__(self, rules: Rules, as_of: dt.datetime):
+        import queue
+
+        self.rules, self.today = rules, as_of.date()
+        self.todo: queue.SimpleQueue[list[tuple[str, bytes, str]] | None] = queue.SimpleQueue()
+        self.done: dict[tuple[str, str], normalize.Checked] = {}
+        self.worker: Any = None
+
+    def check(self, files: list[tuple[str, bytes, str]]) -> None:
+        import threading
+
+        reports = {ext for item in self.rules.items.values() for ext in item.extensions}
+        forms = [f for f in files if Path(f[2]).suffix.lower() not in reports]
+        if self.worker is None:
+            self.worker = threading.Thread(target=self._run, daemon=True)
+            self.worker.start()
+        self.todo.put(forms)
+
+    def _run(self) -> None:
+        from pipeline import sandbox
+
+        limits = self.rules.limits
+        while (files := self.todo.get()) is not None:
+            try:
+                checked = sandbox.check_many([(data, name) for _, data, name in files], self.rules.source,
+                                             self.today, memory_mb=limits.worker_memory_mb,
+                                             seconds=limits.worker_seconds)
+            except Exception:  # checked again by check_pending, which tells what went wrong
+                log.exception("early check failed")
+                continue
+            self.done.update(((sha, name), c) for (sha, _, name), c in zip(files, checked, strict=True))
+
+    def results(self) -> dict[tuple[str, str], normalize.Checked]:
+        if self.worker is not None:
+            self.todo.put(None)
+            self.worker.join()
+        return self.done
+
+
 def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province",
-                  progress: Progress | None = None, read: Callable[[], None] | None = None) -> Counter[str]:
+                  progress: Progress | None = None, read: Callable[[], None] | None = None,
+                  early: Mapping[tuple[str, str], normalize.Checked] | None = None) -> Counter[str]:
     """Check every submission without a verdict, all forms of the batch in one validation; `read` is called
-    once the children have read the forms, before the validation in this process."""
+    once the children have read the forms, before the validation in this process. `early`: forms already
+    read and normalised, by (sha256, file name)."""
     pending = ledger.unchecked()
     if not pending:
         return Counter()
@@ -438,14 +486,17 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
             results.append((sub.sha256, _report_fields(rules, sub)))
         else:
             others.append(sub)
-    kept = ledger.kept_bytes([sub.sha256 for sub in others])
-    results += [(sub.sha256, _too_large(sub, rules)) for sub in others if sub.sha256 not in kept]
-    forms = [sub for sub in others if sub.sha256 in kept]
-    prepared = sandbox.check_many(
-        [(kept[sub.sha256], sub.file) for sub in forms], rules.source, as_of.date(),
-        memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
+    early = early or {}
+    kept = ledger.kept_bytes([sub.sha256 for sub in others if (sub.sha256, sub.file) not in early])
+    results += [(sub.sha256, _too_large(sub, rules)) for sub in others
+                if sub.sha256 not in kept and (sub.sha256, sub.file) not in early]
+    forms = [sub for sub in others if sub.sha256 in kept or (sub.sha256, sub.file) in early]
+    fresh = iter(sandbox.check_many(
+        [(kept[sub.sha256], sub.file) for sub in forms if (sub.sha256, sub.file) not in early], rules.source,
+        as_of.date(), memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
-    )
+    ))
+    prepared = [early.get((sub.sha256, sub.file)) or next(fresh) for sub in forms]
     sandbox.warm_kept("annotate")  # the children would otherwise sit idle until the copies to mark come
     if read:
         read()

@@ -99,7 +99,11 @@ def take_in(
     settle: float = SETTLE_SECONDS,
     progress: Callable[[str], None] | None = None,
     arriving_files: Callable[[], None] | None = None,
+    read_files: Callable[[list[tuple[str, bytes, str]]], None] | None = None,
 ) -> Intake:
+    """Take in what is new in the inbox. `arriving_files()` is called once there are files to take in;
+    `read_files((sha256, bytes, name) of a batch)` as soon as they are read, before they are kept, so that
+    the caller may start checking them meanwhile."""
     result = Intake()
     tz = as_of.tzinfo
     known = ledger.known_files()
@@ -143,6 +147,9 @@ def take_in(
             got = [g for part in pool.map(read, [batch[i : i + 256] for i in range(0, len(batch), 256)])
                    for g in part]
             archived = [(data, digest) for data, digest in got if data is not None]  # not those over the limit
+            if read_files:
+                read_files([(digest, data, PurePosixPath(item[2]).name)
+                            for item, (data, digest) in zip(batch, got, strict=True) if data is not None])
             ledger.keep_many([data for data, _ in archived], [digest for _, digest in archived])
             for (_, rel, shown, st, received), (_, digest) in zip(batch, got, strict=True):
                 if progress:

@@ -241,6 +241,32 @@ def test_a_federation_large_enough_for_the_workbooks_process_gets_the_same_files
     assert ledger.Ledger(large / "state").dump() == ledger.Ledger(state).dump()
 
 
+def test_forms_checked_while_intake_keeps_them_give_what_checking_after_it_gives(rules, site, monkeypatch):
+    """The children start on each batch as soon as intake has read it; a run that checks only afterwards
+    writes the same ledger and files, the same bytes sent twice under two names included."""
+    inbox, outbox, state, _ = site
+    first = sorted(inbox.rglob("*.xlsx"))[0]
+    again = inbox / "转发" / f"转发_{first.name}"
+    again.parent.mkdir()
+    again.write_bytes(first.read_bytes())
+    os.utime(again, (first.stat().st_mtime + 3600,) * 2)  # forwarded an hour later: the first name stays
+    used = []
+    results = batch._Early.results
+    monkeypatch.setattr(batch._Early, "results", lambda self: used.append(results(self)) or used[-1])
+    run_cli(inbox, outbox, state)
+    assert len(used[0]) > 40 and (sha256(again), again.name) in used[0]  # checked while intake kept them
+    monkeypatch.setattr(batch._Early, "check", lambda self, files: None)
+    after = outbox.parent / "after"
+    run_cli(inbox, after / "outbox", after / "state")
+    assert used[1] == {}
+    assert hashes(after / "outbox") == hashes(outbox)
+    assert ledger.Ledger(after / "state").dump() == ledger.Ledger(state).dump()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _archived(state: Path) -> int:
     """How many files a run has kept so far, as another program reading the ledger sees it."""
     try:
