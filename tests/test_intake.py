@@ -200,23 +200,32 @@ def test_a_file_still_being_copied_is_left_for_the_next_run_and_the_others_are_t
     book.close()
 
 
-def test_an_archive_copy_damaged_before_it_was_recorded_is_not_trusted(rules, tmp_path, fill):
-    """A power cut after an earlier version copied a file and before it recorded it could leave a copy of the
-    right size holding zeros in the archive folder: the bytes are kept again, and those are what is read."""
+def one_sent(tmp_path: Path, fill) -> tuple[Path, Path, bytes, ledger.Ledger]:
+    """An inbox holding one filled form, and an empty ledger: (inbox, the form, its bytes, the ledger)."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     sent = fill(unit="460100")
     data = sent.read_bytes()
     (inbox / sent.name).write_bytes(data)
     os.utime(inbox / sent.name, (JAN_31, JAN_31))
-    book = ledger.Ledger(tmp_path / "state")
+    return inbox, sent, data, ledger.Ledger(tmp_path / "state")
+
+
+def take(book: ledger.Ledger, inbox: Path) -> intake.Intake:
+    import datetime as dt
+
+    return intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+                          20 * 2**20)
+
+
+def test_an_archive_copy_damaged_before_it_was_recorded_is_not_trusted(rules, tmp_path, fill):
+    """A power cut after an earlier version copied a file and before it recorded it could leave a copy of the
+    right size holding zeros in the archive folder: the bytes are kept again, and those are what is read."""
+    inbox, sent, data, book = one_sent(tmp_path, fill)
     damaged = book.archive_path(hashlib.sha256(data).hexdigest())
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(bytes(len(data)))
-    import datetime as dt
-
-    taken = intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
-                           20 * 2**20)
+    taken = take(book, inbox)
     assert len(taken.new) == 1
     assert book.bytes_of(taken.new[0]) == data and book.verify() == []
     book.close()
@@ -224,17 +233,8 @@ def test_an_archive_copy_damaged_before_it_was_recorded_is_not_trusted(rules, tm
 
 def test_files_archived_one_by_one_by_an_earlier_version_are_still_read_and_verified(rules, tmp_path, fill):
     """State folders from before the archive moved into the ledger keep each file under archive/."""
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    sent = fill(unit="460100")
-    data = sent.read_bytes()
-    (inbox / sent.name).write_bytes(data)
-    os.utime(inbox / sent.name, (JAN_31, JAN_31))
-    book = ledger.Ledger(tmp_path / "state")
-    import datetime as dt
-
-    (sha,) = intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
-                            20 * 2**20).new
+    inbox, sent, data, book = one_sent(tmp_path, fill)
+    (sha,) = take(book, inbox).new
     old = book.archive_path(sha)  # what the earlier version left: the file, no row
     old.parent.mkdir(parents=True)
     old.write_bytes(data)
