@@ -447,8 +447,8 @@ class _Early:
                 checked = sandbox.check_many([(data, name) for _, data, name in files], self.rules.source,
                                              self.today, memory_mb=limits.worker_memory_mb,
                                              seconds=limits.worker_seconds)
-            except Exception:  # checked again by check_pending, which tells what went wrong
-                log.exception("early check failed")
+            except Exception as exc:  # checked again by check_pending, which tells what went wrong
+                log.info("early check of %d files failed: %r", len(files), exc)
                 continue
             self.done.update(((sha, name), c) for (sha, _, name), c in zip(files, checked, strict=True))
 
