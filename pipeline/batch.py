@@ -348,12 +348,13 @@ class Aside:
     UNITS = 500
 
     def __init__(self) -> None:
-        self.conn: Any = None
+        self.conn: Any = None  # to the process, until it is given its one workbook
+        self.given: list[Any] = []
 
     def start(self) -> None:
         import multiprocessing
 
-        if self.conn is None:
+        if self.conn is None and not self.given:
             context = multiprocessing.get_context("spawn")
             self.conn, theirs = context.Pipe()
             context.Process(target=_aside, args=(theirs,), name="pipeline-workbook", daemon=True).start()
@@ -373,10 +374,12 @@ class Aside:
         bare = [replace(v, values={}) for v in every]
         c = replace(c, used=tuple(replace(v, values={}) for v in c.used))
         failed: list[BaseException] = []
+        conn, self.conn = self.conn, None  # one workbook for the process: another one is built here
+        self.given.append(conn)
 
         def send() -> None:  # by a thread: the process may still be loading its imports
             try:
-                self.conn.send((rules, c, now, findings, bare, options))
+                conn.send((rules, c, now, findings, bare, options))
             except OSError as exc:
                 failed.append(exc)
 
@@ -387,7 +390,7 @@ class Aside:
             sending.join()
             if not failed:
                 try:
-                    return bytes(self.conn.recv_bytes())
+                    return bytes(conn.recv_bytes())
                 except (EOFError, OSError):
                     pass
             # The process died (killed, out of memory): built here instead.
@@ -397,8 +400,9 @@ class Aside:
         return result
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()  # the process ends when it finds the pipe closed, whatever it was doing
+        for conn in [self.conn, *self.given]:
+            if conn is not None:
+                conn.close()  # the process ends when it finds the pipe closed, whatever it was doing
 
 
 def _aside(conn: Any) -> None:

@@ -316,6 +316,26 @@ def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog)
     assert "building it in this one" in caplog.text
 
 
+def test_a_draft_built_again_gets_its_workbook_here_without_a_warning(rules, site, caplog):
+    """The second process builds one workbook; a draft built again (a message refused while sending changed
+    the status) is built in this process, silently, with the same bytes."""
+    inbox, outbox, state, _ = site
+    run_cli(inbox, outbox, state)
+    as_of = batch.moment(AS_OF, rules)
+    book = ledger.Ledger(state)
+    now = batch.current_status(rules, book, as_of)
+    aside = batch.Aside()
+    aside.start()
+    try:
+        made = [batch.consolidation_started(rules, book, outbox, now, as_of, False, "province", None, aside)()[0]
+                for _ in range(2)]
+    finally:
+        aside.close()
+    first, again = ([data for path, data in m.items() if path.suffix == ".xlsx"] for m in made)
+    assert first == again == [_draft_workbook(outbox)]
+    assert "building it in this one" not in caplog.text
+
+
 def test_submissions_are_loaded_again_when_another_connection_changed_them(rules, site):
     inbox, outbox, state, _ = site
     run_cli(inbox, outbox, state)
