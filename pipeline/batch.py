@@ -207,7 +207,7 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
             made = ahead[0][1]() if ahead and ahead[0][0] == result.status else None
             result.outputs += write_status(rules, result.status, outbox)
             result.outputs += consolidation(rules, ledger, outbox, result.status, as_of, final, parent, sign, made,
-                                            aside if large else None)
+                                            aside)
             if not final:
                 ledger.set_outputs(scope, key, {p.relative_to(outbox).as_posix(): _sha256(p) for p in result.outputs})
     finally:
@@ -258,7 +258,7 @@ def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status
     """The consolidated workbook, the HTML report and the summary draft; a numbered 终稿 with --final.
 
     A draft is rewritten each run; a final edition is written once into its own folder and never again.
-    `made`: the same, already built by `consolidation_files` for this very status; else built now, the
+    `made`: the same, already built by `consolidation_started` for this very status; else built now, the
     workbook by `aside`'s process if given.
     """
     paths, edition, folder = made or consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign,
@@ -273,17 +273,12 @@ def consolidation(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status
 Made = tuple[dict[Path, bytes], int, Path]  # the files of a consolidation, its edition and folder
 
 
-def consolidation_files(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status, as_of: dt.datetime,
-                        final: bool, parent: str, sign: dict[str, object] | None) -> Made:
-    """What `consolidation` writes, built and not written."""
-    return consolidation_started(rules, ledger, outbox, now, as_of, final, parent, sign)()
-
-
 def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: status.Status, as_of: dt.datetime,
                           final: bool, parent: str, sign: dict[str, object] | None,
                           aside: Aside | None = None) -> Callable[[], Made]:
-    """`consolidation_files`, begun: the forms summed, the workbook under way (by `aside`'s process if
-    given) and the report and summary made meanwhile; what it returns makes the rest and gives them all."""
+    """What `consolidation` writes, begun: the forms summed, the workbook under way (by `aside`'s process if
+    given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
+    built and not written."""
     from pipeline import consolidate, demo, report, template
 
     expected = rules.children(parent)
@@ -393,8 +388,9 @@ class Aside:
                     return bytes(conn.recv_bytes())
                 except (EOFError, OSError):
                     pass
-            # The process died (killed, out of memory): built here instead.
-            log.warning("the workbook's process stopped; building it in this one")
+            # The process died (killed, out of memory): built here instead, the same bytes, nothing for the
+            # user to do (for developers only, not on the user's screen).
+            log.info("the workbook's process stopped; building it in this one")
             return report.workbook(rules, c, now, findings, bare, **options)
 
         return result
@@ -435,8 +431,7 @@ class _Early:
     def check(self, files: list[tuple[str, bytes, str]]) -> None:
         import threading
 
-        reports = {ext for item in self.rules.items.values() for ext in item.extensions}
-        forms = [f for f in files if Path(f[2]).suffix.lower() not in reports]
+        forms = [f for f in files if not _is_report(self.rules, f[2])]
         if self.worker is None:
             self.worker = threading.Thread(target=self._run, daemon=True)
             self.worker.start()
@@ -482,21 +477,15 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     loading = threading.Thread(target=importlib.import_module, args=("pipeline.validate",), daemon=True)
     loading.start()
 
-    report_ext = {ext for item in rules.items.values() for ext in item.extensions}
-    results: list[tuple[str, dict[str, Any]]] = []
-    others: list[Submission] = []
-    for sub in pending:
-        if Path(sub.file).suffix.lower() in report_ext:
-            results.append((sub.sha256, _report_fields(rules, sub)))
-        else:
-            others.append(sub)
     early = early or {}
-    kept = ledger.kept_bytes([sub.sha256 for sub in others if (sub.sha256, sub.file) not in early])
-    results += [(sub.sha256, _too_large(sub, rules)) for sub in others
-                if sub.sha256 not in kept and (sub.sha256, sub.file) not in early]
-    forms = [sub for sub in others if sub.sha256 in kept or (sub.sha256, sub.file) in early]
+    results = [(sub.sha256, _report_fields(rules, sub)) for sub in pending if _is_report(rules, sub.file)]
+    others = [sub for sub in pending if not _is_report(rules, sub.file)]
+    todo = [sub for sub in others if (sub.sha256, sub.file) not in early]
+    kept = ledger.kept_bytes([sub.sha256 for sub in todo])
+    results += [(sub.sha256, _too_large(sub, rules)) for sub in todo if sub.sha256 not in kept]
+    forms = [sub for sub in others if (sub.sha256, sub.file) in early or sub.sha256 in kept]
     fresh = iter(sandbox.check_many(
-        [(kept[sub.sha256], sub.file) for sub in forms if (sub.sha256, sub.file) not in early], rules.source,
+        [(kept[sub.sha256], sub.file) for sub in todo if sub.sha256 in kept], rules.source,
         as_of.date(), memory_mb=rules.limits.worker_memory_mb, seconds=rules.limits.worker_seconds,
         progress=(lambda i, n: progress("读取", i, n)) if progress else None,
     ))
@@ -514,6 +503,11 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
         results.append((sub.sha256, _form_fields(rules, c, parent)))
     ledger.record_checks(results)
     return Counter(fields["verdict"] for _, fields in results)
+
+
+def _is_report(rules: Rules, name: str) -> bool:
+    """Whether a file is a written report (by its extension), not a form to read."""
+    return Path(name).suffix.lower() in {ext for item in rules.items.values() for ext in item.extensions}
 
 
 def _report_fields(rules: Rules, sub: Submission) -> dict[str, Any]:
@@ -566,15 +560,17 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
     from pipeline import sandbox
 
     cross = {f for r in rules.rules if len(r.forms) > 1 for f in r.forms}
-    wanted = []
+    found = []
     arriving = {(s.unit, s.form) for s in reads}
     for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross):
         for other in sorted(cross - {form}):
             if (unit, other) in arriving:
                 continue
             latest = ledger.latest(unit, rules.item_for_form(other).code)
-            if latest is not None and latest.sha256 not in new and ledger.has_bytes(latest.sha256):
-                wanted.append((ledger.bytes_of(latest.sha256), latest.file))
+            if latest is not None and latest.sha256 not in new:
+                found.append(latest)
+    kept = ledger.kept_bytes([sub.sha256 for sub in found])
+    wanted = [(kept[sub.sha256], sub.file) for sub in found if sub.sha256 in kept]
     return sandbox.check_many(wanted, rules.source, as_of.date(), memory_mb=rules.limits.worker_memory_mb,
                               seconds=rules.limits.worker_seconds)
 
@@ -596,14 +592,16 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
             key = (sub.unit, sub.item)
             if key not in latest or (sub.version or 0) > (latest[key].version or 0):
                 latest[key] = sub
-    due = []
+    unsent = []
     for sub in sorted(latest.values(), key=lambda s: (s.unit or "", s.item or "")):
-        if not sub.findings or not ledger.has_bytes(sub.sha256):
+        if not sub.findings:
             continue
         unit = known[sub.unit or ""]
         msg_key = _message_key("feedback", sub.sha256, unit.email)
         if ledger.message(msg_key) is None:
-            due.append((sub, unit, msg_key))
+            unsent.append((sub, unit, msg_key))
+    kept = ledger.kept_bytes([sub.sha256 for sub, _, _ in unsent])  # not those over the size limit
+    due = [(sub, unit, msg_key) for sub, unit, msg_key in unsent if sub.sha256 in kept]
     if due:
         from pipeline import mail
 
@@ -611,7 +609,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
         letters = [dict(unit=unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings, now=as_of,
                         version=sub.version or 1, item=sub.item, attachment_name=name)
                    for (sub, unit, _), name in zip(due, names, strict=True)]
-        jobs = [(ledger.bytes_of(sub.sha256), sub.file, sub.findings, unit.name,
+        jobs = [(kept[sub.sha256], sub.file, sub.findings, unit.name,
                  f"{unit.name} {rules.forms[sub.form or ''].title} 校验结果", letter)
                 for (sub, unit, _), letter in zip(due, letters, strict=True)]
         def write(i: int, got: bytes | tuple[bytes, bytes, str]) -> tuple[str, str, str, str, str, str, str]:

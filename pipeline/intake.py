@@ -146,11 +146,10 @@ def take_in(
         for batch in _batches(arriving):
             got = [g for part in pool.map(read, [batch[i : i + 256] for i in range(0, len(batch), 256)])
                    for g in part]
-            archived = [(data, digest) for data, digest in got if data is not None]  # not those over the limit
             if read_files:
                 read_files([(digest, data, PurePosixPath(item[2]).name)
                             for item, (data, digest) in zip(batch, got, strict=True) if data is not None])
-            ledger.keep_many([data for data, _ in archived], [digest for _, digest in archived])
+            ledger.keep_many([(digest, data) for data, digest in got if data is not None])  # not those over the limit
             for (_, rel, shown, st, received), (_, digest) in zip(batch, got, strict=True):
                 if progress:
                     progress(shown)

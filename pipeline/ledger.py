@@ -7,6 +7,7 @@ state that the next run completes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -153,34 +154,21 @@ class Ledger:
         """Where an earlier version kept a file's bytes: one file each under `archive/`, still read."""
         return self.archive_dir / sha256[:2] / sha256
 
-    def keep(self, data: bytes) -> str:
-        """Store bytes by their sha256 (once); return the digest."""
-        (digest,) = self.keep_many([data])
-        return digest
-
-    def keep_many(self, datas: Sequence[bytes], digests: Sequence[str] | None = None) -> list[str]:
-        """Store each file's bytes by its sha256 (once), all in one transaction; return the digests
-        (`digests`: the same, already computed by the caller's threads).
+    def keep_many(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Store each file's bytes by its sha256, (sha256, bytes) as the caller's threads hashed them, once
+        and all in one transaction.
 
         The bytes live in the ledger's own SQLite file: 6,000 files kept in one transaction cost one sync,
         where as many archive files cost 0.1-0.5 ms of the kernel's time each. The commit is durable
         before the caller records the files, so a crash leaves either the bytes or nothing to find again.
         """
-        digests = list(digests) if digests is not None else [hashlib.sha256(d).hexdigest() for d in datas]
-        if datas:
+        if files:
             with self.transaction() as db:
-                db.executemany("INSERT OR IGNORE INTO archive (sha256, data) VALUES (?, ?)",
-                               zip(digests, datas, strict=True))
-        return digests
+                db.executemany("INSERT OR IGNORE INTO archive (sha256, data) VALUES (?, ?)", files)
 
-    def has_bytes(self, sha256: str) -> bool:
-        if self.db.execute("SELECT 1 FROM archive WHERE sha256 = ?", (sha256,)).fetchone():
-            return True
-        return self.archive_path(sha256).is_file()
-
-    def bytes_of(self, sha256: str) -> bytes:
-        row = self.db.execute("SELECT data FROM archive WHERE sha256 = ?", (sha256,)).fetchone()
-        return bytes(row[0]) if row is not None else self.archive_path(sha256).read_bytes()
+    def bytes_of(self, sha256: str) -> bytes | None:
+        """A file's bytes as kept; None when they are not (over the size limit, or lost)."""
+        return self.kept_bytes([sha256]).get(sha256)
 
     def kept_bytes(self, shas: Sequence[str]) -> dict[str, bytes]:
         """The bytes of those of `shas` that are kept (not those over the size limit), read together."""
@@ -191,20 +179,19 @@ class Ledger:
             out.update((sha, bytes(data)) for sha, data in
                        self.db.execute(f"SELECT sha256, data FROM archive WHERE sha256 IN ({marks})", chunk))
         for sha in shas:
-            if sha not in out and self.archive_path(sha).is_file():  # kept by an earlier version
-                out[sha] = self.archive_path(sha).read_bytes()
+            if sha not in out:  # kept by an earlier version, one file each
+                with contextlib.suppress(FileNotFoundError):
+                    out[sha] = self.archive_path(sha).read_bytes()
         return out
 
     def verify(self) -> list[str]:
         """Re-hash every archived file against the ledger; a line per difference, in Chinese."""
         problems = []
         for row in self.db.execute("SELECT sha256, file FROM submissions ORDER BY sha256"):
-            try:
-                data = self.bytes_of(row["sha256"])
-            except FileNotFoundError:
+            data = self.bytes_of(row["sha256"])
+            if data is None:
                 problems.append(f"存档缺失:{row['file']}({row['sha256'][:12]}…)")
-                continue
-            if hashlib.sha256(data).hexdigest() != row["sha256"]:
+            elif hashlib.sha256(data).hexdigest() != row["sha256"]:
                 problems.append(f"存档内容已改变:{row['file']}({row['sha256'][:12]}…)")
         return problems
 
