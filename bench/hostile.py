@@ -29,7 +29,7 @@ sys.stderr.write(p.stderr.decode("utf-8", "replace"))
 
 
 def main() -> None:
-    from pipeline import config
+    from pipeline.campaign import config
     from tests.test_hostile import ACTIVE, CASES, base_form, build
 
     rules = config.load(ROOT / "rules.yaml")

@@ -81,14 +81,16 @@ _RULES = None
 
 def _init(rules_path: str) -> None:
     global _RULES
-    from pipeline import config
+    from pipeline.campaign import config
 
     _RULES = config.load(rules_path)
 
 
 def _fill_unit(job: tuple[int, str]) -> int:
     """Write one unit's two forms; returns how many carry a planted error."""
-    from pipeline import atomic, demo, template
+    from pipeline.io import atomic
+    from pipeline import demo
+    from pipeline.render import template
 
     index, inbox = job
     rules = _RULES

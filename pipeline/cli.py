@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Iterator
 
-    from pipeline.batch import Progress
-    from pipeline.config import Rules
+    from pipeline.runs.batch import Progress
+    from pipeline.campaign.config import Rules
 
 app = typer.Typer(
     help="送温暖统计表流水线:生成模板、校验报表、汇总。各命令加 --help 查看用法。",
@@ -42,7 +42,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _rules(path: Path | None) -> Rules:
-    from pipeline import config
+    from pipeline.campaign import config
 
     if path is None:
         path = Path("rules.yaml") if Path("rules.yaml").is_file() else PROJECT_ROOT / "rules.yaml"
@@ -62,7 +62,7 @@ def templates(
     rules_path: RulesOption = None,
 ) -> None:
     """为每个单位生成空白报表模板(已填好单位名称和代码,受保护)。"""
-    from pipeline import template
+    from pipeline.render import template
 
     rules = _rules(rules_path)
     if unit is not None and unit not in {u.code for u in rules.units}:
@@ -101,7 +101,7 @@ def check(
     """校验填好的报表,逐个单元格列出问题;全部通过时退出码为 0,否则为 1。"""
     import json
 
-    from pipeline import check as check_mod
+    from pipeline.runs import check as check_mod
 
     rules = _rules(rules_path)
     missing = [str(f) for f in files if not f.is_file()]
@@ -125,7 +125,7 @@ SendOption = Annotated[bool, typer.Option("--send", help="真正发送邮件(默
 
 
 def _moment(text: str | None, rules: Rules) -> dt.datetime:
-    from pipeline import batch
+    from pipeline.runs import batch
 
     try:
         return batch.moment(text, rules)
@@ -159,7 +159,7 @@ def run(
     rules_path: RulesOption = None,
 ) -> None:
     """每周运行:收取新文件、校验、给有问题的单位写反馈邮件、更新报送情况、生成汇总(草稿或终稿)。"""
-    from pipeline import batch
+    from pipeline.runs import batch
 
     rules = _rules(rules_path)
     when = _moment(as_of, rules)
@@ -206,8 +206,9 @@ def status(
     """各单位各事项的报送情况:已通过/有警告/未通过/未报送/逾期,收到时间、版本数、剩余天数。"""
     import json
 
-    from pipeline import batch, ledger
-    from pipeline import status as status_mod
+    from pipeline.runs import batch
+    from pipeline.io import ledger
+    from pipeline.consolidation import status as status_mod
 
     rules = _rules(rules_path)
     when = _moment(as_of, rules)
@@ -231,7 +232,7 @@ def remind(
     rules_path: RulesOption = None,
 ) -> None:
     """给尚未报送或仍未通过的单位发催报邮件(每个单位每天最多一封)。"""
-    from pipeline import batch
+    from pipeline.runs import batch
 
     rules = _rules(rules_path)
     when = _moment(as_of, rules)
@@ -245,7 +246,7 @@ def remind(
 @app.command()
 def verify(state: StateOption = Path("state")) -> None:
     """核对存档:重新计算每个原始文件的 sha256,与台账比对。"""
-    from pipeline import ledger
+    from pipeline.io import ledger
 
     book = ledger.Ledger(state)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
+from pipeline.campaign import config
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "rules.yaml"
 SOFFICE_TIMEOUT = 120  # seconds for one soffice call, however many files it converts
@@ -164,7 +164,8 @@ def fill(rules: config.Rules, tmp_path: Path) -> Callable[..., Path]:
     合计 cells keep their SUM formula (with the result Excel would cache) unless the change types
     over them, as a person does who unprotects the sheet.
     """
-    from pipeline import demo, template
+    from pipeline import demo
+    from pipeline.render import template
 
     def make(form: str = "warmth", unit: str = "460100", changes: dict[Key, object] | None = None,
              name: str | None = None, seed: int = 1) -> Path:
@@ -184,7 +185,7 @@ def fill(rules: config.Rules, tmp_path: Path) -> Callable[..., Path]:
 
 
 def cell_of(rules: config.Rules, form: str, section: str, row: str, field: str) -> str:
-    from pipeline import layout
+    from pipeline.campaign import layout
 
     return layout.compute(rules.forms[form]).slot(section, row, field).cell
 

@@ -18,7 +18,10 @@ import pytest
 from defusedxml import ElementTree as SafeET
 from openpyxl.comments import Comment
 
-from pipeline import annotate, check, config, demo, template
+from pipeline.render import annotate, template
+from pipeline.runs import check
+from pipeline.campaign import config
+from pipeline import demo
 from pipeline.findings import ERROR, WARNING, Finding
 from tests.conftest import as_seen, cell_of, correct_values
 from tests.test_check_command import CORPUS, corpus_files

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import batch, demo, ledger
+from pipeline.runs import batch
+from pipeline import demo
+from pipeline.io import ledger
 from pipeline.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,14 +308,14 @@ def _draft_by(aside: batch.Aside, rules, site, kill: bool = False) -> tuple[byte
 
 
 def test_draft_workbook_made_by_the_second_process_is_the_one_this_process_makes(rules, site, caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.batch")
+    caplog.set_level(logging.INFO, logger="pipeline.runs.batch")
     written, there = _draft_by(batch.Aside(), rules, site)
     assert there[:2] == b"PK" and there == written
     assert "building it in this one" not in caplog.text
 
 
 def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.batch")
+    caplog.set_level(logging.INFO, logger="pipeline.runs.batch")
     written, here = _draft_by(batch.Aside(), rules, site, kill=True)
     assert here == written
     assert "building it in this one" in caplog.text
@@ -322,7 +324,7 @@ def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog)
 def test_a_draft_built_again_gets_its_workbook_here_without_a_warning(rules, site, caplog):
     """The second process builds one workbook; a draft built again (a message refused while sending changed
     the status) is built in this process, silently, with the same bytes."""
-    caplog.set_level(logging.INFO, logger="pipeline.batch")
+    caplog.set_level(logging.INFO, logger="pipeline.runs.batch")
     inbox, outbox, state, _ = site
     run_cli(inbox, outbox, state)
     as_of = batch.moment(AS_OF, rules)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import check
+from pipeline.runs import check
 from pipeline.cli import app
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

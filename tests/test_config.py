@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 import yaml
 
-from pipeline import config
+from pipeline.campaign import config
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases")

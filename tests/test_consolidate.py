@@ -25,10 +25,16 @@ from markupsafe import escape
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
 
-from pipeline import check, consolidate, demo, layout, read, report, sheetdata, status, template, validate
-from pipeline.config import Rules
+from pipeline.runs import check
+from pipeline.consolidation import consolidate, status
+from pipeline import demo
+from pipeline.campaign import layout
+from pipeline.submission import read
+from pipeline.render import report, sheetdata, template
+from pipeline.checks import validate
+from pipeline.campaign.config import Rules
 from pipeline.findings import ACCEPTED, ERROR, Finding
-from pipeline.status import Version
+from pipeline.consolidation.status import Version
 from tests.conftest import as_seen, correct_values, require_program
 
 Key = tuple[str, str, str]

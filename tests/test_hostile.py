@@ -21,7 +21,11 @@ import openpyxl
 import pytest
 import yaml
 
-from pipeline import batch, check, config, demo, ledger, read, sandbox
+from pipeline.runs import batch, check
+from pipeline.campaign import config
+from pipeline import demo
+from pipeline.io import ledger, sandbox
+from pipeline.submission import read
 from pipeline.findings import ACCEPTED, F_LINK, F_MACRO, F_TOO_LARGE, UNREADABLE, WARNING
 from tests.conftest import cell_of
 
@@ -309,7 +313,7 @@ def test_entities_in_the_workbook_part_are_never_expanded_by_our_own_parsing(rul
     lol = '<!DOCTYPE workbook [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
     workbook = workbook.replace("<workbook", lol + "<workbook", 1)
     path = _rebuild(base, tmp_path / "dtd_附件1.xlsx", {"xl/workbook.xml": workbook.encode()})
-    with caplog.at_level(logging.INFO, logger="pipeline.read"):
+    with caplog.at_level(logging.INFO, logger="pipeline.submission.read"):
         sub = read.read_submission(path.read_bytes(), path.name, rules)
     assert sub.readable and sub.form == "warmth" and sub.unit == "460100"
     assert "formula scan" in caplog.text and "DTD" in caplog.text

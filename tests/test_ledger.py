@@ -7,7 +7,7 @@ import hashlib
 import math
 
 from pipeline.findings import ERROR, Finding
-from pipeline.ledger import Ledger
+from pipeline.io.ledger import Ledger
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 RECEIVED = dt.datetime(2017, 1, 20, 9, tzinfo=CHINA)

@@ -19,7 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope
 
-from pipeline import config, mail
+from pipeline.campaign import config
+from pipeline.render import mail
 from pipeline.findings import ERROR, WARNING, Finding
 from tests.conftest import require_program
 

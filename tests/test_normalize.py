@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline import config
-from pipeline.config import Field
+from pipeline.campaign import config
+from pipeline.campaign.config import Field
 from pipeline.findings import ERROR, WARNING
-from pipeline.normalize import DEFAULT_RULES, Normalized, fmt_number, normalize, rules_by_kind
+from pipeline.submission.normalize import DEFAULT_RULES, Normalized, fmt_number, normalize, rules_by_kind
 
 FIELDS = {
     "户": Field("households", "慰问困难职工", "count", unit="户", min=0.0),

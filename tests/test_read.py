@@ -15,7 +15,9 @@ import xlwt
 from openpyxl.workbook import Workbook
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pipeline import config, layout, read, template
+from pipeline.campaign import config, layout
+from pipeline.submission import read
+from pipeline.render import template
 from pipeline.findings import (
     ERROR,
     F_ENCRYPTED,
@@ -385,5 +387,5 @@ def test_file_vanishing_before_it_is_read_is_unreadable(tmp_path: Path) -> None:
 
 
 def test_reading_does_not_import_openpyxl() -> None:
-    code = "import sys, pipeline.read; sys.exit('openpyxl' in sys.modules)"
+    code = "import sys, pipeline.submission.read; sys.exit('openpyxl' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0

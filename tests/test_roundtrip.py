@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import check
+from pipeline.runs import check
 
 
 def signature(result):

@@ -10,7 +10,9 @@ import datetime as dt
 
 import pytest
 
-from pipeline import check, normalize, read, validate
+from pipeline.runs import check
+from pipeline.submission import normalize, read
+from pipeline.checks import validate
 from pipeline.findings import Finding
 from tests.conftest import cell_of
 

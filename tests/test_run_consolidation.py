@@ -7,7 +7,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline import batch, check, consolidate, demo, ledger, template
+from pipeline.runs import batch, check
+from pipeline.consolidation import consolidate
+from pipeline import demo
+from pipeline.io import ledger
+from pipeline.render import template
 from pipeline.cli import app
 from tests.test_batch import hashes
 

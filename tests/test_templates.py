@@ -16,7 +16,8 @@ from openpyxl.workbook import Workbook
 from openpyxl.worksheet.worksheet import Worksheet
 from python_calamine import CalamineWorkbook
 
-from pipeline import config, layout, template
+from pipeline.campaign import config, layout
+from pipeline.render import template
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")

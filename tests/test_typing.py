@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from pipeline import check
+from pipeline.runs import check
 from tests.conftest import cell_of
 
 HH = ("visits", "agri", "households")
@@ -19,7 +19,8 @@ def run_one(rules, path):
 
 
 def value_used(rules, path, key):
-    from pipeline import read, validate
+    from pipeline.submission import read
+    from pipeline.checks import validate
 
     (c,) = validate.validate([read.read_path(path, rules)], rules)
     return c.values[key]
@@ -82,11 +83,11 @@ def test_formula_uses_its_cached_value(rules, fill, tmp_path):
 
 
 def test_formula_without_cached_value_asks_to_open_and_save(rules, tmp_path):
-    from pipeline import template
+    from pipeline.render import template
 
     wb = template.build(rules, rules.forms["warmth"], rules.unit("460100"))
     ws = wb["送温暖统计表"]
-    from pipeline import layout
+    from pipeline.campaign import layout
     from tests.conftest import correct_values
 
     lay = layout.compute(rules.forms["warmth"])

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from pipeline import rulelang
+from pipeline.campaign import rulelang
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
 RULE_KINDS = ("type", "decimals", "required", "row_total", "check")

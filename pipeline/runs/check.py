@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import read, validate
-from pipeline.config import Rules
+from pipeline.submission import read
+from pipeline.checks import validate
+from pipeline.campaign.config import Rules
 from pipeline.findings import ACCEPTED, ERROR, REJECTED, UNREADABLE, Finding
-from pipeline.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
+from pipeline.io.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
 
 VERDICT_WORDS = {ACCEPTED: "通过", REJECTED: "未通过", UNREADABLE: "无法读取"}
 
@@ -55,7 +56,7 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
 
 
 def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[read.Submission]:
-    from pipeline import sandbox
+    from pipeline.io import sandbox
 
     limits = rules.limits
     out: list[read.Submission | None] = []

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import atomic, intake, status
-from pipeline.config import Rules
+from pipeline.io import atomic, intake
+from pipeline.consolidation import status
+from pipeline.campaign.config import Rules
 from pipeline.findings import (
     ACCEPTED,
     ERROR,
@@ -32,10 +33,12 @@ from pipeline.findings import (
     WARNING,
     Finding,
 )
-from pipeline.ledger import Ledger, Submission
+from pipeline.io.ledger import Ledger, Submission
 
 if TYPE_CHECKING:  # reading and validating import pandas and pandera: only a run with new files needs them
-    from pipeline import consolidate, normalize, read, validate
+    from pipeline.consolidation import consolidate
+    from pipeline.submission import normalize, read
+    from pipeline.checks import validate
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
@@ -119,7 +122,7 @@ def run(
     final: bool = False,
     sign: dict[str, object] | None = None,
 ) -> RunResult:
-    from pipeline import sandbox
+    from pipeline.io import sandbox
 
     limits = rules.limits
     with (_loaded_kept_aside(), locked(state),
@@ -133,7 +136,7 @@ def run(
 
 def _get_ready() -> None:
     """There are new files: start the children, so that they load while intake takes the files in."""
-    from pipeline import sandbox
+    from pipeline.io import sandbox
 
     sandbox.start_kept()
 
@@ -180,7 +183,7 @@ def _run(rules: Rules, ledger: Ledger, inbox: Path, outbox: Path, as_of: dt.date
         # Aside.UNITS units on) while this one writes the report and the summary. Only a message refused
         # while sending can change the status, and then the draft is built again.
         if large:
-            from pipeline import sandbox
+            from pipeline.io import sandbox
 
             aside.start()  # if not yet: its imports load while this process sums the forms
             sandbox.kept_give_way()  # the workbook is what the stage waits for, not the annotated copies
@@ -279,7 +282,9 @@ def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: statu
     """What `consolidation` writes, begun: the forms summed, the workbook under way (by `aside`'s process if
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
-    from pipeline import consolidate, demo, report, template
+    from pipeline.consolidation import consolidate
+    from pipeline import demo
+    from pipeline.render import report, template
 
     expected = rules.children(parent)
     subs = ledger.submissions()
@@ -360,7 +365,7 @@ class Aside:
         """`report.workbook`'s bytes, when called for."""
         import threading
 
-        from pipeline import report
+        from pipeline.render import report
 
         if self.conn is None:
             data = report.workbook(rules, c, now, findings, every, **options)
@@ -405,7 +410,7 @@ def _aside(conn: Any) -> None:
     """The workbook's process (see `Aside`): loads report.py's imports, builds the workbook it is sent, ends
     (on any failure too, silently: this process then builds it and says why)."""
     try:
-        from pipeline import report
+        from pipeline.render import report
 
         rules, c, now, findings, versions, options = conn.recv()
         conn.send_bytes(report.workbook(rules, c, now, findings, versions, **options))
@@ -438,7 +443,7 @@ class _Early:
         self.todo.put(forms)
 
     def _run(self) -> None:
-        from pipeline import sandbox
+        from pipeline.io import sandbox
 
         limits = self.rules.limits
         while (files := self.todo.get()) is not None:
@@ -470,11 +475,11 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     import importlib
     import threading
 
-    from pipeline import sandbox
+    from pipeline.io import sandbox
 
     # pandas and pandera (0.55 s of the processor) load while the children read, when this process has
     # little else to do; during intake they held up its own work.
-    loading = threading.Thread(target=importlib.import_module, args=("pipeline.validate",), daemon=True)
+    loading = threading.Thread(target=importlib.import_module, args=("pipeline.checks.validate",), daemon=True)
     loading.start()
 
     early = early or {}
@@ -494,7 +499,7 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     if read:
         read()
     loading.join()
-    from pipeline import validate
+    from pipeline.checks import validate
 
     _keep_aside()
     companions = _companions(rules, ledger, [c.submission for c in prepared], {s.sha256 for s in pending}, as_of)
@@ -557,7 +562,7 @@ def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], 
 
     Archived bytes are as untrusted as new ones, so they are read in the sandbox too.
     """
-    from pipeline import sandbox
+    from pipeline.io import sandbox
 
     cross = {f for r in rules.rules if len(r.forms) > 1 for f in r.forms}
     found = []
@@ -603,7 +608,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
     kept = ledger.kept_bytes([sub.sha256 for sub, _, _ in unsent])  # not those over the size limit
     due = [(sub, unit, msg_key) for sub, unit, msg_key in unsent if sub.sha256 in kept]
     if due:
-        from pipeline import mail
+        from pipeline.render import mail
 
         names = [f"{_safe(Path(sub.file).stem)}_校验结果.xlsx" for sub, _, _ in due]  # also the attachments'
         letters = [dict(unit=unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings, now=as_of,
@@ -643,7 +648,8 @@ def annotate_many(jobs: Sequence[tuple[Any, ...]], rules: Rules, progress: Progr
     """
     import threading
 
-    from pipeline import annotate, sandbox
+    from pipeline.render import annotate
+    from pipeline.io import sandbox
 
     def answer(i: int, got: bytes | tuple[bytes, bytes, str] | None) -> Any:
         if got is None:
@@ -680,7 +686,7 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
     """Send what is due once: written or temporarily failed messages; a send cut short becomes unknown."""
     from email import message_from_bytes, policy
 
-    from pipeline import mail
+    from pipeline.render import mail
 
     counts: Counter[str] = Counter()
     for row in ledger.messages(("sending",)):
@@ -706,7 +712,7 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
 def remind(rules: Rules, state: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str = "province",
            password: str | None = None) -> list[str]:
     """Remind units whose items are missing or still rejected; once per unit and day."""
-    from pipeline import mail
+    from pipeline.render import mail
 
     with locked(state):
         ledger = Ledger(state)

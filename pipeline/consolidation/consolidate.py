@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import PROVINCE, Form, Rules, Section, Unit
+from pipeline.campaign.config import PROVINCE, Form, Rules, Section, Unit
 from pipeline.findings import ACCEPTED
-from pipeline.status import Version
+from pipeline.consolidation.status import Version
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.config import Form
+    from pipeline.campaign.config import Form
 
 CURRENT_ROW = "*"
 

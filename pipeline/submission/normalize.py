@@ -17,10 +17,10 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from pipeline import layout
-from pipeline.config import Field, Form, Rule, Rules
+from pipeline.campaign import layout
+from pipeline.campaign.config import Field, Form, Rule, Rules
 from pipeline.findings import ERROR, F_STRUCTURE, WARNING, Finding, verdict
-from pipeline.read import Cell, Submission
+from pipeline.submission.read import Cell, Submission
 
 Key = tuple[str, str, str]  # (section, row, field)
 

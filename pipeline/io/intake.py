@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline.ledger import Ledger
+from pipeline.io.ledger import Ledger
 
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
 SYSTEM_FILES = {".gitkeep", ".ds_store", "thumbs.db", "desktop.ini"}  # not sent by anyone: not even reported

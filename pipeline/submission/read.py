@@ -24,7 +24,7 @@ from typing import Any
 
 import python_calamine as calamine
 
-from pipeline.config import Field, Form, Limits, Row, Rules, Section
+from pipeline.campaign.config import Field, Form, Limits, Row, Rules, Section
 from pipeline.findings import (
     ERROR,
     F_ENCRYPTED,
@@ -468,7 +468,7 @@ def _index(rules: Rules) -> _Index:
     if cached is not None and cached[0] is rules:
         return cached[1]
     # layout needs openpyxl's column letters; imported here so that merely importing read stays light.
-    from pipeline import layout
+    from pipeline.campaign import layout
 
     forms: dict[str, _FormPlan] = {}
     for code, form in rules.forms.items():

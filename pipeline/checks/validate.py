@@ -17,11 +17,12 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from pipeline import layout, normalize, rulelang
-from pipeline.config import Field, Form, Rule, Rules, Section
+from pipeline.campaign import layout, rulelang
+from pipeline.submission import normalize
+from pipeline.campaign.config import Field, Form, Rule, Rules, Section
 from pipeline.findings import Finding
-from pipeline.normalize import Checked, Key
-from pipeline.read import Submission
+from pipeline.submission.normalize import Checked, Key
+from pipeline.submission.read import Submission
 
 
 @lru_cache(maxsize=4096)

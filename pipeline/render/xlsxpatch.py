@@ -45,7 +45,7 @@ from openpyxl.styles import Alignment, Border, Font, PatternFill
 from openpyxl.utils.cell import column_index_from_string, get_column_letter, range_boundaries
 from openpyxl.xml.functions import tostring
 
-from pipeline import template
+from pipeline.render import template
 
 
 class Unsupported(Exception):

@@ -30,13 +30,14 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, PatternFill
 from xlsxwriter import Workbook
 
-from pipeline import consolidate, sheetdata, template
-from pipeline.config import PROVINCE, Field, Form, Rules
-from pipeline.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, VISITS, WARMTH, Consolidation
+from pipeline.consolidation import consolidate
+from pipeline.render import sheetdata, template
+from pipeline.campaign.config import PROVINCE, Field, Form, Rules
+from pipeline.consolidation.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, VISITS, WARMTH, Consolidation
 from pipeline.findings import ACCEPTED, ERROR, Finding
-from pipeline.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, ItemStatus, Status, Version
+from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, ItemStatus, Status, Version
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 SHEETS = ("说明", "送温暖汇总", "分行业汇总", "市县×行业", "帮扶中心汇总", "报送情况", "校验问题", "数据来源")
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline import normalize, read
-from pipeline.config import Limits, Rules
+from pipeline.submission import normalize, read
+from pipeline.campaign.config import Limits, Rules
 from pipeline.findings import ERROR, F_TOO_LARGE, Finding
 
 WORKERS = 2
@@ -266,7 +266,7 @@ class _Worker:
         self._blob: bytes | None = None  # a request pickled by `ahead`, for `send`
         self._blob_of: tuple[Any, ...] | None = None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.sandbox", str(Path(rules_path).resolve()), str(memory_mb), str(seconds)],
+            [sys.executable, "-m", "pipeline.io.sandbox", str(Path(rules_path).resolve()), str(memory_mb), str(seconds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
 
@@ -363,7 +363,7 @@ def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
 def _child(rules_path: str, memory_mb: int, seconds: float) -> None:
     import resource
 
-    from pipeline import config
+    from pipeline.campaign import config
 
     rules = config.load(rules_path)
     limit = memory_mb * 2**20
@@ -396,12 +396,12 @@ def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding],
               letter: dict[str, Any] | None = None) -> bytes | tuple[bytes, bytes, str]:
     """The annotated copy; with a `letter` (see `annotate_many`), also the e-mail that carries it, which is
     per file too and so written here, on both cores, not by the parent."""
-    from pipeline import annotate
+    from pipeline.render import annotate
 
     marked = annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title, limits=rules.limits)
     if letter is None:
         return marked
-    from pipeline import mail
+    from pipeline.render import mail
 
     return (marked, *mail.feedback_eml(rules, letter, marked))
 
@@ -410,7 +410,7 @@ def _warm(rules: Rules, task: str) -> None:
     """Load what `task` needs before its first request: for annotating, openpyxl, jinja2 and the e-mail
     package with the templates compiled (0.37 s, which the first unit's copy would otherwise wait for)."""
     if task == "annotate":
-        from pipeline import annotate, mail  # noqa: F401
+        from pipeline.render import annotate, mail  # noqa: F401
 
         for name in mail.FEEDBACK_TEMPLATES:
             mail.environment().get_template(name)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import Rules, Unit
+from pipeline.campaign.config import Rules, Unit
 from pipeline.findings import ACCEPTED
 
 PASSED = "已通过"

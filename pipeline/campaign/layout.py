@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import Field, Form, Row, Section
+from pipeline.campaign.config import Field, Form, Row, Section
 
 MIN_COLUMNS = 8  # the footer lays four label/value pairs across
 

@@ -29,10 +29,10 @@ from typing import Any
 
 import jinja2
 
-from pipeline.config import Mail, Rules, Unit
+from pipeline.campaign.config import Mail, Rules, Unit
 from pipeline.findings import ACCEPTED, ERROR, REJECTED, UNREADABLE, Finding
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 SENT = "sent"

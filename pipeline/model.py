@@ -1,0 +1,246 @@
+"""The values every stage shares: a finding, the states a submission and a message go through, a cell
+and its A1 name, and the chain of submission types from bytes received to a verdict stored.
+
+Nothing here reads a file or knows the campaign; the layers above import it and nothing below it.
+Each state is an enum whose value is the stable code (kept in the ledger, `--json` and 报送情况.json)
+and whose `label` is what a person reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+Key = tuple[str, str, str]  # a value of a form: (section, row, field); row "" for a single value
+
+
+class Labelled(StrEnum):
+    """A state: its value is the code, `label` the Chinese a person reads."""
+
+    label: str
+
+    def __new__(cls, code: str, label: str) -> Labelled:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.label = label
+        return member
+
+
+class Severity(Labelled):
+    ERROR = "error", "错误"
+    WARNING = "warning", "提醒"
+
+
+class Verdict(Labelled):
+    """What checking one file concluded."""
+
+    ACCEPTED = "accepted", "通过"
+    REJECTED = "rejected", "未通过"
+    UNREADABLE = "unreadable", "无法读取"
+    RECEIVED = "received", "已收到"  # a written report: tracked for receipt only
+
+
+class ItemState(Labelled):
+    """Where a unit stands with one item it owes, at a moment."""
+
+    PASSED = "passed", "已通过"
+    WARNED = "warned", "有警告"
+    FAILED = "failed", "未通过"
+    MISSING = "missing", "未报送"
+    OVERDUE = "overdue", "逾期"
+    RECEIVED = "received", "已收到"
+
+
+class MessageStatus(Labelled):
+    """An e-mail's way from written to delivered, as the ledger records it."""
+
+    PENDING = "pending", "待写出"
+    WRITTEN = "written", "已写成 .eml"
+    SENDING = "sending", "发送中"
+    SENT = "sent", "已发送"
+    TEMPFAIL = "tempfail", "暂时失败(下次重试)"
+    REFUSED = "refused", "被拒收"
+    UNKNOWN = "unknown", "送达不明"
+
+
+# Whole-file findings, beside the rule ids of rules.yaml.
+F_UNREADABLE = "F-unreadable"
+F_ENCRYPTED = "F-encrypted"
+F_UNRECOGNISED = "F-unrecognised"
+F_IDENTITY = "F-identity"
+F_STRUCTURE = "F-structure"
+F_TOO_LARGE = "F-too-large"
+F_MACRO = "F-macro"  # a warning: the workbook carries VBA, which is never run
+F_LINK = "F-link"  # a warning: formulas refer to other files, which are never opened
+
+
+# --- cells and their names ------------------------------------------------------------------------------
+
+
+def column_letters(n: int) -> str:
+    """Column letters of a 1-based column number (1 → A, 28 → AB)."""
+    letters = ""
+    while n:
+        n, rest = divmod(n - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+@lru_cache(maxsize=4096)  # the same few hundred cells in every form
+def cell_name(row: int, col: int) -> str:
+    """The A1 name of a 0-based (row, column) position."""
+    return f"{column_letters(col + 1)}{row + 1}"
+
+
+_A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d{1,7})")
+
+
+@lru_cache(maxsize=4096)
+def cell_position(address: str) -> tuple[int, int]:
+    """The 0-based (row, column) of an A1 name such as B7 or $B$7; ValueError for anything else."""
+    m = _A1.fullmatch(address.strip())
+    if not m:
+        raise ValueError(f"not an A1 address: {address!r}")
+    col = 0
+    for ch in m.group(1).upper():
+        col = col * 26 + ord(ch) - 64
+    return int(m.group(2)) - 1, col - 1
+
+
+def cell_order(address: str) -> tuple[int, int]:
+    """A cell's place in reading order (row, then column); (-1, -1) for a blank or odd name."""
+    try:
+        return cell_position(address)
+    except ValueError:
+        return -1, -1
+
+
+@dataclass(frozen=True)
+class Cell:
+    sheet: str
+    address: str  # A1
+    raw: object  # value exactly as read: None, str, int, float, bool, datetime/date/time
+    formula_without_value: bool = False  # an xlsx formula cell that has no cached value
+    formula: str = ""  # the formula text when the file records one (xlsx/xlsm only; "" for shared copies)
+
+
+# --- findings -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of one submission, at one cell, in Chinese. Reports, annotated workbooks, e-mails and
+    `--json` are all renderings of findings."""
+
+    rule: str
+    severity: Severity
+    message: str
+    sheet: str = ""
+    cell: str = ""
+    field: str = ""  # field code, e.g. households
+    row: str = ""  # row code, e.g. agri or total; "" for single values
+    value: str = ""  # what the cell held, as the person typed it
+
+    def __post_init__(self) -> None:
+        if type(self.severity) is not Severity:  # read back from JSON, or written as "error"
+            object.__setattr__(self, "severity", Severity(self.severity))
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["severity"] = str(self.severity)
+        return {k: d[k] for k in ("rule", "severity", "sheet", "cell", "field", "row", "value", "message")}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        return cls(**{**data, "severity": Severity(data["severity"])})
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    @property
+    def place(self) -> str:
+        """Where a person finds it: 送温暖统计表!I18, the sheet alone, or the whole file."""
+        if self.cell:
+            return f"{self.sheet}!{self.cell}" if self.sheet else self.cell
+        return self.sheet or "整个文件"
+
+    @property
+    def order(self) -> tuple[str, int, int]:
+        """Sheet, row, column: the order findings are shown in everywhere."""
+        return (self.sheet, *cell_order(self.cell))
+
+
+def in_order(findings: Any) -> list[Finding]:
+    """Findings sorted by sheet, row and column, file-level ones first; errors before warnings at one cell."""
+    return sorted(findings, key=lambda f: (f.order, not f.is_error, f.rule, f.message))
+
+
+def verdict_of(findings: Any, readable: bool = True) -> Verdict:
+    if not readable:
+        return Verdict.UNREADABLE
+    return Verdict.REJECTED if any(f.is_error for f in findings) else Verdict.ACCEPTED
+
+
+# --- the chain of a submission ------------------------------------------------------------------------
+
+
+@dataclass
+class Read:
+    """What reading one file found: its form and unit, and the raw cells of the form by key."""
+
+    file: str  # display name (the file name)
+    form: str | None  # form code, or None if not recognised
+    unit: str | None  # unit code, or None
+    cells: Mapping[Key, Cell]
+    findings: list[Finding]  # file-level findings and structure warnings found while reading
+    readable: bool = True  # False when the file could not be read at all (verdict unreadable)
+    identity_source: str = ""  # where the unit was found: "_meta" / "title" / "filename"
+
+
+@dataclass
+class Checked:
+    """A read form after checking: its normalised values and every finding, reading ones included."""
+
+    read: Read
+    values: dict[Key, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    normalised: bool = False  # its values are complete and go on to the schema
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict_of(self.findings, self.read.readable)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A file as the ledger keeps it, once checked: who sent which item, its version and verdict."""
+
+    sha256: str
+    file: str
+    path: str
+    size: int
+    received: dt.datetime
+    first_seen: dt.datetime
+    kind: str | None  # form / report / unknown
+    unit: str | None
+    item: str | None
+    form: str | None
+    version: int | None
+    verdict: Verdict | None
+    findings: tuple[Finding, ...]
+    values: Mapping[Key, Any] = field(default_factory=dict, compare=False)
+    explained: bool = False  # the unit filled the form's explanation field: its warnings count as explained
+
+    @property
+    def errors(self) -> int:
+        return sum(f.is_error for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(not f.is_error for f in self.findings)
