@@ -29,8 +29,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
 
-    from pipeline.campaign import config
     from pipeline import demo
+    from pipeline.campaign import config
 
     rules = config.load(ROOT / "rules.yaml")
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,8 +88,8 @@ def _init(rules_path: str) -> None:
 
 def _fill_unit(job: tuple[int, str]) -> int:
     """Write one unit's two forms; returns how many carry a planted error."""
-    from pipeline.io import atomic
     from pipeline import demo
+    from pipeline.io import atomic
     from pipeline.render import template
 
     index, inbox = job

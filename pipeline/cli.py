@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Iterator
 
-    from pipeline.runs.batch import Progress
     from pipeline.campaign.config import Rules
+    from pipeline.runs.batch import Progress
 
 app = typer.Typer(
     help="送温暖统计表流水线:生成模板、校验报表、汇总。各命令加 --help 查看用法。",
@@ -206,9 +206,9 @@ def status(
     """各单位各事项的报送情况:已通过/有警告/未通过/未报送/逾期,收到时间、版本数、剩余天数。"""
     import json
 
-    from pipeline.runs import batch
-    from pipeline.io import ledger
     from pipeline.consolidation import status as status_mod
+    from pipeline.io import ledger
+    from pipeline.runs import batch
 
     rules = _rules(rules_path)
     when = _moment(as_of, rules)

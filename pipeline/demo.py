@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import atomic
 from pipeline.campaign import layout
-from pipeline.render import template
 from pipeline.campaign.config import Form, Rules, Unit
+from pipeline.io import atomic
+from pipeline.render import template
 
 Values = dict[tuple[str, str, str], Any]  # (section, row, field) -> what the person typed
 

@@ -20,52 +20,71 @@ Key = tuple[str, str, str]  # a value of a form: (section, row, field); row "" f
 
 
 class Labelled(StrEnum):
-    """A state: its value is the code, `label` the Chinese a person reads."""
+    """A state: its value is the code, `label` the Chinese a person reads (see LABELS)."""
 
-    label: str
-
-    def __new__(cls, code: str, label: str) -> Labelled:
-        member = str.__new__(cls, code)
-        member._value_ = code
-        member.label = label
-        return member
+    @property
+    def label(self) -> str:
+        return LABELS[self]
 
 
 class Severity(Labelled):
-    ERROR = "error", "错误"
-    WARNING = "warning", "提醒"
+    ERROR = "error"
+    WARNING = "warning"
 
 
 class Verdict(Labelled):
     """What checking one file concluded."""
 
-    ACCEPTED = "accepted", "通过"
-    REJECTED = "rejected", "未通过"
-    UNREADABLE = "unreadable", "无法读取"
-    RECEIVED = "received", "已收到"  # a written report: tracked for receipt only
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    UNREADABLE = "unreadable"
+    RECEIVED = "received"  # a written report: tracked for receipt only
 
 
 class ItemState(Labelled):
     """Where a unit stands with one item it owes, at a moment."""
 
-    PASSED = "passed", "已通过"
-    WARNED = "warned", "有警告"
-    FAILED = "failed", "未通过"
-    MISSING = "missing", "未报送"
-    OVERDUE = "overdue", "逾期"
-    RECEIVED = "received", "已收到"
+    PASSED = "passed"
+    WARNED = "warned"
+    FAILED = "failed"
+    MISSING = "missing"
+    OVERDUE = "overdue"
+    RECEIVED = "received"
 
 
 class MessageStatus(Labelled):
     """An e-mail's way from written to delivered, as the ledger records it."""
 
-    PENDING = "pending", "待写出"
-    WRITTEN = "written", "已写成 .eml"
-    SENDING = "sending", "发送中"
-    SENT = "sent", "已发送"
-    TEMPFAIL = "tempfail", "暂时失败(下次重试)"
-    REFUSED = "refused", "被拒收"
-    UNKNOWN = "unknown", "送达不明"
+    PENDING = "pending"
+    WRITTEN = "written"
+    SENDING = "sending"
+    SENT = "sent"
+    TEMPFAIL = "tempfail"  # nothing was delivered: tried again on the next run
+    REFUSED = "refused"  # the server said no for good (5xx): not tried again
+    UNKNOWN = "unknown"  # the connection died after the whole message went: may have been delivered
+
+
+LABELS: dict[Labelled, str] = {
+    Severity.ERROR: "错误",
+    Severity.WARNING: "提醒",
+    Verdict.ACCEPTED: "通过",
+    Verdict.REJECTED: "未通过",
+    Verdict.UNREADABLE: "无法读取",
+    Verdict.RECEIVED: "已收到",
+    ItemState.PASSED: "已通过",
+    ItemState.WARNED: "有警告",
+    ItemState.FAILED: "未通过",
+    ItemState.MISSING: "未报送",
+    ItemState.OVERDUE: "逾期",
+    ItemState.RECEIVED: "已收到",
+    MessageStatus.PENDING: "待写出",
+    MessageStatus.WRITTEN: "已写成 .eml",
+    MessageStatus.SENDING: "发送中",
+    MessageStatus.SENT: "已发送",
+    MessageStatus.TEMPFAIL: "暂时失败(下次重试)",
+    MessageStatus.REFUSED: "被拒收",
+    MessageStatus.UNKNOWN: "送达不明",
+}
 
 
 # Whole-file findings, beside the rule ids of rules.yaml.
@@ -222,20 +241,20 @@ class Submission:
     """A file as the ledger keeps it, once checked: who sent which item, its version and verdict."""
 
     sha256: str
-    file: str
-    path: str
-    size: int
-    received: dt.datetime
-    first_seen: dt.datetime
-    kind: str | None  # form / report / unknown
-    unit: str | None
-    item: str | None
-    form: str | None
-    version: int | None
-    verdict: Verdict | None
-    findings: tuple[Finding, ...]
-    values: Mapping[Key, Any] = field(default_factory=dict, compare=False)
+    unit: str  # "" when not recognised, as item and form
+    item: str
+    form: str
+    file: str  # the name it first came under
+    received: dt.datetime  # when it reached the inbox
+    version: int  # among the unit's versions of the item, by time received (0 until checked)
+    verdict: Verdict | None  # None until checked
+    findings: tuple[Finding, ...] = ()
+    values: Mapping[Key, Any] = field(default_factory=dict, compare=False)  # normalised, of an accepted form
     explained: bool = False  # the unit filled the form's explanation field: its warnings count as explained
+    kind: str = ""  # form / report / unknown
+    path: str = ""  # where in the inbox
+    size: int = 0
+    first_seen: dt.datetime | None = None  # when a run first saw it
 
     @property
     def errors(self) -> int:

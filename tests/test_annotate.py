@@ -18,11 +18,11 @@ import pytest
 from defusedxml import ElementTree as SafeET
 from openpyxl.comments import Comment
 
+from pipeline import demo
+from pipeline.campaign import config
+from pipeline.model import Finding, Severity
 from pipeline.render import annotate, template
 from pipeline.runs import check
-from pipeline.campaign import config
-from pipeline import demo
-from pipeline.findings import ERROR, WARNING, Finding
 from tests.conftest import as_seen, cell_of, correct_values
 from tests.test_check_command import CORPUS, corpus_files
 
@@ -118,9 +118,9 @@ def mistaken(fill, rules) -> tuple[Path, tuple[Finding, ...]]:
     path = fill(changes=MISTAKES)
     findings = checked(path, rules)
     assert {(f.rule, f.severity) for f in findings} == {
-        ("W-archived", ERROR),
-        ("R-type", ERROR),
-        ("R-decimals", WARNING),
+        ("W-archived", Severity.ERROR),
+        ("R-type", Severity.ERROR),
+        ("R-decimals", Severity.WARNING),
     }
     return path, findings
 
@@ -128,8 +128,8 @@ def mistaken(fill, rules) -> tuple[Path, tuple[Finding, ...]]:
 def test_error_cells_are_red_and_warning_cells_yellow_with_comments(mistaken, rules, tmp_path, route):
     path, findings = mistaken
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, WARNING)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
+    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
     for f in findings:
         cell = wb[f.sheet][f.cell]
         assert cell.comment is not None and cell.comment.author == annotate.AUTHOR
@@ -148,7 +148,7 @@ def test_cell_with_an_error_and_a_warning_is_red_with_both_messages(mistaken, ro
     path, findings = mistaken
     error = next(f for f in findings if f.is_error)
     warning = Finding(
-        "W-per-head", WARNING, "人均慰问金额偏高,请核对单位", sheet=error.sheet, cell=error.cell
+        "W-per-head", Severity.WARNING, "人均慰问金额偏高,请核对单位", sheet=error.sheet, cell=error.cell
     )
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, [warning, *findings])))
     assert (error.sheet, error.cell) in filled_cells(wb, "FFC7CE")
@@ -159,7 +159,7 @@ def test_cell_with_an_error_and_a_warning_is_red_with_both_messages(mistaken, ro
 
 def test_comment_boxes_are_sized_for_their_text(mistaken, route):
     path, findings = mistaken
-    long = Finding("R-type", ERROR, "很长的说明。" * 40, sheet=findings[0].sheet, cell="B8")
+    long = Finding("R-type", Severity.ERROR, "很长的说明。" * 40, sheet=findings[0].sheet, cell="B8")
     data = annotated(path, [*findings, long])
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         vml = "".join(zf.read(n).decode() for n in zf.namelist() if n.endswith(".vml"))
@@ -171,7 +171,7 @@ def test_comment_boxes_are_sized_for_their_text(mistaken, route):
 
 def test_summary_is_the_first_and_active_sheet_with_one_linked_row_per_finding(mistaken, route):
     path, findings = mistaken
-    whole_file = Finding("F-identity", WARNING, '文件名"x.xlsx"像是别的单位的')
+    whole_file = Finding("F-identity", Severity.WARNING, '文件名"x.xlsx"像是别的单位的')
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, [*findings, whole_file])))
     assert wb.sheetnames[0] == annotate.SUMMARY_SHEET
     assert wb.active.title == annotate.SUMMARY_SHEET
@@ -248,12 +248,12 @@ def test_second_round_replaces_the_first_rounds_marks(mistaken, made, monkeypatc
         )
     )
     assert wb.sheetnames.count(annotate.SUMMARY_SHEET) == 1 and len(summary_rows(wb)) == 1
-    assert filled_cells(wb, "FFC7CE") == cells_of(still_wrong, ERROR)
+    assert filled_cells(wb, "FFC7CE") == cells_of(still_wrong, Severity.ERROR)
     assert filled_cells(wb, "FFEB9C") == set()
     commented = {
         (ws.title, c.coordinate) for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.comment
     }
-    assert commented == cells_of(still_wrong, ERROR)
+    assert commented == cells_of(still_wrong, Severity.ERROR)
     # Our copy sent back has our marks and 校验结果 to clear: that is left to openpyxl.
     assert made == ([True] if first_round == "xml" else []) + [False]
 
@@ -280,7 +280,7 @@ def test_xls_original_is_annotated_as_an_xlsx_copy(rules, tmp_path):
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert wb.sheetnames == [annotate.SUMMARY_SHEET, form.sheet, template.META_SHEET]
     assert wb[template.META_SHEET].sheet_state == "hidden"
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
     ws = wb[form.sheet]
     assert ws[cell_of(rules, "warmth", "activities", "", "forums")].value == "见附件"
     households = cell_of(rules, "warmth", "visits", "agri", "households")
@@ -327,12 +327,12 @@ def _with_macros(xlsx: bytes) -> bytes:
 
 def injection_findings(sheet: str) -> list[Finding]:
     found = [
-        Finding("R-type", ERROR, f"说明 {text}", sheet=sheet, cell=f"B{8 + i}", value=text)
+        Finding("R-type", Severity.ERROR, f"说明 {text}", sheet=sheet, cell=f"B{8 + i}", value=text)
         for i, text in enumerate(INJECTIONS)
     ]
     # Echoed sheet names and messages are user text too; a control character must not break the file.
     found.append(
-        Finding("F-structure", WARNING, '=HYPERLINK("http://x","点我")', sheet="=1+1", value="响\x07铃")
+        Finding("F-structure", Severity.WARNING, '=HYPERLINK("http://x","点我")', sheet="=1+1", value="响\x07铃")
     )
     return found
 
@@ -371,7 +371,7 @@ def test_same_input_gives_the_same_bytes(mistaken, route):
     ids=["pdf", "broken-zip", "empty"],
 )
 def test_unopenable_original_gets_the_summary_alone(content):
-    findings = [Finding("F-unreadable", ERROR, "文件已损坏或不完整")]
+    findings = [Finding("F-unreadable", Severity.ERROR, "文件已损坏或不完整")]
     data = annotate.annotated_workbook(content, "海口附件1.xlsx", findings, unit_name=UNIT, title=TITLE)
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert wb.sheetnames == [annotate.SUMMARY_SHEET]
@@ -391,7 +391,7 @@ def test_workbook_openpyxl_rejects_falls_back_to_a_copy_of_its_values(fill, rule
     data = annotate.annotated_workbook(out.getvalue(), path.name, findings, unit_name=UNIT, title=TITLE)
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert "转换后的副本" in wb[annotate.SUMMARY_SHEET]["A4"].value
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
     assert made == [False]  # nor is a part that is not well-formed copied into ours
 
 
@@ -399,10 +399,10 @@ def test_findings_pointing_nowhere_are_listed_without_a_link(fill, rules, route)
     path = fill()
     sheet = rules.forms["warmth"].sheet
     findings = [
-        Finding("R-type", ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
-        Finding("R-type", ERROR, "不是单元格地址", sheet=sheet, cell="第8行"),
-        Finding("R-type", ERROR, "超出工作表范围", sheet=sheet, cell="XFE1"),
-        Finding("R-type", ERROR, "合并单元格中间", sheet=sheet, cell="C2"),  # the title spans A2:I2
+        Finding("R-type", Severity.ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
+        Finding("R-type", Severity.ERROR, "不是单元格地址", sheet=sheet, cell="第8行"),
+        Finding("R-type", Severity.ERROR, "超出工作表范围", sheet=sheet, cell="XFE1"),
+        Finding("R-type", Severity.ERROR, "合并单元格中间", sheet=sheet, cell="C2"),  # the title spans A2:I2
     ]
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
     rows = {r[6]: r for r in summary_rows(wb)}
@@ -458,8 +458,8 @@ def test_libreoffice_keeps_marks_links_and_recognition(
 
     for source, found, again in ((findings, findings, resaved[0]), (xls_findings, xls_findings, resaved[1])):
         wb = openpyxl.load_workbook(again)
-        assert filled_cells(wb, "FFC7CE") == cells_of(found, ERROR), again.name
-        assert filled_cells(wb, "FFEB9C") == cells_of(found, WARNING), again.name
+        assert filled_cells(wb, "FFC7CE") == cells_of(found, Severity.ERROR), again.name
+        assert filled_cells(wb, "FFEB9C") == cells_of(found, Severity.WARNING), again.name
         assert wb.sheetnames[0] == annotate.SUMMARY_SHEET and wb.active.title == annotate.SUMMARY_SHEET
         assert wb[template.META_SHEET].sheet_state == "hidden"
         for f in found:
@@ -494,7 +494,7 @@ def test_units_own_comment_survives_two_rounds(fill, rules, made):
     wb = openpyxl.load_workbook(path)
     wb[sheet]["B8"].comment = Comment("含两户返乡职工", "填表人")
     wb.save(path)
-    finding = Finding("R-type", ERROR, "应填整数", sheet=sheet, cell="B8")
+    finding = Finding("R-type", Severity.ERROR, "应填整数", sheet=sheet, cell="B8")
     first = annotated(path, [finding])
     assert openpyxl.load_workbook(io.BytesIO(first))[sheet]["B8"].comment.text.endswith("含两户返乡职工")
     second = annotate.annotated_workbook(first, path.name, (), unit_name=UNIT, title=TITLE)
@@ -536,8 +536,8 @@ def _mistakes(fill, rules):
     error = next(f for f in findings if f.is_error)
     return path, [
         *findings,
-        Finding("W-per-head", WARNING, "人均慰问金额偏高,请核对", sheet=error.sheet, cell=error.cell),
-        Finding("F-identity", WARNING, '文件名"x.xlsx"像是别的单位的'),
+        Finding("W-per-head", Severity.WARNING, "人均慰问金额偏高,请核对", sheet=error.sheet, cell=error.cell),
+        Finding("F-identity", Severity.WARNING, '文件名"x.xlsx"像是别的单位的'),
     ], UNIT, TITLE
 
 
@@ -549,10 +549,10 @@ def _odd_places(fill, rules):
     return path, [
         *checked(path, rules),
         *(
-            Finding("R-type", ERROR if i % 2 else WARNING, f"说明 {p}", sheet=sheet, cell=p)
+            Finding("R-type", Severity.ERROR if i % 2 else Severity.WARNING, f"说明 {p}", sheet=sheet, cell=p)
             for i, p in enumerate(places)
         ),
-        Finding("R-type", ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
+        Finding("R-type", Severity.ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
     ], "三亚市总工会", "三亚 帮扶中心 校验结果"
 
 
@@ -749,7 +749,7 @@ def test_form_saved_by_excel_keeps_its_namespaces_and_untouched_parts(mistaken, 
     for part in unchanged:  # the hidden _meta sheet among them
         assert after.read(part) == before.read(part), part
     wb = openpyxl.load_workbook(io.BytesIO(data))
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
 
 
 def _with_formula_typed(path: Path, rules) -> None:
@@ -794,8 +794,8 @@ def test_workbook_the_xml_edit_leaves_to_openpyxl_is_still_marked(mistaken, rule
         wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
     assert made == [False]
     assert why in caplog.text
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, WARNING)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
+    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
     assert all(wb[f.sheet][f.cell].comment.author == annotate.AUTHOR for f in findings)
     assert wb.sheetnames[0] == annotate.SUMMARY_SHEET
     typed = wb[rules.forms["warmth"].sheet]["C30"]
@@ -812,8 +812,8 @@ def test_form_saved_by_libreoffice_is_annotated_by_the_xml_edit(
     assert made == [True]
     assert package_problems(data) == []
     wb = openpyxl.load_workbook(io.BytesIO(data))
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, WARNING)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
+    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
     assert [ws.title for ws in wb.worksheets if ws.sheet_view.tabSelected] == [annotate.SUMMARY_SHEET]
     assert_read_back_alike(data, findings, rules, tmp_path)
 
@@ -825,9 +825,9 @@ def test_marks_on_two_sheets_each_get_their_comments(fill, rules, route):
     wb.save(path)
     sheet = rules.forms["warmth"].sheet
     findings = [
-        Finding("R-type", ERROR, "应填整数", sheet=sheet, cell="B8"),
-        Finding("R-other", WARNING, "请核对", sheet="补充说明", cell="B2"),
-        Finding("R-other", ERROR, "不应填写", sheet="补充说明", cell="D5"),
+        Finding("R-type", Severity.ERROR, "应填整数", sheet=sheet, cell="B8"),
+        Finding("R-other", Severity.WARNING, "请核对", sheet="补充说明", cell="B2"),
+        Finding("R-other", Severity.ERROR, "不应填写", sheet="补充说明", cell="D5"),
     ]
     data = annotated(path, findings)
     assert package_problems(data) == []
@@ -835,7 +835,7 @@ def test_marks_on_two_sheets_each_get_their_comments(fill, rules, route):
     assert wb.sheetnames == [annotate.SUMMARY_SHEET, sheet, "补充说明", template.META_SHEET]
     for f in findings:
         assert wb[f.sheet][f.cell].comment.text == f"【{'错误' if f.is_error else '提醒'}】{f.message}"
-    assert filled_cells(wb, "FFC7CE") == cells_of(findings, ERROR)
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
     if route == "xml":  # each drawing its own block of shape ids, as Excel numbers them
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             vml = [zf.read(n).decode() for n in zf.namelist() if n.endswith(".vml")]
@@ -857,7 +857,7 @@ def test_every_corpus_workbook_gets_a_copy_that_opens_with_its_findings_first(ma
             first = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data)).sheet_names[0]
         except Exception:  # damaged, encrypted or empty: the finding points nowhere, the copy lists it
             first = "Sheet1"
-        finding = Finding("R-type", ERROR, "应填整数", sheet=first, cell="B2")
+        finding = Finding("R-type", Severity.ERROR, "应填整数", sheet=first, cell="B2")
         copy = annotate.annotated_workbook(data, path.name, [finding], unit_name=UNIT, title=TITLE)
         book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(copy))
         assert book.sheet_names[0] == annotate.SUMMARY_SHEET, path.name

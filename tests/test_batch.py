@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.runs import batch
 from pipeline import demo
-from pipeline.io import ledger
 from pipeline.cli import app
+from pipeline.io import ledger
+from pipeline.runs import batch
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2017-02-01T12:00"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from email import message_from_bytes, policy
 
-from pipeline.runs import batch
 from pipeline import demo
-from pipeline.io import ledger
 from pipeline.consolidation import status
+from pipeline.io import ledger
+from pipeline.runs import batch
 from tests.test_mail import server  # noqa: F401  (the real SMTP server fixture)
 
 AS_OF = "2017-02-01T12:00"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.runs import check
 from pipeline.cli import app
+from pipeline.runs import check
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 runner = CliRunner()

@@ -25,16 +25,15 @@ from markupsafe import escape
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
 
-from pipeline.runs import check
-from pipeline.consolidation import consolidate, status
 from pipeline import demo
 from pipeline.campaign import layout
-from pipeline.submission import read
-from pipeline.render import report, sheetdata, template
-from pipeline.checks import validate
 from pipeline.campaign.config import Rules
-from pipeline.findings import ACCEPTED, ERROR, Finding
-from pipeline.consolidation.status import Version
+from pipeline.checks import validate
+from pipeline.consolidation import consolidate, status
+from pipeline.model import Checked, Finding, Severity, Submission, Verdict
+from pipeline.render import report, sheetdata, template
+from pipeline.runs import check
+from pipeline.submission import read
 from tests.conftest import as_seen, correct_values, require_program
 
 Key = tuple[str, str, str]
@@ -43,8 +42,8 @@ TODAY = dt.date(2017, 2, 6)
 
 @dataclass
 class Batch:
-    versions: list[Version]  # every version, reports included, in arrival order
-    latest_accepted: list[Version]  # what the caller hands to consolidate
+    versions: list[Submission]  # every version, reports included, in arrival order
+    latest_accepted: list[Submission]  # what the caller hands to consolidate
     accepted_files: dict[tuple[str, str], Path]  # (unit, form) → the file of the version used
     rejected_files: dict[tuple[str, str], list[Path]]
     findings_by_unit: dict[str, list[tuple[str, Finding]]]
@@ -60,10 +59,10 @@ def _version(
     number: int,
     verdict: str,
     rules: Rules,
-    checked: validate.Checked | None = None,
-) -> Version:
+    checked: Checked | None = None,
+) -> Submission:
     findings = checked.findings if checked else []
-    return Version(
+    return Submission(
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         unit=unit,
         item=item,
@@ -71,9 +70,8 @@ def _version(
         file=path.name,
         received=dt.datetime.fromtimestamp(path.stat().st_mtime, rules.campaign.tz),
         version=number,
-        verdict=verdict,
-        warnings=sum(not f.is_error for f in findings),
-        errors=sum(f.is_error for f in findings),
+        verdict=Verdict(verdict),
+        findings=tuple(findings),
         values=checked.values if checked else {},
     )
 
@@ -91,9 +89,9 @@ def batch(rules: Rules, tmp_path_factory: pytest.TempPathFactory) -> Batch:
         )
     )
     numbers: Counter[tuple[str, str]] = Counter()
-    versions: list[Version] = []
+    versions: list[Submission] = []
     open_findings: dict[tuple[str, str], list[tuple[str, Finding]]] = {}  # of each item's latest version
-    latest: dict[tuple[str, str], Version] = {}
+    latest: dict[tuple[str, str], Submission] = {}
     accepted_files: dict[tuple[str, str], Path] = {}
     rejected: dict[tuple[str, str], list[Path]] = {}
     for f in files:
@@ -105,11 +103,11 @@ def batch(rules: Rules, tmp_path_factory: pytest.TempPathFactory) -> Batch:
             )
             continue
         c = checked[f.path]
-        assert (c.submission.unit, c.submission.form) == (f.unit, form)
+        assert (c.read.unit, c.read.form) == (f.unit, form)
         v = _version(f.path, f.unit, f.item, form, numbers[(f.unit, f.item)], c.verdict, rules, c)
         versions.append(v)
         open_findings[(f.unit, f.item)] = [(f.path.name, x) for x in c.findings]
-        if c.verdict == ACCEPTED:
+        if c.verdict == Verdict.ACCEPTED:
             latest[(f.unit, form)] = v
             accepted_files[(f.unit, form)] = f.path
         else:
@@ -276,7 +274,7 @@ def test_rejected_versions_and_other_levels_are_left_out(rules, batch, province)
     for name in ("by_unit", "by_industry", "pivot", "centers"):
         pd.testing.assert_frame_equal(getattr(everything, name), getattr(province, name))
     used = {v.sha256 for v in province.used}
-    assert all(v.verdict == ACCEPTED and v.unit != "CY01" for v in province.used)
+    assert all(v.verdict == Verdict.ACCEPTED and v.unit != "CY01" for v in province.used)
     resubmitted = [k for k in batch.rejected_files if k in batch.accepted_files]
     assert resubmitted, "the demo has a unit that corrected its form"
     for key in resubmitted:
@@ -292,8 +290,8 @@ def test_headline_figures(province):
     assert {"困难农民工", "劳动模范", "一线职工", "慰问金额"} <= set(h)
 
 
-def _typed_in(rules: Rules, unit: str, values: dict[Key, object]) -> Version:
-    return Version(
+def _typed_in(rules: Rules, unit: str, values: dict[Key, object]) -> Submission:
+    return Submission(
         sha256=hashlib.sha256(repr(sorted(values.items(), key=str)).encode()).hexdigest(),
         unit=unit,
         item="warmth",
@@ -301,7 +299,7 @@ def _typed_in(rules: Rules, unit: str, values: dict[Key, object]) -> Version:
         file=f"{unit}.xlsx",
         received=dt.datetime(2017, 1, 20, tzinfo=rules.campaign.tz),
         version=1,
-        verdict=ACCEPTED,
+        verdict=Verdict.ACCEPTED,
         values=values,
     )
 
@@ -354,9 +352,9 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
         path.write_bytes(demo.fill(rules, rules.forms["warmth"], unit, values))
         paths.append(path)
     checked = validate.validate([read.read_path(p, rules) for p in paths], rules, today=TODAY)
-    assert all(c.verdict == ACCEPTED for c in checked)
+    assert all(c.verdict == Verdict.ACCEPTED for c in checked)
     sources = [
-        _version(p, c.submission.unit, "warmth", "warmth", 1, c.verdict, rules, c)
+        _version(p, c.read.unit, "warmth", "warmth", 1, c.verdict, rules, c)
         for p, c in zip(paths, checked, strict=True)
     ]
 
@@ -376,11 +374,11 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     zx = tmp_path / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
     zx.write_bytes(demo.fill(rules, rules.forms["warmth"], rules.unit("ZX"), values))
     (result,) = check.check_paths([zx], rules, today=TODAY)
-    assert (result.unit, result.form, result.verdict, result.findings) == ("ZX", "warmth", ACCEPTED, ())
+    assert (result.unit, result.form, result.verdict, result.findings) == ("ZX", "warmth", Verdict.ACCEPTED, ())
 
     # At the province ZX's form stands for its children: given both, nothing is counted twice.
     (zx_checked,) = validate.validate([read.read_path(zx, rules)], rules, today=TODAY)
-    zx_version = _version(zx, "ZX", "warmth", "warmth", 1, ACCEPTED, rules, zx_checked)
+    zx_version = _version(zx, "ZX", "warmth", "warmth", 1, Verdict.ACCEPTED, rules, zx_checked)
     c = consolidate.consolidate(rules, [zx_version, *sources], status.expected_units(rules))
     total = c.by_unit[c.by_unit["level"] == "total"].iloc[0]
     assert int(total["households"]) == values[("visits", "total", "households")]
@@ -465,7 +463,7 @@ def test_workbook_has_the_eight_sheets_and_the_figures(rules, batch, province):
 
 def test_workbook_writes_submitted_text_as_text_never_as_a_formula(rules, batch, province):
     evil = '=HYPERLINK("http://example.invalid/x","点我")'
-    sneaky = Version(
+    sneaky = Submission(
         sha256="0" * 64,
         unit="460200",
         item="warmth",
@@ -473,12 +471,12 @@ def test_workbook_writes_submitted_text_as_text_never_as_a_formula(rules, batch,
         file=evil,
         received=batch.as_of,
         version=9,
-        verdict="rejected",
+        verdict=Verdict.REJECTED,
     )
     findings = {
         "460200": [
-            (evil, Finding("W-total", ERROR, "=1+1", sheet="送温暖统计表", cell="B18")),
-            ("@SUM(A1)", Finding("W-total", ERROR, "-2+3", sheet="+cmd|' /C calc'!A0", cell="B18")),
+            (evil, Finding("W-total", Severity.ERROR, "=1+1", sheet="送温暖统计表", cell="B18")),
+            ("@SUM(A1)", Finding("W-total", Severity.ERROR, "-2+3", sheet="+cmd|' /C calc'!A0", cell="B18")),
         ]
     }
     data = report.workbook(
@@ -577,7 +575,7 @@ def test_a_text_too_long_for_the_sheet_at_once_is_written_as_xlsxwriter_cuts_it(
     rules, batch, province, written_each, monkeypatch
 ):
     # 34,000 UTF-16 units, more than a cell holds: xlsxwriter cuts it at 32,767, a cut left to it
-    long = {"460200": [("长.xlsx", Finding("W-total", ERROR, "😀" * 17_000, sheet="送温暖统计表", cell="B18"))]}
+    long = {"460200": [("长.xlsx", Finding("W-total", Severity.ERROR, "😀" * 17_000, sheet="送温暖统计表", cell="B18"))]}
     options = dict(as_of=batch.as_of, final=False, edition=0)
     mixed = report.workbook(rules, province, batch.status, long, batch.versions, **options)
     assert written_each == ["校验问题"]

@@ -21,12 +21,12 @@ import openpyxl
 import pytest
 import yaml
 
-from pipeline.runs import batch, check
-from pipeline.campaign import config
 from pipeline import demo
+from pipeline.campaign import config
 from pipeline.io import ledger, sandbox
+from pipeline.model import F_LINK, F_MACRO, F_TOO_LARGE, Severity, Verdict
+from pipeline.runs import batch, check
 from pipeline.submission import read
-from pipeline.findings import ACCEPTED, F_LINK, F_MACRO, F_TOO_LARGE, UNREADABLE, WARNING
 from tests.conftest import cell_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_hostile_file_gets_a_verdict(case, rules, tmp_path):
     start = time.monotonic()
     (result,) = check.check_paths([path], rules, isolated=True)
     assert time.monotonic() - start < 60
-    assert result.verdict != ACCEPTED
+    assert result.verdict != Verdict.ACCEPTED
     errors = [f for f in result.findings if f.is_error]
     assert errors and all(CHINESE.search(f.message) for f in errors)
     assert all("Traceback" not in f.message for f in result.findings)
@@ -359,11 +359,11 @@ def test_file_over_the_size_limit_set_in_rules_yaml_is_refused_as_too_large(rule
     assert 10_000 < path.stat().st_size < 100_000  # an ordinary filled form
     strict = rules_with_limits(tmp_path / "strict", max_file_mb=0.01)
     (result,) = check.check_paths([path], strict, isolated=True)
-    assert result.verdict == UNREADABLE
+    assert result.verdict == Verdict.UNREADABLE
     [finding] = result.findings
     assert finding.rule == F_TOO_LARGE and "超过 0.01 MB 的上限" in finding.message
     (same,) = check.check_paths([path], rules, isolated=True)  # under the shipped limits it is fine
-    assert same.verdict == ACCEPTED
+    assert same.verdict == Verdict.ACCEPTED
 
 
 def test_macro_enabled_workbook_is_read_with_a_warning_and_its_macros_never_run(rules, tmp_path):
@@ -371,9 +371,9 @@ def test_macro_enabled_workbook_is_read_with_a_warning_and_its_macros_never_run(
     path = build("macro", rules, tmp_path)
     assert path.suffix == ".xlsm"
     (result,) = check.check_paths([path], rules, isolated=True)
-    assert (result.verdict, result.unit, result.form) == (ACCEPTED, "460100", "warmth")
+    assert (result.verdict, result.unit, result.form) == (Verdict.ACCEPTED, "460100", "warmth")
     [warning] = [f for f in result.findings if f.rule == F_MACRO]
-    assert warning.severity == WARNING
+    assert warning.severity == Severity.WARNING
     assert "宏" in warning.message and "不运行宏" in warning.message and "读取" in warning.message
     sub = sandbox.read_isolated(path.read_bytes(), path.name, rules.source)
     plain = read.read_submission(base_form(rules), "海口市总工会_附件1.xlsx", rules)
@@ -403,9 +403,9 @@ def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules,
             server.accept()  # nobody knocked
     finally:
         server.close()
-    assert (result.verdict, result.unit) == (ACCEPTED, "460100"), result.findings
+    assert (result.verdict, result.unit) == (Verdict.ACCEPTED, "460100"), result.findings
     [warning] = [f for f in result.findings if f.rule == F_LINK]
-    assert warning.severity == WARNING and "外部链接" in warning.message and "保存的数值" in warning.message
+    assert warning.severity == Severity.WARNING and "外部链接" in warning.message and "保存的数值" in warning.message
     assert cell_of(rules, "warmth", "visits", "agri", "households") == LINKED_CELL
     cell = sub.cells[("visits", "agri", "households")]
     assert cell.address == LINKED_CELL and cell.formula == "[1]Sheet1!A1+[2]Sheet1!A1"
@@ -418,7 +418,7 @@ def test_xlsx_saved_under_an_xls_name_is_read_by_its_content(rules, tmp_path, fi
     path = fill()
     renamed = path.rename(path.with_suffix(".xls"))
     (result,) = check.check_paths([renamed], rules, isolated=True)
-    assert (result.verdict, result.unit, result.form) == (ACCEPTED, "460100", "warmth")
+    assert (result.verdict, result.unit, result.form) == (Verdict.ACCEPTED, "460100", "warmth")
     assert result.findings == ()
 
 
@@ -556,7 +556,7 @@ def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_the
     """A form padded with 1.5 million cells: calamine reads it in a blink, openpyxl would need gigabytes
     to mark it. Within a 300 MB worker the unit still gets a copy listing its findings, and the next
     unit's workbook is marked as usual."""
-    from pipeline.findings import ERROR, Finding
+    from pipeline.model import Finding, Severity
 
     base = base_form(rules)
     rows = b"".join(
@@ -567,7 +567,7 @@ def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_the
         sheet = zf.read(SHEET)
     padded = _rebuild(base, tmp_path / "padded.xlsx", {SHEET: sheet.replace(b"</sheetData>", rows + b"</sheetData>")})
     assert padded.stat().st_size < 20 * 2**20
-    finding = Finding("R-sum", ERROR, "合计与分项之和不符", sheet="附件1", cell="C8")
+    finding = Finding("R-sum", Severity.ERROR, "合计与分项之和不符", sheet="附件1", cell="C8")
     small = rules_with_limits(tmp_path / "small", worker_memory_mb=300)
     haikou = rules.unit("460100")
     letters = [dict(unit=haikou, file_name=name, verdict="rejected", findings=[finding], version=1, item="warmth",

@@ -14,11 +14,11 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pipeline.runs import batch
 from pipeline import demo
-from pipeline.io import intake, ledger
 from pipeline.campaign import layout
+from pipeline.io import intake, ledger
 from pipeline.render import template
+from pipeline.runs import batch
 
 AS_OF = "2017-02-01T12:00"
 JAN_31 = 1485820800  # 2017-01-31 08:00 +08:00, before AS_OF and after every demo file

@@ -6,8 +6,8 @@ import datetime as dt
 import hashlib
 import math
 
-from pipeline.findings import ERROR, Finding
 from pipeline.io.ledger import Ledger
+from pipeline.model import Finding, Severity
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 RECEIVED = dt.datetime(2017, 1, 20, 9, tzinfo=CHINA)
@@ -64,7 +64,7 @@ def test_what_a_run_keeps_after_checking_is_what_the_next_run_reads(tmp_path):
         ("sign", "", "leader"): "王 芳",
         ("sign", "", "date"): dt.date(2017, 1, 20),
     }
-    finding = Finding("R-sum", ERROR, "合计不等于各行之和", sheet="附件1", cell="C12", field="households", row="total")
+    finding = Finding("R-sum", Severity.ERROR, "合计不等于各行之和", sheet="附件1", cell="C12", field="households", row="total")
     book.record_checks([(accepted, fields(values=values, explained=True)),
                         (rejected, fields("rejected") | dict(findings=[finding]))])
     kept = book.submissions()

@@ -20,8 +20,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope
 
 from pipeline.campaign import config
+from pipeline.model import Finding, Severity
 from pipeline.render import mail
-from pipeline.findings import ERROR, WARNING, Finding
 from tests.conftest import require_program
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -30,9 +30,9 @@ FILE = "海口市总工会_附件1_2016年工会送温暖统计表.xlsx"
 ANNOTATED = "海口市总工会_附件1_2016年工会送温暖统计表_校验结果.xlsx"
 WORKBOOK = b"PK\x03\x04" + bytes(range(256)) * 40 + b"\r\n.\r\n.leading dot\n"
 FINDINGS = (
-    Finding("W-per-head", WARNING, "人均慰问金额 12.00 万元,超出 0.005–1 万元", "送温暖统计表", "J9"),
-    Finding("W-total", ERROR, "合计行 慰问困难职工(户) 为 120,各行之和为 118", "送温暖统计表", "C16"),
-    Finding("R-required", ERROR, "未填写单位负责人", "送温暖统计表", "C22"),
+    Finding("W-per-head", Severity.WARNING, "人均慰问金额 12.00 万元,超出 0.005–1 万元", "送温暖统计表", "J9"),
+    Finding("W-total", Severity.ERROR, "合计行 慰问困难职工(户) 为 120,各行之和为 118", "送温暖统计表", "C16"),
+    Finding("R-required", Severity.ERROR, "未填写单位负责人", "送温暖统计表", "C22"),
 )
 
 
@@ -127,9 +127,9 @@ def test_deadline_day_in_the_campaign_time_zone(rules: config.Rules, haikou: con
 def test_form_is_recognised_from_the_findings_or_the_file_name(
     rules: config.Rules, haikou: config.Unit
 ) -> None:
-    center = [Finding("C-new", ERROR, "当年新建档大于年末建档", "帮扶中心统计表", "C5")]
+    center = [Finding("C-new", Severity.ERROR, "当年新建档大于年末建档", "帮扶中心统计表", "C5")]
     assert str(feedback(rules, haikou, findings=center)["Subject"]).startswith("【帮扶中心统计表未通过】")
-    unreadable = [Finding("F-encrypted", ERROR, "文件设置了打开密码")]
+    unreadable = [Finding("F-encrypted", Severity.ERROR, "文件设置了打开密码")]
     message = feedback(
         rules,
         haikou,

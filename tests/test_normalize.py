@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.campaign import config
 from pipeline.campaign.config import Field
-from pipeline.findings import ERROR, WARNING
+from pipeline.model import Severity
 from pipeline.submission.normalize import DEFAULT_RULES, Normalized, fmt_number, normalize, rules_by_kind
 
 FIELDS = {
@@ -186,7 +186,7 @@ def test_text_in_count_cell_names_cell_and_text() -> None:
     (finding,) = cell("约50", "户").findings
     assert finding.message == "E7 慰问困难职工(户)应填整数,实际填写“约50”。请只填写数字,没有发生的填 0"
     assert (finding.rule, finding.severity, finding.sheet, finding.cell, finding.field, finding.value) == (
-        "R-type", ERROR, "送温暖统计表", "E7", "households", "约50",
+        "R-type", Severity.ERROR, "送温暖统计表", "E7", "households", "约50",
     )
 
 
@@ -220,7 +220,7 @@ def test_money_with_three_decimals_is_rounded_half_up_with_warning() -> None:
     result = normalize(12.345, FIELDS["万元"], sheet="送温暖统计表", cell="E8")
     assert result.value == 12.35
     (finding,) = result.findings
-    assert (finding.rule, finding.severity) == ("R-decimals", WARNING)
+    assert (finding.rule, finding.severity) == ("R-decimals", Severity.WARNING)
     assert finding.message == "E8 慰问金额合计(万元) 12.345 超过两位小数,已按 12.35 计算"
 
 
@@ -296,9 +296,9 @@ def test_default_rules_match_rules_yaml(rules: config.Rules) -> None:
 
 
 def test_rules_yaml_wording_is_used_when_given() -> None:
-    reworded = replace(DEFAULT_RULES["type"], id="T-1", severity=WARNING, message="{cell}:{row}/{label} 不对({value})")
+    reworded = replace(DEFAULT_RULES["type"], id="T-1", severity=Severity.WARNING, message="{cell}:{row}/{label} 不对({value})")
     result = cell("约50", "户", row="agri", row_label="农业", rules={"type": reworded})
     (finding,) = result.findings
-    assert (finding.rule, finding.severity, finding.message) == ("T-1", WARNING, "E7:农业/慰问困难职工(户) 不对(约50)")
+    assert (finding.rule, finding.severity, finding.message) == ("T-1", Severity.WARNING, "E7:农业/慰问困难职工(户) 不对(约50)")
     # kinds the caller did not give keep the shipped wording
     assert cell(12.345, "万元", rules={"type": reworded}).findings[0].rule == "R-decimals"

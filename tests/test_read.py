@@ -16,19 +16,19 @@ from openpyxl.workbook import Workbook
 from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign import config, layout
-from pipeline.submission import read
-from pipeline.render import template
-from pipeline.findings import (
-    ERROR,
+from pipeline.model import (
     F_ENCRYPTED,
     F_IDENTITY,
     F_STRUCTURE,
     F_TOO_LARGE,
     F_UNREADABLE,
     F_UNRECOGNISED,
-    WARNING,
     Finding,
+    Read,
+    Severity,
 )
+from pipeline.render import template
+from pipeline.submission import read
 
 RULES = config.load(Path(__file__).parents[1] / "rules.yaml")
 WARMTH = RULES.forms["warmth"]
@@ -70,7 +70,7 @@ def only(findings: list[Finding], rule: str) -> list[Finding]:
     return [f for f in findings if f.rule == rule]
 
 
-def values(sub: read.Submission) -> dict[tuple[str, str, str], object]:
+def values(sub: Read) -> dict[tuple[str, str, str], object]:
     return {k: c.raw for k, c in sub.cells.items()}
 
 
@@ -144,7 +144,7 @@ def test_meta_and_unit_cell_naming_different_units_is_an_identity_error(tmp_path
     sub = read_wb(wb, tmp_path)
     assert sub.unit == "460100"
     [f] = only(sub.findings, F_IDENTITY)
-    assert f.severity == ERROR
+    assert f.severity == Severity.ERROR
     assert f.message.startswith('隐藏信息显示为 海口市总工会(460100),而填报单位填写的是"三亚市总工会"')
 
 
@@ -155,7 +155,7 @@ def test_unknown_unit_everywhere_is_an_identity_error(tmp_path: Path) -> None:
     sub = read_wb(wb, tmp_path, "统计表.xlsx")
     assert sub.form == "warmth" and sub.unit is None
     [f] = only(sub.findings, F_IDENTITY)
-    assert f.severity == ERROR and "某某公司" in f.message and "统计表.xlsx" in f.message
+    assert f.severity == Severity.ERROR and "某某公司" in f.message and "统计表.xlsx" in f.message
 
 
 def test_meta_codes_resaved_as_numbers_are_read_as_text(tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_workbook_that_is_not_one_of_our_forms_is_unrecognised(tmp_path: Path) -
     sub = read_wb(wb, tmp_path, "工资.xlsx")
     assert sub.readable and sub.form is None
     [f] = sub.findings
-    assert f.rule == F_UNRECOGNISED and f.severity == ERROR
+    assert f.rule == F_UNRECOGNISED and f.severity == Severity.ERROR
     assert f.message.startswith("无法识别为本次活动的报表:")
     assert "2016年职工工资表" in f.message and "工资.xlsx" in f.message
 
@@ -229,7 +229,7 @@ def test_renamed_sheet_is_found_by_content_with_a_warning(tmp_path: Path) -> Non
     ws.title = "Sheet1"
     sub = read_wb(wb, tmp_path)
     [f] = sub.findings
-    assert (f.rule, f.severity) == (F_STRUCTURE, WARNING)
+    assert (f.rule, f.severity) == (F_STRUCTURE, Severity.WARNING)
     assert f.message == '工作表名称已由"送温暖统计表"改为"Sheet1",已按内容识别'
     assert sub.cells[AGRI_HOUSEHOLDS].raw == 12
     assert sub.cells[AGRI_HOUSEHOLDS].sheet == "Sheet1"
@@ -240,7 +240,7 @@ def test_rows_inserted_above_table_are_found_with_a_warning(tmp_path: Path) -> N
     ws.insert_rows(1, 2)  # the hidden map now points two rows too high
     sub = read_wb(wb, tmp_path)
     [f] = sub.findings
-    assert (f.rule, f.severity) == (F_STRUCTURE, WARNING)
+    assert (f.rule, f.severity) == (F_STRUCTURE, Severity.WARNING)
     assert f.message == "表格位置与模板不同(在上方插入了 2 行),已按标签识别"
     assert sub.cells[AGRI_HOUSEHOLDS].raw == 12
     assert sub.cells[AGRI_HOUSEHOLDS].address == "B10"
@@ -256,7 +256,7 @@ def test_row_inserted_inside_a_table_moves_only_what_is_below(tmp_path: Path) ->
     ws[f"A{mfg_row}"] = "自行添加的行业"
     sub = read_wb(wb, tmp_path)
     [f] = sub.findings
-    assert f.severity == WARNING
+    assert f.severity == Severity.WARNING
     assert "表一 慰问情况(按行业)中有行被插入或删除" in f.message
     assert "表二 资金来源下移 1 行" in f.message
     assert sub.cells[AGRI_HOUSEHOLDS].raw == 12
@@ -267,7 +267,7 @@ def test_deleted_column_leaves_its_field_unlocated_as_a_structure_error(tmp_path
     wb, ws = filled()
     ws.delete_cols(3)  # C: 其中:建档困难职工 in 表一 (and a field of each section below)
     sub = read_wb(wb, tmp_path)
-    errors = [f for f in only(sub.findings, F_STRUCTURE) if f.severity == ERROR]
+    errors = [f for f in only(sub.findings, F_STRUCTURE) if f.severity == Severity.ERROR]
     missing = [f for f in errors if f.field == "households_archived"]
     assert len(missing) == 1
     assert '找不到表一 慰问情况(按行业)的"其中:建档困难职工(户)"' in missing[0].message
@@ -376,7 +376,7 @@ def test_file_that_cannot_be_read_gets_one_clear_verdict(
     assert not sub.readable
     assert (sub.form, sub.unit, sub.cells) == (None, None, {})
     [f] = sub.findings
-    assert (f.rule, f.severity) == (rule, ERROR)
+    assert (f.rule, f.severity) == (rule, Severity.ERROR)
     assert words in f.message
 
 

@@ -10,10 +10,10 @@ import datetime as dt
 
 import pytest
 
+from pipeline.checks import validate
+from pipeline.model import Finding
 from pipeline.runs import check
 from pipeline.submission import normalize, read
-from pipeline.checks import validate
-from pipeline.findings import Finding
 from tests.conftest import cell_of
 
 TODAY = dt.date(2017, 2, 1)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline.runs import batch, check
-from pipeline.consolidation import consolidate
 from pipeline import demo
+from pipeline.cli import app
+from pipeline.consolidation import consolidate
 from pipeline.io import ledger
 from pipeline.render import template
-from pipeline.cli import app
+from pipeline.runs import batch, check
 from tests.test_batch import hashes
 
 runner = CliRunner()

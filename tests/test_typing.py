@@ -19,8 +19,8 @@ def run_one(rules, path):
 
 
 def value_used(rules, path, key):
-    from pipeline.submission import read
     from pipeline.checks import validate
+    from pipeline.submission import read
 
     (c,) = validate.validate([read.read_path(path, rules)], rules)
     return c.values[key]

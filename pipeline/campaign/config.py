@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from pipeline.campaign import rulelang
+from pipeline.model import Severity
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
 RULE_KINDS = ("type", "decimals", "required", "row_total", "check")
-SEVERITIES = ("error", "warning")
 TLS_MODES = ("ssl", "starttls", "none")
 PROVINCE = "province"
 CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -168,7 +168,7 @@ class Form:
 @dataclass(frozen=True)
 class Rule:
     id: str
-    severity: str
+    severity: Severity
     kind: str
     message: str
     forms: tuple[str, ...]  # empty: applies to every form
@@ -594,7 +594,7 @@ def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
          "places")
     )
     kind = _choice(node.get("kind"), RULE_KINDS, "规则类型")
-    severity = _choice(node.get("severity"), SEVERITIES, "严重程度")
+    severity = Severity(_choice(node.get("severity"), tuple(Severity), "严重程度"))
     form_codes: tuple[str, ...] = ()
     if node.get("form", required=False).value is not None:
         form_codes = (node.get("form").text(),)

@@ -18,11 +18,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from pipeline.campaign import layout, rulelang
-from pipeline.submission import normalize
 from pipeline.campaign.config import Field, Form, Rule, Rules, Section
-from pipeline.findings import Finding
-from pipeline.submission.normalize import Checked, Key
-from pipeline.submission.read import Submission
+from pipeline.model import Checked, Finding, Key, Read
+from pipeline.submission import normalize
 
 
 @lru_cache(maxsize=4096)
@@ -177,7 +175,7 @@ def _rule_checks(rule: Rule, form: Form, tolerance: float) -> Iterable[tuple[str
 # --- running and telling ---------------------------------------------------------------------------------
 
 
-def validate(submissions: Sequence[Submission], rules: Rules, today: dt.date | None = None) -> list[Checked]:
+def validate(submissions: Sequence[Read], rules: Rules, today: dt.date | None = None) -> list[Checked]:
     """Check every submission; forms of one kind in one pandera call. Order of the input is kept."""
     today = today or dt.date.today()
     return validate_prepared([normalize.prepared(sub, rules, today) for sub in submissions], rules)
@@ -189,7 +187,7 @@ def validate_prepared(results: list[Checked], rules: Rules) -> list[Checked]:
     by_form: dict[str, list[int]] = {}
     for i, checked in enumerate(results):
         if checked.normalised:
-            by_form.setdefault(checked.submission.form or "", []).append(i)
+            by_form.setdefault(checked.read.form or "", []).append(i)
     for form_code, indices in by_form.items():
         _validate_form(rules, form_code, [results[i] for i in indices])
     _cross_form(rules, results)
@@ -270,12 +268,12 @@ def _validate_form(rules: Rules, form_code: str, checked: list[Checked]) -> None
 
 
 def _cell_of(target: Checked, slot: layout.Slot) -> tuple[str, str]:
-    cell = target.submission.cells.get(slot.key)
+    cell = target.read.cells.get(slot.key)
     return (cell.sheet, cell.address) if cell else (slot.section.code, slot.cell)
 
 
 def _raw(target: Checked, key: Key) -> str:
-    cell = target.submission.cells.get(key)
+    cell = target.read.cells.get(key)
     return "" if cell is None or cell.raw is None else normalize.as_typed(cell.raw)
 
 
@@ -416,8 +414,8 @@ def _cross_form(rules: Rules, results: list[Checked]) -> None:
         return
     latest: dict[tuple[str, str], Checked] = {}
     for c in results:
-        if c.values and c.submission.unit:
-            latest[(c.submission.unit, c.submission.form or "")] = c
+        if c.values and c.read.unit:
+            latest[(c.read.unit, c.read.form or "")] = c
     for rule in cross:
         units = sorted({u for (u, f) in latest if f == rule.forms[0]})
         pairs: list[tuple[str, list[Checked]]] = []

@@ -16,8 +16,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.campaign.config import PROVINCE, Form, Rules, Section, Unit
-from pipeline.findings import ACCEPTED
-from pipeline.consolidation.status import Version
+from pipeline.model import Submission, Verdict
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 
@@ -74,7 +73,7 @@ class Consolidation:
     total_label: str  # 全省合计 at the province, 合计 elsewhere
     columns: Mapping[str, tuple[Column, ...]]  # by_unit / by_industry / centers → their value columns
     coverage: Mapping[str, tuple[int, int]]  # form → (units whose form is consolidated, units owing it)
-    used: tuple[Version, ...]  # the versions consolidated, in table order
+    used: tuple[Submission, ...]  # the versions consolidated, in table order
 
     def caption(self, table: str, name: str) -> str:
         return next(c.caption for c in self.columns[table] if c.name == name)
@@ -153,7 +152,7 @@ class _Tally:
                     totals.append(((section.code, total.code, f.code), detail))
         return cls(tuple(typed), tuple(totals))
 
-    def amounts(self, version: Version) -> dict[Key, int]:
+    def amounts(self, version: Submission) -> dict[Key, int]:
         """Every number of one accepted form in whole units, its 合计 rows recomputed from the detail rows."""
         values = version.values
         out = {key: _units(values.get(key), ftype, version.file, key) for key, ftype in self.typed}
@@ -165,12 +164,12 @@ class _Tally:
 # --- choosing what to consolidate -------------------------------------------------------------------------
 
 
-def _chosen(sources: Sequence[Version], units: Sequence[Unit], form: str) -> dict[str, Version]:
+def _chosen(sources: Sequence[Submission], units: Sequence[Unit], form: str) -> dict[str, Submission]:
     """The version of `form` used for each of `units`: accepted only, the latest if several are given."""
     codes = {u.code for u in units}
-    chosen: dict[str, Version] = {}
+    chosen: dict[str, Submission] = {}
     for v in sources:
-        if v.unit not in codes or v.form != form or v.verdict != ACCEPTED:
+        if v.unit not in codes or v.form != form or v.verdict != Verdict.ACCEPTED:
             continue
         held = chosen.get(v.unit)
         if held is None or (v.version, v.received, v.sha256) > (held.version, held.received, held.sha256):
@@ -382,7 +381,7 @@ def _centers(
     return _frame(lead, ["code", "name", "level", "reported"], rows, columns)
 
 
-def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Unit]) -> Consolidation:
+def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[Unit]) -> Consolidation:
     """Sum the accepted forms of the `expected` units (one level: the province's, or ZX's children).
 
     Versions of other units (a child of ZX at the province, whose figures ZX's own form already holds),
@@ -406,7 +405,7 @@ def consolidate(rules: Rules, sources: Sequence[Version], expected: Sequence[Uni
     pivot = _pivot(visits, in_order, warmth_figures, total_label)
 
     center_units = [u for u in in_order if CENTER in rules.forms and _owes(rules, u, CENTER)]
-    center_used: dict[str, Version] = {}
+    center_used: dict[str, Submission] = {}
     center_columns: tuple[Column, ...] = ()
     center_figures: dict[str, dict[Key, int]] = {}
     if CENTER in rules.forms:
@@ -478,7 +477,7 @@ def headline(c: Consolidation) -> dict[str, float | int]:
 
 
 def rollup_values(
-    rules: Rules, parent: str, sources: Sequence[Version], sign: Mapping[str, object]
+    rules: Rules, parent: str, sources: Sequence[Submission], sign: Mapping[str, object]
 ) -> dict[Key, Any]:
     """The filled 附件1 of `parent` (ZX): the sum of its children's latest accepted 附件1, 合计 computed.
 

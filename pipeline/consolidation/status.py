@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.campaign.config import Rules, Unit
-from pipeline.findings import ACCEPTED
+from pipeline.model import Submission, Verdict
 
 PASSED = "已通过"
 WARNED = "有警告"
@@ -19,24 +19,6 @@ FAILED = "未通过"
 MISSING = "未报送"
 OVERDUE = "逾期"
 RECEIVED = "已收到"  # a written report: tracked for receipt only
-
-
-@dataclass(frozen=True)
-class Version:
-    """One submission of a unit's item, as the ledger keeps it."""
-
-    sha256: str
-    unit: str
-    item: str
-    form: str | None
-    file: str
-    received: dt.datetime
-    version: int
-    verdict: str  # accepted / rejected / unreadable, or "received" for a report
-    warnings: int = 0
-    errors: int = 0
-    explained: bool = False  # the unit filled 填报说明: its warnings count as explained
-    values: dict[tuple[str, str, str], Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,7 +51,7 @@ class Status:
     as_of: dt.datetime
     deadline: dt.datetime
     rows: tuple[ItemStatus, ...]
-    stray: tuple[Version, ...] = ()  # files from units that report elsewhere (sent to the wrong place)
+    stray: tuple[Submission, ...] = ()  # files from units that report elsewhere (sent to the wrong place)
 
     @property
     def days_left(self) -> int:
@@ -102,7 +84,7 @@ def expected_units(rules: Rules, parent: str = "province") -> tuple[Unit, ...]:
 
 def compute(
     rules: Rules,
-    versions: Iterable[Version],
+    versions: Iterable[Submission],
     as_of: dt.datetime,
     parent: str = "province",
     mail_problems: dict[str, str] | None = None,
@@ -111,8 +93,8 @@ def compute(
     deadline = rules.campaign.deadline
     expected = expected_units(rules, parent)
     codes = {u.code for u in expected}
-    by_key: dict[tuple[str, str], list[Version]] = {}
-    stray: list[Version] = []
+    by_key: dict[tuple[str, str], list[Submission]] = {}
+    stray: list[Submission] = []
     for v in versions:
         if v.unit in codes:
             by_key.setdefault((v.unit, v.item), []).append(v)
@@ -126,7 +108,7 @@ def compute(
     return Status(as_of, deadline, tuple(rows), tuple(sorted(stray, key=lambda v: (v.unit, v.received))))
 
 
-def _row(rules: Rules, unit: Unit, item: str, history: Sequence[Version], as_of: dt.datetime,
+def _row(rules: Rules, unit: Unit, item: str, history: Sequence[Submission], as_of: dt.datetime,
          deadline: dt.datetime, mail_problem: str) -> ItemStatus:
     label = rules.items[item].label
     base = dict(unit=unit.code, unit_name=unit.name, kind=unit.kind, item=item, item_label=label,
@@ -135,13 +117,13 @@ def _row(rules: Rules, unit: Unit, item: str, history: Sequence[Version], as_of:
         state = OVERDUE if as_of > deadline else MISSING
         return ItemStatus(**base, state=state, received=None, versions=0, version_used=None, late=False)
     latest = history[-1]
-    accepted = [v for v in history if v.verdict in (ACCEPTED, "received")]
+    accepted = [v for v in history if v.verdict in (Verdict.ACCEPTED, "received")]
     used = accepted[-1] if accepted else None
     late = latest.received > deadline
     note = ""
     if rules.items[item].form is None:
         state = RECEIVED
-    elif latest.verdict == ACCEPTED:
+    elif latest.verdict == Verdict.ACCEPTED:
         state = WARNED if latest.warnings and not latest.explained else PASSED
     else:
         state = FAILED

@@ -16,12 +16,11 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.findings import Finding
+from pipeline.model import Finding, Submission, Verdict
 
 Key = tuple[str, str, str]  # (section, row, field), as a form's values are keyed
 
@@ -100,25 +99,6 @@ TRIGGERS = "".join(
     "BEGIN UPDATE submissions_generation SET n = n + 1; END;\n"
     for op in ("INSERT", "UPDATE", "DELETE")
 )
-
-
-@dataclass(frozen=True)
-class Submission:
-    sha256: str
-    file: str
-    path: str
-    size: int
-    received: dt.datetime
-    first_seen: dt.datetime
-    kind: str | None
-    unit: str | None
-    item: str | None
-    form: str | None
-    version: int | None
-    verdict: str | None
-    findings: tuple[Finding, ...]
-    values: dict[Key, Any]
-    explained: bool
 
 
 class Ledger:
@@ -427,6 +407,7 @@ def _submission(row: sqlite3.Row, values: dict[Key, Any] | None = None) -> Submi
     return Submission(
         sha256=row["sha256"], file=row["file"], path=_path(row["path"]), size=row["size"],
         received=dt.datetime.fromisoformat(row["received"]), first_seen=dt.datetime.fromisoformat(row["first_seen"]),
-        kind=row["kind"], unit=row["unit"], item=row["item"], form=row["form"], version=row["version"],
-        verdict=row["verdict"], findings=findings, values=values, explained=bool(row["explained"]),
+        kind=row["kind"] or "", unit=row["unit"] or "", item=row["item"] or "", form=row["form"] or "",
+        version=row["version"] or 0, verdict=Verdict(row["verdict"]) if row["verdict"] else None, findings=findings,
+        values=values, explained=bool(row["explained"]),
     )

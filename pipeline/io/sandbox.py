@@ -5,7 +5,7 @@ reader allocate gigabytes or spin for minutes; in a child with RLIMIT_AS / RLIMI
 kill it costs one F-too-large finding instead of the batch.
 
 The worker is `python -m pipeline.sandbox RULES_PATH MEMORY_MB SECONDS`: it loads the rules once, then
-answers length-prefixed pickles on stdin/stdout: `("read", (data, name))` -> `("ok", Submission)`,
+answers length-prefixed pickles on stdin/stdout: `("read", (data, name))` -> `("ok", Read)`,
 `("annotate", (data, name, findings, unit name, title))` -> `("ok", xlsx bytes)`, or `("memory", None)`.
 A worker that dies or hangs is killed and replaced; the other files' results are kept.
 """
@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.submission import normalize, read
 from pipeline.campaign.config import Limits, Rules
-from pipeline.findings import ERROR, F_TOO_LARGE, Finding
+from pipeline.model import F_TOO_LARGE, Checked, Finding, Read, Severity
+from pipeline.submission import normalize, read
 
 WORKERS = 2
 # Callers pass rules.limits (rules.yaml `limits:`); these defaults are config.Limits' own.
@@ -50,39 +50,39 @@ def limit_message(memory_mb: int, seconds: float) -> str:
     )
 
 
-def _exhausted(name: str, memory_mb: int, seconds: float) -> read.Submission:
-    return read.Submission(
+def _exhausted(name: str, memory_mb: int, seconds: float) -> Read:
+    return Read(
         file=name, form=None, unit=None, cells={},
-        findings=[Finding(F_TOO_LARGE, ERROR, limit_message(memory_mb, seconds))], readable=False,
+        findings=[Finding(F_TOO_LARGE, Severity.ERROR, limit_message(memory_mb, seconds))], readable=False,
     )
 
 
 def read_isolated(data: bytes, name: str, rules_path: Path, *, memory_mb: int = MEMORY_MB,
-                  seconds: float = SECONDS) -> read.Submission:
+                  seconds: float = SECONDS) -> Read:
     """`read.read_submission` in a limited child process; a child that dies or hangs gives F-too-large."""
     return read_many([(data, name)], rules_path, memory_mb=memory_mb, seconds=seconds, workers=1)[0]
 
 
 def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: int = MEMORY_MB, seconds: float = SECONDS,
-              workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[read.Submission]:
+              workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[Read]:
     """Read many files with `workers` long-lived limited children; results in the order of `items`."""
     got = _many("read", items, rules_path, memory_mb, seconds, workers, progress)
-    return [r if isinstance(r, read.Submission) else _exhausted(items[i][1], memory_mb, seconds)
+    return [r if isinstance(r, Read) else _exhausted(items[i][1], memory_mb, seconds)
             for i, r in enumerate(got)]
 
 
 def check_many(items: list[tuple[bytes, str]], rules_path: Path, today: dt.date, *, memory_mb: int = MEMORY_MB,
                seconds: float = SECONDS, workers: int = WORKERS,
-               progress: Callable[[int, int], None] | None = None) -> list[normalize.Checked]:
+               progress: Callable[[int, int], None] | None = None) -> list[Checked]:
     """Read and normalise many files (`normalize.prepared`) in the children: all the per-file work on both
     cores, leaving the main process only the schema run across files."""
     got = _many("check", [(data, name, today) for data, name in items], rules_path, memory_mb, seconds, workers,
                 progress)
     out = []
     for (_, name), r in zip(items, got, strict=True):
-        if not isinstance(r, normalize.Checked):
+        if not isinstance(r, Checked):
             sub = _exhausted(name, memory_mb, seconds)
-            r = normalize.Checked(sub, findings=list(sub.findings))
+            r = Checked(sub, findings=list(sub.findings))
         out.append(r)
     return out
 
@@ -416,9 +416,9 @@ def _warm(rules: Rules, task: str) -> None:
             mail.environment().get_template(name)
 
 
-def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> normalize.Checked:
+def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> Checked:
     checked = normalize.prepared(read.read_submission(data, name, rules), rules, today)
-    checked.submission.cells = read.Packed(checked.submission.cells)  # see Packed
+    checked.read.cells = read.Packed(checked.read.cells)  # see Packed
     return checked
 
 

@@ -31,10 +31,10 @@ from openpyxl.utils.cell import column_index_from_string, get_column_letter, ran
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pipeline.submission import read
-from pipeline.render import template, xlsxpatch
 from pipeline.campaign.config import Limits
-from pipeline.findings import Finding
+from pipeline.model import Finding
+from pipeline.render import template, xlsxpatch
+from pipeline.submission import read
 from pipeline.submission.read import FEEDBACK_SHEET
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any
 import jinja2
 
 from pipeline.campaign.config import Mail, Rules, Unit
-from pipeline.findings import ACCEPTED, ERROR, REJECTED, UNREADABLE, Finding
+from pipeline.model import Finding, Severity, Verdict
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
@@ -44,7 +44,7 @@ UNKNOWN = "unknown"  # the connection died after the whole message went: may hav
 # giving up earlier turns a delivered message into "unknown", which costs staff a decision.
 FINAL_REPLY_TIMEOUT = 120.0
 
-VERDICT_LABELS = {ACCEPTED: "已通过", REJECTED: "未通过", UNREADABLE: "无法读取"}
+VERDICT_LABELS = {Verdict.ACCEPTED: "已通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取"}
 
 
 @dataclass(frozen=True)
@@ -153,18 +153,18 @@ def feedback_message(
     """
     if verdict not in VERDICT_LABELS:
         raise ValueError(f'未知的校验结论 "{verdict}",应为 {", ".join(VERDICT_LABELS)}')
-    errors = [f for f in findings if f.severity == ERROR]
-    warnings = [f for f in findings if f.severity != ERROR]
+    errors = [f for f in findings if f.severity == Severity.ERROR]
+    warnings = [f for f in findings if f.severity != Severity.ERROR]
     entries = [
         {
             "number": n,
-            "severity": "错误" if f.severity == ERROR else "提醒",
+            "severity": "错误" if f.severity == Severity.ERROR else "提醒",
             "place": _place(f),
             "message": header_text(f.message),
         }
         for n, f in enumerate(errors + warnings, start=1)
     ]
-    label = VERDICT_LABELS[verdict] + ("(有提醒)" if verdict == ACCEPTED and warnings else "")
+    label = VERDICT_LABELS[Verdict(verdict)] + ("(有提醒)" if verdict == Verdict.ACCEPTED and warnings else "")
     filename = attachment_name(attachment[0]) if attachment else ""
     context = {
         **_campaign_context(rules, unit, now),

@@ -30,12 +30,29 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, PatternFill
 from xlsxwriter import Workbook
 
-from pipeline.consolidation import consolidate
-from pipeline.render import sheetdata, template
 from pipeline.campaign.config import PROVINCE, Field, Form, Rules
-from pipeline.consolidation.consolidate import CENTER, SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, VISITS, WARMTH, Consolidation
-from pipeline.findings import ACCEPTED, ERROR, Finding
-from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, ItemStatus, Status, Version
+from pipeline.consolidation import consolidate
+from pipeline.consolidation.consolidate import (
+    CENTER,
+    SUBTOTAL_ROW,
+    TOTAL_ROW,
+    UNIT_ROW,
+    VISITS,
+    WARMTH,
+    Consolidation,
+)
+from pipeline.consolidation.status import (
+    FAILED,
+    MISSING,
+    OVERDUE,
+    PASSED,
+    RECEIVED,
+    WARNED,
+    ItemStatus,
+    Status,
+    )
+from pipeline.model import Finding, Severity, Submission, Verdict
+from pipeline.render import sheetdata, template
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -46,7 +63,7 @@ SHEETS = ("说明", "送温暖汇总", "分行业汇总", "市县×行业", "帮
 FindingEntry = Finding | tuple[str, Finding]
 
 FUND_SOURCES = ("fund_central", "fund_provincial", "fund_local", "fund_union", "fund_social")
-SEVERITY_WORDS = {ERROR: "错误", "warning": "提醒"}
+SEVERITY_WORDS = {Severity.ERROR: "错误", "warning": "提醒"}
 MONEY_UNIT = "金额单位:万元"
 
 # --- shared wording -------------------------------------------------------------------------------------
@@ -268,7 +285,7 @@ def _problems(
             if isinstance(entry, tuple):
                 file, finding = entry
             else:
-                file, finding = used.get((code, sheets.get(finding.sheet)), ""), entry
+                file, finding = used.get((code, sheets.get(finding.sheet, "")), ""), entry
             out.append(_Problem(code, name, file, finding))
     return sorted(
         out,
@@ -674,7 +691,7 @@ class _Book:
         c: Consolidation,
         status: Status,
         problems: list[_Problem],
-        sources: Sequence[Version],
+        sources: Sequence[Submission],
         as_of: dt.datetime,
         final: bool,
         edition: int,
@@ -1066,7 +1083,7 @@ class _Book:
                 verdict = "采用"
             elif v.unit not in in_level:
                 verdict = "不采用:不是本级应报单位"
-            elif v.verdict != ACCEPTED:
+            elif v.verdict != Verdict.ACCEPTED:
                 verdict = "不采用:未通过校验"
             else:
                 verdict = "不采用:已有更新版本"
@@ -1096,7 +1113,7 @@ def workbook(
     c: Consolidation,
     status: Status,
     findings_by_unit: Mapping[str, Sequence[FindingEntry]],
-    sources: Sequence[Version],
+    sources: Sequence[Submission],
     *,
     as_of: dt.datetime,
     final: bool,

@@ -22,9 +22,9 @@ from openpyxl.utils.cell import coordinate_from_string
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pipeline.io import atomic
 from pipeline.campaign import layout
 from pipeline.campaign.config import Field, Form, Rules, Unit
+from pipeline.io import atomic
 
 META_SHEET = "_meta"
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")

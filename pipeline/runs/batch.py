@@ -20,25 +20,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.io import atomic, intake
-from pipeline.consolidation import status
 from pipeline.campaign.config import Rules
-from pipeline.findings import (
-    ACCEPTED,
-    ERROR,
+from pipeline.consolidation import status
+from pipeline.io import atomic, intake
+from pipeline.io.ledger import Ledger
+from pipeline.model import (
     F_IDENTITY,
     F_TOO_LARGE,
     F_UNRECOGNISED,
-    UNREADABLE,
-    WARNING,
+    Checked,
     Finding,
+    Read,
+    Severity,
+    Submission,
+    Verdict,
 )
-from pipeline.io.ledger import Ledger, Submission
 
 if TYPE_CHECKING:  # reading and validating import pandas and pandera: only a run with new files needs them
     from pipeline.consolidation import consolidate
-    from pipeline.submission import normalize, read
-    from pipeline.checks import validate
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
@@ -282,8 +281,8 @@ def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: statu
     """What `consolidation` writes, begun: the forms summed, the workbook under way (by `aside`'s process if
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
-    from pipeline.consolidation import consolidate
     from pipeline import demo
+    from pipeline.consolidation import consolidate
     from pipeline.render import report, template
 
     expected = rules.children(parent)
@@ -291,7 +290,7 @@ def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: statu
     every = versions(ledger, as_of, subs=subs)
     c = consolidate.consolidate(rules, every, expected)
     codes = {u.code for u in expected}
-    latest: dict[tuple[str, str], status.Version] = {}
+    latest: dict[tuple[str, str], Submission] = {}
     for v in every:
         if v.unit in codes and ((v.unit, v.item) not in latest or v.version > latest[(v.unit, v.item)].version):
             latest[(v.unit, v.item)] = v
@@ -361,7 +360,7 @@ class Aside:
             theirs.close()
 
     def workbook(self, rules: Rules, c: consolidate.Consolidation, now: status.Status, findings: dict[str, list[tuple[str, Finding]]],
-                 every: list[status.Version], **options: Any) -> Callable[[], bytes]:
+                 every: list[Submission], **options: Any) -> Callable[[], bytes]:
         """`report.workbook`'s bytes, when called for."""
         import threading
 
@@ -430,7 +429,7 @@ class _Early:
 
         self.rules, self.today = rules, as_of.date()
         self.todo: queue.SimpleQueue[list[tuple[str, bytes, str]] | None] = queue.SimpleQueue()
-        self.done: dict[tuple[str, str], normalize.Checked] = {}
+        self.done: dict[tuple[str, str], Checked] = {}
         self.worker: Any = None
 
     def check(self, files: list[tuple[str, bytes, str]]) -> None:
@@ -456,7 +455,7 @@ class _Early:
                 continue
             self.done.update(((sha, name), c) for (sha, _, name), c in zip(files, checked, strict=True))
 
-    def results(self) -> dict[tuple[str, str], normalize.Checked]:
+    def results(self) -> dict[tuple[str, str], Checked]:
         if self.worker is not None:
             self.todo.put(None)
             self.worker.join()
@@ -465,7 +464,7 @@ class _Early:
 
 def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province",
                   progress: Progress | None = None, read: Callable[[], None] | None = None,
-                  early: Mapping[tuple[str, str], normalize.Checked] | None = None) -> Counter[str]:
+                  early: Mapping[tuple[str, str], Checked] | None = None) -> Counter[str]:
     """Check every submission without a verdict, all forms of the batch in one validation; `read` is called
     once the children have read the forms, before the validation in this process. `early`: forms already
     read and normalised, by (sha256, file name)."""
@@ -502,7 +501,7 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
     from pipeline.checks import validate
 
     _keep_aside()
-    companions = _companions(rules, ledger, [c.submission for c in prepared], {s.sha256 for s in pending}, as_of)
+    companions = _companions(rules, ledger, [c.read for c in prepared], {s.sha256 for s in pending}, as_of)
     checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
     for sub, c in zip(forms, checked, strict=True):
         results.append((sub.sha256, _form_fields(rules, c, parent)))
@@ -520,10 +519,10 @@ def _report_fields(rules: Rules, sub: Submission) -> dict[str, Any]:
     unit = _unit_from_name(rules, sub.file)
     item = next((i.code for i in rules.items.values() if i.form is None), REPORT)
     findings = [] if unit else [Finding(
-        F_UNRECOGNISED, ERROR, f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”",
+        F_UNRECOGNISED, Severity.ERROR, f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”",
     )]
     return dict(kind="report", unit=unit, item=item if unit else None, form=None,
-                verdict="received" if unit else UNREADABLE, findings=findings)
+                verdict="received" if unit else Verdict.UNREADABLE, findings=findings)
 
 
 def _unit_from_name(rules: Rules, name: str) -> str | None:
@@ -532,32 +531,32 @@ def _unit_from_name(rules: Rules, name: str) -> str | None:
 
 
 def _too_large(sub: Submission, rules: Rules) -> dict[str, Any]:
-    finding = Finding(F_TOO_LARGE, ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {rules.limits.max_file_mb:g} MB "
+    finding = Finding(F_TOO_LARGE, Severity.ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {rules.limits.max_file_mb:g} MB "
                       "的上限),不像是一张统计表,未予读取")
-    return dict(kind="unknown", unit=None, item=None, form=None, verdict=UNREADABLE, findings=[finding])
+    return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
 
 
-def _form_fields(rules: Rules, c: validate.Checked, parent: str) -> dict[str, Any]:
-    sub = c.submission
+def _form_fields(rules: Rules, c: Checked, parent: str) -> dict[str, Any]:
+    sub = c.read
     findings = list(c.findings)
     item = rules.item_for_form(sub.form).code if sub.form else None
     unit = rules.unit(sub.unit) if sub.unit and rules.has_unit(sub.unit) else None
     if unit is not None and unit.reports_to != parent and unit.code != parent:
         above = rules.unit(unit.reports_to).name if unit.reports_to != "province" else rules.campaign.issuer
         findings.append(Finding(
-            F_IDENTITY, WARNING,
+            F_IDENTITY, Severity.WARNING,
             f"{unit.name}应向{above}报送,由其汇总上报;本表报错了地方,不计入本级汇总",
         ))
     note = c.values.get(("sign", "", "note"))
     return dict(
         kind="form" if sub.form else "unknown", unit=sub.unit, item=item, form=sub.form, verdict=c.verdict,
-        findings=findings, values=c.values if c.verdict == ACCEPTED else {},
+        findings=findings, values=c.values if c.verdict == Verdict.ACCEPTED else {},
         explained=bool(note and str(note).strip()),
     )
 
 
-def _companions(rules: Rules, ledger: Ledger, reads: Sequence[read.Submission], new: set[str],
-                as_of: dt.datetime) -> list[normalize.Checked]:
+def _companions(rules: Rules, ledger: Ledger, reads: Sequence[Read], new: set[str],
+                as_of: dt.datetime) -> list[Checked]:
     """For cross-form rules: the unit's other form already in the ledger, read again to check against.
 
     Archived bytes are as untrusted as new ones, so they are read in the sandbox too.
@@ -648,8 +647,8 @@ def annotate_many(jobs: Sequence[tuple[Any, ...]], rules: Rules, progress: Progr
     """
     import threading
 
-    from pipeline.render import annotate
     from pipeline.io import sandbox
+    from pipeline.render import annotate
 
     def answer(i: int, got: bytes | tuple[bytes, bytes, str] | None) -> Any:
         if got is None:
@@ -748,19 +747,11 @@ def _message_key(kind: str, subject: str, recipient: str) -> str:
 
 
 def versions(ledger: Ledger, as_of: dt.datetime, values: bool = True,
-             subs: Sequence[Submission] | None = None) -> list[status.Version]:
+             subs: Sequence[Submission] | None = None) -> list[Submission]:
     """Every checked submission received by `as_of`, as the status and the consolidation see it (the
     status needs no figures: `values=False` leaves them out; `subs`: the ledger's, already loaded)."""
-    return [
-        status.Version(
-            sha256=s.sha256, unit=s.unit, item=s.item, form=s.form, file=s.file, received=s.received,
-            version=s.version or 1, verdict=s.verdict or "", values=s.values, explained=s.explained,
-            warnings=sum(f.severity == WARNING for f in s.findings),
-            errors=sum(f.severity == ERROR for f in s.findings),
-        )
-        for s in (subs if subs is not None else ledger.submissions(values=values))
-        if s.unit and s.item and s.verdict and s.received <= as_of
-    ]
+    return [s for s in (subs if subs is not None else ledger.submissions(values=values))
+            if s.unit and s.item and s.verdict and s.received <= as_of]
 
 
 def current_status(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str = "province") -> status.Status:

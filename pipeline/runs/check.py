@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.submission import read
-from pipeline.checks import validate
 from pipeline.campaign.config import Rules
-from pipeline.findings import ACCEPTED, ERROR, REJECTED, UNREADABLE, Finding
+from pipeline.checks import validate
 from pipeline.io.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
+from pipeline.model import Finding, Read, Severity, Verdict
+from pipeline.submission import read
 
-VERDICT_WORDS = {ACCEPTED: "通过", REJECTED: "未通过", UNREADABLE: "无法读取"}
+VERDICT_WORDS = {Verdict.ACCEPTED: "通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取"}
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,16 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
                    else [read.read_path(p, rules, readable(p.name)) for p in paths])
     checked = validate.validate(submissions, rules, today)
     return [
-        FileResult(readable(str(p)), c.submission.unit, c.submission.form, c.verdict, tuple(c.findings))
+        FileResult(readable(str(p)), c.read.unit, c.read.form, c.verdict, tuple(c.findings))
         for p, c in zip(paths, checked, strict=True)
     ]
 
 
-def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[read.Submission]:
+def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[Read]:
     from pipeline.io import sandbox
 
     limits = rules.limits
-    out: list[read.Submission | None] = []
+    out: list[Read | None] = []
     items: list[tuple[bytes, str]] = []
     for p in paths:
         try:
@@ -82,24 +82,24 @@ def render_text(results: Sequence[FileResult], rules: Rules) -> str:
     lines: list[str] = []
     names = {u.code: u.name for u in rules.units}
     for r in results:
-        errors = sum(f.severity == ERROR for f in r.findings)
+        errors = sum(f.severity == Severity.ERROR for f in r.findings)
         warnings = len(r.findings) - errors
         lines.append(f"【{Path(r.file).name}】")
         form = rules.forms.get(r.form or "")
         unit = f"{names.get(r.unit, r.unit)}({r.unit})" if r.unit else "未识别"
         what = f"{form.attachment} {form.title}" if form else "未识别"
         lines.append(
-            f"  单位:{unit}  报表:{what}  结论:{VERDICT_WORDS[r.verdict]}"
+            f"  单位:{unit}  报表:{what}  结论:{VERDICT_WORDS[Verdict(r.verdict)]}"
             + (f"({errors} 个错误,{warnings} 个提醒)" if r.findings else "")
         )
-        for f in sorted(r.findings, key=lambda f: (f.severity != ERROR, _cell_order(f.cell))):
-            mark = "✗ 错误" if f.severity == ERROR else "! 提醒"
+        for f in sorted(r.findings, key=lambda f: (f.severity != Severity.ERROR, _cell_order(f.cell))):
+            mark = "✗ 错误" if f.severity == Severity.ERROR else "! 提醒"
             where = f"{f.sheet}!{f.cell}" if f.cell else (f.sheet or "整个文件")
             lines.append(f"  {mark} [{f.rule}] {where}  {f.message}")
         lines.append("")
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICT_WORDS}
     lines.append(
-        f"共 {len(results)} 个文件:通过 {counts[ACCEPTED]},未通过 {counts[REJECTED]},无法读取 {counts[UNREADABLE]}"
+        f"共 {len(results)} 个文件:通过 {counts[Verdict.ACCEPTED]},未通过 {counts[Verdict.REJECTED]},无法读取 {counts[Verdict.UNREADABLE]}"
     )
     return "\n".join(lines)
 

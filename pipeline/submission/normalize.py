@@ -11,7 +11,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from types import MappingProxyType
@@ -19,8 +19,7 @@ from typing import Any, NamedTuple
 
 from pipeline.campaign import layout
 from pipeline.campaign.config import Field, Form, Rule, Rules
-from pipeline.findings import ERROR, F_STRUCTURE, WARNING, Finding, verdict
-from pipeline.submission.read import Cell, Submission
+from pipeline.model import F_STRUCTURE, Cell, Checked, Finding, Read, Severity
 
 Key = tuple[str, str, str]  # (section, row, field)
 
@@ -46,15 +45,15 @@ class Normalized:
 DEFAULT_RULES: Mapping[str, Rule] = MappingProxyType(
     {
         "type": Rule(
-            id="R-type", severity=ERROR, kind="type", forms=(),
+            id="R-type", severity=Severity.ERROR, kind="type", forms=(),
             message="{cell} {label}应填{expected},实际填写“{value}”。{hint}",
         ),
         "decimals": Rule(
-            id="R-decimals", severity=WARNING, kind="decimals", forms=(), places=2,
+            id="R-decimals", severity=Severity.WARNING, kind="decimals", forms=(), places=2,
             message="{cell} {label} {value} 超过两位小数,已按 {rounded} 计算",
         ),
         "required": Rule(
-            id="R-required", severity=ERROR, kind="required", forms=(),
+            id="R-required", severity=Severity.ERROR, kind="required", forms=(),
             message="{cell} {label}{problem}",
         ),
     }
@@ -519,34 +518,20 @@ def _report(
 __all__ = ["DEFAULT_RULES", "Normalized", "fmt_number", "normalize", "rules_by_kind"]
 
 
-@dataclass
-class Checked:
-    """A submission after validation: its values (normalised) and every finding, reading ones included."""
-
-    submission: Submission
-    values: dict[Key, Any] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    normalised: bool = False  # its values are complete and go on to the schema
-
-    @property
-    def verdict(self) -> str:
-        return verdict(self.findings, self.submission.readable)
-
-
 # --- a whole submission -----------------------------------------------------------------------------------------
 
 
-def prepared(sub: Submission, rules: Rules, today: dt.date) -> Checked:
+def prepared(sub: Read, rules: Rules, today: dt.date) -> Checked:
     """A read submission's cells normalised into values, with the findings of reading and parsing: what
     the schema checks. Per file and pure, so it runs where the file was read (the sandbox's children)."""
     if not sub.readable or sub.form is None or sub.form not in rules.forms:
         return Checked(sub, findings=list(sub.findings))
-    if any(f.rule == F_STRUCTURE and f.severity == ERROR for f in sub.findings):
+    if any(f.rule == F_STRUCTURE and f.severity == Severity.ERROR for f in sub.findings):
         return Checked(sub, findings=list(sub.findings))
     return _normalised(sub, rules.forms[sub.form], rules, today)
 
 
-def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Checked:
+def _normalised(sub: Read, form: Form, rules: Rules, today: dt.date) -> Checked:
     checked = Checked(sub, findings=list(sub.findings), normalised=True)
     lay = layout.compute(form)
     by_kind = rules_by_kind(rules.rules)
@@ -584,7 +569,7 @@ def _normalised(sub: Submission, form: Form, rules: Rules, today: dt.date) -> Ch
     return checked
 
 
-def _own_sum(cell: Cell, sub: Submission, slot: layout.Slot) -> bool:
+def _own_sum(cell: Cell, sub: Read, slot: layout.Slot) -> bool:
     """Whether a 合计 cell still holds the template's formula over the detail cells above it."""
     if not cell.formula:
         return False

@@ -25,8 +25,7 @@ from typing import Any
 import python_calamine as calamine
 
 from pipeline.campaign.config import Field, Form, Limits, Row, Rules, Section
-from pipeline.findings import (
-    ERROR,
+from pipeline.model import (
     F_ENCRYPTED,
     F_IDENTITY,
     F_LINK,
@@ -35,8 +34,10 @@ from pipeline.findings import (
     F_TOO_LARGE,
     F_UNREADABLE,
     F_UNRECOGNISED,
-    WARNING,
+    Cell,
     Finding,
+    Read,
+    Severity,
 )
 
 log = logging.getLogger(__name__)
@@ -75,15 +76,6 @@ MSG_LINK = (
 )
 
 
-@dataclass(frozen=True)
-class Cell:
-    sheet: str
-    address: str  # A1
-    raw: object  # value exactly as read: None, str, int, float, bool, datetime/date/time
-    formula_without_value: bool = False  # an xlsx formula cell that has no cached value
-    formula: str = ""  # the formula text when the file records one (xlsx/xlsm only; "" for shared copies)
-
-
 class Packed(Mapping[Key, Cell]):
     """A form's cells as they travel from the child that read them: pickled there as one string, unpacked
     here only when a finding needs a cell's place or text. Most forms have none, and unpickling a hundred
@@ -112,18 +104,7 @@ class Packed(Mapping[Key, Cell]):
         return len(self._unpacked())
 
 
-@dataclass
-class Submission:
-    file: str  # display name (the file name)
-    form: str | None  # form code or None if not recognised
-    unit: str | None  # unit code or None
-    cells: Mapping[Key, Cell]  # key (section, row, field) as layout.Slot.key -> Cell
-    findings: list[Finding]  # F-* file-level findings and structure warnings found while reading
-    readable: bool = True  # False when the file could not be read at all (verdict unreadable)
-    identity_source: str = ""  # where the unit was found: "_meta" / "title" (the sheet's heading) / "filename"
-
-
-def read_path(path: Path, rules: Rules, name: str | None = None) -> Submission:
+def read_path(path: Path, rules: Rules, name: str | None = None) -> Read:
     """Read the file at `path`; `name` is its name as messages show it (default: the path's own)."""
     name = path.name if name is None else name
     limit = rules.limits.max_bytes
@@ -135,11 +116,11 @@ def read_path(path: Path, rules: Rules, name: str | None = None) -> Submission:
     except OSError as exc:
         # A file still being copied or removed meanwhile: a verdict for it, and the batch goes on.
         log.info("cannot open %s: %r", path, exc)
-        return _refused(name, Finding(F_UNREADABLE, ERROR, "文件无法打开(可能已被移走、没有权限或仍在复制中)"))
+        return _refused(name, Finding(F_UNREADABLE, Severity.ERROR, "文件无法打开(可能已被移走、没有权限或仍在复制中)"))
     return read_submission(data, name, rules)
 
 
-def read_submission(data: bytes, name: str, rules: Rules) -> Submission:
+def read_submission(data: bytes, name: str, rules: Rules) -> Read:
     """Read one file; every problem becomes a finding, never an exception."""
     try:
         return _Reader(data, name, rules).run()
@@ -150,11 +131,11 @@ def read_submission(data: bytes, name: str, rules: Rules) -> Submission:
     except Exception:
         # A fault of this program must not stop the batch; the log keeps the traceback for staff.
         log.exception("reading %s failed", name)
-        return _refused(name, Finding(F_UNREADABLE, ERROR, "读取本文件时程序出错(已记录,将由省总工作人员处理),暂无法给出结论"))
+        return _refused(name, Finding(F_UNREADABLE, Severity.ERROR, "读取本文件时程序出错(已记录,将由省总工作人员处理),暂无法给出结论"))
 
 
-def _refused(name: str, finding: Finding) -> Submission:
-    return Submission(file=name, form=None, unit=None, cells={}, findings=[finding], readable=False)
+def _refused(name: str, finding: Finding) -> Read:
+    return Read(file=name, form=None, unit=None, cells={}, findings=[finding], readable=False)
 
 
 class _Refusal(Exception):
@@ -166,7 +147,7 @@ class _Refusal(Exception):
 
 
 def _unreadable(message: str) -> _Refusal:
-    return _Refusal(Finding(F_UNREADABLE, ERROR, message))
+    return _Refusal(Finding(F_UNREADABLE, Severity.ERROR, message))
 
 
 # --- what the bytes are ----------------------------------------------------------------------------------
@@ -187,7 +168,7 @@ def _sniff(data: bytes, name: str, limits: Limits) -> str:
 
 def _too_large(size: int, limits: Limits) -> Finding:
     return Finding(
-        F_TOO_LARGE, ERROR,
+        F_TOO_LARGE, Severity.ERROR,
         f"文件大小为 {_mb(size)} MB,超过 {limits.max_file_mb:g} MB 的上限,不像是一张统计表;请只报送填好的统计表",
     )
 
@@ -232,7 +213,7 @@ def _sniff_zip(data: bytes, name: str, limits: Limits) -> str:
     if total > limits.max_unzipped:
         raise _Refusal(
             Finding(
-                F_TOO_LARGE, ERROR,
+                F_TOO_LARGE, Severity.ERROR,
                 f"文件解压后有 {_mb(total)} MB,超过 {limits.max_unzipped_mb:g} MB 的上限,远超一张统计表的正常大小;"
                 "请只报送填好的统计表",
             )
@@ -240,7 +221,7 @@ def _sniff_zip(data: bytes, name: str, limits: Limits) -> str:
     if total > RATIO_FLOOR and ratio > limits.max_ratio:
         raise _Refusal(
             Finding(
-                F_TOO_LARGE, ERROR,
+                F_TOO_LARGE, Severity.ERROR,
                 f"文件压缩比高达 {ratio:.0f} 倍(解压后 {_mb(total)} MB),不像是正常的表格文件,为安全起见不予读取;"
                 "请在 Excel 或 WPS 中重新保存后报送",
             )
@@ -270,7 +251,7 @@ def _sniff_zip(data: bytes, name: str, limits: Limits) -> str:
 def _sniff_ole(data: bytes, name: str) -> str:
     streams = _ole_stream_names(data)
     if streams & {"EncryptionInfo", "EncryptedPackage"}:
-        raise _Refusal(Finding(F_ENCRYPTED, ERROR, MSG_ENCRYPTED))
+        raise _Refusal(Finding(F_ENCRYPTED, Severity.ERROR, MSG_ENCRYPTED))
     if "WordDocument" in streams:
         raise _unreadable(_not_a_spreadsheet_message("一个 Word 文档(.doc)", name))
     if "PowerPoint Document" in streams:
@@ -612,7 +593,7 @@ def _guard(call: Callable[[], Any]) -> Any:
         log.info("calamine could not read the file: %r", exc)
         text = str(exc).lower()
         if isinstance(exc, calamine.PasswordError) or "password" in text or "encrypt" in text:
-            raise _Refusal(Finding(F_ENCRYPTED, ERROR, MSG_ENCRYPTED)) from None
+            raise _Refusal(Finding(F_ENCRYPTED, Severity.ERROR, MSG_ENCRYPTED)) from None
         raise _unreadable(MSG_DAMAGED) from None
 
 
@@ -798,25 +779,25 @@ class _Reader:
         self.name = name
         self.rules = rules
         self.index = _index(rules)
-        self.sub = Submission(file=name, form=None, unit=None, cells={}, findings=[])
+        self.sub = Read(file=name, form=None, unit=None, cells={}, findings=[])
 
-    def add(self, rule: str, severity: str, message: str, **where: str) -> None:
+    def add(self, rule: str, severity: Severity, message: str, **where: str) -> None:
         self.sub.findings.append(Finding(rule, severity, message, **where))
 
-    def run(self) -> Submission:
+    def run(self) -> Read:
         fmt = _sniff(self.data, self.name, self.rules.limits)
         macros, links = _active_content(self.data, fmt)
         if macros:
-            self.add(F_MACRO, WARNING, MSG_MACRO)
+            self.add(F_MACRO, Severity.WARNING, MSG_MACRO)
         if links:
-            self.add(F_LINK, WARNING, MSG_LINK)
+            self.add(F_LINK, Severity.WARNING, MSG_LINK)
         book = _Book(self.data)
         meta = _meta_of(self.data, fmt, book) if META_SHEET in book.names else None
         titled = self._titled_sheets(book)
 
         form_code = self._form(meta, titled, book)
         if form_code is None:
-            self.add(F_UNRECOGNISED, ERROR, self._unrecognised(book))
+            self.add(F_UNRECOGNISED, Severity.ERROR, self._unrecognised(book))
             self.sub.unit, self.sub.identity_source = self._unit_from_filename(), "filename"
             if self.sub.unit is None:
                 self.sub.identity_source = ""
@@ -826,7 +807,7 @@ class _Reader:
         others = sorted({f for _, f in titled if f != form_code})
         if others:
             names = "、".join(f"《{self.rules.forms[f].title}》" for f in [form_code, *others])
-            self.add(F_STRUCTURE, ERROR, f"一个文件中有多张报表({names}),请每张报表单独保存为一个文件后分别报送")
+            self.add(F_STRUCTURE, Severity.ERROR, f"一个文件中有多张报表({names}),请每张报表单独保存为一个文件后分别报送")
 
         place = _placement(plan, meta.cells if meta is not None and meta.form == form_code else None)
         sheet = self._sheet(book, plan, place.sheet, titled)
@@ -911,16 +892,16 @@ class _Reader:
         ]
         if len(candidates) == 1:
             self.add(
-                F_STRUCTURE, WARNING, f'工作表名称已由"{wanted}"改为"{candidates[0]}",已按内容识别',
+                F_STRUCTURE, Severity.WARNING, f'工作表名称已由"{wanted}"改为"{candidates[0]}",已按内容识别',
                 sheet=candidates[0],
             )
             return candidates[0]
         if not candidates:
-            self.add(F_STRUCTURE, ERROR, f'找不到工作表"{wanted}",其他工作表中也没有这张表的内容;请使用原模板填报')
+            self.add(F_STRUCTURE, Severity.ERROR, f'找不到工作表"{wanted}",其他工作表中也没有这张表的内容;请使用原模板填报')
         else:
             listed = "、".join(f'"{c}"' for c in candidates)
             self.add(
-                F_STRUCTURE, ERROR,
+                F_STRUCTURE, Severity.ERROR,
                 f'找不到工作表"{wanted}",而 {listed} {len(candidates)} 个工作表都像是这张表,无法确定使用哪一个;'
                 "请只保留一个",
             )
@@ -947,13 +928,13 @@ class _Reader:
             if from_cell is not None and from_cell != meta.unit:
                 also = "" if typed == names[from_cell] else f"(即 {who(from_cell)})"
                 self.add(
-                    F_IDENTITY, ERROR,
+                    F_IDENTITY, Severity.ERROR,
                     f'隐藏信息显示为 {who(meta.unit)},而填报单位填写的是"{typed}"{also};'
                     "请使用本单位的模板填报",
                 )
             elif typed and from_cell is None:
                 self.add(
-                    F_IDENTITY, WARNING,
+                    F_IDENTITY, Severity.WARNING,
                     f'填报单位填写的是"{typed}",不是本次报送单位的名称;已按隐藏信息 {who(meta.unit)} 处理',
                 )
         elif from_cell is not None:
@@ -963,7 +944,7 @@ class _Reader:
         else:
             where = f'填报单位填写的是"{typed}"' if typed else "表中没有填写填报单位"
             self.add(
-                F_IDENTITY, ERROR,
+                F_IDENTITY, Severity.ERROR,
                 f'无法确定填报单位:{where},文件名"{self.name}"中也没有可识别的单位名称;请在"填报单位"一栏填写单位全称',
             )
             return
@@ -971,7 +952,7 @@ class _Reader:
         if from_file is not None and unit is not None and from_file != unit:
             # File names are weak evidence (renamed copies, forwarded files): say so, do not reject.
             self.add(
-                F_IDENTITY, WARNING,
+                F_IDENTITY, Severity.WARNING,
                 f'文件名"{self.name}"像是 {who(from_file)} 的,而表中的单位是 {who(unit)};已按表中的单位处理',
             )
 
@@ -1006,11 +987,11 @@ class _Reader:
         found = {k: v for k, v in expected.items() if k[0] in settled}
         found.update(searched)
         for problem in problems:
-            self.add(F_STRUCTURE, ERROR, f'工作表"{sheet}"{problem.message}', sheet=sheet, row=problem.row,
+            self.add(F_STRUCTURE, Severity.ERROR, f'工作表"{sheet}"{problem.message}', sheet=sheet, row=problem.row,
                      field=problem.field)
         moved = _describe_moves(plan, found, expected)
         if moved:
-            self.add(F_STRUCTURE, WARNING, f"表格位置与模板不同({moved}),已按标签识别", sheet=sheet)
+            self.add(F_STRUCTURE, Severity.WARNING, f"表格位置与模板不同({moved}),已按标签识别", sheet=sheet)
         return found
 
 
