@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/hostile.py. Prints case | verdict | rule | peak RSS MB | seconds, a correct form
 first as the baseline, then the limits of rules.yaml they ran under. The peak RSS is
-the largest of the check process and its sandbox child (resource.getrusage(RUSAGE_CHILDREN) of a fresh
+the largest of the check process and its worker processes (resource.getrusage(RUSAGE_CHILDREN) of a fresh
 wrapper process per case); asserts nothing.
 """
 

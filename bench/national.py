@@ -14,7 +14,7 @@ each in a fresh subprocess:
 
 Peak RSS: "max" is the largest single process of the tree (rusage of the waited child, which Linux
 folds its own reaped children into); "tree" is the largest sum of RSS over the whole process tree,
-sampled from /proc every 20 ms (pipeline run reads files in sandbox worker processes).
+sampled from /proc every 20 ms (pipeline run reads files in limited worker processes).
 Deterministic: the same N gives the same units, values and errors. Asserts nothing.
 """
 
@@ -113,7 +113,7 @@ def _fill_unit(job: tuple[int, str]) -> int:
             else:
                 values[("services", "", "hotline")] = "见附件"
         path = Path(inbox) / day.isoformat() / template.file_name(unit, form)
-        atomic.write_bytes(path, demo.fill(rules, form, unit, values))
+        atomic.write_bytes(path, template.fill(rules, form, unit, values))
         os.utime(path, (stamp, stamp))
     return planted
 

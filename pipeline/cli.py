@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    import datetime as dt
     from collections.abc import Iterator
 
+    from pipeline.api import Campaign
     from pipeline.campaign.config import Rules
-    from pipeline.runs.batch import Progress
+    from pipeline.runs.context import Progress
 
 app = typer.Typer(
     help="送温暖统计表流水线:生成模板、校验报表、汇总。各命令加 --help 查看用法。",
@@ -41,18 +41,20 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _rules(path: Path | None) -> Rules:
+def _campaign(path: Path | None, inbox: Path | None = None, outbox: Path | None = None,
+              state: Path | None = None, level: str = "province") -> Campaign:
+    from pipeline.api import Campaign
     from pipeline.campaign import config
 
     if path is None:
         path = Path("rules.yaml") if Path("rules.yaml").is_file() else PROJECT_ROOT / "rules.yaml"
     try:
-        rules = config.load(path)
+        campaign = Campaign.load(path, inbox=inbox, outbox=outbox, state=state, level=level)
     except config.ConfigError as exc:
         _fail(f"配置文件 {path} 有误:\n  {exc}")
-    for warning in rules.warnings:
+    for warning in campaign.rules.warnings:
         typer.echo(f"提醒:{warning}", err=True)
-    return rules
+    return campaign
 
 
 @app.command()
@@ -62,13 +64,11 @@ def templates(
     rules_path: RulesOption = None,
 ) -> None:
     """为每个单位生成空白报表模板(已填好单位名称和代码,受保护)。"""
-    from pipeline.render import template
-
-    rules = _rules(rules_path)
-    if unit is not None and unit not in {u.code for u in rules.units}:
+    campaign = _campaign(rules_path)
+    if unit is not None and not campaign.rules.has_unit(unit):
         _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
     count = 0
-    for written in template.write_all(rules, out, unit):
+    for written in campaign.templates(out, unit):
         count += 1
         typer.echo(f"  {written.path}")
     typer.echo(f"已生成 {count} 个模板,保存在 {out}/")
@@ -81,10 +81,9 @@ def demo(
     rules_path: RulesOption = None,
 ) -> None:
     """按各单位常见的填法(含典型错误)填好模板,放入演示收件箱。"""
-    from pipeline import demo as demo_mod
-
-    rules = _rules(rules_path)
-    made = demo_mod.make(rules, inbox, seed)
+    campaign = _campaign(rules_path)
+    rules = campaign.rules
+    made = campaign.demo(inbox, seed)
     for f in made.files:
         typer.echo(f"  {f.path.relative_to(inbox)}  ——  {f.note}")
     names = {u.code: u.name for u in rules.units}
@@ -103,15 +102,15 @@ def check(
 
     from pipeline.runs import check as check_mod
 
-    rules = _rules(rules_path)
+    campaign = _campaign(rules_path)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         _fail("找不到文件:" + "、".join(missing))
-    results = check_mod.check_paths(files, rules, isolated=True)
+    results = campaign.check(files)
     if as_json:
         typer.echo(json.dumps([r.as_json() for r in results], ensure_ascii=False, indent=2))
     else:
-        typer.echo(check_mod.render_text(results, rules))
+        typer.echo(check_mod.render_text(results, campaign.rules))
     raise typer.Exit(0 if all(r.verdict == "accepted" for r in results) else 1)
 
 
@@ -124,11 +123,9 @@ AsOfOption = Annotated[
 SendOption = Annotated[bool, typer.Option("--send", help="真正发送邮件(默认只把邮件写成 .eml 文件)")]
 
 
-def _moment(text: str | None, rules: Rules) -> dt.datetime:
-    from pipeline.runs import batch
-
+def _moment(campaign: Campaign, text: str | None) -> Any:
     try:
-        return batch.moment(text, rules)
+        return campaign.moment(text)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -159,34 +156,40 @@ def run(
     rules_path: RulesOption = None,
 ) -> None:
     """每周运行:收取新文件、校验、给有问题的单位写反馈邮件、更新报送情况、生成汇总(草稿或终稿)。"""
-    from pipeline.runs import batch
+    from pipeline.runs.context import RunLocked
+    from pipeline.runs.editions import NotYetFinal
 
-    rules = _rules(rules_path)
-    when = _moment(as_of, rules)
+    campaign = _campaign(rules_path, inbox, outbox, state, level=for_unit or "province")
+    rules = campaign.rules
+    when = _moment(campaign, as_of)
     if not inbox.is_dir():
         _fail(f"找不到收件箱目录 {inbox}")
-    parent = for_unit or "province"
-    if for_unit and (for_unit not in {u.code for u in rules.units} or not rules.children(for_unit)):
+    if for_unit and (not rules.has_unit(for_unit) or not rules.children(for_unit)):
         _fail(f"--for {for_unit}:不是有下属报送单位的单位代码")
     sign = {"leader": leader, "preparer": preparer, "phone": phone, "date": when.date()}
     try:
         with _progress() as progress:
-            result = batch.run(rules, inbox, outbox, state, when, send=send, progress=progress,
-                               password=_password(rules, send), final=final, parent=parent, sign=sign)
-    except (batch.RunLocked, batch.NotYetFinal) as exc:
+            result = campaign.run(when, send=send, final=final, password=_password(rules, send), sign=sign,
+                                  progress=progress)
+    except (RunLocked, NotYetFinal) as exc:
         _fail(str(exc))
-    taken = result.intake
+    _print_run(result)
+
+
+def _print_run(result: Any) -> None:
+    from pipeline.model import MessageStatus, Verdict
+
+    taken, when = result.intake, result.as_of
     typer.echo(f"时点 {when:%Y-%m-%d %H:%M};收件箱 {taken.seen} 个文件,新文件 {len(taken.new)} 个,"
                f"未变化 {taken.unchanged} 个,跳过 {len(taken.skipped)} 个")
     for skipped in taken.skipped:
         typer.echo(f"  跳过 {skipped.path}:{skipped.reason}")
     if result.checked:
-        words = {"accepted": "通过", "rejected": "未通过", "unreadable": "无法读取", "received": "报告已收到"}
+        words = {Verdict.ACCEPTED: "通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取",
+                 Verdict.RECEIVED: "报告已收到"}
         typer.echo("校验:" + ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(result.checked.items())))
     if result.messages:
-        words = {"written": "已写成 .eml", "sent": "已发送", "tempfail": "暂时失败(下次重试)",
-                 "refused": "被拒收", "unknown": "送达不明"}
-        typer.echo("邮件:" + ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(result.messages.items())))
+        typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(result.messages.items())))
     if result.status is not None:
         s = result.status
         typer.echo(f"报送情况:{s.units_done()}/{len({r.unit for r in s.rows})} 个单位已全部报齐;"
@@ -207,20 +210,13 @@ def status(
     import json
 
     from pipeline.consolidation import status as status_mod
-    from pipeline.io import ledger
-    from pipeline.runs import batch
 
-    rules = _rules(rules_path)
-    when = _moment(as_of, rules)
-    book = ledger.Ledger(state)
-    try:
-        now = batch.current_status(rules, book, when)
-    finally:
-        book.close()
+    campaign = _campaign(rules_path, state=state)
+    now = campaign.status(_moment(campaign, as_of))
     if as_json:
         typer.echo(json.dumps(now.as_json(), ensure_ascii=False, indent=2))
     else:
-        typer.echo(status_mod.render_text(now, rules))
+        typer.echo(status_mod.render_text(now, campaign.rules))
 
 
 @app.command()
@@ -232,28 +228,20 @@ def remind(
     rules_path: RulesOption = None,
 ) -> None:
     """给尚未报送或仍未通过的单位发催报邮件(每个单位每天最多一封)。"""
-    from pipeline.runs import batch
+    from pipeline.runs.context import RunLocked
 
-    rules = _rules(rules_path)
-    when = _moment(as_of, rules)
+    campaign = _campaign(rules_path, outbox=outbox, state=state)
     try:
-        reminded = batch.remind(rules, state, outbox, when, send, password=_password(rules, send))
-    except batch.RunLocked as exc:
+        reminded = campaign.remind(_moment(campaign, as_of), send=send, password=_password(campaign.rules, send))
+    except RunLocked as exc:
         _fail(str(exc))
     typer.echo(f"催报 {len(reminded)} 个单位:" + ("、".join(reminded) if reminded else "今天已催报过或无需催报"))
 
 
 @app.command()
-def verify(state: StateOption = Path("state")) -> None:
+def verify(state: StateOption = Path("state"), rules_path: RulesOption = None) -> None:
     """核对存档:重新计算每个原始文件的 sha256,与台账比对。"""
-    from pipeline.io import ledger
-
-    book = ledger.Ledger(state)
-    try:
-        problems = book.verify()
-        count = len(book.submissions())
-    finally:
-        book.close()
+    count, problems = _campaign(rules_path, state=state).verify()
     for line in problems:
         typer.echo(line)
     typer.echo(f"核对 {count} 个存档文件:" + ("全部一致" if not problems else f"{len(problems)} 处不一致"))

@@ -232,34 +232,12 @@ MISTAKES: list[Callable[[Values, random.Random], str]] = [
 # --- writing files ------------------------------------------------------------------------------------------
 
 
-def fill(rules: Rules, form: Form, unit: Unit, values: Values) -> bytes:
-    """The unit's template with `values` typed in, saved as Excel would save it (formulas with results)."""
-    wb = template.build(rules, form, unit)
-    ws = wb[form.sheet]
-    lay = layout.compute(form)
-    computed: dict[str, float] = {}
-    for slot in lay.slots:
-        value = values.get(slot.key)
-        if slot.is_total:
-            # Leave the SUM formula unless the person typed over it; remember its result for the cache.
-            detail = [values.get((slot.key[0], r.code, slot.key[2])) for r in slot.section.detail_rows]
-            total = values.get(slot.key)
-            formula_result = sum(x for x in detail if isinstance(x, int | float))
-            if isinstance(total, int | float) and abs(total - formula_result) > 1e-9:
-                ws[slot.cell] = total
-            else:
-                computed[slot.cell] = round(formula_result, 2)
-            continue
-        ws[slot.cell] = value
-    return template.to_bytes(wb, computed)
-
-
 def as_xls(rules: Rules, form: Form, unit: Unit, values: Values) -> bytes:
     """The same filled form as a county's "另存为 Excel 97-2003" would give: values, sheets, _meta hidden."""
     import xlwt
     from openpyxl import load_workbook
 
-    wb = load_workbook(io.BytesIO(fill(rules, form, unit, values)), data_only=False)
+    wb = load_workbook(io.BytesIO(template.fill(rules, form, unit, values)), data_only=False)
     lay = layout.compute(form)
     results = {s.cell: values.get(s.key) for s in lay.slots if s.is_total}
     book = xlwt.Workbook(encoding="utf-8")
@@ -382,17 +360,17 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
                 wrong = dict(values)
                 wrong[("visits", "agri", "amount_total")] = round(wrong[("visits", "agri", "amount_total")] + 1.5, 2)
                 _retotal(wrong, "amount_total")
-                put(day, name, fill(rules, form, unit, wrong), unit, item, "第1版:慰问金额合计不等于慰问金与慰问品之和")
+                put(day, name, template.fill(rules, form, unit, wrong), unit, item, "第1版:慰问金额合计不等于慰问金与慰问品之和")
                 put(day + dt.timedelta(days=5), f"{unit.aliases[0]}附件1(修改后).xlsx",
-                    fill(rules, form, unit, values), unit, item, "第2版:已更正")
+                    template.fill(rules, form, unit, values), unit, item, "第2版:已更正")
                 continue
-            put(day, name, fill(rules, form, unit, values), unit, item, note)
+            put(day, name, template.fill(rules, form, unit, values), unit, item, note)
 
     # Industry unions report to the 帮扶中心, but one of them e-mails the province by mistake.
     stray = rules.children("ZX")[0] if rules.children("ZX") else None
     if stray is not None:
         form = rules.forms["warmth"]
         values = warmth_values(form, stray, rng, 0.3, issue)
-        put(first_day + dt.timedelta(days=3), template.file_name(stray, form), fill(rules, form, stray, values),
+        put(first_day + dt.timedelta(days=3), template.file_name(stray, form), template.fill(rules, form, stray, values),
             stray, "warmth", "产业工会直接报给了省总(应报帮扶中心)")
     return demo

@@ -16,6 +16,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+VERSION = "0.2.0"  # the program's; outputs made by another version are made again
+
 Key = tuple[str, str, str]  # a value of a form: (section, row, field); row "" for a single value
 
 

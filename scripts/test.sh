@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need, then runs them all: a .venv beside the project with the package and its
 # dev tools, and (as root, when missing) LibreOffice Calc, CJK fonts and poppler from Debian's packages.
-# Fails when a test fails and when no test ran at all. Extra arguments go to pytest.
+# Fails when a static check or a test fails, and when no test ran at all. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,9 +39,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ] || [ ! -x .venv/bin/pipeline ]
   echo "$digest" > "$stamp"
 fi
 
+# The static checks first: lint, format, types of the library, and the layer contract (pyproject.toml).
 status=0
-.venv/bin/python -m pytest -q "$@" || status=$?
-if [ "$status" -eq 5 ]; then
+check() {
+  echo "scripts/test.sh: $*"
+  "$@" || { echo "scripts/test.sh: FAILED: $*" >&2; status=1; }
+}
+check .venv/bin/ruff check .
+check .venv/bin/ruff format --check .
+check .venv/bin/mypy
+check .venv/bin/lint-imports --no-cache
+
+tests=0
+.venv/bin/python -m pytest -q "$@" || tests=$?
+if [ "$tests" -eq 5 ]; then
   echo "scripts/test.sh: pytest collected no tests; that is a failure, not a pass" >&2
+fi
+if [ "$tests" -ne 0 ]; then
+  status=$tests
 fi
 exit "$status"

@@ -164,7 +164,6 @@ def fill(rules: config.Rules, tmp_path: Path) -> Callable[..., Path]:
     合计 cells keep their SUM formula (with the result Excel would cache) unless the change types
     over them, as a person does who unprotects the sheet.
     """
-    from pipeline import demo
     from pipeline.render import template
 
     def make(form: str = "warmth", unit: str = "460100", changes: dict[Key, object] | None = None,
@@ -176,7 +175,7 @@ def fill(rules: config.Rules, tmp_path: Path) -> Callable[..., Path]:
                 values[key] = None  # the formula stays
         values.update(changes)
         f = rules.forms[form]
-        data = demo.fill(rules, f, rules.unit(unit), values)
+        data = template.fill(rules, f, rules.unit(unit), values)
         path = tmp_path / (name or template.file_name(rules.unit(unit), f))
         path.write_bytes(data)
         return path
@@ -250,3 +249,14 @@ def as_seen(data: bytes) -> dict:
             ),
         }
     return seen
+
+
+# --- a level's folders, run through the library's face -----------------------------------------------------
+
+
+def campaign_at(rules: config.Rules, inbox: Path, outbox: Path, state: Path, level: str = "province"):
+    """The library's `Campaign` over these folders: what `pipeline run --inbox … --outbox … --state …` runs."""
+    from pipeline import Campaign
+    from pipeline.runs.context import Folders
+
+    return Campaign(rules, Folders(Path(inbox), Path(outbox), Path(state)), level)

@@ -506,7 +506,7 @@ def test_resent_copy_with_renamed_sheet_and_full_title_is_still_read(rules, tmp_
     form, unit = rules.forms["warmth"], rules.unit("460100")
     values = correct_values(rules, "warmth", "460100")
     values[("activities", "", "forums")] = "见附件"
-    wb = openpyxl.load_workbook(io.BytesIO(demo.fill(rules, form, unit, values)))
+    wb = openpyxl.load_workbook(io.BytesIO(template.fill(rules, form, unit, values)))
     wb[form.sheet].title = "Sheet1"  # retyped or pasted into a fresh workbook: no _meta, another sheet name
     del wb[template.META_SHEET]
     original = tmp_path / "海口附件1.xlsx"

@@ -20,7 +20,11 @@ from typer.testing import CliRunner
 from pipeline import demo
 from pipeline.cli import app
 from pipeline.io import ledger
-from pipeline.runs import batch
+from pipeline.io import outbox as names
+from pipeline.model import ItemState
+from pipeline.runs import editions, overlap
+from pipeline.runs.context import Folders, locked, opened
+from tests.conftest import campaign_at
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2017-02-01T12:00"
@@ -70,14 +74,14 @@ def test_run_checks_every_file_and_writes_feedback_for_units_with_problems(rules
     messages = book.messages()
     assert {m["unit"] for m in messages} == problem_units
     assert all(m["status"] == "written" for m in messages)
-    emls = sorted((outbox / batch.MAIL_DIR).glob("*.eml"))
+    emls = sorted((outbox / names.MAIL_DIR).glob("*.eml"))
     assert len(emls) == len(messages)
-    annotated = sorted((outbox / batch.FEEDBACK_DIR).rglob("*_校验结果.xlsx"))
+    annotated = sorted((outbox / names.FEEDBACK_DIR).rglob("*_校验结果.xlsx"))
     assert len(annotated) == len(messages)
     # The inbox is byte-for-byte what it was.
     assert hashes(inbox) == before
-    status = json.loads((outbox / batch.STATUS_JSON).read_text(encoding="utf-8"))
-    states = {(r["unit"], r["item"]): r["state"] for r in status["rows"]}
+    status = json.loads((outbox / names.STATUS_JSON).read_text(encoding="utf-8"))
+    states = {(r["unit"], r["item"]): r["state_label"] for r in status["rows"]}
     for code, item in made.missing:
         assert states[(code, item)] == "未报送", (code, item)
     book.close()
@@ -104,15 +108,15 @@ def test_rerun_with_nothing_new_does_not_rewrite_outputs_but_remakes_a_deleted_o
     run_cli(inbox, outbox, state)
     assert mtimes(outbox) == first_times  # not even rewritten with the same bytes
     # Someone deletes the draft workbook, edits the status file: the next run puts both back.
-    (workbook,) = (outbox / batch.SUMMARY_DIR).glob("*汇总表*.xlsx")
+    (workbook,) = (outbox / names.SUMMARY_DIR).glob("*汇总表*.xlsx")
     workbook.unlink()
-    (outbox / batch.STATUS_TXT).write_text("改过了", encoding="utf-8")
+    (outbox / names.STATUS_TXT).write_text("改过了", encoding="utf-8")
     run_cli(inbox, outbox, state)
     assert hashes(outbox) == first
     # A later moment changes the countdown in the status: the outputs are made again.
     runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
                         "--as-of", "2017-02-03T12:00"])
-    assert "距截止还有 2 天" in (outbox / batch.STATUS_TXT).read_text(encoding="utf-8")
+    assert "距截止还有 2 天" in (outbox / names.STATUS_TXT).read_text(encoding="utf-8")
 
 
 def test_same_bytes_under_another_name_are_the_same_submission(rules, site):
@@ -146,7 +150,7 @@ def test_corrected_resubmission_supersedes_the_rejected_file(rules, site):
     result = runner.invoke(app, ["status", "--state", str(state), "--as-of", AS_OF, "--json"])
     rows = {(r["unit"], r["item"]): r for r in json.loads(result.stdout)["rows"]}
     row = rows[(first.unit, "warmth")]
-    assert row["versions"] == 2 and row["version_used"] == 2 and row["state"] == "已通过"
+    assert row["versions"] == 2 and row["version_used"] == 2 and row["state_label"] == "已通过"
     versions = sorted((s.version, s.verdict) for s in ledger.Ledger(state).submissions()
                       if s.unit == first.unit and s.item == "warmth")
     assert versions == [(1, "rejected"), (2, "accepted")]
@@ -165,9 +169,9 @@ def test_status_shows_the_older_version_in_use_when_the_newer_is_rejected(rules,
     target.write_bytes(bad.read_bytes())
     os.utime(target, (1485820800,) * 2)  # 2017-01-31 08:00 +08:00
     run_cli(inbox, outbox, state)
-    rows = {(r.unit, r.item): r for r in batch.current_status(rules, ledger.Ledger(state), batch.moment(AS_OF, rules)).rows}
+    rows = {(r.unit, r.item): r for r in campaign_at(rules, inbox, outbox, state).status(AS_OF).rows}
     row = rows[(unit.code, "warmth")]
-    assert row.state == "未通过" and row.versions == 2 and row.version_used == 1
+    assert row.state == ItemState.FAILED and row.versions == 2 and row.version_used == 1
     assert "汇总暂用第1版" in row.note
 
 
@@ -179,15 +183,14 @@ def test_late_file_is_flagged_and_still_processed(rules, site, fill):
     os.utime(late, (1486526400,) * 2)  # 2017-02-08 12:00 +08:00
     runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
                         "--as-of", "2017-02-10T09:00"])
-    rows = {(r.unit, r.item): r for r in batch.current_status(
-        rules, ledger.Ledger(state), batch.moment("2017-02-10T09:00", rules)).rows}
+    rows = {(r.unit, r.item): r for r in campaign_at(rules, inbox, outbox, state).status("2017-02-10T09:00").rows}
     assert rows[("460200", "warmth")].late
-    assert any(r.state == "逾期" for r in rows.values())
+    assert any(r.state == ItemState.OVERDUE for r in rows.values())
 
 
 def test_a_second_run_while_one_holds_the_lock_is_refused(rules, site):
     inbox, outbox, state, _ = site
-    with batch.locked(state):
+    with locked(state):
         result = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state)])
     assert result.exit_code == 2
     assert "另一个 pipeline 正在运行" in result.output
@@ -229,14 +232,15 @@ def test_killed_run_is_completed_by_the_next_with_the_same_result(rules, tmp_pat
 
 
 def test_a_federation_large_enough_for_the_workbooks_process_gets_the_same_files(rules, site, monkeypatch):
-    """From Aside.UNITS units on, the workbook is built by a second process started when the forms are
-    read, while this one annotates, sums and writes the report: the files are those of a small run."""
+    """From WorkbookProcess.UNITS units on, the workbook is built by a second process started when the forms
+    are read, while this one annotates, sums and writes the report: the files are those of a small run."""
     inbox, outbox, state, _ = site
     run_cli(inbox, outbox, state)
     started = []
-    start = batch.Aside.start
-    monkeypatch.setattr(batch.Aside, "UNITS", 1)
-    monkeypatch.setattr(batch.Aside, "start", lambda self: (started.append(self.conn is None), start(self))[1])
+    start = overlap.WorkbookProcess.start
+    monkeypatch.setattr(overlap.WorkbookProcess, "UNITS", 1)
+    monkeypatch.setattr(overlap.WorkbookProcess, "start",
+                        lambda self: (started.append(self.executor is None), start(self))[1])
     large = outbox.parent / "large"
     run_cli(inbox, large / "outbox", large / "state")
     assert started[0] is True  # started, once the forms were read
@@ -245,7 +249,7 @@ def test_a_federation_large_enough_for_the_workbooks_process_gets_the_same_files
 
 
 def test_forms_checked_while_intake_keeps_them_give_what_checking_after_it_gives(rules, site, monkeypatch):
-    """The children start on each batch as soon as intake has read it; a run that checks only afterwards
+    """The workers start on each batch as soon as intake has read it; a run that checks only afterwards
     writes the same ledger and files, the same bytes sent twice under two names included."""
     inbox, outbox, state, _ = site
     first = sorted(inbox.rglob("*.xlsx"))[0]
@@ -254,11 +258,11 @@ def test_forms_checked_while_intake_keeps_them_give_what_checking_after_it_gives
     again.write_bytes(first.read_bytes())
     os.utime(again, (first.stat().st_mtime + 3600,) * 2)  # forwarded an hour later: the first name stays
     used = []
-    results = batch._Early.results
-    monkeypatch.setattr(batch._Early, "results", lambda self: used.append(results(self)) or used[-1])
+    results = overlap.EarlyCheck.results
+    monkeypatch.setattr(overlap.EarlyCheck, "results", lambda self: used.append(results(self)) or used[-1])
     run_cli(inbox, outbox, state)
     assert len(used[0]) > 40 and (sha256(again), again.name) in used[0]  # checked while intake kept them
-    monkeypatch.setattr(batch._Early, "check", lambda self, files: None)
+    monkeypatch.setattr(overlap.EarlyCheck, "check", lambda self, files: None)
     after = outbox.parent / "after"
     run_cli(inbox, after / "outbox", after / "state")
     assert used[1] == {}
@@ -280,43 +284,38 @@ def _archived(state: Path) -> int:
 
 
 def _draft_workbook(outbox: Path) -> bytes:
-    (path,) = (outbox / batch.SUMMARY_DIR).glob("*汇总表(草稿).xlsx")
+    (path,) = (outbox / names.SUMMARY_DIR).glob("*汇总表(草稿).xlsx")
     return path.read_bytes()
 
 
-def _draft_by(aside: batch.Aside, rules, site, kill: bool = False) -> tuple[bytes, bytes]:
-    """(the draft workbook a run wrote, the same built again through `aside`), `kill`ing its process first."""
-    import multiprocessing
-
+def _drafts(aside: overlap.WorkbookProcess, rules, site, times: int = 1, kill: bool = False) -> tuple[bytes, list[bytes]]:
+    """(the draft workbook a run wrote, the same built again `times` times through `aside`), `kill`ing its
+    process first."""
     inbox, outbox, state, _ = site
     run_cli(inbox, outbox, state)
-    as_of = batch.moment(AS_OF, rules)
-    book = ledger.Ledger(state)
-    now = batch.current_status(rules, book, as_of)
-    aside.start()  # a run starts it from Aside.UNITS units on; the demo has 21
-    try:
-        if kill:
-            children = multiprocessing.active_children()
-            assert children  # the workbook's process, started ahead
-            for child in children:
-                child.kill()
-                child.join()
-        made, _, _ = batch.consolidation_started(rules, book, outbox, now, as_of, False, "province", None, aside)()
-    finally:
-        aside.close()
-    return _draft_workbook(outbox), next(data for path, data in made.items() if path.suffix == ".xlsx")
+    with opened(rules, Folders(inbox, outbox, state), campaign_at(rules, inbox, outbox, state).moment(AS_OF)) as run:
+        now = campaign_at(rules, inbox, outbox, state).status(AS_OF)
+        aside.start()  # a run starts it from WorkbookProcess.UNITS units on; the demo has 21
+        try:
+            if kill:
+                assert aside.executor is not None
+                aside.executor.submit(os._exit, 1)  # the workbook's process dies
+            made = [editions.started(run, now, aside)()[0] for _ in range(times)]
+        finally:
+            aside.close()
+    return _draft_workbook(outbox), [data for m in made for path, data in m.items() if path.suffix == ".xlsx"]
 
 
 def test_draft_workbook_made_by_the_second_process_is_the_one_this_process_makes(rules, site, caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.runs.batch")
-    written, there = _draft_by(batch.Aside(), rules, site)
+    caplog.set_level(logging.INFO, logger="pipeline.runs.overlap")
+    written, (there,) = _drafts(overlap.WorkbookProcess(), rules, site)
     assert there[:2] == b"PK" and there == written
     assert "building it in this one" not in caplog.text
 
 
 def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.runs.batch")
-    written, here = _draft_by(batch.Aside(), rules, site, kill=True)
+    caplog.set_level(logging.INFO, logger="pipeline.runs.overlap")
+    written, (here,) = _drafts(overlap.WorkbookProcess(), rules, site, kill=True)
     assert here == written
     assert "building it in this one" in caplog.text
 
@@ -324,21 +323,9 @@ def test_workbook_is_made_here_when_the_second_process_dies(rules, site, caplog)
 def test_a_draft_built_again_gets_its_workbook_here_without_a_warning(rules, site, caplog):
     """The second process builds one workbook; a draft built again (a message refused while sending changed
     the status) is built in this process, silently, with the same bytes."""
-    caplog.set_level(logging.INFO, logger="pipeline.runs.batch")
-    inbox, outbox, state, _ = site
-    run_cli(inbox, outbox, state)
-    as_of = batch.moment(AS_OF, rules)
-    book = ledger.Ledger(state)
-    now = batch.current_status(rules, book, as_of)
-    aside = batch.Aside()
-    aside.start()
-    try:
-        made = [batch.consolidation_started(rules, book, outbox, now, as_of, False, "province", None, aside)()[0]
-                for _ in range(2)]
-    finally:
-        aside.close()
-    first, again = ([data for path, data in m.items() if path.suffix == ".xlsx"] for m in made)
-    assert first == again == [_draft_workbook(outbox)]
+    caplog.set_level(logging.INFO, logger="pipeline.runs.overlap")
+    written, made = _drafts(overlap.WorkbookProcess(), rules, site, times=2)
+    assert made == [written, written]
     assert "building it in this one" not in caplog.text
 
 

@@ -8,7 +8,8 @@ from email import message_from_bytes, policy
 from pipeline import demo
 from pipeline.consolidation import status
 from pipeline.io import ledger
-from pipeline.runs import batch
+from pipeline.io.outbox import SUMMARY_DIR
+from tests.conftest import campaign_at
 from tests.test_mail import server  # noqa: F401  (the real SMTP server fixture)
 
 AS_OF = "2017-02-01T12:00"
@@ -18,9 +19,10 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
     inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
     demo.make(rules, inbox, seed=2017)
     campaign = dataclasses.replace(rules, mail=server.mail)
-    when = batch.moment(AS_OF, campaign)
+    level = campaign_at(campaign, inbox, outbox, state)
+    when = level.moment(AS_OF)
     # Find out who will get feedback with a dry run on a copy of the state, then script the server.
-    dry = batch.run(campaign, inbox, tmp_path / "dry-out", tmp_path / "dry-state", when)
+    dry = campaign_at(campaign, inbox, tmp_path / "dry-out", tmp_path / "dry-state").run(when)
     units_with_problems = dry.messages["written"]
     assert units_with_problems >= 5
     rows = ledger.Ledger(tmp_path / "dry-state").messages()
@@ -29,10 +31,10 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
     server.script.rcpt[refused] = "550 5.1.1 No such user"
     server.script.data = ["451 4.3.0 稍后再试"]  # the first message that reaches DATA is deferred
 
-    first = batch.run(campaign, inbox, outbox, state, when, send=True)
+    first = level.run(when, send=True)
     assert first.messages == {"sent": units_with_problems - 2, "tempfail": 1, "refused": 1}
     # The refusal shows in this very run's draft, though the draft was begun before anything was sent.
-    (draft,) = (outbox / batch.SUMMARY_DIR).glob("*情况报告*.html")
+    (draft,) = (outbox / SUMMARY_DIR).glob("*情况报告*.html")
     assert "邮件被拒收" in draft.read_text(encoding="utf-8")
     assert len(server.script.received) == units_with_problems - 2
     for envelope in server.script.received:
@@ -44,16 +46,16 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
         assert attachment.get_content()[:2] == b"PK"
     assert len({tuple(e.rcpt_tos) for e in server.script.received}) == len(server.script.received)  # one each
 
-    second = batch.run(campaign, inbox, outbox, state, when, send=True)
+    second = level.run(when, send=True)
     assert second.messages == {"sent": 1}  # the deferred one, and nothing else
     assert len(server.script.received) == units_with_problems - 1
 
-    third = batch.run(campaign, inbox, outbox, state, when, send=True)
+    third = level.run(when, send=True)
     assert third.messages == {}
     assert len(server.script.received) == units_with_problems - 1
 
     book = ledger.Ledger(state)
-    now = batch.current_status(campaign, book, when)
+    now = level.status(when)
     code = next(r["unit"] for r in book.messages() if r["recipient"] == refused)
     problem = {r.mail_problem for r in now.rows if r.unit == code}
     assert any("邮件被拒收" in p and "550" in p for p in problem)

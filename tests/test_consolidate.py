@@ -349,7 +349,7 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
         values = correct_values(rules, "warmth", unit.code, seed=i)
         path = tmp_path / "children" / template.file_name(unit, rules.forms["warmth"])
         path.parent.mkdir(exist_ok=True)
-        path.write_bytes(demo.fill(rules, rules.forms["warmth"], unit, values))
+        path.write_bytes(template.fill(rules, rules.forms["warmth"], unit, values))
         paths.append(path)
     checked = validate.validate([read.read_path(p, rules) for p in paths], rules, today=TODAY)
     assert all(c.verdict == Verdict.ACCEPTED for c in checked)
@@ -364,7 +364,7 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
         "phone": "0898-66553663",
         "date": dt.datetime(2017, 2, 1),
     }
-    values = consolidate.rollup_values(rules, "ZX", sources, sign)
+    values = consolidate.rollup_values(rules, "ZX", "warmth", sources, sign)
     sums = [file_figures(rules, p, "warmth") for p in paths]
     for key, value in values.items():
         if key[0] != "sign":
@@ -372,7 +372,7 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     assert values[("sign", "", "note")] is None
 
     zx = tmp_path / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
-    zx.write_bytes(demo.fill(rules, rules.forms["warmth"], rules.unit("ZX"), values))
+    zx.write_bytes(template.fill(rules, rules.forms["warmth"], rules.unit("ZX"), values))
     (result,) = check.check_paths([zx], rules, today=TODAY)
     assert (result.unit, result.form, result.verdict, result.findings) == ("ZX", "warmth", Verdict.ACCEPTED, ())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import functools
 import io
 import os
 import re
@@ -23,11 +24,13 @@ import yaml
 
 from pipeline import demo
 from pipeline.campaign import config
-from pipeline.io import ledger, sandbox
+from pipeline.io import ledger
+from pipeline.io import outbox as names
+from pipeline.io.workers import Pool
 from pipeline.model import F_LINK, F_MACRO, F_TOO_LARGE, Severity, Verdict
-from pipeline.runs import batch, check
+from pipeline.runs import check, tasks
 from pipeline.submission import read
-from tests.conftest import cell_of
+from tests.conftest import campaign_at, cell_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
@@ -223,9 +226,10 @@ ACTIVE: dict[str, Callable[[bytes, Path], Path]] = {
 
 def base_form(rules) -> bytes:
     """A real, correct filled form (the demo's figures) of 海口市总工会."""
+    from pipeline.render import template
     from tests.conftest import correct_values
 
-    return demo.fill(rules, rules.forms["warmth"], rules.unit("460100"), correct_values(rules, "warmth", "460100"))
+    return template.fill(rules, rules.forms["warmth"], rules.unit("460100"), correct_values(rules, "warmth", "460100"))
 
 
 def build(case: str, rules, folder: Path) -> Path:
@@ -248,58 +252,74 @@ def test_hostile_file_gets_a_verdict(case, rules, tmp_path):
     assert all("Traceback" not in f.message for f in result.findings)
 
 
+def workers(rules, memory_mb: int = 512, seconds: float = 10, count: int = 2) -> Pool:
+    """Limited workers for the campaign, as a run has them."""
+    return Pool(tasks.setup, (str(rules.source),), memory_mb=memory_mb, seconds=seconds, workers=count)
+
+
+def read_isolated(rules, items: list[tuple[bytes, str]], **limits) -> list:
+    """Each (bytes, name) read by a limited worker, as `pipeline check` reads a file."""
+    pool = workers(rules, **limits)
+    try:
+        files = [tasks.FileToCheck(data, name, dt.date(2017, 2, 1)) for data, name in items]
+        return pool.map(tasks.read_file, files, tasks.unread(rules.limits))
+    finally:
+        pool.close()
+
+
 def test_dying_child_costs_one_finding_not_the_batch(rules, tmp_path):
     good = base_form(rules)
     bomb = forged_dimension(good, tmp_path / "forged.xlsx").read_bytes()
-    subs = sandbox.read_many([(good, "a.xlsx"), (bomb, "b.xlsx"), (good, "c.xlsx")], rules.source,
-                             memory_mb=512, seconds=10)
+    subs = read_isolated(rules, [(good, "a.xlsx"), (bomb, "b.xlsx"), (good, "c.xlsx")])
     assert [s.file for s in subs] == ["a.xlsx", "b.xlsx", "c.xlsx"]
     assert subs[0].readable and subs[2].readable and subs[0].unit == "460100"
     assert not subs[1].readable and subs[1].findings[0].rule in {"F-too-large", "F-unreadable"}
     assert CHINESE.search(subs[1].findings[0].message)
 
 
-def test_files_queued_behind_one_that_kills_the_child_are_read_by_the_next_child(rules, tmp_path):
-    """One child, requests sent ahead: the files waiting behind the bomb get their own verdicts."""
+def test_files_sent_with_one_that_kills_the_worker_are_read_again_each_alone(rules, tmp_path):
+    """One worker, the files handed over together: those that came with the bomb get their own verdicts."""
     good = base_form(rules)
     bomb = forged_dimension(good, tmp_path / "forged.xlsx").read_bytes()
     names = ["a.xlsx", "bomb1.xlsx", "c.xlsx", "bomb2.xlsx", "e.xlsx", "f.xlsx"]
     items = [(bomb if n.startswith("bomb") else good, n) for n in names]
-    subs = sandbox.read_many(items, rules.source, memory_mb=512, seconds=10, workers=1)
+    subs = read_isolated(rules, items, count=1)
     assert [s.file for s in subs] == names
     assert [s.readable for s in subs] == [not n.startswith("bomb") for n in names]
     assert {s.unit for s in subs if s.readable} == {"460100"}
 
 
-def test_kept_children_give_way_and_still_read(rules):
-    """Once the run waits on its workbook, not on the annotated copies, the children run at a lower priority."""
-    with sandbox.kept(rules.source):
-        sandbox.start_kept()
-        children = [w.proc.pid for w in sandbox._POOL.values()]
-        assert children and all(os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
-                                for pid in children)
-        sandbox.kept_give_way()
-        assert all(os.getpriority(os.PRIO_PROCESS, pid) >= 10 for pid in children)
-        subs = sandbox.read_many([(base_form(rules), "a.xlsx")], rules.source)
-        assert subs[0].readable and subs[0].unit == "460100"
-        assert sorted(w.proc.pid for w in sandbox._POOL.values()) == sorted(children)  # the same children
+def _gave_up(item, why):
+    return why.reason
 
 
-def test_children_warmed_up_for_annotating_still_read_and_one_killed_meanwhile_is_replaced(rules):
-    """Between reading and annotating, the kept children load what annotating needs; the next call collects
-    their answers first, and a child that died meanwhile is replaced, not waited for."""
-    with sandbox.kept(rules.source):
-        sandbox.start_kept()
-        first, second = sandbox._POOL.values()
-        sandbox.warm_kept("annotate")
-        assert first.warming is not None and second.warming is not None
-        second.proc.kill()
-        second.proc.wait()
-        subs = sandbox.read_many([(base_form(rules), f"{n}.xlsx") for n in "abcd"], rules.source)
+def test_workers_give_way_when_asked_and_still_read(rules):
+    """Once the run waits on its workbook, not on the annotated copies, the workers run at a lower priority."""
+    pool = workers(rules)
+    try:
+        priority = functools.partial(os.getpriority, os.PRIO_PROCESS)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert pool.map(priority, [0, 0], _gave_up, chunk=1) == [own, own]
+        assert all(p >= 10 for p in pool.map(priority, [0, 0], _gave_up, chunk=1, niceness=10))
+        files = [tasks.FileToCheck(base_form(rules), "a.xlsx", dt.date(2017, 2, 1))]
+        (sub,) = pool.map(tasks.read_file, files, tasks.unread(rules.limits))
+        assert sub.readable and sub.unit == "460100"
+    finally:
+        pool.close()
+
+
+def test_workers_warmed_up_for_annotating_still_read_and_one_that_dies_is_replaced(rules):
+    """Between reading and annotating, the workers load what annotating needs; a worker that dies meanwhile
+    is replaced, and what it held gets its verdict."""
+    pool = workers(rules)
+    try:
+        pool.warm(tasks.load_for_annotating)
+        assert pool.map(os._exit, [1], _gave_up) == ["crash"]
+        files = [tasks.FileToCheck(base_form(rules), f"{n}.xlsx", dt.date(2017, 2, 1)) for n in "abcd"]
+        subs = pool.map(tasks.read_file, files, tasks.unread(rules.limits))
         assert [(s.readable, s.unit) for s in subs] == [(True, "460100")] * 4
-        survivors = list(sandbox._POOL.values())
-        assert first in survivors and second not in survivors and len(survivors) == 2
-        assert all(w.warming is None for w in survivors)
+    finally:
+        pool.close()
 
 
 def test_entities_in_the_workbook_part_are_never_expanded_by_our_own_parsing(rules, tmp_path, caplog):
@@ -326,26 +346,21 @@ def test_submission_is_picklable(rules):
     assert pickle.loads(pickle.dumps(sub)) == sub
 
 
-def test_hung_child_is_killed_after_the_wall_time(rules):
-    worker = sandbox._Worker(rules.source, 1024, 0.5)
+def test_hung_worker_is_killed_after_the_wall_time(rules):
+    pool = workers(rules, seconds=0.5)
     try:
-        worker.proc.kill()
-        worker.proc.wait()
-        worker.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        worker.started = True
         start = time.monotonic()
-        assert worker.receive(worker.send("read", (b"x", "x.xlsx"))) == (False, None)
+        assert pool.map(time.sleep, [60], _gave_up) == ["time"]
         assert time.monotonic() - start < 5
     finally:
-        worker.close()
+        pool.close()
 
 
 # --- limits from rules.yaml, and files that are honest but unusual ------------------------------------------
 
 
 def rules_with_limits(folder: Path, **limits: object) -> config.Rules:
-    """A copy of rules.yaml with `limits:` changed, loaded from its own path (the sandbox reloads it)."""
+    """A copy of rules.yaml with `limits:` changed, loaded from its own path (the workers load it again)."""
     data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
     data["limits"] = {**(data.get("limits") or {}), **limits}
     folder.mkdir(parents=True, exist_ok=True)
@@ -375,7 +390,7 @@ def test_macro_enabled_workbook_is_read_with_a_warning_and_its_macros_never_run(
     [warning] = [f for f in result.findings if f.rule == F_MACRO]
     assert warning.severity == Severity.WARNING
     assert "宏" in warning.message and "不运行宏" in warning.message and "读取" in warning.message
-    sub = sandbox.read_isolated(path.read_bytes(), path.name, rules.source)
+    (sub,) = read_isolated(rules, [(path.read_bytes(), path.name)])
     plain = read.read_submission(base_form(rules), "海口市总工会_附件1.xlsx", rules)
     assert {k: c.raw for k, c in sub.cells.items()} == {k: c.raw for k, c in plain.cells.items()}
 
@@ -386,7 +401,7 @@ def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules,
     What a user expects: the figure as it was saved in the form is what counts, the pipeline never reaches
     for the other workbook (no connection to the server, no opening of the file), and the unit is told in
     a warning that the links were not refreshed. The file on disk is a named pipe, so opening it would
-    hang the reader until the sandbox gives up, and that would show as an F-too-large verdict.
+    hang the reader until its worker is given up, and that would show as an F-too-large verdict.
     """
     server = socket.create_server(("127.0.0.1", 0))
     server.setblocking(False)
@@ -398,7 +413,7 @@ def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules,
                          f"http://127.0.0.1:{port}/送温暖台账.xlsx", str(fifo))
     try:
         (result,) = check.check_paths([path], rules, isolated=True)
-        sub = sandbox.read_isolated(path.read_bytes(), path.name, rules.source)
+        (sub,) = read_isolated(rules, [(path.read_bytes(), path.name)])
         with pytest.raises(BlockingIOError):
             server.accept()  # nobody knocked
     finally:
@@ -419,7 +434,7 @@ def test_xlsx_saved_under_an_xls_name_is_read_by_its_content(rules, tmp_path, fi
     renamed = path.rename(path.with_suffix(".xls"))
     (result,) = check.check_paths([renamed], rules, isolated=True)
     assert (result.verdict, result.unit, result.form) == (Verdict.ACCEPTED, "460100", "warmth")
-    assert result.findings == ()
+    assert not result.findings
 
 
 # --- names derived from user files stay in the outbox ---------------------------------------------------------
@@ -446,9 +461,7 @@ def test_odd_file_names_give_feedback_files_inside_the_outbox_with_valid_names(r
         made = fill(unit=unit.code, changes={("sign", "", "preparer"): None})  # an error: feedback is due
         target = made.rename(inbox / "2017-01-30" / name)
         os.utime(target, (1485820800,) * 2)  # 2017-01-31 08:00 +08:00
-    as_of = batch.moment("2017-02-01T12:00", rules)
-
-    result = batch.run(rules, inbox, outbox, state, as_of)
+    result = campaign_at(rules, inbox, outbox, state).run("2017-02-01T12:00")
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox", "outbox", "state"]  # nothing got out
     assert result.checked["rejected"] == len(ODD_NAMES)
@@ -460,9 +473,9 @@ def test_odd_file_names_give_feedback_files_inside_the_outbox_with_valid_names(r
             assert not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in part), repr(part)
             assert "\\" not in part and part not in (".", "..")
     for unit in units:
-        (annotated,) = (outbox / batch.FEEDBACK_DIR / unit.name).glob("*_校验结果.xlsx")
+        (annotated,) = (outbox / names.FEEDBACK_DIR / unit.name).glob("*_校验结果.xlsx")
         assert "校验结果" in openpyxl.load_workbook(annotated).sheetnames
-    emls = sorted((outbox / batch.MAIL_DIR).glob("*.eml"))
+    emls = sorted((outbox / names.MAIL_DIR).glob("*.eml"))
     assert len(emls) == len(units)
     for eml in emls:
         message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
@@ -472,22 +485,22 @@ def test_odd_file_names_give_feedback_files_inside_the_outbox_with_valid_names(r
 
 def test_very_long_name_is_cut_by_bytes_keeping_its_extension():
     """300 CJK characters are 900 bytes; file systems count bytes (255 on Linux), not characters."""
-    name = batch._safe("统" * 300 + ".xlsx")
+    name = names.safe_name("统" * 300 + ".xlsx")
     assert len(name.encode("utf-8")) <= 255 and name.endswith(".xlsx") and name.startswith("统" * 50)
-    assert batch._safe("../../etc/passwd") == "_.._etc_passwd"
-    assert batch._safe("..") == batch._safe("") == "未命名"
+    assert names.safe_name("../../etc/passwd") == "_.._etc_passwd"
+    assert names.safe_name("..") == names.safe_name("") == "未命名"
 
 
-def test_form_checked_against_the_archived_other_form_reads_that_form_in_the_sandbox(rules, tmp_path, fill,
+def test_form_checked_against_the_archived_other_form_reads_that_form_in_a_worker(rules, tmp_path, fill,
                                                                                        monkeypatch):
     """The cross-form check (X-archive) still warns when the 帮扶中心 form came in an earlier run, and the
     archived form is parsed in a worker process like any new file, never in the batch's own process."""
     inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
-    as_of = batch.moment("2017-02-01T12:00", rules)
+    level = campaign_at(rules, inbox, outbox, state)
     center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
     (inbox / "2017-01-29").mkdir(parents=True)
     os.utime(center.rename(inbox / "2017-01-29" / center.name), (1485820800,) * 2)
-    batch.run(rules, inbox, outbox, state, as_of)  # the 帮扶中心 form is checked and archived
+    level.run("2017-02-01T12:00")  # the 帮扶中心 form is checked and archived
 
     def in_process(*args, **kwargs):
         raise AssertionError("an archived file was parsed in the batch's own process")
@@ -496,7 +509,7 @@ def test_form_checked_against_the_archived_other_form_reads_that_form_in_the_san
     warmth = fill("warmth", seed=3)
     (inbox / "2017-01-30").mkdir()
     os.utime(warmth.rename(inbox / "2017-01-30" / warmth.name), (1485820800,) * 2)
-    batch.run(rules, inbox, outbox, state, as_of)
+    level.run("2017-02-01T12:00")
     book = ledger.Ledger(state)
     try:
         (warmth,) = [s for s in book.submissions() if s.form == "warmth"]
@@ -570,13 +583,17 @@ def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_the
     finding = Finding("R-sum", Severity.ERROR, "合计与分项之和不符", sheet="附件1", cell="C8")
     small = rules_with_limits(tmp_path / "small", worker_memory_mb=300)
     haikou = rules.unit("460100")
-    letters = [dict(unit=haikou, file_name=name, verdict="rejected", findings=[finding], version=1, item="warmth",
+    letters = [dict(file_name=name, verdict="rejected", findings=[finding], version=1, item="warmth",
                     now=dt.datetime(2017, 2, 1, 12, tzinfo=rules.campaign.tz), attachment_name=f"{name}_校验结果.xlsx")
                for name in ("padded", "ok")]
-    jobs = [(padded.read_bytes(), "padded.xlsx", [finding], "海口市总工会", "校验结果", letters[0]),
-            (base, "ok.xlsx", [finding], "海口市总工会", "校验结果", letters[1])]
-    big, (ok, eml, subject) = batch.annotate_many(jobs, small)
-    # The child that marked the second also wrote its e-mail; the first one's is written by the caller.
+    jobs = [tasks.Letter(padded.read_bytes(), "padded.xlsx", [finding], haikou, "校验结果", letters[0]),
+            tasks.Letter(base, "ok.xlsx", [finding], haikou, "校验结果", letters[1])]
+    pool = workers(small, memory_mb=300, seconds=small.limits.worker_seconds)
+    try:
+        big, (ok, eml, subject) = pool.map(tasks.annotate_file, jobs, tasks.listed_only)
+    finally:
+        pool.close()
+    # The worker that marked the second also wrote its e-mail; the first one's is written by the caller.
     assert isinstance(big, bytes) and "海口市总工会" in subject
     attached = email.message_from_bytes(eml, policy=email.policy.SMTP)
     assert [(a.get_filename(), a.get_content()) for a in attached.iter_attachments()] == [("ok_校验结果.xlsx", ok)]

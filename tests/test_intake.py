@@ -17,8 +17,9 @@ import pytest
 from pipeline import demo
 from pipeline.campaign import layout
 from pipeline.io import intake, ledger
+from pipeline.io import outbox as outbox_names
 from pipeline.render import template
-from pipeline.runs import batch
+from tests.conftest import campaign_at
 
 AS_OF = "2017-02-01T12:00"
 JAN_31 = 1485820800  # 2017-01-31 08:00 +08:00, before AS_OF and after every demo file
@@ -70,7 +71,7 @@ def without_identity(rules, data: bytes) -> bytes:
 
 
 def run(rules, inbox, outbox, state):
-    return batch.run(rules, inbox, outbox, state, batch.moment(AS_OF, rules))
+    return campaign_at(rules, inbox, outbox, state).run(AS_OF)
 
 
 def test_gbk_named_files_are_checked_under_their_chinese_names_and_the_inbox_is_left_as_it_is(rules, site):
@@ -101,9 +102,9 @@ def test_gbk_named_files_are_checked_under_their_chinese_names_and_the_inbox_is_
     corrected = by_name["海口市总工会附件1更正.xlsx"]
     assert (corrected.unit, corrected.form, corrected.version, corrected.verdict) == ("460100", "warmth", 2, "rejected")
     # What staff and units see carries the Chinese names.
-    status = json.loads((outbox / batch.STATUS_JSON).read_text(encoding="utf-8"))
+    status = json.loads((outbox / outbox_names.STATUS_JSON).read_text(encoding="utf-8"))
     assert [s["file"] for s in status["stray"]] == ["海南省教育工会附件1.xlsx"]
-    assert (outbox / batch.FEEDBACK_DIR / "海口市总工会" / "海口市总工会附件1更正_校验结果.xlsx").is_file()
+    assert (outbox / outbox_names.FEEDBACK_DIR / "海口市总工会" / "海口市总工会附件1更正_校验结果.xlsx").is_file()
     (eml,) = [m["eml"] for m in book.messages() if m["unit"] == "460100"]
     message = email.message_from_bytes((outbox / eml).read_bytes(), policy=email.policy.default)
     assert "海口市总工会附件1更正.xlsx" in message.get_body(("plain",)).get_content()

@@ -9,10 +9,11 @@ from typer.testing import CliRunner
 
 from pipeline import demo
 from pipeline.cli import app
-from pipeline.consolidation import consolidate
 from pipeline.io import ledger
+from pipeline.io.outbox import SUMMARY_DIR
 from pipeline.render import template
-from pipeline.runs import batch, check
+from pipeline.runs import check
+from tests.conftest import campaign_at
 from tests.test_batch import hashes
 
 runner = CliRunner()
@@ -31,7 +32,7 @@ def test_same_inbox_and_moment_give_byte_identical_consolidation(rules, tmp_path
     demo.make(rules, inbox, seed=3)
     for name in ("a", "b"):
         run(inbox, tmp_path / name / "out", tmp_path / name / "state", "--as-of", DRAFT_AS_OF)
-    a, b = hashes(tmp_path / "a" / "out" / batch.SUMMARY_DIR), hashes(tmp_path / "b" / "out" / batch.SUMMARY_DIR)
+    a, b = hashes(tmp_path / "a" / "out" / SUMMARY_DIR), hashes(tmp_path / "b" / "out" / SUMMARY_DIR)
     assert a == b and len(a) == 3 and all("草稿" in name for name in a)
 
 
@@ -42,12 +43,12 @@ def test_final_is_refused_before_the_deadline_and_numbered_after(rules, tmp_path
                                 "--as-of", DRAFT_AS_OF, "--final"])
     assert early.exit_code == 2 and "还没到截止时间" in early.output
     run(inbox, out, state, "--as-of", FINAL_AS_OF, "--final")
-    first = hashes(out / batch.SUMMARY_DIR / "终稿第1版")
+    first = hashes(out / SUMMARY_DIR / "终稿第1版")
     assert len(first) == 3
     run(inbox, out, state, "--as-of", FINAL_AS_OF)  # a later plain run: a new draft, the final untouched
     run(inbox, out, state, "--as-of", "2017-02-07T09:00", "--final")
-    assert hashes(out / batch.SUMMARY_DIR / "终稿第1版") == first
-    assert len(hashes(out / batch.SUMMARY_DIR / "终稿第2版")) == 3
+    assert hashes(out / SUMMARY_DIR / "终稿第1版") == first
+    assert len(hashes(out / SUMMARY_DIR / "终稿第2版")) == 3
     assert [e["number"] for e in ledger.Ledger(state).editions()] == [1, 2]
 
 
@@ -58,7 +59,7 @@ def children_inbox(rules, inbox: Path) -> None:
         form = rules.forms["warmth"]
         path = inbox / "2017-01-25" / template.file_name(unit, form)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(demo.fill(rules, form, unit, correct_values(rules, "warmth", unit.code, seed=i)))
+        path.write_bytes(template.fill(rules, form, unit, correct_values(rules, "warmth", unit.code, seed=i)))
         os.utime(path, (1485309600,) * 2)  # 2017-01-25 10:00 +08:00
 
 
@@ -68,7 +69,7 @@ def test_rollup_for_the_help_center_passes_check_with_no_findings(rules, tmp_pat
     output = run(inbox, out, state, "--as-of", DRAFT_AS_OF, "--for", "ZX",
                  "--leader", "王海涛", "--preparer", "李秀英", "--phone", "0898-66553663")
     assert "7/7 个单位" in output
-    rollup = out / batch.SUMMARY_DIR / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
+    rollup = out / SUMMARY_DIR / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
     (result,) = check.check_paths([rollup], rules)
     assert (result.unit, result.form, result.verdict, result.findings) == ("ZX", "warmth", "accepted", ())
 
@@ -76,9 +77,7 @@ def test_rollup_for_the_help_center_passes_check_with_no_findings(rules, tmp_pat
 def test_province_totals_do_not_count_the_help_centers_children_again(rules, tmp_path):
     def totals(inbox: Path, name: str):
         run(inbox, tmp_path / name / "out", tmp_path / name / "state", "--as-of", DRAFT_AS_OF)
-        book = ledger.Ledger(tmp_path / name / "state")
-        c = consolidate.consolidate(rules, batch.versions(book, batch.moment(DRAFT_AS_OF, rules)),
-                                    rules.children("province"))
+        c = campaign_at(rules, inbox, tmp_path / name / "out", tmp_path / name / "state").consolidate(DRAFT_AS_OF)
         return c.by_unit
 
     plain = tmp_path / "plain"

@@ -18,6 +18,7 @@ from python_calamine import CalamineWorkbook
 
 from pipeline.campaign import config, layout
 from pipeline.render import template
+from pipeline.runs import templates as writer
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")
@@ -28,7 +29,7 @@ INPUT_FILL = "FFF2CC"  # pale yellow
 
 @pytest.fixture(scope="module")
 def templates(rules: config.Rules, tmp_path_factory: pytest.TempPathFactory) -> list[template.TemplateFile]:
-    return list(template.write_all(rules, tmp_path_factory.mktemp("templates")))
+    return list(writer.write_all(rules, tmp_path_factory.mktemp("templates")))
 
 
 MetaSlot = tuple[str, str, str, str, str]  # sheet, cell, section, row ("" for single values), field
@@ -71,7 +72,7 @@ def test_write_all_makes_one_file_per_unit_and_form(templates: list[template.Tem
 
 
 def test_unit_filter_writes_only_that_units_forms(rules: config.Rules, tmp_path: Path) -> None:
-    written = list(template.write_all(rules, tmp_path, unit_code="ZX"))
+    written = list(writer.write_all(rules, tmp_path, unit_code="ZX"))
     assert len(written) == 2
     assert {t.form.code for t in written} == {"warmth", "center"}
     assert {t.unit.code for t in written} == {"ZX"}

@@ -64,6 +64,7 @@ class Item:
     label: str
     form: str | None  # the form this item is, or None for a written report tracked for receipt only
     extensions: tuple[str, ...] = ()
+    rollup: bool = False  # a unit with units below it makes this form by summing theirs (ZX's 附件1)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Field:
     max: float | None = None
     group: str = ""
     wide: bool = False
+    explains: bool = False  # filled in, it explains the unit's warnings (填报说明)
 
     @property
     def numeric(self) -> bool:
@@ -263,9 +265,22 @@ class Rules:
                 out.setdefault(i.form, i)
         return out
 
+    def rollup_items(self) -> tuple[Item, ...]:
+        """The items a unit with units below it makes by summing theirs."""
+        return tuple(i for i in self.items.values() if i.rollup and i.form is not None)
+
     def units_owing_form(self, form: str) -> tuple[Unit, ...]:
         item = self.item_for_form(form)
         return tuple(u for u in self.units if u.owes(item.code))
+
+    def explanation_key(self, form: str) -> tuple[str, str, str] | None:
+        """Where a form's explanation field (`explains: true`, 填报说明) is, if it has one."""
+        return next(((s.code, "", f.code) for s in self.forms[form].sections if not s.tabular
+                     for f in s.fields if f.explains), None)
+
+    def cross_form_forms(self) -> frozenset[str]:
+        """The forms some rule checks against another form of the same unit."""
+        return frozenset(f for r in self.rules if len(r.forms) > 1 for f in r.forms)
 
     def rules_for(self, form: str) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if not r.forms or r.forms == (form,))
@@ -436,20 +451,24 @@ def _campaign(node: _Node, warnings: list[str]) -> Campaign:
 def _items(node: _Node) -> dict[str, Item]:
     items: dict[str, Item] = {}
     for code, n in node.items():
-        n.keys(("label", "form", "extensions"))
+        n.keys(("label", "form", "extensions", "rollup"))
         form = n.get("form", required=False)
         ext = n.get("extensions", required=False)
+        rollup = n.get("rollup", required=False)
         items[_Node(code, n.path).code()] = Item(
             code=code,
             label=n.get("label").text(),
             form=form.code() if form.value is not None else None,
             extensions=tuple(e.lower() for e in ext.strings()) if ext.value is not None else (),
+            rollup=rollup.boolean() if rollup.value is not None else False,
         )
+        if items[code].rollup and items[code].form is None:
+            raise rollup.fail("只有报表(form)才能由下级汇总生成")
     return items
 
 
 def _field(node: _Node) -> Field:
-    node.keys(("code", "label", "type", "unit", "required", "min", "max", "group", "wide"))
+    node.keys(("code", "label", "type", "unit", "required", "min", "max", "group", "wide", "explains"))
     ftype = node.get("type")
     t = ftype.text()
     if t not in FIELD_TYPES:
@@ -468,6 +487,7 @@ def _field(node: _Node) -> Field:
         max=opt("max").number() if opt("max").value is not None else None,
         group=opt("group").text() if opt("group").value is not None else "",
         wide=opt("wide").boolean() if opt("wide").value is not None else False,
+        explains=opt("explains").boolean() if opt("explains").value is not None else False,
     )
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline.campaign.config import PROVINCE, Form, Rules, Section, Unit
-from pipeline.model import Submission, Verdict
+from pipeline.consolidation import history
+from pipeline.model import Submission
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 
@@ -162,19 +163,6 @@ class _Tally:
 
 
 # --- choosing what to consolidate -------------------------------------------------------------------------
-
-
-def _chosen(sources: Sequence[Submission], units: Sequence[Unit], form: str) -> dict[str, Submission]:
-    """The version of `form` used for each of `units`: accepted only, the latest if several are given."""
-    codes = {u.code for u in units}
-    chosen: dict[str, Submission] = {}
-    for v in sources:
-        if v.unit not in codes or v.form != form or v.verdict != Verdict.ACCEPTED:
-            continue
-        held = chosen.get(v.unit)
-        if held is None or (v.version, v.received, v.sha256) > (held.version, held.received, held.sha256):
-            chosen[v.unit] = v
-    return chosen
 
 
 def _ordered(rules: Rules, expected: Sequence[Unit]) -> list[tuple[str, list[Unit]]]:
@@ -395,7 +383,7 @@ def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[
     in_order = [u for _, members in groups for u in members]
 
     warmth = rules.forms[WARMTH]
-    warmth_used = _chosen(sources, in_order, WARMTH)
+    warmth_used = history.used_forms(sources, in_order, WARMTH)
     tally = _Tally.of(warmth)
     warmth_figures = {code: tally.amounts(v) for code, v in warmth_used.items()}
     unit_columns = _unit_columns(warmth)
@@ -410,7 +398,7 @@ def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[
     center_figures: dict[str, dict[Key, int]] = {}
     if CENTER in rules.forms:
         center = rules.forms[CENTER]
-        center_used = _chosen(sources, center_units, CENTER)
+        center_used = history.used_forms(sources, center_units, CENTER)
         tally = _Tally.of(center)
         center_figures = {code: tally.amounts(v) for code, v in center_used.items()}
         center_columns = _center_columns(center)
@@ -477,16 +465,17 @@ def headline(c: Consolidation) -> dict[str, float | int]:
 
 
 def rollup_values(
-    rules: Rules, parent: str, sources: Sequence[Submission], sign: Mapping[str, object]
+    rules: Rules, parent: str, form_code: str, sources: Sequence[Submission], sign: Mapping[str, object]
 ) -> dict[Key, Any]:
-    """The filled 附件1 of `parent` (ZX): the sum of its children's latest accepted 附件1, 合计 computed.
+    """The filled form `form_code` of `parent` (ZX's 附件1): the sum of its children's latest accepted ones,
+    合计 computed.
 
     The footer comes from `sign` (leader, preparer, phone, date, note); the result is what
-    `demo.fill` writes into `parent`'s template, itself a valid submission one level up.
+    `template.fill` writes into `parent`'s template, itself a valid submission one level up.
     """
-    form = rules.forms[WARMTH]
-    children = [u for u in rules.children(parent) if _owes(rules, u, WARMTH)]
-    chosen = _chosen(sources, children, WARMTH)
+    form = rules.forms[form_code]
+    children = [u for u in rules.children(parent) if _owes(rules, u, form_code)]
+    chosen = history.used_forms(sources, children, form_code)
     tally = _Tally.of(form)
     parts = [tally.amounts(chosen[u.code]) for u in children if u.code in chosen]
     values: dict[Key, Any] = {}

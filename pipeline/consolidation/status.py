@@ -6,19 +6,17 @@ Computed from the ledger's submissions as values; rendered as text, JSON, and by
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.campaign.config import Rules, Unit
-from pipeline.model import Submission, Verdict
+from pipeline.consolidation import history
+from pipeline.model import ItemState, Submission, Verdict
 
-PASSED = "已通过"
-WARNED = "有警告"
-FAILED = "未通过"
-MISSING = "未报送"
-OVERDUE = "逾期"
-RECEIVED = "已收到"  # a written report: tracked for receipt only
+# Short names for the states, as the renderers compare them.
+PASSED, WARNED, FAILED = ItemState.PASSED, ItemState.WARNED, ItemState.FAILED
+MISSING, OVERDUE, RECEIVED = ItemState.MISSING, ItemState.OVERDUE, ItemState.RECEIVED
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class ItemStatus:
     kind: str
     item: str
     item_label: str
-    state: str  # 已通过 / 有警告 / 未通过 / 未报送 / 逾期 / 已收到
+    state: ItemState
     received: dt.datetime | None  # of the latest version
     versions: int
     version_used: int | None  # the version consolidation uses (latest accepted), if any
@@ -39,7 +37,7 @@ class ItemStatus:
     def as_json(self) -> dict[str, Any]:
         return {
             "unit": self.unit, "unit_name": self.unit_name, "kind": self.kind, "item": self.item,
-            "item_label": self.item_label, "state": self.state,
+            "item_label": self.item_label, "state": str(self.state), "state_label": self.state.label,
             "received": self.received.isoformat() if self.received else None,
             "versions": self.versions, "version_used": self.version_used, "late": self.late,
             "note": self.note, "mail_problem": self.mail_problem,
@@ -84,7 +82,7 @@ def expected_units(rules: Rules, parent: str = "province") -> tuple[Unit, ...]:
 
 def compute(
     rules: Rules,
-    versions: Iterable[Submission],
+    versions: Sequence[Submission],
     as_of: dt.datetime,
     parent: str = "province",
     mail_problems: dict[str, str] | None = None,
@@ -93,32 +91,26 @@ def compute(
     deadline = rules.campaign.deadline
     expected = expected_units(rules, parent)
     codes = {u.code for u in expected}
-    by_key: dict[tuple[str, str], list[Submission]] = {}
-    stray: list[Submission] = []
-    for v in versions:
-        if v.unit in codes:
-            by_key.setdefault((v.unit, v.item), []).append(v)
-        else:
-            stray.append(v)
+    by_pair = history.histories(v for v in versions if v.unit in codes)
+    stray = [v for v in versions if v.unit not in codes]
     rows = []
     for unit in expected:
         for item in unit.items:
-            history = sorted(by_key.get((unit.code, item), []), key=lambda v: v.version)
-            rows.append(_row(rules, unit, item, history, as_of, deadline, (mail_problems or {}).get(unit.code, "")))
+            versions_of = by_pair.get((unit.code, item), [])
+            rows.append(_row(rules, unit, item, versions_of, as_of, deadline, (mail_problems or {}).get(unit.code, "")))
     return Status(as_of, deadline, tuple(rows), tuple(sorted(stray, key=lambda v: (v.unit, v.received))))
 
 
-def _row(rules: Rules, unit: Unit, item: str, history: Sequence[Submission], as_of: dt.datetime,
+def _row(rules: Rules, unit: Unit, item: str, versions: Sequence[Submission], as_of: dt.datetime,
          deadline: dt.datetime, mail_problem: str) -> ItemStatus:
     label = rules.items[item].label
     base = dict(unit=unit.code, unit_name=unit.name, kind=unit.kind, item=item, item_label=label,
                 mail_problem=mail_problem)
-    if not history:
+    if not versions:
         state = OVERDUE if as_of > deadline else MISSING
         return ItemStatus(**base, state=state, received=None, versions=0, version_used=None, late=False)
-    latest = history[-1]
-    accepted = [v for v in history if v.verdict in (Verdict.ACCEPTED, "received")]
-    used = accepted[-1] if accepted else None
+    latest = versions[-1]
+    used = history.used(versions)
     late = latest.received > deadline
     note = ""
     if rules.items[item].form is None:
@@ -132,7 +124,7 @@ def _row(rules: Rules, unit: Unit, item: str, history: Sequence[Submission], as_
     if late:
         note = "逾期报送" + (f";{note}" if note else "")
     return ItemStatus(
-        **base, state=state, received=latest.received, versions=len(history),
+        **base, state=state, received=latest.received, versions=len(versions),
         version_used=used.version if used and rules.items[item].form is not None else None, late=late, note=note,
     )
 
@@ -161,7 +153,7 @@ def render_text(status: Status, rules: Rules) -> str:
             if row is None:
                 cells.append("—")
                 continue
-            text = row.state
+            text = row.state.label
             if row.versions > 1:
                 text += f"(共{row.versions}版)"
             if row.late:
@@ -174,7 +166,7 @@ def render_text(status: Status, rules: Rules) -> str:
             lines.append(f"{'':<20}  ↳ {n}")
     counts: dict[str, int] = {}
     for r in status.rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
+        counts[r.state.label] = counts.get(r.state.label, 0) + 1
     lines.append("")
     lines.append("合计:" + ",".join(f"{k} {v}" for k, v in counts.items()))
     for v in status.stray:

@@ -96,6 +96,8 @@ def annotated_workbook(
             book = load()
             book.notes = [note] if note else []
             return _finish(book, file_name, findings, unit_name, title)
+        except MemoryError:
+            raise  # the worker's limit: no other attempt will fit either (the caller lists the findings)
         except Exception:
             # openpyxl and calamine raise all kinds of things on odd files; the next attempt may still work.
             log.warning("annotating %s failed", file_name, exc_info=True)
@@ -170,6 +172,8 @@ def _patched(
         return xlsxpatch.annotated(package, marks, summary, author=AUTHOR, keep_protected=template.META_SHEET)
     except xlsxpatch.Unsupported as why:
         log.info("annotating %s with openpyxl: %s", file_name, why)
+    except MemoryError:
+        raise  # the worker's limit: openpyxl would need more still
     except Exception:
         log.warning("editing %s failed; annotating it with openpyxl", file_name, exc_info=True)
     return None

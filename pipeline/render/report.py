@@ -243,7 +243,7 @@ def _follow_up(rules: Rules, status: Status) -> list[dict[str, str]]:
             continue
         if r.mail_problem:
             note = ";".join(x for x in (note, r.mail_problem) if x)
-        rows.append(dict(name=r.unit_name, item=r.item_label, state=r.state, css=css, note=note))
+        rows.append(dict(name=r.unit_name, item=r.item_label, state=r.state.label, css=css, note=note))
     return rows
 
 
@@ -754,7 +754,7 @@ class _Book:
         if row is None:
             return ""
         if row.version_used is None:
-            return row.state + (f";{row.note}" if row.note else "")
+            return row.state.label + (f";{row.note}" if row.note else "")
         return row.note
 
     # 说明
@@ -966,7 +966,7 @@ class _Book:
                 s.unit,
                 s.kind,
                 s.item_label,
-                s.state,
+                s.state.label,
                 s.received,
                 s.versions,
                 f"第{s.version_used}版" if s.version_used else "",

@@ -11,7 +11,7 @@ import datetime as dt
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign import layout
 from pipeline.campaign.config import Field, Form, Rules, Unit
-from pipeline.io import atomic
 
 META_SHEET = "_meta"
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")
@@ -83,12 +82,6 @@ def build(rules: Rules, form: Form, unit: Unit) -> Workbook:
     return wb
 
 
-def write(rules: Rules, form: Form, unit: Unit, directory: Path) -> Path:
-    path = directory / file_name(unit, form)
-    atomic.write_bytes(path, to_bytes(build(rules, form, unit)))
-    return path
-
-
 # Fixed timestamps inside the file, so the same rules.yaml always gives the same bytes.
 ZIP_TIME = (2017, 1, 1, 0, 0, 0)
 FIXED_STAMP = "2017-01-01T00:00:00Z"
@@ -127,17 +120,14 @@ def _cached(m: re.Match[str], results: dict[str, float]) -> str:
     return f"{m.group(1)}<f>{m.group(3)}</f><v>{results[ref]:.15g}</v></c>"
 
 
-def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator[TemplateFile]:
-    """One template per unit and form it owes; only `unit_code`'s when given."""
+def owed(rules: Rules, unit_code: str | None = None) -> Iterator[tuple[Unit, Form]]:
+    """Each unit (or only `unit_code`) with each form it owes: the templates to make."""
     units = [rules.unit(unit_code)] if unit_code else list(rules.units)
-    out.mkdir(parents=True, exist_ok=True)
     for unit in units:
         for item in unit.items:
             form_code = rules.items[item].form
-            if form_code is None:
-                continue
-            form = rules.forms[form_code]
-            yield TemplateFile(unit, form, write(rules, form, unit, out))
+            if form_code is not None:
+                yield unit, rules.forms[form_code]
 
 
 # --- drawing ---------------------------------------------------------------------------------------------
@@ -373,3 +363,26 @@ def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit) -> None:
             cell.number_format = "@"  # codes such as 460100 stay text
     meta.sheet_state = "hidden"
     meta.protection.sheet = True
+
+
+def fill(rules: Rules, form: Form, unit: Unit, values: Mapping[tuple[str, str, str], Any]) -> bytes:
+    """The unit's template with `values` typed in, saved as Excel would save it (formulas with results):
+    a unit's filled form in the demo and the tests, a level's roll-up form in production."""
+    wb = build(rules, form, unit)
+    ws = wb[form.sheet]
+    lay = layout.compute(form)
+    computed: dict[str, float] = {}
+    for slot in lay.slots:
+        value = values.get(slot.key)
+        if slot.is_total:
+            # Leave the SUM formula unless the person typed over it; remember its result for the cache.
+            detail = [values.get((slot.key[0], r.code, slot.key[2])) for r in slot.section.detail_rows]
+            total = values.get(slot.key)
+            formula_result = sum(x for x in detail if isinstance(x, int | float))
+            if isinstance(total, int | float) and abs(total - formula_result) > 1e-9:
+                ws[slot.cell] = total
+            else:
+                computed[slot.cell] = round(formula_result, 2)
+            continue
+        ws[slot.cell] = value
+    return to_bytes(wb, computed)

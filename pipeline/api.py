@@ -1,0 +1,116 @@
+"""The library's face: a campaign and one level's folders, and everything the `pipeline` command does,
+callable from Python (a test, a notebook, another program) without the command line.
+
+    from pipeline import Campaign
+    campaign = Campaign.load("rules.yaml")
+    result = campaign.run(as_of="2017-02-01T12:00")
+    print(campaign.status().as_json())
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.campaign import config
+from pipeline.campaign.config import PROVINCE, Rules
+from pipeline.runs.context import Folders, Options, Progress, RunResult, moment
+
+if TYPE_CHECKING:
+    from pipeline.consolidation.consolidate import Consolidation
+    from pipeline.consolidation.status import Status
+    from pipeline.demo import DemoInbox
+    from pipeline.render.template import TemplateFile
+    from pipeline.runs.check import FileResult
+
+
+@dataclass
+class Campaign:
+    """A loaded rules.yaml, and the folders of the level it is run for (the province, or a unit such as ZX
+    that consolidates the units below it)."""
+
+    rules: Rules
+    folders: Folders = field(default_factory=lambda: Folders(Path("inbox"), Path("outbox"), Path("state")))
+    level: str = PROVINCE
+
+    @classmethod
+    def load(cls, path: str | Path = "rules.yaml", *, inbox: Path | None = None, outbox: Path | None = None,
+             state: Path | None = None, level: str = PROVINCE) -> Campaign:
+        """Load rules.yaml (raises `config.ConfigError` naming the YAML path of a mistake)."""
+        rules = config.load(path)
+        folders = Folders(inbox or Path("inbox"), outbox or Path("outbox"), state or Path("state"))
+        return cls(rules, folders, level)
+
+    def moment(self, when: str | dt.datetime | None = None) -> dt.datetime:
+        """A moment in the campaign's time zone: the clock, an ISO text, or a datetime."""
+        if isinstance(when, dt.datetime):
+            return when if when.tzinfo else when.replace(tzinfo=self.rules.campaign.tz)
+        return moment(when, self.rules)
+
+    def templates(self, out: Path, unit: str | None = None) -> Iterable[TemplateFile]:
+        """Each unit's blank templates (or one unit's), written into `out` as they are made."""
+        from pipeline.runs import templates
+
+        return templates.write_all(self.rules, out, unit)
+
+    def demo(self, inbox: Path | None = None, seed: int = 2017) -> DemoInbox:
+        """A demo inbox filled the way units fill their forms, mistakes included."""
+        from pipeline import demo
+
+        return demo.make(self.rules, inbox or self.folders.inbox, seed)
+
+    def check(self, paths: Sequence[Path], *, isolated: bool = True) -> list[FileResult]:
+        """Check files as one batch; `isolated` reads each in a limited worker process."""
+        from pipeline.runs import check
+
+        return check.check_paths(paths, self.rules, isolated=isolated)
+
+    def run(self, as_of: str | dt.datetime | None = None, *, send: bool = False, final: bool = False,
+            password: str | None = None, sign: dict[str, object] | None = None,
+            progress: Progress | None = None) -> RunResult:
+        """The weekly run (raises `RunLocked` when another holds the lock, `NotYetFinal` for --final before
+        the deadline)."""
+        from pipeline.runs import weekly
+
+        when = self.moment(as_of)
+        options = Options(send=send, final=final, password=password, sign=dict(sign or {}))
+        return weekly.run(self.rules, self.folders, when, level=self.level, options=options, progress=progress)
+
+    def status(self, as_of: str | dt.datetime | None = None) -> Status:
+        from pipeline.runs import reporting
+        from pipeline.runs.context import opened
+
+        with opened(self.rules, self.folders, self.moment(as_of), self.level, lock=False) as run:
+            return reporting.current_status(run)
+
+    def remind(self, as_of: str | dt.datetime | None = None, *, send: bool = False,
+               password: str | None = None) -> list[str]:
+        """Reminders to the units still owing an item (once per unit and day); the names of those reminded."""
+        from pipeline.runs import feedback
+        from pipeline.runs.context import opened
+
+        options = Options(send=send, password=password)
+        with opened(self.rules, self.folders, self.moment(as_of), self.level, options) as run:
+            return feedback.remind(run)
+
+    def consolidate(self, as_of: str | dt.datetime | None = None) -> Consolidation:
+        """The consolidated tables (pandas DataFrames) of the level as its ledger stands."""
+        from pipeline.consolidation import consolidate, history
+        from pipeline.runs.context import opened
+
+        with opened(self.rules, self.folders, self.moment(as_of), self.level, lock=False) as run:
+            every = history.checked_by(run.ledger.submissions(), run.as_of)
+            return consolidate.consolidate(self.rules, every, self.rules.children(self.level))
+
+    def verify(self) -> tuple[int, list[str]]:
+        """Every kept file hashed again against the ledger: how many were checked, and each difference."""
+        from pipeline.io.ledger import Ledger
+
+        book = Ledger(self.folders.state)
+        try:
+            return len(book.submissions()), book.verify()
+        finally:
+            book.close()

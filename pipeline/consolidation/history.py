@@ -1,0 +1,79 @@
+"""A unit's versions of an item, and which of them is which: the latest it sent (what feedback and the
+status speak of) and the one the consolidation uses (the latest accepted). Decided here, once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from pipeline.campaign.config import Rules, Unit
+from pipeline.model import F_IDENTITY, Finding, Severity, Submission, Verdict
+
+Pair = tuple[str, str]  # (unit, item)
+
+
+def _rank(s: Submission) -> tuple[int, dt.datetime, str]:
+    return s.version, s.received, s.sha256
+
+
+def checked_by(subs: Iterable[Submission], as_of: dt.datetime) -> list[Submission]:
+    """Every submission checked and attributed to a unit's item, received by `as_of`: what the status and
+    the consolidation see."""
+    return [s for s in subs if s.unit and s.item and s.verdict and s.received <= as_of]
+
+
+def histories(subs: Iterable[Submission]) -> dict[Pair, list[Submission]]:
+    """Each unit's versions of each item, oldest first."""
+    out: dict[Pair, list[Submission]] = {}
+    for s in subs:
+        if s.unit and s.item:
+            out.setdefault((s.unit, s.item), []).append(s)
+    for versions in out.values():
+        versions.sort(key=_rank)
+    return out
+
+
+def latest(subs: Iterable[Submission]) -> dict[Pair, Submission]:
+    """The version each unit sent last of each item."""
+    out: dict[Pair, Submission] = {}
+    for s in subs:
+        if s.unit and s.item:
+            held = out.get((s.unit, s.item))
+            if held is None or _rank(s) > _rank(held):
+                out[(s.unit, s.item)] = s
+    return out
+
+
+def usable(s: Submission) -> bool:
+    """Whether a version's figures may be used: accepted by the checks (or a report received)."""
+    return s.verdict in (Verdict.ACCEPTED, Verdict.RECEIVED)
+
+
+def used(history: Sequence[Submission]) -> Submission | None:
+    """The version of one unit's item the consolidation uses: the latest usable one."""
+    return max((s for s in history if usable(s)), key=_rank, default=None)
+
+
+def used_forms(subs: Iterable[Submission], units: Sequence[Unit], form: str) -> dict[str, Submission]:
+    """The version of `form` used for each of `units` that has one."""
+    codes = {u.code for u in units}
+    chosen: dict[str, Submission] = {}
+    for s in subs:
+        if s.unit in codes and s.form == form and s.verdict == Verdict.ACCEPTED:
+            held = chosen.get(s.unit)
+            if held is None or _rank(s) > _rank(held):
+                chosen[s.unit] = s
+    return chosen
+
+
+def wrong_level(rules: Rules, unit_code: str | None, level: str) -> Finding | None:
+    """A form from a unit that reports to another level than `level` (province or a unit's code): it is
+    told where it belongs and is not consolidated here."""
+    if not unit_code or not rules.has_unit(unit_code):
+        return None
+    unit = rules.unit(unit_code)
+    if unit.reports_to == level or unit.code == level:
+        return None
+    above = rules.unit(unit.reports_to).name if unit.reports_to != "province" else rules.campaign.issuer
+    return Finding(F_IDENTITY, Severity.WARNING, f"{unit.name}应向{above}报送,由其汇总上报;本表报错了地方,不计入本级汇总")

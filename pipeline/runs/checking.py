@@ -1,0 +1,108 @@
+"""The check step of a run: every file taken in and not yet checked gets its verdict in the ledger.
+
+Forms are read and normalised by the limited workers (many of them already while intake kept them);
+all forms of the batch then go through the schema together, with a unit's other form from the ledger for
+the rules across forms. Written reports are only attributed to their unit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.consolidation import history
+from pipeline.model import F_TOO_LARGE, F_UNRECOGNISED, Checked, Finding, Read, Severity, Submission, Verdict
+from pipeline.runs import overlap, tasks
+from pipeline.runs.context import Run
+from pipeline.submission import reports
+
+
+def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = None,
+                  read: Any = None) -> Counter[str]:
+    """Check every submission without a verdict; `early`: forms already read and normalised, by (sha256,
+    file name); `read()` is called once the workers have read the forms, before validating here."""
+    rules, ledger = run.rules, run.ledger
+    pending = ledger.unchecked()
+    if not pending:
+        return Counter()
+    loading = overlap.import_meanwhile("pipeline.checks.validate")
+    early = early or {}
+    results = [(sub.sha256, _report_fields(run, sub)) for sub in pending if reports.is_report(rules, sub.file)]
+    forms = [sub for sub in pending if not reports.is_report(rules, sub.file)]
+    todo = [sub for sub in forms if (sub.sha256, sub.file) not in early]
+    kept = ledger.kept_bytes([sub.sha256 for sub in todo])
+    results += [(sub.sha256, _too_large(run, sub)) for sub in todo if sub.sha256 not in kept]
+    forms = [sub for sub in forms if (sub.sha256, sub.file) in early or sub.sha256 in kept]
+    today = run.as_of.date()
+    fresh = iter(run.workers().map(
+        tasks.check_file, [tasks.FileToCheck(kept[sub.sha256], sub.file, today) for sub in todo if sub.sha256 in kept],
+        tasks.unchecked(rules.limits),
+    ))
+    prepared = [early.get((sub.sha256, sub.file)) or next(fresh) for sub in forms]
+    run.workers().warm(tasks.load_for_annotating)  # the workers would otherwise sit idle until copies to mark come
+    if read:
+        read()
+    loading.join()
+    from pipeline.checks import validate
+
+    overlap.set_aside()
+    companions = _companions(run, [c.read for c in prepared], {s.sha256 for s in pending})
+    checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
+    for sub, c in zip(forms, checked, strict=True):
+        results.append((sub.sha256, _form_fields(run, c)))
+    ledger.record_checks(results)
+    return Counter(fields["verdict"] for _, fields in results)
+
+
+def _report_fields(run: Run, sub: Submission) -> dict[str, Any]:
+    """A written report is only recorded as received, from the unit its file name names."""
+    unit = reports.owner(run.rules, sub.file)
+    item = reports.report_item(run.rules)
+    if unit and item:
+        return dict(kind="report", unit=unit, item=item, form=None, verdict=Verdict.RECEIVED, findings=[])
+    finding = Finding(F_UNRECOGNISED, Severity.ERROR,
+                      f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”")
+    return dict(kind="report", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
+
+
+def _too_large(run: Run, sub: Submission) -> dict[str, Any]:
+    limit = run.rules.limits.max_file_mb
+    finding = Finding(F_TOO_LARGE, Severity.ERROR,
+                      f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {limit:g} MB 的上限),不像是一张统计表,未予读取")
+    return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
+
+
+def _form_fields(run: Run, c: Checked) -> dict[str, Any]:
+    rules, read = run.rules, c.read
+    findings = list(c.findings)
+    stray = history.wrong_level(rules, read.unit, run.level)
+    if stray is not None:
+        findings.append(stray)
+    explanation = rules.explanation_key(read.form) if read.form else None
+    note = c.values.get(explanation) if explanation else None
+    return dict(
+        kind="form" if read.form else "unknown", unit=read.unit,
+        item=rules.item_for_form(read.form).code if read.form else None, form=read.form, verdict=c.verdict,
+        findings=findings, values=c.values if c.verdict == Verdict.ACCEPTED else {},
+        explained=bool(note and str(note).strip()),
+    )
+
+
+def _companions(run: Run, reads: Sequence[Read], new: set[str]) -> list[Checked]:
+    """For rules across forms: the unit's other form already in the ledger, read again to check against.
+    Archived bytes are as untrusted as new ones, so they are read by the workers too."""
+    rules, ledger = run.rules, run.ledger
+    cross = rules.cross_form_forms()
+    arriving = {(r.unit, r.form) for r in reads}
+    wanted = [(unit, other) for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross)
+              for other in sorted(cross - {form}) if (unit, other) not in arriving]
+    if not wanted:
+        return []
+    latest = history.latest(ledger.submissions(values=False))
+    found = [last for unit, other in wanted
+             if (last := latest.get((unit, rules.item_for_form(other).code))) is not None and last.sha256 not in new]
+    kept = ledger.kept_bytes([sub.sha256 for sub in found])
+    today = run.as_of.date()
+    items = [tasks.FileToCheck(kept[sub.sha256], sub.file, today) for sub in found if sub.sha256 in kept]
+    return run.workers().map(tasks.check_file, items, tasks.unchecked(rules.limits))

@@ -1,0 +1,130 @@
+"""The consolidation step: the draft rewritten each run, or with --final a numbered edition written once.
+
+A level that consolidates units below it (ZX) also gets its own roll-up form, ready to send upward. A rerun
+with nothing new rewrites nothing: the outputs are recorded with a digest of what they were made from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.campaign.config import PROVINCE
+from pipeline.consolidation import history, status
+from pipeline.io import atomic, outbox
+from pipeline.model import VERSION, Finding, Submission
+from pipeline.runs.context import Run
+from pipeline.runs.overlap import WorkbookProcess
+
+Made = tuple[dict[Path, bytes], int, Path]  # the files of a consolidation, its edition and folder
+
+
+class NotYetFinal(Exception):
+    """--final before the deadline."""
+
+
+def consolidation(run: Run, now: status.Status, made: Made | None = None,
+                  aside: WorkbookProcess | None = None) -> list[Path]:
+    """The consolidated workbook, the HTML report and the summary draft; a numbered 终稿 with --final.
+    `made`: the same, already built by `started` for this very status; else built now, the workbook by
+    `aside`'s process if given."""
+    paths, edition, folder = made or started(run, now, aside)()
+    for path, data in paths.items():
+        atomic.write_bytes(path, data)
+    if run.options.final:
+        run.ledger.add_edition(edition, run.as_of, folder.relative_to(run.outbox).as_posix())
+    return list(paths)
+
+
+def _open_findings(latest: dict[tuple[str, str], Submission], codes: set[str]) -> dict[str, list[tuple[str, Finding]]]:
+    """Each expected unit's findings in the latest version of each item, with the file they are in."""
+    findings: dict[str, list[tuple[str, Finding]]] = {}
+    for (unit, _), v in sorted(latest.items()):
+        if unit in codes:
+            findings.setdefault(unit, []).extend((v.file, f) for f in v.findings)
+    return findings
+
+
+def _folder(run: Run) -> tuple[Path, int, str, str]:
+    """Where the outputs go, the edition's number (0 for the draft), the names' prefix and suffix."""
+    rules, final = run.rules, run.options.final
+    if final and run.as_of < rules.campaign.deadline:
+        raise NotYetFinal(f"还没到截止时间({rules.campaign.deadline:%Y-%m-%d %H:%M}),只能生成草稿;去掉 --final 再运行")
+    level = "" if run.level == PROVINCE else f"{rules.unit(run.level).name}_"
+    if not final:
+        return run.outbox / outbox.SUMMARY_DIR, 0, level, "(草稿)"
+    edition = len(run.ledger.editions()) + 1
+    folder = run.outbox / outbox.SUMMARY_DIR / f"{level}终稿第{edition}版"
+    while folder.exists():  # never overwrite an edition, even one the ledger forgot
+        edition += 1
+        folder = run.outbox / outbox.SUMMARY_DIR / f"{level}终稿第{edition}版"
+    return folder, edition, level, f"(终稿第{edition}版)"
+
+
+def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) -> Callable[[], Made]:
+    """What `consolidation` writes, begun: the forms summed, the workbook under way (by `aside`'s process if
+    given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
+    built and not written."""
+    from pipeline.consolidation import consolidate
+    from pipeline.render import report, template
+
+    rules, as_of, final = run.rules, run.as_of, run.options.final
+    expected = rules.children(run.level)
+    every = history.checked_by(run.ledger.submissions(), as_of)
+    c = consolidate.consolidate(rules, every, expected)
+    findings = _open_findings(history.latest(every), {u.code for u in expected})
+    folder, edition, level, suffix = _folder(run)
+    title = rules.campaign.title
+    # The workbook lists the versions, not their figures: the second process need not be sent them.
+    bare = [replace(v, values={}) for v in every]
+    book = (aside or WorkbookProcess()).workbook(
+        rules, replace(c, used=tuple(replace(v, values={}) for v in c.used)), now, findings, bare,
+        as_of=as_of, final=final, edition=edition)
+    # The report and the summary while the workbook is being built.
+    workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
+    paths = {
+        workbook: b"",  # listed first
+        folder / f"{level}{title}情况报告{suffix}.html": report.html(
+            rules, c, now, findings, as_of=as_of, final=final, edition=edition).encode("utf-8"),
+        folder / f"{level}{title}总结(初稿){suffix}.md": report.summary_markdown(
+            rules, c, now, as_of=as_of, final=final).encode("utf-8"),
+    }
+
+    def finish() -> Made:
+        if run.level != PROVINCE:
+            unit = rules.unit(run.level)
+            for item in rules.rollup_items():
+                form = rules.forms[item.form or ""]
+                values = consolidate.rollup_values(rules, run.level, form.code, every, run.options.sign)
+                paths[folder / template.file_name(unit, form)] = template.fill(rules, form, unit, values)
+        paths[workbook] = book()
+        return paths, edition, folder
+
+    return finish
+
+
+def outputs_key(run: Run) -> str:
+    """What the status files and the draft consolidation are made from, as one digest."""
+    made_from = [VERSION, run.rules.sha256, run.ledger.generation(), run.as_of.isoformat(), run.level,
+                 sorted((k, str(v)) for k, v in run.options.sign.items())]
+    return hashlib.sha256(repr(made_from).encode("utf-8")).hexdigest()
+
+
+def unchanged_outputs(run: Run, scope: str, key: str) -> list[Path] | None:
+    """The outputs of the last run when they were made from the same things and nobody has touched them."""
+    recorded = run.ledger.outputs(scope)
+    if recorded is None or recorded[0] != key:
+        return None
+    paths = []
+    for rel, digest in recorded[1].items():
+        path = run.outbox / rel
+        if not path.is_file() or sha256_of(path) != digest:
+            return None
+        paths.append(path)
+    return paths
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,171 @@
+"""The feedback step: each unit whose latest version of an item has findings gets its own workbook back,
+marked, with an e-mail; every message is written once, recorded in the ledger, and sent once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.campaign.config import Unit
+from pipeline.consolidation import history
+from pipeline.io import atomic, outbox
+from pipeline.model import ItemState, MessageStatus, Submission
+from pipeline.runs import tasks
+from pipeline.runs.context import Run
+
+
+def message_key(kind: str, subject: str, recipient: str) -> str:
+    """A message's identity in the ledger: once per (submission, recipient), or (reminder, unit, day)."""
+    return f"{kind}:{hashlib.sha256(f'{subject}|{recipient}'.encode()).hexdigest()[:24]}"
+
+
+@dataclass(frozen=True)
+class _Due:
+    sub: Submission
+    unit: Unit
+    key: str
+    name: str  # the annotated copy's file name, also the attachment's
+    data: bytes  # the file as the unit sent it
+
+
+def _due(run: Run) -> list[_Due]:
+    """The latest version of each unit's form that has findings and no message yet (and whose bytes are
+    kept: not one over the size limit)."""
+    known = {u.code: u for u in run.rules.units}
+    forms = [s for s in run.ledger.submissions(values=False) if s.kind == "form" and s.unit in known and s.verdict]
+    unsent = []
+    for (code, _), sub in sorted(history.latest(forms).items()):
+        if sub.findings:
+            key = message_key("feedback", sub.sha256, known[code].email)
+            if run.ledger.message(key) is None:
+                unsent.append((sub, known[code], key))
+    kept = run.ledger.kept_bytes([sub.sha256 for sub, _, _ in unsent])
+    return [_Due(sub, unit, key, f"{outbox.safe_name(Path(sub.file).stem)}_校验结果.xlsx", kept[sub.sha256])
+            for sub, unit, key in unsent if sub.sha256 in kept]
+
+
+def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None) -> Counter[str]:
+    """Annotated copies and their e-mails, then delivery. `meanwhile` is called when there is anything to
+    annotate; what it returns runs in this thread while the workers annotate."""
+    due = _due(run)
+    if due:
+        written = _annotate(run, due, meanwhile() if meanwhile else None)
+        # Made durable together, then recorded together (a crash in between: the next run writes them again).
+        atomic.sync(run.outbox)
+        run.ledger.add_messages(written, run.as_of)
+    return deliver(run)
+
+
+def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -> list[Any]:
+    """Each unit's workbook marked by the workers, written to the outbox with its e-mail as it comes back."""
+    from pipeline.render import mail
+
+    rules = run.rules
+    letters = [dict(file_name=d.sub.file, verdict=d.sub.verdict or "", findings=d.sub.findings, now=run.as_of,
+                    version=d.sub.version or 1, item=d.sub.item, attachment_name=d.name) for d in due]
+    jobs = [tasks.Letter(d.data, d.sub.file, d.sub.findings, d.unit,
+                         f"{d.unit.name} {rules.forms[d.sub.form].title} 校验结果", letter)
+            for d, letter in zip(due, letters, strict=True)]
+    tell = run.tell("标注")
+    done = [0]
+
+    def write(i: int, got: Any) -> None:
+        d = due[i]
+        if isinstance(got, bytes):  # the worker gave up: its findings listed here, and the e-mail written here
+            got = (got, *mail.feedback_eml(rules, {**letters[i], "unit": d.unit}, got))
+        annotated, eml_bytes, subject = got
+        folder = outbox.safe_name(d.unit.name)
+        atomic.write_bytes(outbox.inside(run.outbox, outbox.FEEDBACK_DIR, folder, d.name), annotated, durable=False)
+        eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{folder}_反馈_{d.key[-12:]}.eml")
+        atomic.write_bytes(eml, eml_bytes, durable=False)
+        written[i] = (d.key, "feedback", d.unit.code, d.unit.email, d.sub.sha256, subject,
+                      eml.relative_to(run.outbox).as_posix())
+        done[0] += 1
+        if tell:
+            tell(done[0], len(due))
+
+    written: list[Any] = [None] * len(due)
+    # The annotated copies are not what the step waits for when a workbook is built meanwhile: the workers
+    # give way to it.
+    pending = run.workers().begin(tasks.annotate_file, jobs, tasks.listed_only, chunk=4,
+                                  niceness=10 if meanwhile else 0)
+    failed: list[BaseException] = []
+
+    def collect() -> None:
+        try:
+            for i, got in enumerate(pending.results()):
+                write(i, got)
+        except BaseException as exc:  # handed to the calling thread
+            failed.append(exc)
+
+    collecting = threading.Thread(target=collect)
+    collecting.start()
+    try:
+        if meanwhile:
+            meanwhile()
+    finally:
+        collecting.join()
+    if failed:
+        raise failed[0]
+    return written
+
+
+def deliver(run: Run) -> Counter[str]:
+    """Send what is due once: written or temporarily failed messages; a send cut short becomes unknown."""
+    from email import message_from_bytes, policy
+
+    from pipeline.render import mail
+
+    ledger, as_of = run.ledger, run.as_of
+    counts: Counter[str] = Counter()
+    for row in ledger.messages((MessageStatus.SENDING,)):
+        # The previous run died while talking to the server: the message may have gone. Staff decide.
+        ledger.set_message(row["key"], MessageStatus.UNKNOWN, as_of, detail="上次发送时中断,无法确定是否已送达")
+    pending = [row["key"] for row in ledger.messages((MessageStatus.PENDING,))]
+    if pending:
+        ledger.set_messages(pending, MessageStatus.WRITTEN, as_of)
+        if not run.options.send:
+            counts[MessageStatus.WRITTEN] += len(pending)  # with --send, what counts is how the sending went
+    if not run.options.send:
+        return counts
+    for row in ledger.messages((MessageStatus.WRITTEN, MessageStatus.TEMPFAIL)):
+        message = message_from_bytes((run.outbox / row["eml"]).read_bytes(), policy=policy.SMTP)
+        ledger.set_message(row["key"], MessageStatus.SENDING, as_of)
+        outcomes = mail.send(run.rules.mail, message, password=run.options.password)
+        outcome = next((o for o in outcomes if o.recipient == row["recipient"]), outcomes[0])
+        ledger.set_message(row["key"], outcome.status, as_of, outcome.code, outcome.detail, attempt=True)
+        counts[outcome.status] += 1
+    return counts
+
+
+def remind(run: Run) -> list[str]:
+    """Remind units whose items are missing or still rejected; once per unit and day."""
+    from pipeline.render import mail
+    from pipeline.runs import reporting
+
+    rules, as_of = run.rules, run.as_of
+    now = reporting.current_status(run)
+    owing: dict[str, list[tuple[str, str]]] = {}
+    for row in now.rows:
+        if row.state in (ItemState.MISSING, ItemState.OVERDUE, ItemState.FAILED):
+            owing.setdefault(row.unit, []).append((row.item_label, row.state.label))
+    reminded = []
+    for code, items in owing.items():
+        unit = rules.unit(code)
+        key = message_key("reminder", f"{code}:{as_of.date().isoformat()}", unit.email)
+        if run.ledger.message(key) is not None:
+            continue
+        message = mail.reminder_message(rules, unit, items=items, now=as_of)
+        eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(unit.name)}_催报_{as_of:%Y%m%d}.eml")
+        atomic.write_bytes(eml, mail.write_eml(message))
+        run.ledger.add_message(key, "reminder", code, unit.email, None, str(message["Subject"]),
+                               eml.relative_to(run.outbox).as_posix(), as_of)
+        reminded.append(unit.name)
+    deliver(run)
+    return reminded

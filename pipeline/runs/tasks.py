@@ -1,0 +1,143 @@
+"""What the limited worker processes do (see pipeline.io.workers): read and normalise a file, mark a unit's
+workbook and write the e-mail that carries it. Each function takes and returns plain values, so that it
+can be sent to a worker; `setup` loads the campaign there once.
+
+The fallbacks say what an item gets when its worker gave up on it (too much memory or time, a crash);
+they run in the calling process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.campaign import config
+from pipeline.campaign.config import Limits, Rules, Unit
+from pipeline.io.workers import GaveUp, Pool
+from pipeline.model import F_TOO_LARGE, Checked, Finding, Read, Severity
+
+_RULES: list[Rules] = []  # the campaign, in a worker: loaded once by `setup`
+
+
+def setup(rules_path: str) -> None:
+    _RULES[:] = [config.load(rules_path)]
+
+
+def _rules() -> Rules:
+    return _RULES[0]
+
+
+def pool(rules: Rules) -> Pool:
+    """The workers for one campaign, with the limits its rules.yaml sets."""
+    limits = rules.limits
+    return Pool(setup, (str(Path(rules.source).resolve()),), memory_mb=limits.worker_memory_mb,
+                seconds=limits.worker_seconds)
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileToCheck:
+    data: bytes
+    name: str
+    today: dt.date
+
+
+def check_file(item: FileToCheck) -> Checked:
+    """One file read and normalised: all the per-file work, so that the parent only runs the schema."""
+    from pipeline.submission import normalize, read
+
+    rules = _rules()
+    checked = normalize.prepared(read.read_submission(item.data, item.name, rules), rules, item.today)
+    checked.read.cells = read.Packed(checked.read.cells)  # see Packed
+    return checked
+
+
+def read_file(item: FileToCheck) -> Read:
+    from pipeline.submission import read
+
+    return read.read_submission(item.data, item.name, _rules())
+
+
+def exhausted(limits: Limits, name: str) -> Read:
+    """A file its worker gave up on: the one verdict for it, the batch goes on."""
+    finding = Finding(F_TOO_LARGE, Severity.ERROR, _limit_message(limits.worker_memory_mb, limits.worker_seconds))
+    return Read(file=name, form=None, unit=None, cells={}, findings=[finding], readable=False)
+
+
+def _limit_message(memory_mb: int, seconds: float) -> str:
+    return (
+        f"读取时超出内存或时间限制({memory_mb} MB / {seconds:g} 秒),文件可能被构造来耗尽资源,未予处理;"
+        "请在 Excel 或 WPS 中打开确认无误、重新保存后报送"
+    )
+
+
+def unchecked(limits: Limits) -> Any:
+    """The fallback of `check_file` for `limits`."""
+
+    def fallback(item: FileToCheck, why: GaveUp) -> Checked:
+        read = exhausted(limits, item.name)
+        return Checked(read, findings=list(read.findings))
+
+    return fallback
+
+
+def unread(limits: Limits) -> Any:
+    """The fallback of `read_file` for `limits`."""
+
+    def fallback(item: FileToCheck, why: GaveUp) -> Read:
+        return exhausted(limits, item.name)
+
+    return fallback
+
+
+# --- marking and writing to the unit ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Letter:
+    """A unit's annotated copy to make, and the e-mail that carries it (the arguments of
+    `mail.feedback_message` but the attachment, which is named `attachment_name`)."""
+
+    data: bytes
+    file: str
+    findings: Sequence[Finding]
+    unit: Unit
+    title: str
+    letter: dict[str, Any] | None = None
+
+
+def annotate_file(job: Letter) -> tuple[bytes, bytes, str] | bytes:
+    """The unit's workbook marked with its findings; with a letter, also the e-mail's bytes and subject,
+    per file too and so written here, on both cores, not by the parent."""
+    from pipeline.render import annotate
+
+    rules = _rules()
+    marked = annotate.annotated_workbook(job.data, job.file, job.findings, unit_name=job.unit.name,
+                                         title=job.title, limits=rules.limits)
+    if job.letter is None:
+        return marked
+    from pipeline.render import mail
+
+    return (marked, *mail.feedback_eml(rules, {**job.letter, "unit": job.unit}, marked))
+
+
+def listed_only(job: Letter, why: GaveUp) -> bytes:
+    """The fallback of `annotate_file`: a workbook that exhausts a worker gets a copy listing its findings
+    (made here) and its e-mail is written by the caller."""
+    from pipeline.render import annotate
+
+    return annotate.findings_only(job.file, job.findings, unit_name=job.unit.name, title=job.title)
+
+
+def load_for_annotating() -> None:
+    """What annotating needs, loaded before the first copy is asked for: openpyxl, jinja2 and the e-mail
+    package with the templates compiled (the first unit's copy would otherwise wait for them)."""
+    from pipeline.render import annotate, mail  # noqa: F401
+
+    for name in mail.FEEDBACK_TEMPLATES:
+        mail.environment().get_template(name)

@@ -1,0 +1,21 @@
+"""`pipeline templates`: each unit's blank templates, written into a folder (the template writer itself
+only makes bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.campaign.config import Rules
+from pipeline.io import atomic
+from pipeline.render import template
+from pipeline.render.template import TemplateFile
+
+
+def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator[TemplateFile]:
+    """One template per unit and form it owes (only `unit_code`'s when given), each written whole."""
+    out.mkdir(parents=True, exist_ok=True)
+    for unit, form in template.owed(rules, unit_code):
+        path = out / template.file_name(unit, form)
+        atomic.write_bytes(path, template.to_bytes(template.build(rules, form, unit)))
+        yield TemplateFile(unit, form, path)
