@@ -313,7 +313,7 @@ def test_entities_in_the_workbook_part_are_never_expanded_by_our_own_parsing(rul
     lol = '<!DOCTYPE workbook [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
     workbook = workbook.replace("<workbook", lol + "<workbook", 1)
     path = _rebuild(base, tmp_path / "dtd_附件1.xlsx", {"xl/workbook.xml": workbook.encode()})
-    with caplog.at_level(logging.INFO, logger="pipeline.submission.read"):
+    with caplog.at_level(logging.INFO, logger="pipeline.submission"):
         sub = read.read_submission(path.read_bytes(), path.name, rules)
     assert sub.readable and sub.form == "warmth" and sub.unit == "460100"
     assert "formula scan" in caplog.text and "DTD" in caplog.text
