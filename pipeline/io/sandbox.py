@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.campaign.config import Limits, Rules
-from pipeline.model import F_TOO_LARGE, Checked, Finding, Read, Severity
-from pipeline.submission import normalize, read
+from pipeline.model import Checked, Finding, Read
+from pipeline.submission import normalize, read, refusal
 
 WORKERS = 2
 # Callers pass rules.limits (rules.yaml `limits:`); these defaults are config.Limits' own.
@@ -43,18 +43,8 @@ AHEAD_BYTES = 48 * 1024  # below a pipe's 64 KiB buffer
 _HEADER = struct.Struct("<Q")
 
 
-def limit_message(memory_mb: int, seconds: float) -> str:
-    return (
-        f"读取时超出内存或时间限制({memory_mb} MB / {seconds:g} 秒),文件可能被构造来耗尽资源,未予处理;"
-        "请在 Excel 或 WPS 中打开确认无误、重新保存后报送"
-    )
-
-
 def _exhausted(name: str, memory_mb: int, seconds: float) -> Read:
-    return Read(
-        file=name, form=None, unit=None, cells={},
-        findings=[Finding(F_TOO_LARGE, Severity.ERROR, limit_message(memory_mb, seconds))], readable=False,
-    )
+    return refusal.refused(name, refusal.over_limits(memory_mb, seconds))
 
 
 def read_isolated(data: bytes, name: str, rules_path: Path, *, memory_mb: int = MEMORY_MB,

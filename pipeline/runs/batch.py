@@ -26,7 +26,6 @@ from pipeline.io import atomic, intake
 from pipeline.io.ledger import Ledger
 from pipeline.model import (
     F_IDENTITY,
-    F_TOO_LARGE,
     F_UNRECOGNISED,
     Checked,
     Finding,
@@ -35,6 +34,7 @@ from pipeline.model import (
     Submission,
     Verdict,
 )
+from pipeline.submission import refusal
 
 if TYPE_CHECKING:  # reading and validating import pandas and pandera: only a run with new files needs them
     from pipeline.consolidation import consolidate
@@ -531,8 +531,7 @@ def _unit_from_name(rules: Rules, name: str) -> str | None:
 
 
 def _too_large(sub: Submission, rules: Rules) -> dict[str, Any]:
-    finding = Finding(F_TOO_LARGE, Severity.ERROR, f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {rules.limits.max_file_mb:g} MB "
-                      "的上限),不像是一张统计表,未予读取")
+    finding = refusal.too_large(sub.size, rules.limits)
     return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
 
 
