@@ -333,7 +333,7 @@ def test_entities_in_the_workbook_part_are_never_expanded_by_our_own_parsing(rul
     lol = '<!DOCTYPE workbook [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
     workbook = workbook.replace("<workbook", lol + "<workbook", 1)
     path = _rebuild(base, tmp_path / "dtd_附件1.xlsx", {"xl/workbook.xml": workbook.encode()})
-    with caplog.at_level(logging.INFO, logger="pipeline.submission.read"):
+    with caplog.at_level(logging.INFO, logger="pipeline.submission"):
         sub = read.read_submission(path.read_bytes(), path.name, rules)
     assert sub.readable and sub.form == "warmth" and sub.unit == "460100"
     assert "formula scan" in caplog.text and "DTD" in caplog.text
@@ -379,6 +379,32 @@ def test_file_over_the_size_limit_set_in_rules_yaml_is_refused_as_too_large(rule
     assert finding.rule == F_TOO_LARGE and "超过 0.01 MB 的上限" in finding.message
     (same,) = check.check_paths([path], rules, isolated=True)  # under the shipped limits it is fine
     assert same.verdict == Verdict.ACCEPTED
+
+
+def test_file_over_the_size_limit_is_refused_in_the_same_words_by_a_run_and_by_check(rules, tmp_path, fill):
+    """The run never reads a file over the limit (intake does not keep it); its verdict says what check says."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.io.ledger import Ledger
+
+    path = fill()
+    strict = rules_with_limits(tmp_path / "strict", max_file_mb=0.01)
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    (inbox / "2017-01-30").mkdir(parents=True)
+    sent = inbox / "2017-01-30" / path.name
+    sent.write_bytes(path.read_bytes())
+    received = dt.datetime(2017, 1, 30, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+    os.utime(sent, (received, received))  # received before the run's time
+    result = CliRunner().invoke(app, ["run", "--rules", str(strict.source), "--inbox", str(inbox), "--outbox",
+                                      str(outbox), "--state", str(state), "--as-of", "2017-02-01T12:00"])
+    assert result.exit_code == 0, result.output
+    [stored] = Ledger(state).submissions()
+    [finding] = stored.findings
+    assert (stored.verdict, finding.rule) == (Verdict.UNREADABLE, F_TOO_LARGE)
+    (checked,) = check.check_paths([sent], strict)
+    assert [finding] == list(checked.findings)
+    assert "超过 0.01 MB 的上限" in finding.message
 
 
 def test_macro_enabled_workbook_is_read_with_a_warning_and_its_macros_never_run(rules, tmp_path):

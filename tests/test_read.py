@@ -19,6 +19,7 @@ from pipeline.campaign import config, layout
 from pipeline.model import (
     F_ENCRYPTED,
     F_IDENTITY,
+    F_MACRO,
     F_STRUCTURE,
     F_TOO_LARGE,
     F_UNREADABLE,
@@ -28,7 +29,8 @@ from pipeline.model import (
     Severity,
 )
 from pipeline.render import template
-from pipeline.submission import read
+from pipeline.submission import read, workbook
+from pipeline.submission.sniff import Package
 
 RULES = config.load(Path(__file__).parents[1] / "rules.yaml")
 WARMTH = RULES.forms["warmth"]
@@ -179,6 +181,16 @@ def test_each_copy_of_a_template_keeps_its_own_unit_and_cells(tmp_path: Path) ->
     assert b.cells[AGRI_HOUSEHOLDS].address == cell_of(AGRI_HOUSEHOLDS)
 
 
+def test_a_campaign_is_prepared_once_and_its_template_map_kept_for_the_next_copies(tmp_path: Path) -> None:
+    reader = read.Reader.of(RULES)
+    assert read.Reader.of(RULES) is reader  # one per loaded rules, whichever caller reads
+    read_wb(filled("460100")[0], tmp_path, "海口.xlsx")
+    shared = reader.templates.known(("warmth", WARMTH.version, RULES.sha256))
+    assert shared is not None and shared[AGRI_HOUSEHOLDS] == (WARMTH.sheet, cell_of(AGRI_HOUSEHOLDS))
+    other = config.load(RULES.source)  # another load is another campaign as far as caching goes
+    assert read.Reader.of(other) is not reader and other.sha256 == RULES.sha256
+
+
 @pytest.mark.parametrize("code", ["460100", 460100])
 def test_meta_of_a_form_resaved_by_libreoffice_is_read_from_its_shared_strings(
     tmp_path: Path, soffice_convert: Callable[..., Path], code: object
@@ -190,7 +202,7 @@ def test_meta_of_a_form_resaved_by_libreoffice_is_read_from_its_shared_strings(
     resaved = soffice_convert(save(wb, tmp_path / "sent", "海口.xlsx"), "xlsx", tmp_path / "resaved")
     data = resaved.read_bytes()
     assert b"sharedStrings" in zipfile.ZipFile(io.BytesIO(data)).read("[Content_Types].xml")
-    head = read._meta_head(data)
+    head = workbook.meta_head(Package(data))
     assert head is not None and (head.form, head.unit, head.version) == ("warmth", "460100", WARMTH.version)
     sub = read.read_submission(data, "海口.xlsx", RULES)
     assert (sub.form, sub.unit, sub.identity_source, sub.findings) == ("warmth", "460100", "_meta", [])
@@ -219,6 +231,18 @@ def test_workbook_that_is_not_one_of_our_forms_is_unrecognised(tmp_path: Path) -
     assert f.rule == F_UNRECOGNISED and f.severity == Severity.ERROR
     assert f.message.startswith("无法识别为本次活动的报表:")
     assert "2016年职工工资表" in f.message and "工资.xlsx" in f.message
+
+
+def test_two_forms_in_one_file_is_an_error_and_the_first_is_read(tmp_path: Path) -> None:
+    wb, _ = filled()
+    other = wb.create_sheet("附件2")
+    other["A2"] = CENTER.title  # the other form pasted into a second sheet
+    sub = read_wb(wb, tmp_path)
+    assert (sub.form, sub.unit) == ("warmth", "460100")
+    [f] = sub.findings
+    assert (f.rule, f.severity) == (F_STRUCTURE, Severity.ERROR)
+    assert f.message == f"一个文件中有多张报表(《{WARMTH.title}》、《{CENTER.title}》),请每张报表单独保存为一个文件后分别报送"
+    assert sub.cells[AGRI_HOUSEHOLDS].raw == 12
 
 
 # --- moved things ------------------------------------------------------------------------------------------
@@ -326,15 +350,38 @@ def test_xls_named_xlsx_is_read_by_its_content() -> None:
     assert sub.cells[LEADER].raw == "张三"
 
 
+def _name_entry(data: bytearray, at: int, name: str) -> None:
+    """Write `name` into the OLE2 directory entry at offset `at` ([MS-CFB] 2.6.1: UTF-16 name, its length)."""
+    encoded = f"{name}\0".encode("utf-16-le")
+    data[at : at + 64] = encoded.ljust(64, b"\0")
+    data[at + 64 : at + 66] = len(encoded).to_bytes(2, "little")
+
+
+def renamed_stream(data: bytes, new: str) -> bytes:
+    """The .xls with its Workbook stream renamed: the OLE2 container of another kind of file."""
+    out = bytearray(data)
+    _name_entry(out, out.index("Workbook\0".encode("utf-16-le")), new)
+    return bytes(out)
+
+
+def with_storages(data: bytes, *names: str) -> bytes:
+    """The .xls (as xlwt writes it: a Workbook stream, then free directory entries) with a chain of empty
+    storages added beside Workbook, each inside the one before, as _VBA_PROJECT_CUR/VBA holds a macro project."""
+    out = bytearray(data)
+    directory = (int.from_bytes(out[0x30:0x34], "little") + 1) * 512
+    for i, name in enumerate(names):
+        at = directory + 128 * (2 + i)
+        _name_entry(out, at, name)
+        out[at + 66 : at + 68] = b"\x01\x01"  # a storage, black in the red-black tree
+        out[at + 68 : at + 80] = b"\xff" * 12  # no siblings, no child yet
+        link = directory + 128 + 72 if i == 0 else at - 128 + 76  # Workbook's right sibling, else the child
+        out[link : link + 4] = (2 + i).to_bytes(4, "little")
+    return bytes(out)
+
+
 def encrypted_bytes() -> bytes:
     """An OLE2 file holding an EncryptionInfo stream: how Office wraps a password-protected .xlsx."""
-    data = bytearray(xls_bytes(openpyxl.Workbook()))
-    old = "Workbook\0".encode("utf-16-le")
-    at = data.index(old)
-    name = "EncryptionInfo\0".encode("utf-16-le")
-    data[at : at + 64] = name.ljust(64, b"\0")
-    data[at + 64 : at + 66] = len(name).to_bytes(2, "little")
-    return bytes(data)
+    return renamed_stream(xls_bytes(openpyxl.Workbook()), "EncryptionInfo")
 
 
 def truncated_xlsx() -> bytes:
@@ -363,7 +410,16 @@ REFUSED: list[Case] = [
     ),
     ("word in a zip", lambda: zip_of("word/document.xml", b"<w/>"), "海口.docx", F_UNREADABLE, "文字处理文档"),
     ("encrypted xlsx", encrypted_bytes, "海口.xlsx", F_ENCRYPTED, "文件设置了打开密码,请取消密码后重新报送"),
-    ("too large", lambda: b"PK\x03\x04" + bytes(read.MAX_BYTES), "海口.xlsx", F_TOO_LARGE, "超过 20 MB 的上限"),
+    (
+        "word 97 named xls", lambda: renamed_stream(xls_bytes(openpyxl.Workbook()), "WordDocument"), "海口.xls",
+        F_UNREADABLE, "文件扩展名是 .xls,但内容实际是一个 Word 文档(.doc)",
+    ),
+    (
+        "powerpoint 97", lambda: renamed_stream(xls_bytes(openpyxl.Workbook()), "PowerPoint Document"), "海口.ppt",
+        F_UNREADABLE, "这是一个演示文稿(.ppt),不是 Excel 表格",
+    ),
+    ("ole header only", lambda: xls_bytes(openpyxl.Workbook())[:512], "海口.xls", F_UNREADABLE, "文件已损坏或不完整"),
+    ("too large", lambda: b"PK\x03\x04" + bytes(read.DEFAULT_LIMITS.max_bytes), "海口.xlsx", F_TOO_LARGE, "超过 20 MB 的上限"),
     ("zip bomb", lambda: zip_of("xl/workbook.xml", bytes(4 * 2**20)), "海口.xlsx", F_TOO_LARGE, "压缩比高达"),
 ]
 
@@ -378,6 +434,20 @@ def test_file_that_cannot_be_read_gets_one_clear_verdict(
     [f] = sub.findings
     assert (f.rule, f.severity) == (rule, Severity.ERROR)
     assert words in f.message
+
+
+def test_xls_with_a_macro_project_is_read_with_a_warning() -> None:
+    wb, _ = filled()
+    sub = read.read_submission(with_storages(xls_bytes(wb), "_VBA_PROJECT_CUR", "VBA"), "海口市总工会.xls", RULES)
+    assert (sub.form, sub.unit, sub.readable) == ("warmth", "460100", True)
+    assert [(f.rule, f.severity) for f in sub.findings] == [(F_MACRO, Severity.WARNING)]
+    assert sub.cells[AGRI_HOUSEHOLDS].raw == 12
+
+
+def test_xls_with_other_storages_has_no_macro_warning() -> None:
+    wb, _ = filled()
+    sub = read.read_submission(with_storages(xls_bytes(wb), "ObjectPool"), "海口市总工会.xls", RULES)
+    assert (sub.form, sub.unit, sub.findings) == ("warmth", "460100", [])
 
 
 def test_file_vanishing_before_it_is_read_is_unreadable(tmp_path: Path) -> None:

@@ -16,13 +16,16 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from pipeline.campaign import rulelang
 from pipeline.model import Severity
+
+if TYPE_CHECKING:
+    from pipeline.campaign.layout import Layout
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
 RULE_KINDS = ("type", "decimals", "required", "row_total", "check")
@@ -154,6 +157,13 @@ class Form:
 
     def section(self, code: str) -> Section:
         return next(s for s in self.sections if s.code == code)
+
+    @functools.cached_property
+    def layout(self) -> Layout:
+        """Where each value sits in the form's template (see campaign/layout.py), worked out once."""
+        from pipeline.campaign.layout import lay_out
+
+        return lay_out(self)
 
     def slots(self) -> Iterator[tuple[Section, Row | None, Field]]:
         """Every value of the form in reading order: (section, row or None, field)."""

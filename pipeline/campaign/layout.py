@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.campaign.config import Field, Form, Row, Section
+from pipeline.model import column_letters
 
 MIN_COLUMNS = 8  # the footer lays four label/value pairs across
 
@@ -62,7 +63,7 @@ class Layout:
 
     @property
     def last_col(self) -> str:
-        return col(self.ncols)
+        return column_letters(self.ncols)
 
     def slot(self, section: str, row: str, field: str) -> Slot:
         return next(s for s in self.slots if s.key == (section, row, field))
@@ -73,28 +74,13 @@ class Layout:
         return cells[0], cells[-1]
 
 
-def col(n: int) -> str:
-    """Column letters of a 1-based column number (1 → A, 28 → AB); kept here so reading needs no openpyxl."""
-    letters = ""
-    while n:
-        n, rest = divmod(n - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
-_LAYOUTS: dict[int, tuple[Form, Layout]] = {}
-
-
 def compute(form: Form) -> Layout:
-    """Where every slot of `form` is in its template; worked out once per form (the reader and the checks
-    ask for it for every file). The form is kept with its layout, so that its id is never reused."""
-    known = _LAYOUTS.get(id(form))
-    if known is None or known[0] is not form:
-        known = _LAYOUTS[id(form)] = (form, _compute(form))
-    return known[1]
+    """Where every slot of `form` is in its template; worked out once per form and kept with it (the
+    reader and the checks ask for it for every file)."""
+    return form.layout
 
 
-def _compute(form: Form) -> Layout:
+def lay_out(form: Form) -> Layout:
     ncols = max(MIN_COLUMNS, 1 + max(len(s.fields) for s in form.sections if not s.footer))
     slots: list[Slot] = []
     blocks: list[Block] = []
@@ -117,7 +103,7 @@ def _compute(form: Form) -> Layout:
         unit_name_end="D3",
         code_label_cell="E3",
         unit_code_cell="F3",
-        money_unit_cell=f"{col(ncols)}3",
+        money_unit_cell=f"{column_letters(ncols)}3",
         slots=tuple(slots),
         blocks=tuple(blocks),
         notes_row=r,
@@ -134,7 +120,8 @@ def _table(section: Section, r: int, slots: list[Slot], blocks: list[Block]) -> 
     body = tuple(range(first, first + len(section.rows)))
     for row, sheet_row in zip(section.rows, body, strict=True):
         for j, f in enumerate(section.fields, start=2):
-            slots.append(Slot(section, row, f, f"{col(j)}{sheet_row}", f"A{sheet_row}", f"{col(j)}{caption_row}"))
+            letters = column_letters(j)
+            slots.append(Slot(section, row, f, f"{letters}{sheet_row}", f"A{sheet_row}", f"{letters}{caption_row}"))
     blocks.append(Block(section, title_row, headers, body))
     return body[-1] + 1
 
@@ -142,7 +129,8 @@ def _table(section: Section, r: int, slots: list[Slot], blocks: list[Block]) -> 
 def _single(section: Section, r: int, slots: list[Slot], blocks: list[Block]) -> int:
     title_row, header, value = r, r + 1, r + 2
     for j, f in enumerate(section.fields, start=2):
-        slots.append(Slot(section, None, f, f"{col(j)}{value}", f"{col(j)}{header}", f"{col(j)}{header}"))
+        letters = column_letters(j)
+        slots.append(Slot(section, None, f, f"{letters}{value}", f"{letters}{header}", f"{letters}{header}"))
     blocks.append(Block(section, title_row, (header,), (value,)))
     return value + 1
 
@@ -154,7 +142,7 @@ def _footer(section: Section, r: int, ncols: int, slots: list[Slot], blocks: lis
     for f in section.fields:
         if (f.wide or c + 1 > ncols) and c > 1:
             row, c = row + 1, 1
-        label, value = f"{col(c)}{row}", f"{col(c + 1)}{row}"
+        label, value = f"{column_letters(c)}{row}", f"{column_letters(c + 1)}{row}"
         slots.append(Slot(section, None, f, value, label, label))
         if row not in body:
             body.append(row)

@@ -24,6 +24,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign import layout
 from pipeline.campaign.config import Field, Form, Rules, Unit
+from pipeline.model import column_letters
 
 META_SHEET = "_meta"
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")
@@ -189,13 +190,13 @@ def _table(ws: Worksheet, lay: layout.Layout, block: layout.Block) -> None:
     ws[f"A{top}"] = section.row_header
     groups = _groups(section.fields)
     for first, last, group in groups:
-        c1, c2 = layout.col(first + 2), layout.col(last + 2)
+        c1, c2 = column_letters(first + 2), column_letters(last + 2)
         if group and top != bottom:
             if c1 != c2:
                 ws.merge_cells(f"{c1}{top}:{c2}{top}")
             ws[f"{c1}{top}"] = group
         for j in range(first, last + 1):
-            c = layout.col(j + 2)
+            c = column_letters(j + 2)
             if not group and top != bottom:
                 ws.merge_cells(f"{c}{top}:{c}{bottom}")
                 ws[f"{c}{top}"] = section.fields[j].header
@@ -327,7 +328,7 @@ def _page(ws: Worksheet, lay: layout.Layout) -> None:
     )
     ws.column_dimensions["A"].width = min(40, 2.1 * longest + 2)
     for j in range(2, lay.ncols + 1):
-        ws.column_dimensions[layout.col(j)].width = 14
+        ws.column_dimensions[column_letters(j)].width = 14
     ws.freeze_panes = "B4"
     ws.print_title_rows = "1:3"
     ws.page_setup.paperSize = ws.PAPERSIZE_A4

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.consolidation import history
-from pipeline.model import F_TOO_LARGE, F_UNRECOGNISED, Checked, Finding, Read, Severity, Submission, Verdict
+from pipeline.model import F_UNRECOGNISED, Checked, Finding, Read, Severity, Submission, Verdict
 from pipeline.runs import overlap, tasks
 from pipeline.runs.context import Run
-from pipeline.submission import reports
+from pipeline.submission import refusal, reports
 
 
 def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = None,
@@ -67,9 +67,7 @@ def _report_fields(run: Run, sub: Submission) -> dict[str, Any]:
 
 
 def _too_large(run: Run, sub: Submission) -> dict[str, Any]:
-    limit = run.rules.limits.max_file_mb
-    finding = Finding(F_TOO_LARGE, Severity.ERROR,
-                      f"文件过大({sub.size / 1_048_576:.1f} MB,超过 {limit:g} MB 的上限),不像是一张统计表,未予读取")
+    finding = refusal.too_large(sub.size, run.rules.limits)
     return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.campaign import config
 from pipeline.campaign.config import Limits, Rules, Unit
 from pipeline.io.workers import GaveUp, Pool
-from pipeline.model import F_TOO_LARGE, Checked, Finding, Read, Severity
+from pipeline.model import Checked, Finding, Read
 
 _RULES: list[Rules] = []  # the campaign, in a worker: loaded once by `setup`
 
@@ -65,15 +65,9 @@ def read_file(item: FileToCheck) -> Read:
 
 def exhausted(limits: Limits, name: str) -> Read:
     """A file its worker gave up on: the one verdict for it, the batch goes on."""
-    finding = Finding(F_TOO_LARGE, Severity.ERROR, _limit_message(limits.worker_memory_mb, limits.worker_seconds))
-    return Read(file=name, form=None, unit=None, cells={}, findings=[finding], readable=False)
+    from pipeline.submission import refusal
 
-
-def _limit_message(memory_mb: int, seconds: float) -> str:
-    return (
-        f"读取时超出内存或时间限制({memory_mb} MB / {seconds:g} 秒),文件可能被构造来耗尽资源,未予处理;"
-        "请在 Excel 或 WPS 中打开确认无误、重新保存后报送"
-    )
+    return refusal.refused(name, refusal.over_limits(limits.worker_memory_mb, limits.worker_seconds))
 
 
 def unchecked(limits: Limits) -> Any:

@@ -21,6 +21,7 @@ def report_item(rules: Rules) -> str | None:
 
 
 def owner(rules: Rules, name: str) -> str | None:
-    """The unit whose name or alias, the longest that fits, occurs in the file name."""
-    names = sorted(((alias, u.code) for u in rules.units for alias in (u.name, *u.aliases)), key=lambda p: -len(p[0]))
-    return next((code for alias, code in names if alias in name), None)
+    """The unit whose name or alias, the longest that fits, occurs in the file name (as for a form)."""
+    from pipeline.submission.read import Reader
+
+    return Reader.of(rules).units.from_filename(name)
