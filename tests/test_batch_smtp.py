@@ -9,7 +9,7 @@ from pipeline import demo
 from pipeline.consolidation import status
 from pipeline.io import ledger
 from pipeline.runs import batch
-from tests.test_mail import server  # noqa: F401  (the real SMTP server fixture)
+from tests.test_smtp import server  # noqa: F401  (the real SMTP server fixture)
 
 AS_OF = "2017-02-01T12:00"
 

@@ -93,7 +93,7 @@ def annotate_many(items: Sequence[tuple[Any, ...]], rules_path: Path, *,
                   each: Callable[[int, Any], Any] | None = None) -> list[Any]:
     """`annotate.annotated_workbook` of (data, file name, findings, unit name, title[, letter]) in the same
     kind of children: openpyxl parses the unit's whole workbook, as untrusted as when it was read. Each answer
-    is the workbook, or with a letter (`mail.feedback_message`'s arguments but the attachment, whose name is
+    is the workbook, or with a letter (`letters.feedback_message`'s arguments but the attachment, whose name is
     `attachment_name`) the workbook, the e-mail's bytes and its subject; None where a child died or hung, and
     the caller then lists the findings without the workbook. `each(i, answer)`, if given, is called as each
     answer comes back, while the children go on, and its result is kept instead."""
@@ -401,19 +401,19 @@ def _annotate(rules: Rules, data: bytes, name: str, findings: Sequence[Finding],
     marked = annotate.annotated_workbook(data, name, findings, unit_name=unit_name, title=title, limits=rules.limits)
     if letter is None:
         return marked
-    from pipeline.render import mail
+    from pipeline.render import letters
 
-    return (marked, *mail.feedback_eml(rules, letter, marked))
+    return (marked, *letters.feedback_eml(rules, letter, marked))
 
 
 def _warm(rules: Rules, task: str) -> None:
     """Load what `task` needs before its first request: for annotating, openpyxl, jinja2 and the e-mail
     package with the templates compiled (0.37 s, which the first unit's copy would otherwise wait for)."""
     if task == "annotate":
-        from pipeline.render import annotate, mail  # noqa: F401
+        from pipeline.render import annotate, env, letters  # noqa: F401
 
-        for name in mail.FEEDBACK_TEMPLATES:
-            mail.environment().get_template(name)
+        for name in letters.FEEDBACK_TEMPLATES:
+            env.environment().get_template(name)
 
 
 def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> Checked:

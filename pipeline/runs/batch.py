@@ -607,7 +607,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
     kept = ledger.kept_bytes([sub.sha256 for sub, _, _ in unsent])  # not those over the size limit
     due = [(sub, unit, msg_key) for sub, unit, msg_key in unsent if sub.sha256 in kept]
     if due:
-        from pipeline.render import mail
+        from pipeline.render.letters import feedback_eml
 
         names = [f"{_safe(Path(sub.file).stem)}_校验结果.xlsx" for sub, _, _ in due]  # also the attachments'
         letters = [dict(unit=unit, file_name=sub.file, verdict=sub.verdict or "", findings=sub.findings, now=as_of,
@@ -620,7 +620,7 @@ def feedback(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, sen
             # As each copy comes back, while the children go on with the others.
             (sub, unit, msg_key), name = due[i], names[i]
             if isinstance(got, bytes):  # the child gave up: its findings listed here, and the e-mail written here
-                got = (got, *mail.feedback_eml(rules, letters[i], got))
+                got = (got, *feedback_eml(rules, letters[i], got))
             annotated, eml_bytes, subject = got
             atomic.write_bytes(_inside(outbox, FEEDBACK_DIR, _safe(unit.name), name), annotated, durable=False)
             eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_反馈_{msg_key[-12:]}.eml")
@@ -685,7 +685,7 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
     """Send what is due once: written or temporarily failed messages; a send cut short becomes unknown."""
     from email import message_from_bytes, policy
 
-    from pipeline.render import mail
+    from pipeline.io import smtp
 
     counts: Counter[str] = Counter()
     for row in ledger.messages(("sending",)):
@@ -701,7 +701,7 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
     for row in ledger.messages(("written", "tempfail")):
         message = message_from_bytes((outbox / row["eml"]).read_bytes(), policy=policy.SMTP)
         ledger.set_message(row["key"], "sending", as_of)
-        outcomes = mail.send(rules.mail, message, password=password)
+        outcomes = smtp.send(rules.mail, message, password=password)
         outcome = next((o for o in outcomes if o.recipient == row["recipient"]), outcomes[0])
         ledger.set_message(row["key"], outcome.status, as_of, outcome.code, outcome.detail, attempt=True)
         counts[outcome.status] += 1
@@ -711,7 +711,7 @@ def deliver(rules: Rules, ledger: Ledger, outbox: Path, as_of: dt.datetime, send
 def remind(rules: Rules, state: Path, outbox: Path, as_of: dt.datetime, send: bool, parent: str = "province",
            password: str | None = None) -> list[str]:
     """Remind units whose items are missing or still rejected; once per unit and day."""
-    from pipeline.render import mail
+    from pipeline.render import letters
 
     with locked(state):
         ledger = Ledger(state)
@@ -727,9 +727,9 @@ def remind(rules: Rules, state: Path, outbox: Path, as_of: dt.datetime, send: bo
                 key = _message_key("reminder", f"{code}:{as_of.date().isoformat()}", unit.email)
                 if ledger.message(key) is not None:
                     continue
-                message = mail.reminder_message(rules, unit, items=items, now=as_of)
+                message = letters.reminder_message(rules, unit, items=items, now=as_of)
                 eml = _inside(outbox, MAIL_DIR, f"{_safe(unit.name)}_催报_{as_of:%Y%m%d}.eml")
-                atomic.write_bytes(eml, mail.write_eml(message))
+                atomic.write_bytes(eml, letters.write_eml(message))
                 ledger.add_message(key, "reminder", code, unit.email, None, str(message["Subject"]),
                                    eml.relative_to(outbox).as_posix(), as_of)
                 reminded.append(unit.name)
