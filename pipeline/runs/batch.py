@@ -283,7 +283,9 @@ def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: statu
     built and not written."""
     from pipeline import demo
     from pipeline.consolidation import consolidate
-    from pipeline.render import report, template
+    from pipeline.render import template
+    from pipeline.render.html import html_report
+    from pipeline.render.summary import summary_markdown
 
     expected = rules.children(parent)
     subs = ledger.submissions()
@@ -316,9 +318,9 @@ def consolidation_started(rules: Rules, ledger: Ledger, outbox: Path, now: statu
     # The report and the summary while the workbook is being built.
     paths = {
         folder / f"{level}{title}汇总表{suffix}.xlsx": b"",  # listed first, as before
-        folder / f"{level}{title}情况报告{suffix}.html": report.html(
+        folder / f"{level}{title}情况报告{suffix}.html": html_report(
             rules, c, now, findings, as_of=as_of, final=final, edition=edition).encode("utf-8"),
-        folder / f"{level}{title}总结(初稿){suffix}.md": report.summary_markdown(
+        folder / f"{level}{title}总结(初稿){suffix}.md": summary_markdown(
             rules, c, now, as_of=as_of, final=final).encode("utf-8"),
     }
 
@@ -361,13 +363,13 @@ class Aside:
 
     def workbook(self, rules: Rules, c: consolidate.Consolidation, now: status.Status, findings: dict[str, list[tuple[str, Finding]]],
                  every: list[Submission], **options: Any) -> Callable[[], bytes]:
-        """`report.workbook`'s bytes, when called for."""
+        """`consolidated_workbook`'s bytes, when called for."""
         import threading
 
-        from pipeline.render import report
+        from pipeline.render.workbook import consolidated_workbook
 
         if self.conn is None:
-            data = report.workbook(rules, c, now, findings, every, **options)
+            data = consolidated_workbook(rules, c, now, findings, every, **options)
             return lambda: data
         # The workbook lists the versions, not their figures: 17 MB less to send at 3,000 units.
         bare = [replace(v, values={}) for v in every]
@@ -395,7 +397,7 @@ class Aside:
             # The process died (killed, out of memory): built here instead, the same bytes, nothing for the
             # user to do (for developers only, not on the user's screen).
             log.info("the workbook's process stopped; building it in this one")
-            return report.workbook(rules, c, now, findings, bare, **options)
+            return consolidated_workbook(rules, c, now, findings, bare, **options)
 
         return result
 
@@ -406,13 +408,13 @@ class Aside:
 
 
 def _aside(conn: Any) -> None:
-    """The workbook's process (see `Aside`): loads report.py's imports, builds the workbook it is sent, ends
+    """The workbook's process (see `Aside`): loads the workbook's imports, builds the workbook it is sent, ends
     (on any failure too, silently: this process then builds it and says why)."""
     try:
-        from pipeline.render import report
+        from pipeline.render.workbook import consolidated_workbook
 
         rules, c, now, findings, versions, options = conn.recv()
-        conn.send_bytes(report.workbook(rules, c, now, findings, versions, **options))
+        conn.send_bytes(consolidated_workbook(rules, c, now, findings, versions, **options))
     finally:
         os._exit(0)
 
