@@ -183,7 +183,7 @@ def _opened(data: bytes) -> _Book:
         warnings.simplefilter("ignore")  # "extension not supported" and the like: nothing the unit can act on
         wb = load_workbook(io.BytesIO(data), keep_vba=False)  # an .xlsm's macros are never carried along
     wb.template = False
-    # openpyxl writes formulas without their results; they are put back on saving (see _with_cached), so
+    # openpyxl writes formulas without their results; they are put back on saving (xlsxpatch.saved), so
     # that totals show in viewers that do not recalculate and a re-check of this copy reads the same values.
     saved = read.formula_results(data, wb.sheetnames)
     cached: dict[str, dict[str, read.Formula]] = {}
@@ -412,7 +412,8 @@ def _finish(
     for view in wb.views:
         view.firstSheet = 0
     _write(ws, _summary(book.notes, book.sheets, file_name, findings, where, unit_name, title))
-    return _with_cached(template.to_bytes(wb), wb, book.cached)
+    cached = {title: {a1: (f.value, f.type) for a1, f in cells.items()} for title, cells in book.cached.items()}
+    return xlsxpatch.saved(wb, cached)
 
 
 _FONT = template.FONT
@@ -558,41 +559,3 @@ def _display_width(text: str) -> int:
 def _lines(text: str, width: int) -> int:
     """Lines `text` takes in a wrapped column `width` characters wide."""
     return sum(max(1, math.ceil(_display_width(part) / max(1, width - 1))) for part in text.split("\n"))
-
-
-# --- formulas keep their results -------------------------------------------------------------------------
-
-_FORMULA = re.compile(r'<c r="([A-Z]+\d+)"([^>]*)><f>([^<]*)</f><v\s*/?>(?:</v>)?</c>')
-
-
-def _with_cached(data: bytes, wb: Workbook, cached: dict[str, dict[str, read.Formula]]) -> bytes:
-    """Put each formula's cached result back into the bytes openpyxl wrote without them."""
-    if not cached:
-        return data
-    # openpyxl numbers worksheet parts in the order of wb.worksheets.
-    parts = {
-        f"xl/worksheets/sheet{i}.xml": cached[ws.title]
-        for i, ws in enumerate(wb.worksheets, 1)
-        if ws.title in cached
-    }
-    src = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            content = src.read(info.filename)
-            results = parts.get(info.filename)
-            if results:
-                text = content.decode("utf-8")
-                content = _FORMULA.sub(functools.partial(_cached_cell, results=results), text).encode("utf-8")
-            entry = zipfile.ZipInfo(info.filename, info.date_time)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(entry, content)
-    return out.getvalue()
-
-
-def _cached_cell(m: re.Match[str], results: dict[str, read.Formula]) -> str:
-    saved = results.get(m.group(1))
-    if saved is None:
-        return m.group(0)
-    t = f' t="{saved.type}"' if saved.type in ("b", "e", "str") else ""  # "n" is the default
-    return f'<c r="{m.group(1)}"{m.group(2)}{t}><f>{m.group(3)}</f><v>{saved.value}</v></c>'

@@ -31,7 +31,7 @@ from pipeline.consolidation.consolidate import (
 )
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
 from pipeline.model import Submission, Verdict
-from pipeline.render import template
+from pipeline.render import xlsxpatch
 from pipeline.render.sheets import (
     CENTER_ALIGN,
     DATETIME_FORMAT,
@@ -130,7 +130,7 @@ class _Book:
                 "subject": c.title,
                 # the templates' fixed stamp: the same inputs give the same bytes (xlsxwriter's zip
                 # entries carry a fixed 1980 date of their own)
-                "created": dt.datetime.fromisoformat(template.FIXED_STAMP),
+                "created": dt.datetime.fromisoformat(xlsxpatch.FIXED_STAMP),
             }
         )
         self.wb.close()

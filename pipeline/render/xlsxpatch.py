@@ -32,20 +32,21 @@ typed as a plain one, as openpyxl does; a macro sheet falls back (above).
 from __future__ import annotations
 
 import bisect
+import copy
+import datetime as dt
 import functools
 import io
 import posixpath
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from defusedxml.ElementTree import DefusedXMLParser
+from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill
 from openpyxl.utils.cell import column_index_from_string, get_column_letter, range_boundaries
 from openpyxl.xml.functions import tostring
-
-from pipeline.render import template
 
 
 class Unsupported(Exception):
@@ -142,6 +143,61 @@ class Mark:
     height: int
 
 
+# --- a workbook openpyxl made, saved reproducibly -------------------------------------------------------------
+
+# Fixed times inside the file, so that the same workbook always gives the same bytes.
+ZIP_TIME = (2017, 1, 1, 0, 0, 0)
+FIXED_STAMP = "2017-01-01T00:00:00Z"
+# A formula's cached result as the sheet's XML holds it: the text of <v> (escaped) and the cell's type,
+# "n" for a number (no `t` attribute), "b", "e" or "str".
+Result = tuple[str, str]
+
+
+def saved(wb: Workbook, results: Mapping[str, Mapping[str, Result]] | None = None) -> bytes:
+    """`wb` as .xlsx bytes that the same workbook always gives, saved by openpyxl: the zip's dates and the
+    document's created and modified times fixed, and each formula cell of `results` (sheet title -> A1
+    -> result) given its cached result.
+
+    openpyxl writes formulas without results and has no way to write them, while Excel, WPS and
+    LibreOffice always store them: a viewer that does not recalculate shows them, and a re-check of the
+    file reads the same values.
+    """
+    buffer = io.BytesIO()
+    wb.save(buffer)  # stamps the document modified now: its core properties are written again below
+    properties = copy.copy(wb.properties)
+    properties.created = properties.modified = dt.datetime.fromisoformat(FIXED_STAMP).replace(tzinfo=None)
+    # openpyxl numbers worksheet parts in the order of wb.worksheets
+    sheets = {
+        f"xl/worksheets/sheet{i}.xml": (results or {}).get(ws.title) for i, ws in enumerate(wb.worksheets, 1)
+    }
+    parts: dict[str, bytes] = {}
+    with zipfile.ZipFile(buffer) as zf:
+        for info in zf.infolist():
+            content = zf.read(info)
+            if info.filename == "docProps/core.xml":
+                content = tostring(properties.to_tree())
+            elif sheets.get(info.filename):
+                content = _with_results(content.decode("utf-8"), sheets[info.filename] or {}).encode("utf-8")
+            parts[info.filename] = content
+    return _zipped(parts)
+
+
+def _with_results(text: str, results: Mapping[str, Result]) -> str:
+    """openpyxl's XML of a worksheet with the results of its formula cells put in their empty <v>."""
+
+    def cached(m: re.Match[str]) -> str:
+        tag = _start("c").match(m.group(0))
+        assert tag is not None
+        found = results.get(_attrs(tag.group(1)).get("r", ""))
+        if found is None:
+            return m.group(0)
+        value, kind = found
+        start = _with_attrs(tag, {"t": kind if kind in ("b", "e", "str") else None})
+        return f"{start}{m.group(2)}<v>{value}</v></c>"
+
+    return _OPENPYXL_FORMULA.sub(cached, text)
+
+
 # --- the package as read ----------------------------------------------------------------------------------
 
 
@@ -195,10 +251,10 @@ def opened(data: bytes) -> Package:
     rels = _relationships(package, "xl/_rels/workbook.xml.rels")
     workbook = package.text("xl/workbook.xml")
     _root(workbook, "workbook", MAIN)
-    r = _prefix(workbook, DOC_RELS)
+    scope = _sheets_scope(workbook)
     for m in _sheet_tags(workbook):
         attrs = _attrs(m.group(1))
-        rel = rels.get(attrs.get(f"{r}:id", ""))
+        rel = rels.get(attrs.get(f"{_prefix({**scope, **_declared(attrs)}, DOC_RELS)}:id", ""))
         if rel is None or rel.type != WORKSHEET:
             raise Unsupported("a sheet that is not a worksheet")
         package.sheets[attrs.get("name", "")] = _part(parts, "xl", rel.target)
@@ -288,6 +344,15 @@ def _sheet_tags(workbook: str) -> list[re.Match[str]]:
     return list(_start("sheet").finditer(workbook, *block[2:]))
 
 
+def _sheets_scope(workbook: str) -> dict[str, str]:
+    """The namespace prefixes in scope inside <sheets>: those its root and it declare. A <sheet> may declare
+    more itself: openpyxl with lxml installed declares the relationships' prefix on each one."""
+    root = _ANY_TAG.search(workbook)
+    sheets = _start("sheets").search(workbook)
+    assert root is not None
+    return {**_declared(_attrs(root.group(3))), **(_declared(_attrs(sheets.group(1))) if sheets else {})}
+
+
 # --- the annotated copy -------------------------------------------------------------------------------------
 
 
@@ -361,7 +426,7 @@ def _zipped(parts: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in parts.items():
-            entry = zipfile.ZipInfo(name, template.ZIP_TIME)  # the same workbook gives the same bytes
+            entry = zipfile.ZipInfo(name, ZIP_TIME)  # the same workbook gives the same bytes
             entry.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(entry, content)
     return out.getvalue()
@@ -782,7 +847,6 @@ def _number(value: float) -> str:
 def _workbook_xml(text: str, summary: PlainSheet, rid: str) -> str:
     """The summary sheet first, selected and active; every sheet-scoped name moved one place along; the
     structure no longer locked (so that the unit can delete 校验结果)."""
-    r = _prefix(text, DOC_RELS)
     edits: list[Edit] = []
     protection = _element(text, "workbookProtection")
     if protection is not None:
@@ -799,9 +863,13 @@ def _workbook_xml(text: str, summary: PlainSheet, rid: str) -> str:
         raise Unsupported("a sheet without its number")
     sheets = _element(text, "sheets")
     assert sheets is not None
+    scope = _sheets_scope(text)
+    # The relationships' prefix where <sheets> has one, else declared on the new sheet itself.
+    r = next((prefix for prefix, uri in scope.items() if uri == DOC_RELS), None)
+    declared = "" if r else f' xmlns:r="{DOC_RELS}"'
     edits.append(
         (sheets[2], sheets[2],
-         f'<sheet name="{_attr(summary.title)}" sheetId="{max(map(int, ids)) + 1}" {r}:id="{rid}"/>')
+         f'<sheet{declared} name="{_attr(summary.title)}" sheetId="{max(map(int, ids)) + 1}" {r or "r"}:id="{rid}"/>')
     )
     titles = ""
     if summary.title_rows is not None:
@@ -882,6 +950,8 @@ _ATTRS = r"""(?:\s+[^\s=/>"'<]+\s*=\s*(?:"[^"<]*"|'[^'<]*'))*"""
 _ATTR = re.compile(r"""([^\s=/>"'<]+)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')""")
 _ANY_TAG = re.compile(rf"<(/?)([^\s/>!?<]+)({_ATTRS})\s*(/?)>")
 _FORMULA = re.compile(rf"<f(?=[\s/>])({_ATTRS})\s*(/>|>([^<]*)</f\s*>)")
+# A formula cell as openpyxl writes it: no result, its <v> empty.
+_OPENPYXL_FORMULA = re.compile(rf"<c(?=\s)({_ATTRS})\s*>(<f>[^<]*</f>)<v\s*/?>(?:</v>)?</c>")
 _DECLARATION = re.compile(r"\A\ufeff?<\?xml(\s[^?]*)?\?>")
 _ENCODING = re.compile(r"""encoding\s*=\s*["']([^"']*)["']""")
 _XMLNS = re.compile(r"""\sxmlns\s*=""")
@@ -930,11 +1000,14 @@ def _root(text: str, name: str, namespace: str) -> None:
         raise Unsupported(f"{name} declares its namespace twice")
 
 
-def _prefix(text: str, namespace: str) -> str:
-    """The prefix the root of `text` declares for `namespace`."""
-    m = _ANY_TAG.search(text)
-    assert m is not None
-    found = [k[6:] for k, v in _attrs(m.group(3)).items() if k.startswith("xmlns:") and v == namespace]
+def _declared(attrs: dict[str, str]) -> dict[str, str]:
+    """The namespace prefixes an element's attributes declare: prefix -> namespace."""
+    return {k[6:]: v for k, v in attrs.items() if k.startswith("xmlns:")}
+
+
+def _prefix(scope: dict[str, str], namespace: str) -> str:
+    """The prefix `scope` (see `_declared`) gives `namespace`."""
+    found = [prefix for prefix, uri in scope.items() if uri == namespace]
     if not found:
         raise Unsupported(f"no prefix for {namespace}")
     return found[0]
