@@ -27,12 +27,12 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-from openpyxl.utils.cell import column_index_from_string, get_column_letter, range_boundaries
+from openpyxl.utils.cell import range_boundaries
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign.config import Limits
-from pipeline.model import Finding
+from pipeline.model import Finding, cell_name, cell_order, cell_position, column_letters
 from pipeline.render import template, xlsxpatch
 from pipeline.submission import read
 from pipeline.submission.read import FEEDBACK_SHEET
@@ -62,7 +62,6 @@ MAX_ROW, MAX_COL = 1_048_576, 16_384
 CONVERTED = {"xls": ".xls", "ods": ".ods", "xlsb": ".xlsb"}
 _THIN = Side(style="thin", color="808080")
 _BOX = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
-_A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d{1,7})")
 
 
 def annotated_workbook(
@@ -264,7 +263,7 @@ def _rebuilt(data: bytes) -> _Book:
                 _put(ws.cell(r, c), value)
                 widths[c] = max(widths.get(c, 0), _display_width(str(value)))
         for c, w in widths.items():
-            ws.column_dimensions[get_column_letter(c)].width = min(40, max(8, w + 2))
+            ws.column_dimensions[column_letters(c)].width = min(40, max(8, w + 2))
         if meta.visible == calamine.SheetVisibleEnum.Hidden:  # the enum is not hashable
             ws.sheet_state = "hidden"
         elif meta.visible == calamine.SheetVisibleEnum.VeryHidden:
@@ -352,13 +351,14 @@ def _messages(found: list[Finding]) -> list[str]:
 
 
 def _address(cell: str) -> str | None:
-    m = _A1.fullmatch(cell.strip())
-    if not m:
+    """A finding's cell as the workbook names it (B7 for $b$7), or None when it is no cell of a sheet."""
+    try:
+        row, col = cell_position(cell)
+    except ValueError:
         return None
-    col, row = column_index_from_string(m.group(1).upper()), int(m.group(2))
-    if not (1 <= row <= MAX_ROW and 1 <= col <= MAX_COL):
+    if not (0 <= row < MAX_ROW and 0 <= col < MAX_COL):
         return None
-    return f"{get_column_letter(col)}{row}"
+    return cell_name(row, col)
 
 
 def _anchor(ws: Worksheet, address: str) -> str:
@@ -367,13 +367,11 @@ def _anchor(ws: Worksheet, address: str) -> str:
 
 def _anchored(merged: Iterable[str], address: str) -> str:
     """The top-left cell of the merged range holding `address`: the only one that can carry a comment."""
-    m = _A1.fullmatch(address)
-    assert m is not None
-    row, col = int(m.group(2)), column_index_from_string(m.group(1))
+    row, col = cell_position(address)
     for ref in merged:
         min_col, min_row, max_col, max_row = range_boundaries(ref)
-        if min_col <= col <= max_col and min_row <= row <= max_row:
-            return f"{get_column_letter(min_col)}{min_row}"
+        if min_col <= col + 1 <= max_col and min_row <= row + 1 <= max_row:
+            return cell_name(min_row - 1, min_col - 1)
     return address
 
 
@@ -448,7 +446,7 @@ def _summary(
     """What 校验结果 holds: a heading, the verdict, notes, and a line per finding linked to its cell."""
     errors = sum(f.is_error for f in findings)
     warnings_ = len(findings) - errors
-    last = get_column_letter(len(COLUMNS))
+    last = column_letters(len(COLUMNS))
     notes = list(notes)
     if not findings:
         notes.append("未发现问题。")
@@ -513,7 +511,7 @@ def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
     for row, height in sheet.heights:
         ws.row_dimensions[row].height = height
     for col, width in sheet.widths:
-        ws.column_dimensions[get_column_letter(col)].width = width
+        ws.column_dimensions[column_letters(col)].width = width
     if sheet.frozen_rows:
         ws.freeze_panes = f"A{sheet.frozen_rows + 1}"
     if sheet.title_rows is not None:
@@ -527,8 +525,7 @@ def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
 
 def _order(f: Finding, sheets: dict[str, int]) -> tuple[Any, ...]:
     """Errors first; within each, whole-file findings, then by sheet and by row and column."""
-    m = _A1.fullmatch(f.cell.strip())
-    row, col = (int(m.group(2)), column_index_from_string(m.group(1).upper())) if m else (0, 0)
+    row, col = cell_order(f.cell)
     sheet = sheets.get(f.sheet, len(sheets)) if f.sheet else -1
     return (not f.is_error, sheet, f.sheet, row, col, f.rule, f.message, f.value)
 

@@ -45,8 +45,10 @@ from dataclasses import dataclass, field
 from defusedxml.ElementTree import DefusedXMLParser
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill
-from openpyxl.utils.cell import column_index_from_string, get_column_letter, range_boundaries
+from openpyxl.utils.cell import range_boundaries
 from openpyxl.xml.functions import tostring
+
+from pipeline.model import cell_position, column_letters
 
 
 class Unsupported(Exception):
@@ -521,7 +523,7 @@ def _restyled(text: str, marks: list[Mark], styles: _Styles) -> list[Edit]:
 
 
 def _new_cell(col: int, row: int, mark: Mark, styles: _Styles) -> str:
-    return f'<c r="{get_column_letter(col)}{row}" s="{styles.filled(0, mark.fill)}"/>'
+    return f'<c r="{column_letters(col)}{row}" s="{styles.filled(0, mark.fill)}"/>'
 
 
 @dataclass(frozen=True)
@@ -594,7 +596,7 @@ def _dimension(text: str, cells: list[tuple[int, int]]) -> list[Edit]:
         return []
     rows = [r for r, _ in cells] + [min_row, max_row]
     cols = [c for _, c in cells] + [min_col, max_col]
-    ref = f"{get_column_letter(min(cols))}{min(rows)}:{get_column_letter(max(cols))}{max(rows)}"
+    ref = f"{column_letters(min(cols))}{min(rows)}:{column_letters(max(cols))}{max(rows)}"
     if (min(cols), min(rows), max(cols), max(rows)) == (min_col, min_row, max_col, max_row):
         return []
     return [(found[0], found[1], f'<dimension ref="{ref}"/>')]
@@ -805,7 +807,7 @@ def _plain_sheet_xml(sheet: PlainSheet, look: Callable[[Style], int]) -> str:
         body.append(f'<row r="{r}"{height}>{"".join(_cell_xml(t, style(t)) for t in rows.get(r, ()))}</row>')
     merged = "".join(f'<mergeCell ref="{ref}"/>' for ref in sheet.merged)
     links = "".join(
-        f'<hyperlink ref="{get_column_letter(t.col)}{t.row}" location="{_attr(t.link)}" '
+        f'<hyperlink ref="{column_letters(t.col)}{t.row}" location="{_attr(t.link)}" '
         f'display="{_attr(t.text)}"/>'
         for t in sheet.texts
         if t.link
@@ -814,7 +816,7 @@ def _plain_sheet_xml(sheet: PlainSheet, look: Callable[[Style], int]) -> str:
         [
             DECLARATION,
             f'<worksheet xmlns="{MAIN}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>',
-            f'<dimension ref="A1:{get_column_letter(last_col)}{last_row}"/>',
+            f'<dimension ref="A1:{column_letters(last_col)}{last_row}"/>',
             f'<sheetViews><sheetView tabSelected="1" workbookViewId="0">{pane}</sheetView></sheetViews>',
             '<sheetFormatPr baseColWidth="8" defaultRowHeight="15"/>',
             f"<cols>{cols}</cols>" if cols else "",
@@ -829,7 +831,7 @@ def _plain_sheet_xml(sheet: PlainSheet, look: Callable[[Style], int]) -> str:
 
 
 def _cell_xml(t: Text, xf: int) -> str:
-    ref = f"{get_column_letter(t.col)}{t.row}"
+    ref = f"{column_letters(t.col)}{t.row}"
     if not t.text:
         return f'<c r="{ref}" s="{xf}"/>'
     space = ' xml:space="preserve"' if t.text != t.text.strip() else ""
@@ -1085,10 +1087,11 @@ def _spliced(text: str, edits: list[Edit]) -> str:
 
 
 def _row_col(address: str) -> tuple[int, int]:
-    m = _A1.fullmatch(address)
-    if m is None:
+    """The 1-based (row, column) of a cell address as the XML must write it (B7: no $, no lower case)."""
+    if not _A1.fullmatch(address):
         raise Unsupported(f"a cell address {address!r}")
-    return int(m.group(2)), column_index_from_string(m.group(1))
+    row, col = cell_position(address)
+    return row + 1, col + 1
 
 
 _ENTITY = re.compile(r"&(#x[0-9A-Fa-f]+|#[0-9]+|amp|lt|gt|quot|apos);")
