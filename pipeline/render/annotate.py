@@ -33,7 +33,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign.config import Limits
 from pipeline.model import Finding, cell_name, cell_order, cell_position, column_letters
-from pipeline.render import template, xlsxpatch
+from pipeline.render import template, xlsxparts, xlsxpatch
 from pipeline.submission import read
 from pipeline.submission.read import FEEDBACK_SHEET
 
@@ -162,7 +162,7 @@ def _patched(
         sheets = {name: name for name in package.sheets}
         where = _places(findings, sheets, lambda sheet, address: _anchored(package.merged(sheet), address))
         marks = [
-            xlsxpatch.Mark(sheet, address, _fill(found), *_note_box("\n".join(_messages(found))))
+            xlsxparts.Mark(sheet, address, _fill(found), *_note_box("\n".join(_messages(found))))
             for (sheet, address), found in _grouped(where).items()
         ]
         summary = _summary([], sheets, file_name, findings, where, unit_name, title)
@@ -415,23 +415,23 @@ def _finish(
 
 
 _FONT = template.FONT
-TITLE_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=14))
-LINE_STYLE = xlsxpatch.Style(Font(name=_FONT, size=11))
-NOTES_STYLE = xlsxpatch.Style(Font(name=_FONT, size=11), alignment=Alignment(wrap_text=True, vertical="top"))
-FAILED_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=12, color="9C0006"))
-PASSED_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=12, color="006100"))
-HEADER_STYLE = xlsxpatch.Style(
+TITLE_STYLE = xlsxparts.Style(Font(name=_FONT, bold=True, size=14))
+LINE_STYLE = xlsxparts.Style(Font(name=_FONT, size=11))
+NOTES_STYLE = xlsxparts.Style(Font(name=_FONT, size=11), alignment=Alignment(wrap_text=True, vertical="top"))
+FAILED_STYLE = xlsxparts.Style(Font(name=_FONT, bold=True, size=12, color="9C0006"))
+PASSED_STYLE = xlsxparts.Style(Font(name=_FONT, bold=True, size=12, color="006100"))
+HEADER_STYLE = xlsxparts.Style(
     Font(name=_FONT, bold=True), HEADER_FILL, _BOX, Alignment(horizontal="center", vertical="center")
 )
 LINK_FONT = Font(name=_FONT, color="0563C1", underline="single")
 
 
 @functools.cache
-def _body_style(col: int, is_error: bool, linked: bool) -> xlsxpatch.Style:
+def _body_style(col: int, is_error: bool, linked: bool) -> xlsxparts.Style:
     """The look of column `col` of a finding's line: the category filled as the cell is, a link as a link."""
     fill = (ERROR_FILL if is_error else WARNING_FILL) if col == 2 else None
     alignment = Alignment(vertical="top", wrap_text=col >= 6, horizontal="center" if col <= 2 else None)
-    return xlsxpatch.Style(LINK_FONT if linked else Font(name=_FONT), fill, _BOX, alignment)
+    return xlsxparts.Style(LINK_FONT if linked else Font(name=_FONT), fill, _BOX, alignment)
 
 
 def _summary(
@@ -442,7 +442,7 @@ def _summary(
     where: dict[Finding, tuple[str, str]],
     unit_name: str,
     title: str,
-) -> xlsxpatch.PlainSheet:
+) -> xlsxparts.PlainSheet:
     """What 校验结果 holds: a heading, the verdict, notes, and a line per finding linked to its cell."""
     errors = sum(f.is_error for f in findings)
     warnings_ = len(findings) - errors
@@ -475,7 +475,7 @@ def _summary(
             link = f"{_quote(target)}!{address}" if j == 5 and address else ""
             texts.append(_at(r, j, text, _body_style(j, f.is_error, bool(link)), link))
         heights.append((r, 15.0 * max(_lines(f.message, COLUMNS[6][1]), _lines(f.value, COLUMNS[5][1])) + 3))
-    return xlsxpatch.PlainSheet(
+    return xlsxparts.PlainSheet(
         title=SUMMARY_SHEET,
         texts=tuple(texts),
         merged=tuple(f"A{row}:{last}{row}" for row in range(1, 5)),
@@ -486,12 +486,12 @@ def _summary(
     )
 
 
-def _at(row: int, col: int, text: str, style: xlsxpatch.Style, link: str = "") -> xlsxpatch.Text:
+def _at(row: int, col: int, text: str, style: xlsxparts.Style, link: str = "") -> xlsxparts.Text:
     """A cell of 校验结果: its text as both paths write it, cleaned and cut to what a cell holds."""
-    return xlsxpatch.Text(row, col, _clean(text)[:MAX_TEXT] if text else "", style, link)
+    return xlsxparts.Text(row, col, _clean(text)[:MAX_TEXT] if text else "", style, link)
 
 
-def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
+def _write(ws: Worksheet, sheet: xlsxparts.PlainSheet) -> None:
     """`sheet` written into openpyxl's `ws`: for workbooks the XML edit leaves alone, rebuilt copies and
     the summary alone."""
     for ref in sheet.merged:
