@@ -62,15 +62,18 @@ def templates(
     rules_path: RulesOption = None,
 ) -> None:
     """为每个单位生成空白报表模板(已填好单位名称和代码,受保护)。"""
+    from pipeline.io import atomic
     from pipeline.render import template
 
     rules = _rules(rules_path)
     if unit is not None and unit not in {u.code for u in rules.units}:
         _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
     count = 0
-    for written in template.write_all(rules, out, unit):
+    out.mkdir(parents=True, exist_ok=True)
+    for blank in template.blank_forms(rules, unit):
+        atomic.write_bytes(out / blank.name, blank.data)
         count += 1
-        typer.echo(f"  {written.path}")
+        typer.echo(f"  {out / blank.name}")
     typer.echo(f"已生成 {count} 个模板,保存在 {out}/")
 
 

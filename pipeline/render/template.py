@@ -11,7 +11,6 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook
@@ -22,7 +21,6 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign import layout
 from pipeline.campaign.config import Field, Form, Rules, Unit
-from pipeline.io import atomic
 from pipeline.render import xlsxpatch
 
 META_SHEET = "_meta"
@@ -45,10 +43,13 @@ EXCEL_EPOCH = dt.date(1899, 12, 30)
 
 
 @dataclass(frozen=True)
-class TemplateFile:
+class BlankForm:
+    """A unit's blank template: its file name and its .xlsx bytes, for the caller to write."""
+
     unit: Unit
     form: Form
-    path: Path
+    name: str
+    data: bytes
 
 
 def file_name(unit: Unit, form: Form, suffix: str = ".xlsx") -> str:
@@ -82,12 +83,6 @@ def build(rules: Rules, form: Form, unit: Unit) -> Workbook:
     return wb
 
 
-def write(rules: Rules, form: Form, unit: Unit, directory: Path) -> Path:
-    path = directory / file_name(unit, form)
-    atomic.write_bytes(path, to_bytes(build(rules, form, unit)))
-    return path
-
-
 def to_bytes(wb: Workbook, results: dict[str, float] | None = None) -> bytes:
     """The workbook as .xlsx bytes, reproducibly; `results` (A1 -> value) puts cached values on the first
     sheet's formula cells, as Excel, WPS and LibreOffice store them: the demo passes them so that its files
@@ -96,17 +91,16 @@ def to_bytes(wb: Workbook, results: dict[str, float] | None = None) -> bytes:
     return xlsxpatch.saved(wb, {wb.worksheets[0].title: cached} if cached else None)
 
 
-def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator[TemplateFile]:
+def blank_forms(rules: Rules, unit_code: str | None = None) -> Iterator[BlankForm]:
     """One template per unit and form it owes; only `unit_code`'s when given."""
     units = [rules.unit(unit_code)] if unit_code else list(rules.units)
-    out.mkdir(parents=True, exist_ok=True)
     for unit in units:
         for item in unit.items:
             form_code = rules.items[item].form
             if form_code is None:
                 continue
             form = rules.forms[form_code]
-            yield TemplateFile(unit, form, write(rules, form, unit, out))
+            yield BlankForm(unit, form, file_name(unit, form), to_bytes(build(rules, form, unit)))
 
 
 # --- drawing ---------------------------------------------------------------------------------------------
