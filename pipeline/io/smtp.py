@@ -96,6 +96,9 @@ def _transaction(
     data: bytes,
     timeout: float,
 ) -> list[Outcome]:
+    """The conversation after the greeting, step by step: session, MAIL FROM, RCPT TO each recipient, DATA,
+    the message and its final reply. Longer than a function should be, and kept in one piece: each
+    failure is classed (tempfail, refused, unknown) right at the step it follows, which is the point."""
     outcomes: dict[str, Outcome] = {}
 
     def result() -> list[Outcome]:

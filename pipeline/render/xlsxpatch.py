@@ -496,13 +496,17 @@ def _workbook_xml(text: str, summary: PlainSheet, rid: str) -> str:
     # The relationships' prefix where <sheets> has one, else declared on the new sheet itself.
     r = next((prefix for prefix, uri in scope.items() if uri == DOC_RELS), None)
     declared = "" if r else f' xmlns:r="{DOC_RELS}"'
+    name, number = attribute_value(summary.title), max(map(int, ids)) + 1
     edits.append(
-        (
-            sheets[2],
-            sheets[2],
-            f'<sheet{declared} name="{attribute_value(summary.title)}" sheetId="{max(map(int, ids)) + 1}" {r or "r"}:id="{rid}"/>',
-        )
+        (sheets[2], sheets[2], f'<sheet{declared} name="{name}" sheetId="{number}" {r or "r"}:id="{rid}"/>')
     )
+    return spliced(text, edits + _names_moved(text, summary, sheets[1]))
+
+
+def _names_moved(text: str, summary: PlainSheet, after_sheets: int) -> list[Edit]:
+    """Every sheet-scoped defined name given to the sheet it belonged to, now one place along; the summary's
+    print titles added (a <definedNames> made for them where there is none)."""
+    edits: list[Edit] = []
     titles = ""
     if summary.title_rows is not None:
         first, last = summary.title_rows
@@ -526,16 +530,10 @@ def _workbook_xml(text: str, summary: PlainSheet, rid: str) -> str:
             edits.append((names[2], names[2], titles))
     elif titles:
         root_end = text.rfind("</workbook")
-        at = next(
-            (
-                start
-                for name, start in child_elements(text, sheets[1], root_end)
-                if name not in BEFORE_DEFINED_NAMES
-            ),
-            root_end,
-        )
+        children = child_elements(text, after_sheets, root_end)
+        at = next((start for name, start in children if name not in BEFORE_DEFINED_NAMES), root_end)
         edits.append((at, at, f"<definedNames>{titles}</definedNames>"))
-    return spliced(text, edits)
+    return edits
 
 
 def _types_xml(package: Package, parts: Iterable[str], overrides: list[tuple[str, str]], *, vml: bool) -> str:
