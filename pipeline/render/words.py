@@ -2,8 +2,8 @@
 draft: the headline figures as the federation writes them, the funds and the 帮扶中心 in sentences, who
 still owes what, and each unit's open findings in reading order.
 
-Pure functions of their inputs: no clock, stable ordering. The campaign's own figures (HEADLINE, FUND_SOURCES
-and the sentences around them) are still spelled here; they move into rules.yaml in a later step.
+Pure functions of their inputs: no clock, stable ordering. The campaign's own codes (FUND_SOURCES, the
+fields the sentences name) are still spelled here; a later step moves them into rules.yaml.
 """
 
 from __future__ import annotations
