@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from pipeline.consolidation.consolidate import Consolidation
     from pipeline.consolidation.status import Status
     from pipeline.demo import DemoInbox
-    from pipeline.render.template import TemplateFile
     from pipeline.runs.check import FileResult
 
 
@@ -50,7 +49,7 @@ class Campaign:
             return when if when.tzinfo else when.replace(tzinfo=self.rules.campaign.tz)
         return moment(when, self.rules)
 
-    def templates(self, out: Path, unit: str | None = None) -> Iterable[TemplateFile]:
+    def templates(self, out: Path, unit: str | None = None) -> Iterable[Path]:
         """Each unit's blank templates (or one unit's), written into `out` as they are made."""
         from pipeline.runs import templates
 

@@ -68,9 +68,9 @@ def templates(
     if unit is not None and not campaign.rules.has_unit(unit):
         _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
     count = 0
-    for written in campaign.templates(out, unit):
+    for path in campaign.templates(out, unit):
         count += 1
-        typer.echo(f"  {written.path}")
+        typer.echo(f"  {path}")
     typer.echo(f"已生成 {count} 个模板,保存在 {out}/")
 
 

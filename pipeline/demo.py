@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.campaign import layout
 from pipeline.campaign.config import Form, Rules, Unit
 from pipeline.io import atomic
-from pipeline.render import template
+from pipeline.render import template, xlsxpatch
 
 Values = dict[tuple[str, str, str], Any]  # (section, row, field) -> what the person typed
 
@@ -295,7 +295,7 @@ def report_docx(unit: Unit, rules: Rules) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for name, text in parts.items():
-            z.writestr(zipfile.ZipInfo(name, template.ZIP_TIME), text.encode("utf-8"))
+            z.writestr(zipfile.ZipInfo(name, xlsxpatch.ZIP_TIME), text.encode("utf-8"))
     return out.getvalue()
 
 

@@ -752,6 +752,39 @@ def test_form_saved_by_excel_keeps_its_namespaces_and_untouched_parts(mistaken, 
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
 
 
+def _with_relationships_prefix_on_each_sheet(xlsx: bytes) -> bytes:
+    """The workbook part as openpyxl writes it when lxml is installed: the relationships' prefix declared on
+    each <sheet> element instead of on the root, as any producer may."""
+    declaration = ' xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+    src = zipfile.ZipFile(io.BytesIO(xlsx))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in src.namelist():
+            content = src.read(name)
+            if name == "xl/workbook.xml":
+                text = content.decode()
+                assert text.count(declaration) == 1 and text.startswith("<workbook ")
+                text = text.replace(declaration, "", 1).replace("<sheet ", f"<sheet{declaration} ")
+                content = text.encode()
+            dst.writestr(name, content)
+    return out.getvalue()
+
+
+def test_sheets_that_declare_their_own_prefix_are_annotated_by_the_xml_edit(mistaken, rules, made, tmp_path):
+    path, findings = mistaken
+    original = _with_relationships_prefix_on_each_sheet(path.read_bytes())
+    data = annotate.annotated_workbook(original, path.name, findings, unit_name=UNIT, title=TITLE)
+    assert made == [True]
+    assert package_problems(data) == []  # the new sheet's prefix is declared: the workbook part parses
+    workbook = zipfile.ZipFile(io.BytesIO(data)).read("xl/workbook.xml").decode()
+    assert not workbook.startswith("<workbook xmlns:r=")  # the sheets keep their own declarations
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    assert wb.sheetnames == [annotate.SUMMARY_SHEET, rules.forms["warmth"].sheet, template.META_SHEET]
+    assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
+    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
+    assert_read_back_alike(data, findings, rules, tmp_path)
+
+
 def _with_formula_typed(path: Path, rules) -> None:
     wb = openpyxl.load_workbook(path)
     wb[rules.forms["warmth"].sheet]["C30"] = '=WEBSERVICE("http://example.invalid/x")'

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import xlsxwriter
 from markupsafe import escape
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
@@ -31,7 +30,10 @@ from pipeline.campaign.config import Rules
 from pipeline.checks import validate
 from pipeline.consolidation import consolidate, status
 from pipeline.model import Checked, Finding, Severity, Submission, Verdict
-from pipeline.render import report, sheetdata, template
+from pipeline.render import template
+from pipeline.render.html import html_report
+from pipeline.render.summary import summary_markdown
+from pipeline.render.workbook import SHEETS, consolidated_workbook
 from pipeline.runs import check
 from pipeline.submission import read
 from tests.conftest import as_seen, correct_values, require_program
@@ -391,13 +393,13 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     assert int(at_zx.by_unit["households"].iloc[-1]) == values[("visits", "total", "households")]
     assert at_zx.centers.empty
     zx_status = status.compute(rules, sources, dt.datetime(2017, 2, 3, tzinfo=rules.campaign.tz), parent="ZX")
-    text = report.html(rules, at_zx, zx_status, {}, as_of=zx_status.as_of, final=False, edition=0)
+    text = html_report(rules, at_zx, zx_status, {}, as_of=zx_status.as_of, final=False, edition=0)
     assert f"{rules.unit('ZX').name}所属各单位共筹集送温暖资金" in text
-    data = report.workbook(
+    data = consolidated_workbook(
         rules, at_zx, zx_status, {}, sources, as_of=zx_status.as_of, final=False, edition=0
     )
-    assert load_workbook(io.BytesIO(data)).sheetnames == list(report.SHEETS)
-    assert "海南省总工会:" in report.summary_markdown(
+    assert load_workbook(io.BytesIO(data)).sheetnames == list(SHEETS)
+    assert "海南省总工会:" in summary_markdown(
         rules, at_zx, zx_status, as_of=zx_status.as_of, final=True
     )
 
@@ -406,7 +408,7 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
 
 
 def _workbook(rules, batch, c, **kw):
-    return report.workbook(
+    return consolidated_workbook(
         rules,
         c,
         batch.status,
@@ -479,7 +481,7 @@ def test_workbook_writes_submitted_text_as_text_never_as_a_formula(rules, batch,
             ("@SUM(A1)", Finding("W-total", Severity.ERROR, "-2+3", sheet="+cmd|' /C calc'!A0", cell="B18")),
         ]
     }
-    data = report.workbook(
+    data = consolidated_workbook(
         rules,
         province,
         batch.status,
@@ -503,7 +505,7 @@ def test_workbook_writes_submitted_text_as_text_never_as_a_formula(rules, batch,
                     assert cell.quotePrefix, (ws.title, cell.coordinate)  # stays text when edited
                     seen.add(cell.value)
     assert {evil, "=1+1", "@SUM(A1)", "-2+3"} <= seen
-    text = report.html(rules, province, batch.status, findings, as_of=batch.as_of, final=False, edition=0)
+    text = html_report(rules, province, batch.status, findings, as_of=batch.as_of, final=False, edition=0)
     assert "=HYPERLINK(&#34;http://example.invalid/x&#34;" in text
     assert "<a " not in text
 
@@ -530,60 +532,69 @@ def test_same_inputs_give_the_same_bytes(rules, batch, province):
         rules, list(reversed(batch.latest_accepted)), status.expected_units(rules)
     )
     assert _workbook(rules, batch, province) == _workbook(rules, batch, again)
-    first = report.html(
+    first = html_report(
         rules, province, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
     )
-    assert first == report.html(
+    assert first == html_report(
         rules, again, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
     )
-    md = report.summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
-    assert md == report.summary_markdown(rules, again, batch.status, as_of=batch.as_of, final=False)
+    md = summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
+    assert md == summary_markdown(rules, again, batch.status, as_of=batch.as_of, final=False)
 
 
-@pytest.fixture
-def written_each(monkeypatch) -> list[str]:
-    """The sheets whose cells went to xlsxwriter one `write_*` call each, in order; the others' cells were
-    laid out at once (pipeline/sheetdata.py)."""
-    names: list[str] = []
-    each = report._Sheet._write_each
-
-    def watched(sheet):
-        names.append(sheet.ws.name)
-        each(sheet)
-
-    monkeypatch.setattr(report._Sheet, "_write_each", watched)
-    return names
-
-
-def test_cells_laid_out_at_once_give_the_workbook_written_cell_by_cell(
-    rules, batch, province, written_each, monkeypatch
-):
-    assert sheetdata.SUPPORTED, (
-        f"xlsxwriter {xlsxwriter.__version__} is not the version pipeline/sheetdata.py mirrors: every workbook "
-        "is written cell by cell, twice as slow; compare its private parts with sheetdata's, then VERSION"
-    )
-    at_once = _workbook(rules, batch, province)
-    assert written_each == []
-    monkeypatch.setattr(sheetdata, "SUPPORTED", False)
-    one_by_one = _workbook(rules, batch, province)
-    assert written_each == list(report.SHEETS)
-    assert as_seen(at_once) == as_seen(one_by_one)
-    assert at_once == one_by_one  # to the byte: the same shared strings, style numbers, rows and spans
-
-
-def test_a_text_too_long_for_the_sheet_at_once_is_written_as_xlsxwriter_cuts_it(
-    rules, batch, province, written_each, monkeypatch
-):
-    # 34,000 UTF-16 units, more than a cell holds: xlsxwriter cuts it at 32,767, a cut left to it
+def test_a_text_longer_than_a_cell_holds_is_cut_where_excel_cuts_it(rules, batch, province):
+    # 34,000 UTF-16 units (an emoji takes two), more than a cell's 32,767: cut to 16,383 emoji, none split
     long = {"460200": [("长.xlsx", Finding("W-total", Severity.ERROR, "😀" * 17_000, sheet="送温暖统计表", cell="B18"))]}
-    options = dict(as_of=batch.as_of, final=False, edition=0)
-    mixed = report.workbook(rules, province, batch.status, long, batch.versions, **options)
-    assert written_each == ["校验问题"]
-    monkeypatch.setattr(sheetdata, "SUPPORTED", False)
-    one_by_one = report.workbook(rules, province, batch.status, long, batch.versions, **options)
-    seen = as_seen(mixed)
-    assert seen == as_seen(one_by_one)
-    assert "😀" * 16_383 in {cell[0] for cell in seen["校验问题"]["cells"].values()}
+    data = consolidated_workbook(
+        rules, province, batch.status, long, batch.versions, as_of=batch.as_of, final=False, edition=0
+    )
+    texts = {cell[0] for cell in as_seen(data)["校验问题"]["cells"].values()}
+    assert "😀" * 16_383 in texts
+
+
+def test_workbook_sheets_look_as_staff_print_them(rules, batch, province):
+    """What the removed byte-for-byte comparison of two writing routes held implicitly: the looks, merges,
+    sizes and print settings a person sees, on the widest sheet and on a list sheet."""
+    seen = as_seen(_workbook(rules, batch, province))
+    assert seen["sheets"] == list(SHEETS) and seen["active"] == SHEETS[0]
+    table = seen["送温暖汇总"]
+    cells = table["cells"]
+    # number format, fill, fill colour (RGB), bold, size, horizontal and vertical alignment, wrap
+    look = {a1: (c[3], c[4], str(c[5])[-6:], c[7], c[8], c[12], c[13], c[14]) for a1, c in cells.items()}
+    # the title over the first page's columns, 16 pt bold, without a border
+    assert cells["B1"][0] == "2016年工会送温暖统计汇总表" and look["B1"][3:5] == (True, 16)
+    assert cells["B1"][11] == ((None, None),) * 4
+    assert table["heights"][1] == 32 and table["heights"][2] == 20
+    # three header rows: section over group over field, merged across and down, bold on the header fill
+    header = [a1 for a1 in cells if a1[1:] in ("3", "4", "5") and a1[0] <= "C"]
+    assert header and all(look[a1][1:4] == ("solid", "DDEBF7", True) for a1 in header)
+    assert "A3:A5" in table["merged"] and cells["A3"][0] == "单位"
+    assert table["frozen"] == "B6"
+    # a unit's row: its name left, counts as whole numbers and money to the cent, right-aligned, thin borders
+    first = province.by_unit.iloc[0]
+    row = next(r for r in range(6, 200) if cells.get(f"A{r}", (None,))[0] == first["name"])
+    columns = province.columns["by_unit"]
+    for j, column in enumerate(columns[:12], start=2):
+        a1 = f"{chr(64 + j)}{row}"
+        assert look[a1][:2] == ("0.00" if column.type == "money" else "0", None) and cells[a1][2] == "n"
+        assert look[a1][5] == "right" and cells[a1][11] == (("thin", "FF808080"),) * 4
+    assert look[f"A{row}"][3:6] == (False, 10, "left")
+    # 小计 and 全省合计 bold on their fills, centred
+    total = next(a1 for a1, c in cells.items() if c[0] == "全省合计")
+    assert look[total][1:4] == ("solid", "E7E6E6", True) and look[total][5] == "center"
+    subtotal = next(a1 for a1, c in cells.items() if str(c[0]).endswith("小计"))
+    assert look[subtotal][1:4] == ("solid", "F2F2F2", True)
+    # printed a section a page, A4 landscape, column A and the title rows on every page
+    titles, columns_repeated, _, orientation, paper, scale, *_rest = table["print"]
+    assert (titles, columns_repeated, orientation, int(paper)) == ("$1:$5", "$A:$A", "landscape", 9)
+    assert scale and 10 <= scale <= 100 and table["print"][10]  # page breaks between sections
+    assert table["print"][12][1] == "第 &P 页,共 &N 页"
+    # a list sheet: text wrapped to the top, row heights grown to fit the longest message
+    problems = seen["校验问题"]
+    longest = max((c for c in problems["cells"].values() if c[2] == "s"), key=lambda c: len(str(c[0])))
+    assert (longest[13], longest[14]) == ("top", True)
+    assert max(problems["heights"].values()) > 18
+    assert problems["widths"] and problems["frozen"] == "A4"
 
 
 # --- the HTML report and the written summary --------------------------------------------------------------
@@ -595,7 +606,7 @@ def _headline_texts(c: consolidate.Consolidation) -> list[str]:
 
 
 def test_html_report_shows_the_headline_and_fetches_nothing(rules, batch, province):
-    text = report.html(
+    text = html_report(
         rules, province, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
     )
     h = consolidate.headline(province)
@@ -613,12 +624,12 @@ def test_html_report_shows_the_headline_and_fetches_nothing(rules, batch, provin
             assert str(escape(finding.message)) in text and str(escape(file)) in text
     missing = [r.unit_name for r in batch.status.rows if r.state in (status.MISSING, status.OVERDUE)]
     assert missing and all(name in text for name in missing)
-    final = report.html(rules, province, batch.status, {}, as_of=batch.as_of, final=True, edition=3)
+    final = html_report(rules, province, batch.status, {}, as_of=batch.as_of, final=True, edition=3)
     assert "终稿(第3版)" in final and "没有尚未解决的校验问题" in final
 
 
 def test_html_tables_show_money_to_the_cent(rules, batch, province):
-    text = report.html(
+    text = html_report(
         rules, province, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
     )
     cells = re.findall(r'<td class="num">([^<]*)</td>', text)
@@ -629,7 +640,7 @@ def test_html_tables_show_money_to_the_cent(rules, batch, province):
 
 
 def test_summary_markdown_is_a_draft_with_the_figures(rules, batch, province):
-    md = report.summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
+    md = summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
     assert md.startswith("# 关于2017年元旦春节送温暖活动情况的报告(草稿)")
     for figure in _headline_texts(province):
         assert figure in md
@@ -640,7 +651,7 @@ def test_html_report_renders_in_headless_chromium(rules, batch, province, tmp_pa
     chromium = require_program("chromium", "chromium")
     page = tmp_path / "report.html"
     page.write_text(
-        report.html(
+        html_report(
             rules, province, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
         ),
         encoding="utf-8",

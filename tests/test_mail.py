@@ -1,28 +1,20 @@
-"""Feedback and reminder e-mails: what they say, that they cannot be bent into other headers, and how a
-real SMTP server's answers (aiosmtpd on 127.0.0.1) become outcomes."""
+"""Feedback and reminder e-mails as built: what they say, and that they cannot be bent into other headers.
+Sending them is tested in test_smtp.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import socket
-import ssl
-import subprocess
-from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope
 
 from pipeline.campaign import config
 from pipeline.model import Finding, Severity
-from pipeline.render import mail
-from tests.conftest import require_program
+from pipeline.render import env, letters
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2017, 1, 20, 10, 30, tzinfo=SHANGHAI)
@@ -30,8 +22,12 @@ FILE = "海口市总工会_附件1_2016年工会送温暖统计表.xlsx"
 ANNOTATED = "海口市总工会_附件1_2016年工会送温暖统计表_校验结果.xlsx"
 WORKBOOK = b"PK\x03\x04" + bytes(range(256)) * 40 + b"\r\n.\r\n.leading dot\n"
 FINDINGS = (
-    Finding("W-per-head", Severity.WARNING, "人均慰问金额 12.00 万元,超出 0.005–1 万元", "送温暖统计表", "J9"),
-    Finding("W-total", Severity.ERROR, "合计行 慰问困难职工(户) 为 120,各行之和为 118", "送温暖统计表", "C16"),
+    Finding(
+        "W-per-head", Severity.WARNING, "人均慰问金额 12.00 万元,超出 0.005–1 万元", "送温暖统计表", "J9"
+    ),
+    Finding(
+        "W-total", Severity.ERROR, "合计行 慰问困难职工(户) 为 120,各行之和为 118", "送温暖统计表", "C16"
+    ),
     Finding("R-required", Severity.ERROR, "未填写单位负责人", "送温暖统计表", "C22"),
 )
 
@@ -67,14 +63,14 @@ def feedback(rules: config.Rules, unit: config.Unit, **changes: Any) -> EmailMes
         file_name=FILE, verdict="rejected", findings=FINDINGS, attachment=(ANNOTATED, WORKBOOK), now=NOW
     )
     arguments.update(changes)
-    return mail.feedback_message(rules, unit, **arguments)
+    return letters.feedback_message(rules, unit, **arguments)
 
 
 # --- what the messages say -------------------------------------------------------------------------------
 
 
 def test_rejected_feedback_says_what_to_do(rules: config.Rules, haikou: config.Unit) -> None:
-    message = parsed(mail.write_eml(feedback(rules, haikou)))
+    message = parsed(letters.write_eml(feedback(rules, haikou)))
     assert message["Subject"] == "【送温暖统计表未通过】海口市总工会:请于2月5日前改正后重新报送"
     assert message["To"].addresses[0].display_name == "海口市总工会"
     assert message["To"].addresses[0].addr_spec == "haikou@example.org"
@@ -146,8 +142,8 @@ def test_form_is_recognised_from_the_findings_or_the_file_name(
 
 def test_reminder_lists_what_is_owed(rules: config.Rules, haikou: config.Unit) -> None:
     message = parsed(
-        mail.write_eml(
-            mail.reminder_message(
+        letters.write_eml(
+            letters.reminder_message(
                 rules, haikou, items=[("送温暖统计表", "未报送"), ("帮扶中心统计表", "未通过")], now=NOW
             )
         )
@@ -157,28 +153,28 @@ def test_reminder_lists_what_is_owed(rules: config.Rules, haikou: config.Unit) -
     assert "1. 送温暖统计表:未报送" in body and "2. 帮扶中心统计表:未通过" in body
     assert "截至2017年1月20日 10:30" in body and "距截止还有 16 天" in body
     assert message["Reply-To"] == "flbzb@sina.com"
-    late = mail.reminder_message(
+    late = letters.reminder_message(
         rules, haikou, items=[("送温暖报告", "逾期")], now=NOW + dt.timedelta(days=20)
     )
     assert str(late["Subject"]).startswith("【逾期催报】海口市总工会:送温暖报告尚未完成")
 
 
 def test_same_inputs_give_the_same_eml_bytes(rules: config.Rules, haikou: config.Unit) -> None:
-    first = mail.write_eml(feedback(rules, haikou))
-    assert mail.write_eml(feedback(rules, haikou)) == first
-    again = mail.write_eml(parsed(first))  # the dry-run file read back and written again
+    first = letters.write_eml(feedback(rules, haikou))
+    assert letters.write_eml(feedback(rules, haikou)) == first
+    again = letters.write_eml(parsed(first))  # the dry-run file read back and written again
     assert parsed(again)["Message-ID"] == parsed(first)["Message-ID"]
-    later = parsed(mail.write_eml(feedback(rules, haikou, now=NOW + dt.timedelta(hours=1))))
+    later = parsed(letters.write_eml(feedback(rules, haikou, now=NOW + dt.timedelta(hours=1))))
     assert later["Message-ID"] != parsed(first)["Message-ID"]
     assert str(parsed(first)["Message-ID"]).endswith("@example.org>")
-    reminder = mail.reminder_message(rules, haikou, items=[("送温暖统计表", "未报送")], now=NOW)
-    assert mail.write_eml(reminder) == mail.write_eml(
-        mail.reminder_message(rules, haikou, items=[("送温暖统计表", "未报送")], now=NOW)
+    reminder = letters.reminder_message(rules, haikou, items=[("送温暖统计表", "未报送")], now=NOW)
+    assert letters.write_eml(reminder) == letters.write_eml(
+        letters.reminder_message(rules, haikou, items=[("送温暖统计表", "未报送")], now=NOW)
     )
 
 
 def test_eml_is_crlf_and_seven_bit(rules: config.Rules, haikou: config.Unit) -> None:
-    data = mail.write_eml(feedback(rules, haikou))
+    data = letters.write_eml(feedback(rules, haikou))
     data.decode("ascii")
     assert data.count(b"\n") == data.count(b"\r\n")
     # RFC 5322 asks for 78 at most; only a content type with no place to fold is longer
@@ -196,7 +192,7 @@ def test_naive_time_is_refused(rules: config.Rules, haikou: config.Unit) -> None
 
 def test_newlines_in_a_unit_name_do_not_make_headers(rules: config.Rules, haikou: config.Unit) -> None:
     evil = dataclasses.replace(haikou, name="海口市总工会\r\nBcc: evil@example.org")
-    data = mail.write_eml(feedback(rules, evil))
+    data = letters.write_eml(feedback(rules, evil))
     assert b"\r\nBcc:" not in data and b"\nBcc:" not in data
     message = parsed(data)
     assert message["Bcc"] is None
@@ -206,7 +202,7 @@ def test_newlines_in_a_unit_name_do_not_make_headers(rules: config.Rules, haikou
 
 
 def test_newline_in_a_file_name_stays_inside_the_filename(rules: config.Rules, haikou: config.Unit) -> None:
-    data = mail.write_eml(
+    data = letters.write_eml(
         feedback(
             rules,
             haikou,
@@ -249,285 +245,28 @@ def test_a_sender_with_a_newline_is_refused(rules: config.Rules, haikou: config.
 
 
 def test_sender_written_with_or_without_a_name() -> None:
-    assert mail.parse_mailbox("海南省总工会 <a@example.org>", "发件人").display_name == "海南省总工会"
-    assert mail.parse_mailbox('"省总, 法律部" <a@example.org>', "发件人").display_name == "省总, 法律部"
-    assert mail.parse_mailbox(" a@example.org ", "发件人").addr_spec == "a@example.org"
+    assert letters.parse_mailbox("海南省总工会 <a@example.org>", "发件人").display_name == "海南省总工会"
+    assert letters.parse_mailbox('"省总, 法律部" <a@example.org>', "发件人").display_name == "省总, 法律部"
+    assert letters.parse_mailbox(" a@example.org ", "发件人").addr_spec == "a@example.org"
 
 
-# --- templates -------------------------------------------------------------------------------------------
+# --- templates: the render package's one Jinja environment ----------------------------------------------
 
 
 def test_templates_refuse_a_missing_variable() -> None:
-    env = mail.environment()
-    assert env.undefined is jinja2.StrictUndefined
+    assert env.environment().undefined is jinja2.StrictUndefined
     with pytest.raises(jinja2.UndefinedError):
-        mail.render("feedback_subject.txt.j2", item_label="送温暖统计表", version=1, verdict="rejected")
+        env.render("feedback_subject.txt.j2", item_label="送温暖统计表", version=1, verdict="rejected")
     with pytest.raises(jinja2.UndefinedError):
-        mail.render("reminder_body.txt.j2")
+        env.render("reminder_body.txt.j2")
+    with pytest.raises(jinja2.UndefinedError):
+        env.render("report.html.j2")
 
 
-def test_html_would_be_escaped_and_text_is_not() -> None:
-    env = mail.environment()
-    assert env.from_string("{{ x }}").render(x="<b>") == "<b>"
-    auto = env.autoescape
+def test_html_is_escaped_and_text_is_not() -> None:
+    environment = env.environment()
+    assert environment.from_string("{{ x }}").render(x="<b>") == "<b>"
+    auto = environment.autoescape
     assert callable(auto)
-    assert auto("feedback_body.html.j2") and auto("x.html")
-    assert not auto("feedback_body.txt.j2")
-
-
-def test_password_comes_from_the_environment(rules: config.Rules, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(rules.mail.password_env, "s3cret")
-    assert mail.password_from_env(rules.mail) == "s3cret"
-    monkeypatch.delenv(rules.mail.password_env)
-    assert mail.password_from_env(rules.mail) is None
-
-
-# --- a real SMTP server ----------------------------------------------------------------------------------
-
-
-class Script:
-    """An aiosmtpd handler that keeps what it received and answers as a test tells it to."""
-
-    def __init__(self) -> None:
-        self.received: list[Envelope] = []
-        self.rcpt: dict[str, str] = {}  # address -> reply instead of 250
-        self.data: list[str] = []  # replies to the coming ends of DATA, in turn; "drop" hangs up instead
-        self.logins: list[tuple[bytes, bytes]] = []
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address in self.rcpt:
-            return self.rcpt[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Envelope) -> str:
-        action = self.data.pop(0) if self.data else "250 2.0.0 OK queued"
-        if action == "drop":
-            # The whole message arrived; the answer never leaves.
-            self.received.append(envelope)
-            server.transport.abort()
-            return "250 OK"
-        if action.startswith("2"):
-            self.received.append(envelope)
-        return action
-
-    def authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        self.logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.password == b"s3cret", handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclasses.dataclass
-class Server:
-    script: Script
-    mail: config.Mail
-
-
-@pytest.fixture
-def server(rules: config.Rules) -> Iterator[Server]:
-    script = Script()
-    port = free_port()
-    controller = Controller(
-        script,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=script.authenticate,
-        auth_require_tls=False,
-        ready_timeout=5,
-    )
-    controller.start()
-    try:
-        yield Server(
-            script,
-            dataclasses.replace(rules.mail, smtp_host="127.0.0.1", smtp_port=port, tls="none", username=""),
-        )
-    finally:
-        controller.stop()
-
-
-def two_recipients(message: EmailMessage) -> EmailMessage:
-    del message["To"]
-    message["To"] = "海口市总工会 <haikou@example.org>, 三亚市总工会 <sanya@example.org>"
-    return message
-
-
-def test_delivered_feedback_arrives_intact(server: Server, rules: config.Rules, haikou: config.Unit) -> None:
-    message = feedback(rules, haikou)
-    [outcome] = mail.send(server.mail, message, timeout=5)
-    assert outcome == mail.Outcome("haikou@example.org", "sent", 250, outcome.detail)
-    assert "250" in outcome.detail
-    [envelope] = server.script.received
-    assert envelope.mail_from == "songwennuan@example.org"
-    assert envelope.rcpt_tos == ["haikou@example.org"]
-    assert isinstance(envelope.original_content, bytes)
-    assert envelope.original_content == mail.write_eml(message)
-    got = parsed(envelope.original_content)
-    assert got["Subject"] == "【送温暖统计表未通过】海口市总工会:请于2月5日前改正后重新报送"
-    assert got["To"].addresses[0].display_name == "海口市总工会"
-    assert got["Reply-To"] == "flbzb@sina.com"
-    assert attachments(got)[0][0] == ANNOTATED
-    assert attachments(got)[0][2] == WORKBOOK
-
-
-def test_an_injected_bcc_reaches_nobody(server: Server, rules: config.Rules, haikou: config.Unit) -> None:
-    evil = dataclasses.replace(haikou, name="海口市总工会\r\nBcc: evil@example.org")
-    assert [o.recipient for o in mail.send(server.mail, feedback(rules, evil), timeout=5)] == [
-        "haikou@example.org"
-    ]
-    assert server.script.received[0].rcpt_tos == ["haikou@example.org"]
-
-
-def test_a_dry_run_file_sends_the_same_bytes(
-    server: Server, rules: config.Rules, haikou: config.Unit
-) -> None:
-    eml = mail.write_eml(feedback(rules, haikou))
-    reread = message_from_bytes(eml, _class=EmailMessage, policy=policy.SMTP)
-    assert isinstance(reread, EmailMessage)
-    assert [o.status for o in mail.send(server.mail, reread, timeout=5)] == ["sent"]
-    assert server.script.received[0].original_content == eml
-
-
-def test_login_when_a_password_is_given(server: Server, rules: config.Rules, haikou: config.Unit) -> None:
-    with_user = dataclasses.replace(server.mail, username="songwennuan@example.org")
-    assert mail.send(with_user, feedback(rules, haikou), password="s3cret", timeout=5)[0].status == "sent"
-    assert server.script.logins == [(b"songwennuan@example.org", b"s3cret")]
-    [wrong] = mail.send(with_user, feedback(rules, haikou), password="wrong", timeout=5)
-    assert (wrong.status, wrong.code) == ("tempfail", 535)
-    assert "密码" in wrong.detail
-    assert len(server.script.received) == 1
-
-
-def test_451_at_data_is_retried_on_the_next_call(
-    server: Server, rules: config.Rules, haikou: config.Unit
-) -> None:
-    server.script.data = ["451 4.3.0 稍后再试"]
-    message = feedback(rules, haikou)
-    [first] = mail.send(server.mail, message, timeout=5)
-    assert (first.status, first.code) == ("tempfail", 451)
-    assert "稍后再试" in first.detail
-    assert server.script.received == []
-    [second] = mail.send(server.mail, message, timeout=5)
-    assert (second.status, second.code) == ("sent", 250)
-    assert len(server.script.received) == 1
-
-
-def test_554_at_data_is_refused(server: Server, rules: config.Rules, haikou: config.Unit) -> None:
-    server.script.data = ["554 5.7.1 Message rejected as spam"]
-    [outcome] = mail.send(server.mail, feedback(rules, haikou), timeout=5)
-    assert (outcome.status, outcome.code) == ("refused", 554)
-
-
-def test_550_at_rcpt_refuses_that_recipient_only(
-    server: Server, rules: config.Rules, haikou: config.Unit
-) -> None:
-    server.script.rcpt["sanya@example.org"] = "550 5.1.1 No such user"
-    outcomes = mail.send(server.mail, two_recipients(feedback(rules, haikou)), timeout=5)
-    assert [(o.recipient, o.status, o.code) for o in outcomes] == [
-        ("haikou@example.org", "sent", 250),
-        ("sanya@example.org", "refused", 550),
-    ]
-    assert "No such user" in outcomes[1].detail
-    assert server.script.received[0].rcpt_tos == ["haikou@example.org"]
-
-
-def test_451_at_rcpt_is_tempfail_for_that_recipient(
-    server: Server, rules: config.Rules, haikou: config.Unit
-) -> None:
-    server.script.rcpt["haikou@example.org"] = "451 4.7.1 Greylisted"
-    outcomes = mail.send(server.mail, two_recipients(feedback(rules, haikou)), timeout=5)
-    assert [(o.status, o.code) for o in outcomes] == [("tempfail", 451), ("sent", 250)]
-
-
-def test_every_recipient_refused_sends_nothing(
-    server: Server, rules: config.Rules, haikou: config.Unit
-) -> None:
-    server.script.rcpt["haikou@example.org"] = "550 5.1.1 No such user"
-    [outcome] = mail.send(server.mail, feedback(rules, haikou), timeout=5)
-    assert (outcome.status, outcome.code) == ("refused", 550)
-    assert server.script.received == []
-
-
-def test_connection_lost_after_data_is_unknown(
-    server: Server, rules: config.Rules, haikou: config.Unit
-) -> None:
-    server.script.data = ["drop"]
-    [outcome] = mail.send(server.mail, feedback(rules, haikou), timeout=5)
-    assert (outcome.status, outcome.code) == ("unknown", None)
-    assert "可能已经送达" in outcome.detail
-    assert len(server.script.received) == 1  # it had indeed arrived
-
-
-def test_nothing_listening_is_tempfail(rules: config.Rules, haikou: config.Unit) -> None:
-    closed = dataclasses.replace(rules.mail, smtp_host="127.0.0.1", smtp_port=free_port(), tls="none")
-    [outcome] = mail.send(closed, feedback(rules, haikou), timeout=5)
-    assert (outcome.recipient, outcome.status, outcome.code) == ("haikou@example.org", "tempfail", None)
-    assert "连接被拒绝" in outcome.detail
-
-
-def test_a_server_that_never_answers_is_tempfail(rules: config.Rules, haikou: config.Unit) -> None:
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(1)  # the connection completes in the backlog; no greeting ever comes
-        mute = dataclasses.replace(
-            rules.mail, smtp_host="127.0.0.1", smtp_port=silent.getsockname()[1], tls="none"
-        )
-        [outcome] = mail.send(mute, feedback(rules, haikou), timeout=0.5)
-    assert (outcome.status, outcome.code) == ("tempfail", None)
-    assert "超时" in outcome.detail
-
-
-# --- TLS: implicit (port 465) and STARTTLS, against a certificate made for 127.0.0.1 --------------------
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = require_program("openssl", "openssl")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
-
-
-@pytest.mark.parametrize("tls", ["ssl", "starttls"])
-def test_tls_modes_deliver_and_verify_the_server(
-    tls: str, certificate: tuple[Path, Path], rules: config.Rules, haikou: config.Unit
-) -> None:
-    cert, key = certificate
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(cert, key)
-    script = Script()
-    port = free_port()
-    tls_options: dict[str, Any] = (
-        {"ssl_context": served} if tls == "ssl" else {"tls_context": served, "require_starttls": True}
-    )
-    controller = Controller(script, hostname="127.0.0.1", port=port, ready_timeout=5, **tls_options)
-    controller.start()
-    try:
-        settings = dataclasses.replace(
-            rules.mail, smtp_host="127.0.0.1", smtp_port=port, tls=tls, username=""
-        )
-        trusting = ssl.create_default_context(cafile=str(cert))
-        [sent] = mail.send(settings, feedback(rules, haikou), timeout=5, context=trusting)
-        assert (sent.status, sent.code) == ("sent", 250)
-        assert len(script.received) == 1
-        # the system's CAs do not know this certificate: nothing is sent, and it is worth another try
-        [untrusted] = mail.send(settings, feedback(rules, haikou), timeout=5)
-        assert (untrusted.status, untrusted.code) == ("tempfail", None)
-        assert "证书" in untrusted.detail
-        assert len(script.received) == 1
-    finally:
-        controller.stop()
+    assert auto("report.html.j2") and auto("feedback_body.html.j2") and auto("x.html")
+    assert not auto("feedback_body.txt.j2") and not auto("summary.md.j2")

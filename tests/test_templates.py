@@ -17,8 +17,8 @@ from openpyxl.worksheet.worksheet import Worksheet
 from python_calamine import CalamineWorkbook
 
 from pipeline.campaign import config, layout
+from pipeline.io import atomic
 from pipeline.render import template
-from pipeline.runs import templates as writer
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")
@@ -27,9 +27,25 @@ SLOT_LINES = {"warmth": 11 * 8 + 8 + 8 + 5, "center": 5 + 7 * 2 + 6 + 5}
 INPUT_FILL = "FFF2CC"  # pale yellow
 
 
+@dataclass(frozen=True)
+class Written:
+    unit: config.Unit
+    form: config.Form
+    path: Path
+
+
+def written(rules: config.Rules, folder: Path, unit_code: str | None = None) -> list[Written]:
+    """The blank templates written to `folder`, as `pipeline templates` writes them."""
+    out = []
+    for blank in template.blank_forms(rules, unit_code):
+        atomic.write_bytes(folder / blank.name, blank.data)
+        out.append(Written(blank.unit, blank.form, folder / blank.name))
+    return out
+
+
 @pytest.fixture(scope="module")
-def templates(rules: config.Rules, tmp_path_factory: pytest.TempPathFactory) -> list[template.TemplateFile]:
-    return list(writer.write_all(rules, tmp_path_factory.mktemp("templates")))
+def templates(rules: config.Rules, tmp_path_factory: pytest.TempPathFactory) -> list[Written]:
+    return written(rules, tmp_path_factory.mktemp("templates"))
 
 
 MetaSlot = tuple[str, str, str, str, str]  # sheet, cell, section, row ("" for single values), field
@@ -56,7 +72,7 @@ def column_of(cell: str) -> str:
 # --- which files --------------------------------------------------------------------------------------
 
 
-def test_write_all_makes_one_file_per_unit_and_form(templates: list[template.TemplateFile]) -> None:
+def test_one_file_per_unit_and_form(templates: list[Written]) -> None:
     assert len(templates) == 49
     assert sum(t.form.code == "warmth" for t in templates) == 28
     assert sum(t.form.code == "center" for t in templates) == 21
@@ -72,15 +88,15 @@ def test_write_all_makes_one_file_per_unit_and_form(templates: list[template.Tem
 
 
 def test_unit_filter_writes_only_that_units_forms(rules: config.Rules, tmp_path: Path) -> None:
-    written = list(writer.write_all(rules, tmp_path, unit_code="ZX"))
-    assert len(written) == 2
-    assert {t.form.code for t in written} == {"warmth", "center"}
-    assert {t.unit.code for t in written} == {"ZX"}
+    made = written(rules, tmp_path, unit_code="ZX")
+    assert len(made) == 2
+    assert {t.form.code for t in made} == {"warmth", "center"}
+    assert {t.unit.code for t in made} == {"ZX"}
     assert len(list(tmp_path.iterdir())) == 2
 
 
 def test_meta_of_every_template_names_its_form_and_unit(
-    rules: config.Rules, templates: list[template.TemplateFile]
+    rules: config.Rules, templates: list[Written]
 ) -> None:
     for t in templates:
         wb = openpyxl.load_workbook(t.path, read_only=True)
@@ -100,7 +116,7 @@ def test_meta_of_every_template_names_its_form_and_unit(
 
 @dataclass
 class Opened:
-    file: template.TemplateFile
+    file: Written
     wb: Workbook
     ws: Worksheet
     keys: list[tuple[str, str]]
@@ -123,7 +139,7 @@ SAMPLES = [("460100", "warmth"), ("460100", "center"), ("ZX", "center"), ("XT01"
 
 
 @pytest.fixture(scope="module", params=SAMPLES, ids=[f"{u}-{f}" for u, f in SAMPLES])
-def opened(request: pytest.FixtureRequest, templates: list[template.TemplateFile]) -> Opened:
+def opened(request: pytest.FixtureRequest, templates: list[Written]) -> Opened:
     unit, form = request.param
     file = next(t for t in templates if t.unit.code == unit and t.form.code == form)
     wb = openpyxl.load_workbook(file.path)
@@ -258,7 +274,7 @@ def test_meta_cells_sit_beside_the_labels_a_person_reads(opened: Opened) -> None
 
 
 def test_libreoffice_opens_every_template(
-    templates: list[template.TemplateFile], soffice_convert, tmp_path: Path
+    templates: list[Written], soffice_convert, tmp_path: Path
 ) -> None:
     texts = soffice_convert([t.path for t in templates], "csv", tmp_path / "csv")
     assert len(texts) == len(templates)
@@ -271,7 +287,7 @@ def test_libreoffice_opens_every_template(
 
 
 def test_template_prints_as_one_a4_page_wide(
-    templates: list[template.TemplateFile], soffice_convert, poppler, tmp_path: Path
+    templates: list[Written], soffice_convert, poppler, tmp_path: Path
 ) -> None:
     t = next(t for t in templates if t.unit.code == "460100" and t.form.code == "warmth")
     pdf = soffice_convert(t.path, "pdf", tmp_path / "pdf")
@@ -319,7 +335,7 @@ def fill(opened_wb: Workbook, form: config.Form) -> dict[str, object]:
 
 
 def test_filled_template_survives_libreoffice_resave(
-    rules: config.Rules, templates: list[template.TemplateFile], soffice_convert, tmp_path: Path
+    rules: config.Rules, templates: list[Written], soffice_convert, tmp_path: Path
 ) -> None:
     chosen = [t for t in templates if t.unit.code == "460100"]  # both forms, one soffice call
     assert len(chosen) == 2

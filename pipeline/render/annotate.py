@@ -27,13 +27,13 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-from openpyxl.utils.cell import column_index_from_string, get_column_letter, range_boundaries
+from openpyxl.utils.cell import range_boundaries
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign.config import Limits
-from pipeline.model import Finding
-from pipeline.render import template, xlsxpatch
+from pipeline.model import Finding, cell_name, cell_order, cell_position, column_letters
+from pipeline.render import template, xlsxparts, xlsxpatch
 from pipeline.submission import read
 from pipeline.submission.read import FEEDBACK_SHEET
 
@@ -62,7 +62,6 @@ MAX_ROW, MAX_COL = 1_048_576, 16_384
 CONVERTED = {"xls": ".xls", "ods": ".ods", "xlsb": ".xlsb"}
 _THIN = Side(style="thin", color="808080")
 _BOX = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
-_A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d{1,7})")
 
 
 def annotated_workbook(
@@ -165,7 +164,7 @@ def _patched(
         sheets = {name: name for name in package.sheets}
         where = _places(findings, sheets, lambda sheet, address: _anchored(package.merged(sheet), address))
         marks = [
-            xlsxpatch.Mark(sheet, address, _fill(found), *_note_box("\n".join(_messages(found))))
+            xlsxparts.Mark(sheet, address, _fill(found), *_note_box("\n".join(_messages(found))))
             for (sheet, address), found in _grouped(where).items()
         ]
         summary = _summary([], sheets, file_name, findings, where, unit_name, title)
@@ -187,7 +186,7 @@ def _opened(data: bytes) -> _Book:
         warnings.simplefilter("ignore")  # "extension not supported" and the like: nothing the unit can act on
         wb = load_workbook(io.BytesIO(data), keep_vba=False)  # an .xlsm's macros are never carried along
     wb.template = False
-    # openpyxl writes formulas without their results; they are put back on saving (see _with_cached), so
+    # openpyxl writes formulas without their results; they are put back on saving (xlsxpatch.saved), so
     # that totals show in viewers that do not recalculate and a re-check of this copy reads the same values.
     saved = read.formula_results(data, wb.sheetnames)
     cached: dict[str, dict[str, read.Formula]] = {}
@@ -268,7 +267,7 @@ def _rebuilt(data: bytes) -> _Book:
                 _put(ws.cell(r, c), value)
                 widths[c] = max(widths.get(c, 0), _display_width(str(value)))
         for c, w in widths.items():
-            ws.column_dimensions[get_column_letter(c)].width = min(40, max(8, w + 2))
+            ws.column_dimensions[column_letters(c)].width = min(40, max(8, w + 2))
         if meta.visible == calamine.SheetVisibleEnum.Hidden:  # the enum is not hashable
             ws.sheet_state = "hidden"
         elif meta.visible == calamine.SheetVisibleEnum.VeryHidden:
@@ -356,13 +355,14 @@ def _messages(found: list[Finding]) -> list[str]:
 
 
 def _address(cell: str) -> str | None:
-    m = _A1.fullmatch(cell.strip())
-    if not m:
+    """A finding's cell as the workbook names it (B7 for $b$7), or None when it is no cell of a sheet."""
+    try:
+        row, col = cell_position(cell)
+    except ValueError:
         return None
-    col, row = column_index_from_string(m.group(1).upper()), int(m.group(2))
-    if not (1 <= row <= MAX_ROW and 1 <= col <= MAX_COL):
+    if not (0 <= row < MAX_ROW and 0 <= col < MAX_COL):
         return None
-    return f"{get_column_letter(col)}{row}"
+    return cell_name(row, col)
 
 
 def _anchor(ws: Worksheet, address: str) -> str:
@@ -371,13 +371,11 @@ def _anchor(ws: Worksheet, address: str) -> str:
 
 def _anchored(merged: Iterable[str], address: str) -> str:
     """The top-left cell of the merged range holding `address`: the only one that can carry a comment."""
-    m = _A1.fullmatch(address)
-    assert m is not None
-    row, col = int(m.group(2)), column_index_from_string(m.group(1))
+    row, col = cell_position(address)
     for ref in merged:
         min_col, min_row, max_col, max_row = range_boundaries(ref)
-        if min_col <= col <= max_col and min_row <= row <= max_row:
-            return f"{get_column_letter(min_col)}{min_row}"
+        if min_col <= col + 1 <= max_col and min_row <= row + 1 <= max_row:
+            return cell_name(min_row - 1, min_col - 1)
     return address
 
 
@@ -416,27 +414,28 @@ def _finish(
     for view in wb.views:
         view.firstSheet = 0
     _write(ws, _summary(book.notes, book.sheets, file_name, findings, where, unit_name, title))
-    return _with_cached(template.to_bytes(wb), wb, book.cached)
+    cached = {title: {a1: (f.value, f.type) for a1, f in cells.items()} for title, cells in book.cached.items()}
+    return xlsxpatch.saved(wb, cached)
 
 
 _FONT = template.FONT
-TITLE_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=14))
-LINE_STYLE = xlsxpatch.Style(Font(name=_FONT, size=11))
-NOTES_STYLE = xlsxpatch.Style(Font(name=_FONT, size=11), alignment=Alignment(wrap_text=True, vertical="top"))
-FAILED_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=12, color="9C0006"))
-PASSED_STYLE = xlsxpatch.Style(Font(name=_FONT, bold=True, size=12, color="006100"))
-HEADER_STYLE = xlsxpatch.Style(
+TITLE_STYLE = xlsxparts.Style(Font(name=_FONT, bold=True, size=14))
+LINE_STYLE = xlsxparts.Style(Font(name=_FONT, size=11))
+NOTES_STYLE = xlsxparts.Style(Font(name=_FONT, size=11), alignment=Alignment(wrap_text=True, vertical="top"))
+FAILED_STYLE = xlsxparts.Style(Font(name=_FONT, bold=True, size=12, color="9C0006"))
+PASSED_STYLE = xlsxparts.Style(Font(name=_FONT, bold=True, size=12, color="006100"))
+HEADER_STYLE = xlsxparts.Style(
     Font(name=_FONT, bold=True), HEADER_FILL, _BOX, Alignment(horizontal="center", vertical="center")
 )
 LINK_FONT = Font(name=_FONT, color="0563C1", underline="single")
 
 
 @functools.cache
-def _body_style(col: int, is_error: bool, linked: bool) -> xlsxpatch.Style:
+def _body_style(col: int, is_error: bool, linked: bool) -> xlsxparts.Style:
     """The look of column `col` of a finding's line: the category filled as the cell is, a link as a link."""
     fill = (ERROR_FILL if is_error else WARNING_FILL) if col == 2 else None
     alignment = Alignment(vertical="top", wrap_text=col >= 6, horizontal="center" if col <= 2 else None)
-    return xlsxpatch.Style(LINK_FONT if linked else Font(name=_FONT), fill, _BOX, alignment)
+    return xlsxparts.Style(LINK_FONT if linked else Font(name=_FONT), fill, _BOX, alignment)
 
 
 def _summary(
@@ -447,11 +446,11 @@ def _summary(
     where: dict[Finding, tuple[str, str]],
     unit_name: str,
     title: str,
-) -> xlsxpatch.PlainSheet:
+) -> xlsxparts.PlainSheet:
     """What 校验结果 holds: a heading, the verdict, notes, and a line per finding linked to its cell."""
     errors = sum(f.is_error for f in findings)
     warnings_ = len(findings) - errors
-    last = get_column_letter(len(COLUMNS))
+    last = column_letters(len(COLUMNS))
     notes = list(notes)
     if not findings:
         notes.append("未发现问题。")
@@ -480,7 +479,7 @@ def _summary(
             link = f"{_quote(target)}!{address}" if j == 5 and address else ""
             texts.append(_at(r, j, text, _body_style(j, f.is_error, bool(link)), link))
         heights.append((r, 15.0 * max(_lines(f.message, COLUMNS[6][1]), _lines(f.value, COLUMNS[5][1])) + 3))
-    return xlsxpatch.PlainSheet(
+    return xlsxparts.PlainSheet(
         title=SUMMARY_SHEET,
         texts=tuple(texts),
         merged=tuple(f"A{row}:{last}{row}" for row in range(1, 5)),
@@ -491,12 +490,12 @@ def _summary(
     )
 
 
-def _at(row: int, col: int, text: str, style: xlsxpatch.Style, link: str = "") -> xlsxpatch.Text:
+def _at(row: int, col: int, text: str, style: xlsxparts.Style, link: str = "") -> xlsxparts.Text:
     """A cell of 校验结果: its text as both paths write it, cleaned and cut to what a cell holds."""
-    return xlsxpatch.Text(row, col, _clean(text)[:MAX_TEXT] if text else "", style, link)
+    return xlsxparts.Text(row, col, _clean(text)[:MAX_TEXT] if text else "", style, link)
 
 
-def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
+def _write(ws: Worksheet, sheet: xlsxparts.PlainSheet) -> None:
     """`sheet` written into openpyxl's `ws`: for workbooks the XML edit leaves alone, rebuilt copies and
     the summary alone."""
     for ref in sheet.merged:
@@ -516,7 +515,7 @@ def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
     for row, height in sheet.heights:
         ws.row_dimensions[row].height = height
     for col, width in sheet.widths:
-        ws.column_dimensions[get_column_letter(col)].width = width
+        ws.column_dimensions[column_letters(col)].width = width
     if sheet.frozen_rows:
         ws.freeze_panes = f"A{sheet.frozen_rows + 1}"
     if sheet.title_rows is not None:
@@ -530,8 +529,7 @@ def _write(ws: Worksheet, sheet: xlsxpatch.PlainSheet) -> None:
 
 def _order(f: Finding, sheets: dict[str, int]) -> tuple[Any, ...]:
     """Errors first; within each, whole-file findings, then by sheet and by row and column."""
-    m = _A1.fullmatch(f.cell.strip())
-    row, col = (int(m.group(2)), column_index_from_string(m.group(1).upper())) if m else (0, 0)
+    row, col = cell_order(f.cell)
     sheet = sheets.get(f.sheet, len(sheets)) if f.sheet else -1
     return (not f.is_error, sheet, f.sheet, row, col, f.rule, f.message, f.value)
 
@@ -562,41 +560,3 @@ def _display_width(text: str) -> int:
 def _lines(text: str, width: int) -> int:
     """Lines `text` takes in a wrapped column `width` characters wide."""
     return sum(max(1, math.ceil(_display_width(part) / max(1, width - 1))) for part in text.split("\n"))
-
-
-# --- formulas keep their results -------------------------------------------------------------------------
-
-_FORMULA = re.compile(r'<c r="([A-Z]+\d+)"([^>]*)><f>([^<]*)</f><v\s*/?>(?:</v>)?</c>')
-
-
-def _with_cached(data: bytes, wb: Workbook, cached: dict[str, dict[str, read.Formula]]) -> bytes:
-    """Put each formula's cached result back into the bytes openpyxl wrote without them."""
-    if not cached:
-        return data
-    # openpyxl numbers worksheet parts in the order of wb.worksheets.
-    parts = {
-        f"xl/worksheets/sheet{i}.xml": cached[ws.title]
-        for i, ws in enumerate(wb.worksheets, 1)
-        if ws.title in cached
-    }
-    src = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            content = src.read(info.filename)
-            results = parts.get(info.filename)
-            if results:
-                text = content.decode("utf-8")
-                content = _FORMULA.sub(functools.partial(_cached_cell, results=results), text).encode("utf-8")
-            entry = zipfile.ZipInfo(info.filename, info.date_time)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(entry, content)
-    return out.getvalue()
-
-
-def _cached_cell(m: re.Match[str], results: dict[str, read.Formula]) -> str:
-    saved = results.get(m.group(1))
-    if saved is None:
-        return m.group(0)
-    t = f' t="{saved.type}"' if saved.type in ("b", "e", "str") else ""  # "n" is the default
-    return f'<c r="{m.group(1)}"{m.group(2)}{t}><f>{m.group(3)}</f><v>{saved.value}</v></c>'

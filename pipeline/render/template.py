@@ -8,12 +8,9 @@ and one line per input cell.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook
@@ -25,6 +22,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from pipeline.campaign import layout
 from pipeline.campaign.config import Field, Form, Rules, Unit
 from pipeline.model import column_letters
+from pipeline.render import xlsxpatch
 
 META_SHEET = "_meta"
 META_KEYS = ("form", "unit", "template_version", "rules_sha256")
@@ -46,10 +44,13 @@ EXCEL_EPOCH = dt.date(1899, 12, 30)
 
 
 @dataclass(frozen=True)
-class TemplateFile:
+class BlankForm:
+    """A unit's blank template: its file name and its .xlsx bytes, for the caller to write."""
+
     unit: Unit
     form: Form
-    path: Path
+    name: str
+    data: bytes
 
 
 def file_name(unit: Unit, form: Form, suffix: str = ".xlsx") -> str:
@@ -83,52 +84,24 @@ def build(rules: Rules, form: Form, unit: Unit) -> Workbook:
     return wb
 
 
-# Fixed timestamps inside the file, so the same rules.yaml always gives the same bytes.
-ZIP_TIME = (2017, 1, 1, 0, 0, 0)
-FIXED_STAMP = "2017-01-01T00:00:00Z"
-_FORMULA_CELL = re.compile(r'(<c r="([A-Z]+\d+)"[^>]*>)<f>([^<]*)</f><v\s*/?>(?:</v>)?</c>')
-_CORE_STAMP = re.compile(r"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
-
-
 def to_bytes(wb: Workbook, results: dict[str, float] | None = None) -> bytes:
-    """The workbook as .xlsx bytes, reproducibly; `results` puts cached values on formula cells.
-
-    openpyxl writes formulas without results, while Excel, WPS and LibreOffice always store them:
-    the demo passes the results so that its files look like what counties really send.
-    """
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    src = zipfile.ZipFile(buffer)
-    out = io.BytesIO()
-    first_sheet = "xl/worksheets/sheet1.xml"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == first_sheet and results:
-                data = _FORMULA_CELL.sub(lambda m: _cached(m, results), data.decode("utf-8")).encode("utf-8")
-            elif info.filename == "docProps/core.xml":
-                data = _CORE_STAMP.sub(rf"\g<1>{FIXED_STAMP}\g<2>", data.decode("utf-8")).encode("utf-8")
-            entry = zipfile.ZipInfo(info.filename, ZIP_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(entry, data)
-    return out.getvalue()
+    """The workbook as .xlsx bytes, reproducibly; `results` (A1 -> value) puts cached values on the first
+    sheet's formula cells, as Excel, WPS and LibreOffice store them: the demo passes them so that its files
+    look like what counties really send."""
+    cached = {ref: (f"{value:.15g}", "n") for ref, value in (results or {}).items()}
+    return xlsxpatch.saved(wb, {wb.worksheets[0].title: cached} if cached else None)
 
 
-def _cached(m: re.Match[str], results: dict[str, float]) -> str:
-    ref = m.group(2)
-    if ref not in results:
-        return m.group(0)
-    return f"{m.group(1)}<f>{m.group(3)}</f><v>{results[ref]:.15g}</v></c>"
-
-
-def owed(rules: Rules, unit_code: str | None = None) -> Iterator[tuple[Unit, Form]]:
-    """Each unit (or only `unit_code`) with each form it owes: the templates to make."""
+def blank_forms(rules: Rules, unit_code: str | None = None) -> Iterator[BlankForm]:
+    """One template per unit and form it owes; only `unit_code`'s when given."""
     units = [rules.unit(unit_code)] if unit_code else list(rules.units)
     for unit in units:
         for item in unit.items:
             form_code = rules.items[item].form
-            if form_code is not None:
-                yield unit, rules.forms[form_code]
+            if form_code is None:
+                continue
+            form = rules.forms[form_code]
+            yield BlankForm(unit, form, file_name(unit, form), to_bytes(build(rules, form, unit)))
 
 
 # --- drawing ---------------------------------------------------------------------------------------------

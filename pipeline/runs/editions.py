@@ -68,7 +68,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
     from pipeline.consolidation import consolidate
-    from pipeline.render import report, template
+    from pipeline.render import html, summary, template
 
     rules, as_of, final = run.rules, run.as_of, run.options.final
     expected = rules.children(run.level)
@@ -86,9 +86,9 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
     paths = {
         workbook: b"",  # listed first
-        folder / f"{level}{title}情况报告{suffix}.html": report.html(
+        folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
             rules, c, now, findings, as_of=as_of, final=final, edition=edition).encode("utf-8"),
-        folder / f"{level}{title}总结(初稿){suffix}.md": report.summary_markdown(
+        folder / f"{level}{title}总结(初稿){suffix}.md": summary.summary_markdown(
             rules, c, now, as_of=as_of, final=final).encode("utf-8"),
     }
 

@@ -64,21 +64,21 @@ def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None
 
 def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -> list[Any]:
     """Each unit's workbook marked by the workers, written to the outbox with its e-mail as it comes back."""
-    from pipeline.render import mail
+    from pipeline.render import letters
 
     rules = run.rules
-    letters = [dict(file_name=d.sub.file, verdict=d.sub.verdict or "", findings=d.sub.findings, now=run.as_of,
+    args = [dict(file_name=d.sub.file, verdict=d.sub.verdict or "", findings=d.sub.findings, now=run.as_of,
                     version=d.sub.version or 1, item=d.sub.item, attachment_name=d.name) for d in due]
     jobs = [tasks.Letter(d.data, d.sub.file, d.sub.findings, d.unit,
                          f"{d.unit.name} {rules.forms[d.sub.form].title} 校验结果", letter)
-            for d, letter in zip(due, letters, strict=True)]
+            for d, letter in zip(due, args, strict=True)]
     tell = run.tell("标注")
     done = [0]
 
     def write(i: int, got: Any) -> None:
         d = due[i]
         if isinstance(got, bytes):  # the worker gave up: its findings listed here, and the e-mail written here
-            got = (got, *mail.feedback_eml(rules, {**letters[i], "unit": d.unit}, got))
+            got = (got, *letters.feedback_eml(rules, {**args[i], "unit": d.unit}, got))
         annotated, eml_bytes, subject = got
         folder = outbox.safe_name(d.unit.name)
         atomic.write_bytes(outbox.inside(run.outbox, outbox.FEEDBACK_DIR, folder, d.name), annotated, durable=False)
@@ -120,7 +120,7 @@ def deliver(run: Run) -> Counter[str]:
     """Send what is due once: written or temporarily failed messages; a send cut short becomes unknown."""
     from email import message_from_bytes, policy
 
-    from pipeline.render import mail
+    from pipeline.io import smtp
 
     ledger, as_of = run.ledger, run.as_of
     counts: Counter[str] = Counter()
@@ -137,7 +137,7 @@ def deliver(run: Run) -> Counter[str]:
     for row in ledger.messages((MessageStatus.WRITTEN, MessageStatus.TEMPFAIL)):
         message = message_from_bytes((run.outbox / row["eml"]).read_bytes(), policy=policy.SMTP)
         ledger.set_message(row["key"], MessageStatus.SENDING, as_of)
-        outcomes = mail.send(run.rules.mail, message, password=run.options.password)
+        outcomes = smtp.send(run.rules.mail, message, password=run.options.password)
         outcome = next((o for o in outcomes if o.recipient == row["recipient"]), outcomes[0])
         ledger.set_message(row["key"], outcome.status, as_of, outcome.code, outcome.detail, attempt=True)
         counts[outcome.status] += 1
@@ -146,7 +146,7 @@ def deliver(run: Run) -> Counter[str]:
 
 def remind(run: Run) -> list[str]:
     """Remind units whose items are missing or still rejected; once per unit and day."""
-    from pipeline.render import mail
+    from pipeline.render import letters
     from pipeline.runs import reporting
 
     rules, as_of = run.rules, run.as_of
@@ -161,9 +161,9 @@ def remind(run: Run) -> list[str]:
         key = message_key("reminder", f"{code}:{as_of.date().isoformat()}", unit.email)
         if run.ledger.message(key) is not None:
             continue
-        message = mail.reminder_message(rules, unit, items=items, now=as_of)
+        message = letters.reminder_message(rules, unit, items=items, now=as_of)
         eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(unit.name)}_催报_{as_of:%Y%m%d}.eml")
-        atomic.write_bytes(eml, mail.write_eml(message))
+        atomic.write_bytes(eml, letters.write_eml(message))
         run.ledger.add_message(key, "reminder", code, unit.email, None, str(message["Subject"]),
                                eml.relative_to(run.outbox).as_posix(), as_of)
         reminded.append(unit.name)

@@ -82,13 +82,13 @@ class EarlyCheck:
 
 
 def _load_workbook_imports() -> None:
-    from pipeline.render import report  # noqa: F401
+    from pipeline.render import workbook  # noqa: F401
 
 
 def _build_workbook(*args: Any, **options: Any) -> bytes:
-    from pipeline.render import report
+    from pipeline.render import workbook
 
-    return report.workbook(*args, **options)
+    return workbook.consolidated_workbook(*args, **options)
 
 
 class WorkbookProcess:
@@ -112,7 +112,7 @@ class WorkbookProcess:
             self.executor.submit(_load_workbook_imports)
 
     def workbook(self, *args: Any, **options: Any) -> Callable[[], bytes]:
-        """`report.workbook(*args, **options)`'s bytes, when called for."""
+        """`workbook.consolidated_workbook(*args, **options)`'s bytes, when called for."""
         if self.executor is None or self.used:
             data = _build_workbook(*args, **options)
             return lambda: data

@@ -95,7 +95,7 @@ def unread(limits: Limits) -> Any:
 @dataclass(frozen=True)
 class Letter:
     """A unit's annotated copy to make, and the e-mail that carries it (the arguments of
-    `mail.feedback_message` but the attachment, which is named `attachment_name`)."""
+    `letters.feedback_message` but the attachment, which is named `attachment_name`)."""
 
     data: bytes
     file: str
@@ -115,9 +115,9 @@ def annotate_file(job: Letter) -> tuple[bytes, bytes, str] | bytes:
                                          title=job.title, limits=rules.limits)
     if job.letter is None:
         return marked
-    from pipeline.render import mail
+    from pipeline.render import letters
 
-    return (marked, *mail.feedback_eml(rules, {**job.letter, "unit": job.unit}, marked))
+    return (marked, *letters.feedback_eml(rules, {**job.letter, "unit": job.unit}, marked))
 
 
 def listed_only(job: Letter, why: GaveUp) -> bytes:
@@ -131,7 +131,7 @@ def listed_only(job: Letter, why: GaveUp) -> bytes:
 def load_for_annotating() -> None:
     """What annotating needs, loaded before the first copy is asked for: openpyxl, jinja2 and the e-mail
     package with the templates compiled (the first unit's copy would otherwise wait for them)."""
-    from pipeline.render import annotate, mail  # noqa: F401
+    from pipeline.render import annotate, env, letters  # noqa: F401
 
-    for name in mail.FEEDBACK_TEMPLATES:
-        mail.environment().get_template(name)
+    for name in letters.FEEDBACK_TEMPLATES:
+        env.environment().get_template(name)

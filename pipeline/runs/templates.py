@@ -9,13 +9,12 @@ from pathlib import Path
 from pipeline.campaign.config import Rules
 from pipeline.io import atomic
 from pipeline.render import template
-from pipeline.render.template import TemplateFile
 
 
-def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator[TemplateFile]:
+def write_all(rules: Rules, out: Path, unit_code: str | None = None) -> Iterator[Path]:
     """One template per unit and form it owes (only `unit_code`'s when given), each written whole."""
     out.mkdir(parents=True, exist_ok=True)
-    for unit, form in template.owed(rules, unit_code):
-        path = out / template.file_name(unit, form)
-        atomic.write_bytes(path, template.to_bytes(template.build(rules, form, unit)))
-        yield TemplateFile(unit, form, path)
+    for blank in template.blank_forms(rules, unit_code):
+        path = out / blank.name
+        atomic.write_bytes(path, blank.data)
+        yield path

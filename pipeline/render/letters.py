@@ -1,0 +1,257 @@
+"""E-mail to the units, built: feedback on one submission and reminders of what is still owed, as
+`EmailMessage` values and .eml bytes. Sending them is `pipeline.io.smtp`'s.
+
+The builders are pure: the same inputs give the same bytes (Message-ID and MIME boundary are hashes of
+the content), so a rerun rewrites identical .eml files. Every text that comes from a unit or a file is
+neutralised before it reaches a header, and an address that could carry a second header is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+from pipeline.campaign.config import Rules, Unit
+from pipeline.model import Finding, Severity, Verdict
+from pipeline.render.env import render
+
+XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+VERDICT_LABELS = {Verdict.ACCEPTED: "已通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取"}
+FEEDBACK_TEMPLATES = ("feedback_subject.txt.j2", "feedback_body.txt.j2")
+
+
+def _one_line(text: str) -> str:
+    return header_text("".join(line.strip() for line in text.splitlines()))
+
+
+# --- header values ---------------------------------------------------------------------------------------
+
+_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
+_MAILBOX = re.compile(r'\s*"?(?P<name>[^<>"]*?)"?\s*<(?P<addr>[^<>]*)>\s*')
+
+
+def header_text(text: str) -> str:
+    """Text that cannot start a new header line: control and line-separator characters become spaces,
+    invisible format characters (bidi overrides that disguise a file's extension) go."""
+    out = []
+    for c in text:
+        category = unicodedata.category(c)
+        if category in ("Cc", "Zl", "Zp"):
+            out.append(" ")
+        elif category != "Cf":
+            out.append(c)
+    return " ".join("".join(out).split())
+
+
+def mailbox(display_name: str, addr_spec: str, what: str) -> Address:
+    """An address for a header; the name is neutralised, an address that could smuggle headers is refused."""
+    addr = addr_spec.strip()
+    if "\r" in addr or "\n" in addr:
+        raise ValueError(f"{what}的邮箱地址含有换行符,已拒绝(可能是伪造邮件头):{addr!r}")
+    if any(c in addr for c in ',;<>"') or any(unicodedata.category(c) == "Cc" for c in addr):
+        raise ValueError(f"{what}的邮箱地址只能是一个地址,不能含逗号、分号、引号、尖括号或控制字符:{addr!r}")
+    if not _ADDR_SPEC.fullmatch(addr):
+        raise ValueError(f'{what}的邮箱地址 "{header_text(addr)}" 格式不对,应形如 name@example.org')
+    return Address(display_name=header_text(display_name), addr_spec=addr)
+
+
+def parse_mailbox(text: str, what: str) -> Address:
+    """`名字 <addr>` or a bare address, as written in rules.yaml."""
+    if "\r" in text or "\n" in text:
+        raise ValueError(f"{what}含有换行符,已拒绝(可能是伪造邮件头):{text!r}")
+    m = _MAILBOX.fullmatch(text)
+    return mailbox(m["name"], m["addr"], what) if m else mailbox("", text, what)
+
+
+def attachment_name(name: str) -> str:
+    """A file name safe in Content-Disposition and on the recipient's disk."""
+    clean = header_text(name).replace("/", "_").replace("\\", "_").lstrip(". ")
+    return clean or "校验结果.xlsx"
+
+
+# --- messages --------------------------------------------------------------------------------------------
+
+
+def feedback_message(
+    rules: Rules,
+    unit: Unit,
+    *,
+    file_name: str,
+    verdict: str,
+    findings: Sequence[Finding],
+    attachment: tuple[str, bytes] | None,
+    now: dt.datetime,
+    version: int = 1,
+    item: str | None = None,
+) -> EmailMessage:
+    """The verdict on one file, its findings (errors first) and what to do, with the annotated workbook.
+
+    `item` (an item code of rules.yaml) names the form in the subject; without it the form is recognised
+    from the findings' sheet or the file name.
+    """
+    if verdict not in VERDICT_LABELS:
+        raise ValueError(f'未知的校验结论 "{verdict}",应为 {", ".join(VERDICT_LABELS)}')
+    errors = [f for f in findings if f.severity == Severity.ERROR]
+    warnings = [f for f in findings if f.severity != Severity.ERROR]
+    entries = [
+        {
+            "number": n,
+            "severity": "错误" if f.severity == Severity.ERROR else "提醒",
+            "place": f.place,
+            "message": header_text(f.message),
+        }
+        for n, f in enumerate(errors + warnings, start=1)
+    ]
+    label = VERDICT_LABELS[Verdict(verdict)] + (
+        "(有提醒)" if verdict == Verdict.ACCEPTED and warnings else ""
+    )
+    filename = attachment_name(attachment[0]) if attachment else ""
+    context = {
+        **_campaign_context(rules, unit, now),
+        "item_label": _item_label(rules, file_name, findings, item),
+        "file_name": header_text(file_name),
+        "verdict": verdict,
+        "verdict_label": label,
+        "version": version,
+        "entries": entries,
+        "error_count": len(errors),
+        "warning_count": len(warnings),
+        "attachment_name": filename,
+    }
+    subject_template, body_template = FEEDBACK_TEMPLATES
+    subject = _one_line(render(subject_template, **context))
+    body = render(body_template, **context)
+    return _message(
+        rules, unit, "feedback", subject, body, now, (filename, attachment[1]) if attachment else None
+    )
+
+
+def feedback_eml(rules: Rules, letter: Mapping[str, Any], workbook: bytes) -> tuple[bytes, str]:
+    """The .eml file's bytes and the subject of `feedback_message` with `letter`'s arguments (the unit as
+    `unit`), carrying `workbook` under the name `attachment_name`."""
+    args = dict(letter)
+    unit, name = args.pop("unit"), args.pop("attachment_name")
+    message = feedback_message(rules, unit, attachment=(name, workbook), **args)
+    return write_eml(message), str(message["Subject"])
+
+
+def reminder_message(
+    rules: Rules, unit: Unit, *, items: Sequence[tuple[str, str]], now: dt.datetime
+) -> EmailMessage:
+    """What a unit still owes: (item label, state) pairs such as ("送温暖统计表", "未报送")."""
+    if not items:
+        raise ValueError(f"{unit.name} 没有未完成的事项,不需要催报")
+    context = {
+        **_campaign_context(rules, unit, now),
+        "items": [
+            {"number": n, "label": header_text(label), "state": header_text(state)}
+            for n, (label, state) in enumerate(items, start=1)
+        ],
+        "labels": "、".join(header_text(label) for label, _ in items),
+    }
+    subject = _one_line(render("reminder_subject.txt.j2", **context))
+    body = render("reminder_body.txt.j2", **context)
+    return _message(rules, unit, "reminder", subject, body, now, None)
+
+
+def _campaign_context(rules: Rules, unit: Unit, now: dt.datetime) -> dict[str, Any]:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now 必须带时区(例如 Asia/Shanghai),否则无法计算距截止时间")
+    c = rules.campaign
+    local = now.astimezone(c.tz)
+    deadline = c.deadline.astimezone(c.tz)
+    past = now > deadline
+    days = (local.date() - deadline.date()).days if past else (deadline.date() - local.date()).days
+    return {
+        "unit_name": header_text(unit.name),
+        "campaign_title": c.title,
+        "issuer": c.issuer,
+        "department": c.department,
+        "document_number": c.document_number,
+        "contact_phone": c.contact_phone,
+        "reply_to": parse_mailbox(rules.mail.reply_to, "回复地址(mail.reply_to)").addr_spec,
+        "deadline_long": f"{deadline.year}年{deadline.month}月{deadline.day}日",
+        "deadline_short": f"{deadline.month}月{deadline.day}日",
+        "past_deadline": past,
+        "days_left": 0 if past else days,
+        "days_over": max(days, 1) if past else 0,
+        "today": f"{local.year}年{local.month}月{local.day}日",
+        "now_text": f"{local.year}年{local.month}月{local.day}日 {local:%H:%M}",
+    }
+
+
+def _item_label(rules: Rules, file_name: str, findings: Sequence[Finding], item: str | None) -> str:
+    if item:
+        return rules.items[item].label
+    forms = [
+        rules.forms[i.form] for i in rules.items.values() if i.form is not None and i.form in rules.forms
+    ]
+    sheets = {f.sheet for f in findings}
+    for form in forms:
+        if form.sheet in sheets:
+            return rules.item_for_form(form.code).label
+    for form in forms:
+        label = rules.item_for_form(form.code).label
+        if any(name and name in file_name for name in (form.title, label, form.sheet)):
+            return label
+    return "报表"
+
+
+def _message(
+    rules: Rules,
+    unit: Unit,
+    kind: str,
+    subject: str,
+    body: str,
+    now: dt.datetime,
+    attachment: tuple[str, bytes] | None,
+) -> EmailMessage:
+    mail = rules.mail
+    sender = parse_mailbox(mail.sender, "发件人(mail.sender)")
+    reply_to = parse_mailbox(mail.reply_to, "回复地址(mail.reply_to)")
+    to = mailbox(unit.name, unit.email, f"单位 {header_text(unit.name)} ")
+    date = format_datetime(now.astimezone(rules.campaign.tz))
+    digest = _digest(
+        kind, str(sender), str(to), str(reply_to), date, subject, body, *(attachment if attachment else ())
+    )
+
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Reply-To"] = reply_to
+    message["Subject"] = subject
+    message["Date"] = date
+    # Hash-based, not make_msgid(): that one mixes in the time and a random number.
+    message["Message-ID"] = f"<{kind}.{digest[:32]}@{sender.domain}>"
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: vacation responders stay quiet
+    # base64 keeps the message 7-bit clean for servers without 8BITMIME.
+    message.set_content(body, subtype="plain", charset="utf-8", cte="base64")
+    if attachment is not None:
+        name, data = attachment
+        message.add_attachment(data, maintype=XLSX[0], subtype=XLSX[1], filename=name)
+        # "_" is not in the base64 alphabet, so the boundary cannot occur inside a part.
+        message.set_boundary(f"=_{digest[32:56]}")
+    message["Content-Language"] = "zh-CN"  # after set_content, which drops Content-* headers
+    return message
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8") if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def write_eml(message: EmailMessage) -> bytes:
+    """The message as an .eml file: SMTP policy, CRLF line ends, the bytes that would go over the wire."""
+    return message.as_bytes(policy=policy.SMTP)

@@ -1,0 +1,564 @@
+"""The consolidated workbook (汇总表.xlsx): the eight sheets staff read and print, one method each.
+
+A pure function of its inputs: no clock, no random ids, stable ordering, so the same consolidation gives
+the same bytes. Whatever came from a submission (file names, messages) is written as text, never as a
+formula. Written through xlsxwriter's public API (`sheets.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from openpyxl.styles import PatternFill
+from xlsxwriter import Workbook
+
+from pipeline.campaign.config import PROVINCE, Field, Form, Rules
+from pipeline.consolidation import consolidate
+from pipeline.consolidation.consolidate import (
+    CENTER,
+    SUBTOTAL_ROW,
+    TOTAL_ROW,
+    UNIT_ROW,
+    VISITS,
+    WARMTH,
+    Consolidation,
+)
+from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
+from pipeline.model import Submission, Verdict
+from pipeline.render import xlsxpatch
+from pipeline.render.sheets import (
+    CENTER_ALIGN,
+    DATETIME_FORMAT,
+    HEADER_FILL,
+    INFO_ALIGN,
+    LEFT_ALIGN,
+    NUMBER_FORMATS,
+    RIGHT_ALIGN,
+    SUBTOTAL_FILL,
+    TITLE_ROWS,
+    TOP_LEFT,
+    TOTAL_FILL,
+    Looks,
+    Sheet,
+    headers,
+    heading,
+    name_width,
+    page,
+    put_number,
+    put_text,
+    section_starts,
+    written,
+)
+from pipeline.render.words import FindingEntry, Problem, level_name, naive, open_problems, stamp, when, width
+
+SHEETS = ("说明", "送温暖汇总", "分行业汇总", "市县×行业", "帮扶中心汇总", "报送情况", "校验问题", "数据来源")
+STATE_FILLS = {
+    PASSED: PatternFill("solid", fgColor="E2EFDA"),
+    WARNED: PatternFill("solid", fgColor="FFF2CC"),
+    FAILED: PatternFill("solid", fgColor="F8CBAD"),
+    MISSING: PatternFill("solid", fgColor="F8CBAD"),
+    OVERDUE: PatternFill("solid", fgColor="F8CBAD"),
+    RECEIVED: PatternFill("solid", fgColor="E2EFDA"),
+}
+
+
+def _field_of(rules: Rules, form: str, key: tuple[str, str, str]) -> Field:
+    return rules.forms[form].section(key[0]).field(key[2])
+
+
+def _summary_title(form: Form, suffix: str = "") -> str:
+    return f"{form.title.removesuffix('表')}汇总表{suffix}"
+
+
+class _Book:
+    """The consolidated workbook, one method per sheet."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        c: Consolidation,
+        status: Status,
+        problems: list[Problem],
+        sources: Sequence[Submission],
+        as_of: dt.datetime,
+        final: bool,
+        edition: int,
+    ):
+        self.rules, self.c, self.status, self.problems, self.sources = rules, c, status, problems, sources
+        self.as_of, self.final, self.edition = as_of, final, edition
+        self.info = (
+            f"汇总范围:{level_name(rules, c)}    数据截至:{when(rules, as_of)}    {stamp(final, edition)}"
+        )
+        self.state = {(r.unit, r.item): r for r in status.rows}
+        self.units = {u.code: u for u in rules.units}  # rules.unit() searches the list: slow for 3,000 rows
+        self.buffer = io.BytesIO()
+        # Every string goes through write_string; these options only guard what xlsxwriter would guess.
+        self.wb = Workbook(
+            self.buffer,
+            {
+                "in_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        self.looks = Looks(self.wb.add_format)
+        self.sheets: list[Sheet] = []
+
+    def build(self) -> bytes:
+        self.readme()
+        self.by_unit()
+        self.by_industry()
+        self.pivot()
+        self.centers()
+        self.status_sheet()
+        self.problems_sheet()
+        self.sources_sheet()
+        for sheet in self.sheets:
+            sheet.flush()
+        c = self.rules.campaign
+        self.wb.set_properties(
+            {
+                "title": f"{c.title} 汇总({stamp(self.final, self.edition)})",
+                "author": c.issuer,
+                "subject": c.title,
+                # the templates' fixed stamp: the same inputs give the same bytes (xlsxwriter's zip
+                # entries carry a fixed 1980 date of their own)
+                "created": dt.datetime.fromisoformat(xlsxpatch.FIXED_STAMP),
+            }
+        )
+        self.wb.close()
+        return self.buffer.getvalue()
+
+    def sheet(self, name: str) -> Sheet:
+        ws = Sheet(self.wb.add_worksheet(name), self.looks)
+        self.sheets.append(ws)
+        return ws
+
+    def note(self, unit: str, form: str) -> str:
+        """Why a unit's row is blank, or what to know about the figures used."""
+        item = self.rules.item_for_form(form).code
+        row = self.state.get((unit, item))
+        if row is None:
+            return ""
+        if row.version_used is None:
+            return row.state.label + (f";{row.note}" if row.note else "")
+        return row.note
+
+    # 说明
+    def readme(self) -> None:
+        ws = self.sheet(SHEETS[0])
+        heading(ws, 2, f"{self.rules.campaign.title}统计汇总", self.info, money=False)
+        ws.merge(2, 1, 2, 2)
+        r = 3
+        for key, value in self._readme_rows():
+            ws.put(r, 1, key, bold=True, fill=HEADER_FILL, align=LEFT_ALIGN)
+            put_text(ws, r, 2, value, align=LEFT_ALIGN)
+            ws.heights[r] = 32 if width(value) > 90 else 18
+            r += 1
+        page(ws, 2, TITLE_ROWS, [18, 100])
+        ws.ws.set_portrait()
+
+    def _readme_rows(self) -> list[tuple[str, str]]:
+        """What 说明 says, a (key, text) pair a row: the campaign, the scope, the coverage, how the figures
+        were made, and what each sheet holds."""
+        rules, c = self.rules, self.c
+        camp = rules.campaign
+        done_forms = [
+            (rules.item_for_form(form).label, *c.coverage[form])
+            for form in (WARMTH, CENTER)
+            if form in c.coverage
+        ]
+        rows: list[tuple[str, str]] = [
+            ("活动", camp.title),
+            ("发文单位", f"{camp.issuer}{camp.department}"),
+            ("文号", camp.document_number),
+            ("统计年度", f"{camp.statistics_year}年"),
+            ("汇总范围", level_name(rules, c)),
+            ("报送截止时间", when(rules, camp.deadline)),
+            ("数据截至", when(rules, self.as_of)),
+            ("版本", stamp(self.final, self.edition)),
+            ("报送单位", f"{c.units_reported} / {c.units_expected} 个单位有报表纳入汇总"),
+            *[
+                (label, f"{done} / {owed} 个单位已通过校验并纳入汇总")
+                for label, done, owed in done_forms
+                if owed
+            ],
+            ("报齐全部材料", f"{self.status.units_done()} / {c.units_expected} 个单位"),
+            ("规则文件 SHA-256", rules.sha256),
+            ("合计的算法", "各小计、合计均由各单位报表的明细行重新计算,不采用报表中填写的合计数。"),
+            (
+                "数据的取舍",
+                "每个单位每张表采用最近一次通过校验的版本;未报送或未通过校验的单位暂缺(空白),"
+                "不计入合计,原因见“报送情况”“校验问题”工作表,所用文件见“数据来源”工作表。",
+            ),
+            ("金额单位", "万元,保留两位小数;人数、户数、件数为整数。"),
+        ]
+        used = {x.unit for x in c.used}
+        reported_to = {u.reports_to for u in rules.units}
+        parents = [u for u in rules.units if u.code in used and u.code in reported_to]
+        if parents:
+            names = "、".join(u.name for u in parents)
+            rows.append(("避免重复计算", f"{names}报送的送温暖统计表已汇总其所属单位,所属单位不再单列。"))
+        rows += [
+            (
+                "送温暖汇总",
+                "附件1 分单位汇总:表一合计行、表二资金来源、表三走访检查与维权,按单位类别分组小计。",
+            ),
+            ("分行业汇总", "附件1 表一按行业汇总。"),
+            ("市县×行业", "各单位分行业的慰问困难职工户数与慰问金额。"),
+            ("帮扶中心汇总", "附件2 各帮扶中心工作统计汇总。"),
+            ("报送情况", "每个单位每项材料的报送状态、版本与采用的版本。"),
+            ("校验问题", "各单位报表尚未解决的错误与提醒。"),
+            ("数据来源", "汇总所用及收到的每个文件及其 SHA-256。"),
+        ]
+        return rows
+
+    # 送温暖汇总
+    def by_unit(self) -> None:
+        self._unit_table(SHEETS[1], WARMTH, self.c.by_unit, self.c.columns["by_unit"], column_width=10)
+
+    # 分行业汇总
+    def by_industry(self) -> None:
+        rules, c = self.rules, self.c
+        form = rules.forms[WARMTH]
+        section = form.section(VISITS)
+        columns = c.columns["by_industry"]
+        ws = self.sheet(SHEETS[2])
+        ncols = len(columns) + 1
+        heading(ws, ncols, _summary_title(form, "(分行业)"), self.info, money=True)
+        paths: list[list[str]] = [[section.row_header or "项目"]]
+        for col in columns:
+            f = _field_of(rules, WARMTH, col.key)
+            paths.append([*([col.group] if col.group else []), f.header])
+        body = headers(ws, TITLE_ROWS + 1, paths)
+        r = body
+        for row in c.by_industry.to_dict("records"):
+            total = row["code"] == (section.total_row.code if section.total_row else None)
+            fill = TOTAL_FILL if total else None
+            put_text(
+                ws, r, 1, row["label"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN
+            )
+            for j, col in enumerate(columns, start=2):
+                put_number(ws, r, j, row[col.name], col.type, bold=total, fill=fill, align=RIGHT_ALIGN)
+            r += 1
+        labels = list(c.by_industry["label"])
+        page(ws, ncols, body - 1, [name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
+
+    # 市县×行业
+    def pivot(self) -> None:
+        rules, c = self.rules, self.c
+        form = rules.forms[WARMTH]
+        section = form.section(VISITS)
+        ws = self.sheet(SHEETS[3])
+        fields = list(dict.fromkeys(str(f) for f in c.pivot.columns.get_level_values(0)))
+        rows = list(dict.fromkeys(str(r) for r in c.pivot.columns.get_level_values(1)))
+        labels = {r.code: r.label for r in section.rows}
+        totals = {r.code for r in section.rows if r.total}
+        ncols = len(rows) + 1
+        heading(ws, ncols, _summary_title(form, "(分单位分行业)"), self.info, money=True)
+        body = headers(ws, TITLE_ROWS + 1, [["单位"], *[[labels[r]] for r in rows]])
+        ws.heights[body - 1] = 58
+        r = body
+        for number, code in enumerate(fields, start=1):
+            f = section.field(code)
+            ws.merge(r, 1, r, ncols)
+            caption = f"{'一二三四五六七八九十'[number - 1] if number <= 10 else number}、{f.caption}"
+            for j in range(1, ncols + 1):
+                ws.put(r, j, caption if j == 1 else None, bold=True, fill=SUBTOTAL_FILL, align=LEFT_ALIGN)
+            ws.heights[r] = 20
+            r += 1
+            formats = {  # a unit's row, or the total's
+                total: [
+                    ws.look(
+                        bold=total or row in totals,
+                        fill=TOTAL_FILL if total else None,
+                        align=RIGHT_ALIGN,
+                        number_format=NUMBER_FORMATS.get(f.type),
+                    )
+                    for row in rows
+                ]
+                for total in (False, True)
+            }
+            for (unit, name), values in zip(
+                c.pivot.index, c.pivot[code].itertuples(index=False), strict=True
+            ):
+                total = unit == ""
+                fill = TOTAL_FILL if total else None
+                put_text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
+                ws.place_row(r, 2, [written(value, f.type) for value in values], formats[total])
+                r += 1
+        names = [name for _, name in c.pivot.index]
+        page(ws, ncols, body - 1, [name_width(names), *[10] * len(rows)], freeze=f"B{body}")
+
+    # 帮扶中心汇总
+    def centers(self) -> None:
+        rules, c = self.rules, self.c
+        if CENTER not in rules.forms or c.centers.empty:
+            ws = self.sheet(SHEETS[4])
+            heading(ws, 4, "帮扶中心工作统计汇总表", self.info, money=False)
+            ws.put(3, 1, "本级没有应报帮扶中心统计表的单位。", align=INFO_ALIGN, border=False)
+            page(ws, 4, TITLE_ROWS, [30, 12, 12, 12])
+            return
+        form = rules.forms[CENTER]
+        totals = {(s.code, s.total_row.code) for s in form.sections if s.total_row is not None}
+        self._unit_table(
+            SHEETS[4],
+            CENTER,
+            c.centers,
+            c.columns["centers"],
+            column_width=9,
+            bold=lambda col: col.key[:2] in totals,
+        )
+
+    def _unit_table(
+        self,
+        name: str,
+        form_code: str,
+        frame: pd.DataFrame,
+        columns: Sequence[consolidate.Column],
+        column_width: float,
+        bold: Callable[[consolidate.Column], bool] = lambda col: False,
+    ) -> None:
+        """A row per unit (subtotals and the total in bold on their fills), a column per field under its
+        section, a 备注 column last; printed a section per page. `bold`: columns always in bold (合计)."""
+        ws = self.sheet(name)
+        ncols = len(columns) + 2
+        breaks = section_starts(columns)
+        heading(ws, ncols, _summary_title(self.rules.forms[form_code]), self.info, money=True, breaks=breaks)
+        paths: list[list[str]] = [["单位"]]
+        for col in columns:
+            f = _field_of(self.rules, form_code, col.key)
+            paths.append([col.section_title, *([col.group] if col.group else []), f.header])
+        paths.append(["备注"])
+        body = headers(ws, TITLE_ROWS + 1, paths)
+        r = body
+        looks: dict[tuple[str, bool], list[Any]] = {}  # (level, summed) -> each column's format
+        fields = [(col.name, col.type) for col in columns]
+        for row in frame.to_dict("records"):
+            level = row["level"]
+            fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
+            summed = level != UNIT_ROW
+            put_text(
+                ws, r, 1, row["name"], bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN
+            )
+            formats = looks.get((level, summed))
+            if formats is None:
+                formats = looks[(level, summed)] = [
+                    ws.look(
+                        bold=summed or bold(col),
+                        fill=fill,
+                        align=RIGHT_ALIGN,
+                        number_format=NUMBER_FORMATS.get(col.type),
+                    )
+                    for col in columns
+                ]
+            ws.place_row(r, 2, [written(row[name], kind) for name, kind in fields], formats)
+            note = "" if summed else self.note(row["code"], form_code)
+            put_text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
+            r += 1
+        widths = [name_width(list(frame["name"])), *[column_width] * len(columns), 16]
+        page(ws, ncols, body - 1, widths, freeze=f"B{body}", breaks=breaks)
+
+    # 报送情况
+    def status_sheet(self) -> None:
+        rules = self.rules
+        ws = self.sheet(SHEETS[5])
+        heads = ["单位", "单位代码", "类别", "报送事项", "状态", "收到时间", "版本数", "汇总采用版本", "备注"]
+        ncols = len(heads)
+        deadline = when(rules, self.status.deadline)
+        heading(
+            ws, ncols, f"{rules.campaign.title}报送情况", f"{self.info}    报送截止:{deadline}", money=False
+        )
+        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
+        ws.heights[body - 1] = 22
+        r = body
+        for s in self.status.rows:
+            note = ";".join(x for x in (s.note, s.mail_problem) if x)
+            cells: list[Any] = [
+                s.unit_name,
+                s.unit,
+                s.kind,
+                s.item_label,
+                s.state.label,
+                s.received,
+                s.versions,
+                f"第{s.version_used}版" if s.version_used else "",
+                note,
+            ]
+            self._status_row(ws, r, cells, STATE_FILLS.get(s.state))
+            r += 1
+        for v in self.status.stray:
+            try:
+                unit = self.units[v.unit]
+                name, kind, where = unit.name, unit.kind, unit.reports_to
+            except KeyError:
+                name, kind, where = v.unit, "", ""
+            label = rules.items[v.item].label if v.item in rules.items else v.item
+            upper = self.units[where].name if where and where != PROVINCE else "上级单位"
+            cells = [
+                name,
+                v.unit,
+                kind,
+                label,
+                "报错地方",
+                v.received,
+                1,
+                "",
+                f"{v.file}:应报送{upper},不计入本级汇总",
+            ]
+            self._status_row(ws, r, cells, STATE_FILLS[FAILED])
+            r += 1
+        names = [s.unit_name for s in self.status.rows]
+        page(ws, ncols, body - 1, [name_width(names), 10, 9, 16, 9, 17, 7, 12, 46], freeze=f"B{body}")
+
+    def _status_row(self, ws: Sheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
+        for j, value in enumerate(cells, start=1):
+            align = LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN
+            fill_j = fill if j == 5 else None
+            if isinstance(value, dt.datetime):
+                fmt = ws.look(align=align, fill=fill_j, number_format=DATETIME_FORMAT)
+                ws.place(r, j, naive(self.rules, value), fmt)
+            elif isinstance(value, int):
+                ws.place(r, j, value, ws.look(align=align, fill=fill_j, number_format="0"))
+            else:
+                ws.text(r, j, value, ws.look(align=align, fill=fill_j))
+
+    # 校验问题
+    def problems_sheet(self) -> None:
+        ws = self.sheet(SHEETS[6])
+        heads = ["单位", "文件", "规则", "严重程度", "工作表", "单元格", "问题说明"]
+        ncols = len(heads)
+        heading(ws, ncols, "各单位报表校验问题", self.info, money=False)
+        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
+        ws.heights[body - 1] = 22
+        r = body
+        for p in self.problems:
+            f = p.finding
+            cells = [
+                p.unit_name,
+                p.file,
+                f.rule,
+                f.severity.label,
+                f.sheet,
+                f.cell,
+                f.message,
+            ]
+            for j, value in enumerate(cells, start=1):
+                put_text(
+                    ws,
+                    r,
+                    j,
+                    value,
+                    align=TOP_LEFT if j in (1, 2, 7) else CENTER_ALIGN,
+                    size=9,
+                    color="C00000" if j == 4 and f.is_error else None,
+                )
+            r += 1
+        if not self.problems:
+            ws.merge(r, 1, r, ncols)
+            ws.put(r, 1, "没有未解决的校验问题。", align=LEFT_ALIGN)
+        names = [p.unit_name for p in self.problems] or ["单位"]
+        page(ws, ncols, body - 1, [name_width(names, cap=30), 30, 11, 9, 14, 8, 64], freeze=f"A{body}")
+
+    # 数据来源
+    def sources_sheet(self) -> None:
+        rules, c = self.rules, self.c
+        ws = self.sheet(SHEETS[7])
+        heads = ["单位", "单位代码", "报表", "文件名", "SHA-256", "收到时间", "版本", "是否采用"]
+        ncols = len(heads)
+        heading(ws, ncols, "汇总数据来源", self.info, money=False)
+        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
+        ws.heights[body - 1] = 22
+        position = {u.code: i for i, u in enumerate(rules.units)}
+        form_order = {code: i for i, code in enumerate(rules.forms)}
+        used = {v.sha256 for v in c.used}
+        in_level = {u.code for u in rules.children(c.parent)}
+        aligns = [LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN for j in range(1, ncols + 1)]
+        texts = [ws.look(align=align, size=9) for align in aligns]
+        r = body
+        for v in sorted(
+            self.sources,
+            key=lambda v: (
+                position.get(v.unit, len(position)),
+                v.unit,
+                form_order.get(v.form or "", len(form_order)),
+                v.version,
+                v.received,
+                v.sha256,
+            ),
+        ):
+            try:
+                name = self.units[v.unit].name
+            except KeyError:
+                name = v.unit
+            form = rules.forms.get(v.form or "")
+            if v.sha256 in used:
+                verdict = "采用"
+            elif v.unit not in in_level:
+                verdict = "不采用:不是本级应报单位"
+            elif v.verdict != Verdict.ACCEPTED:
+                verdict = "不采用:未通过校验"
+            else:
+                verdict = "不采用:已有更新版本"
+            cells: list[Any] = [
+                name,
+                v.unit,
+                f"{form.attachment} {form.title}" if form else v.item,
+                v.file,
+                v.sha256,
+                v.received,
+                f"第{v.version}版",
+                verdict,
+            ]
+            for j, (value, align, fmt) in enumerate(zip(cells, aligns, texts, strict=True), start=1):
+                if isinstance(value, dt.datetime):
+                    when = ws.look(number_format=DATETIME_FORMAT, align=align, size=9)
+                    ws.place(r, j, naive(rules, value), when)
+                else:
+                    ws.text(r, j, value, fmt)
+            r += 1
+        names = [self.units[v.unit].name for v in c.used] or ["单位"]
+        page(ws, ncols, body - 1, [name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")
+
+
+def consolidated_workbook(
+    rules: Rules,
+    c: Consolidation,
+    status: Status,
+    findings_by_unit: Mapping[str, Sequence[FindingEntry]],
+    sources: Sequence[Submission],
+    *,
+    as_of: dt.datetime,
+    final: bool,
+    edition: int,
+) -> bytes:
+    """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `SHEETS`, in that order.
+
+    `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
+    are the versions to list under 数据来源 (those consolidated are marked 采用).
+    """
+    problems = open_problems(rules, c, findings_by_unit)
+    with _collector_paused():
+        return _Book(rules, c, status, problems, sources, as_of, final, edition).build()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while the workbook is built. It runs each time enough new objects have
+    been made and then walks the ones kept: here the growing cells of every sheet (a tuple each, with its
+    format), again and again, to find no garbage: 0.6 of 2.3 CPU-seconds at 3,000 units. Whatever garbage
+    the building leaves is collected after, as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
