@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.campaign import config
 from pipeline.campaign.config import PROVINCE, Rules
@@ -103,6 +103,39 @@ class Campaign:
         with opened(self.rules, self.folders, self.moment(as_of), self.level, lock=False) as run:
             every = history.checked_by(run.ledger.submissions(), run.as_of)
             return consolidate.consolidate(self.rules, every, self.rules.children(self.level))
+
+    def messages(self, statuses: tuple[str, ...] | None = None) -> list[Any]:
+        """The e-mails the ledger holds (those in `statuses` only, if given), as rows."""
+        from pipeline.io.ledger import Ledger
+
+        book = Ledger(self.folders.state)
+        try:
+            return book.messages(statuses)
+        finally:
+            book.close()
+
+    def resolve_message(self, key: str, *, sent: bool) -> str:
+        """Staff's word on a message whose delivery is unknown: it arrived (`sent`), or it is to be sent again.
+        `key` may be the start of the number `pipeline mail --unknown` shows. Returns its subject."""
+        from pipeline.model import MessageStatus, Refused
+        from pipeline.runs.context import opened
+
+        with opened(self.rules, self.folders, self.moment(), self.level) as run:
+            found = [r for r in run.ledger.messages((MessageStatus.UNKNOWN,))
+                     if r["key"] == key or r["key"].split(":")[-1].startswith(key)]
+            if len(found) != 1:
+                raise Refused(f"送达不明的邮件中{'没有' if not found else '有多封'}编号为 {key} 的邮件;"
+                              "请用 pipeline mail --unknown 查看编号")
+            status, detail = ((MessageStatus.SENT, "工作人员确认已送达") if sent
+                              else (MessageStatus.TEMPFAIL, "工作人员确认未送达,下次 --send 时重发"))
+            run.ledger.set_message(found[0]["key"], status, run.as_of, detail=detail)
+            return str(found[0]["subject"])
+
+    def rebuild(self) -> Path:
+        """The ledger restored from its newest sound automatic backup; returns the backup used."""
+        from pipeline.io import ledger
+
+        return ledger.restore(self.folders.state)
 
     def verify(self) -> tuple[int, list[str]]:
         """Every kept file hashed again against the ledger: how many were checked, and each difference."""

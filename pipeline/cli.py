@@ -239,13 +239,42 @@ def remind(
 
 
 @app.command()
-def verify(state: StateOption = Path("state"), rules_path: RulesOption = None) -> None:
-    """核对存档:重新计算每个原始文件的 sha256,与台账比对。"""
-    count, problems = _campaign(rules_path, state=state).verify()
+def verify(
+    state: StateOption = Path("state"),
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="台账损坏或丢失时:用最近一次自动备份恢复台账(损坏的文件改名保留)")] = False,
+    rules_path: RulesOption = None,
+) -> None:
+    """核对存档:重新计算每个原始文件的 sha256,与台账比对;--rebuild 从自动备份恢复台账。"""
+    campaign = _campaign(rules_path, state=state)
+    if rebuild:
+        used = campaign.rebuild()
+        typer.echo(f"已用备份 {used.name} 恢复台账;之后收到的文件会在下次 pipeline run 时重新收取")
+    count, problems = campaign.verify()
     for line in problems:
         typer.echo(line)
     typer.echo(f"核对 {count} 个存档文件:" + ("全部一致" if not problems else f"{len(problems)} 处不一致"))
     raise typer.Exit(0 if not problems else 1)
+
+
+@app.command("mail")
+def mail_command(
+    unknown: Annotated[bool, typer.Option("--unknown", help="列出是否送达不明的邮件")] = False,
+    resend: Annotated[list[str] | None, typer.Option("--resend", help="确认未送达:下次 --send 时重发这封邮件(写邮件编号)")] = None,
+    mark_sent: Annotated[list[str] | None, typer.Option("--mark-sent", help="确认已送达:不再发送这封邮件(写邮件编号)")] = None,
+    state: StateOption = Path("state"),
+    rules_path: RulesOption = None,
+) -> None:
+    """邮件:列出送达不明的邮件,并由工作人员确认重发(--resend)或已送达(--mark-sent)。"""
+    campaign = _campaign(rules_path, state=state)
+    for key in resend or []:
+        typer.echo(f"将重发:{campaign.resolve_message(key, sent=False)}")
+    for key in mark_sent or []:
+        typer.echo(f"已标记为送达:{campaign.resolve_message(key, sent=True)}")
+    rows = campaign.messages(("unknown",) if unknown or not (resend or mark_sent) else None)
+    if unknown or not (resend or mark_sent):
+        for row in rows:
+            typer.echo(f"  {row['key'].split(':')[-1][:12]}  {row['recipient']}  {row['subject']}\n      {row['detail'] or ''}")
+        typer.echo(f"送达不明的邮件 {len(rows)} 封" + ("(确认后用 --resend 或 --mark-sent 加邮件编号处理)" if rows else ""))
 
 
 @contextmanager
@@ -281,6 +310,11 @@ def main() -> None:
         typer.echo("已中断。", err=True)
         sys.exit(130)
     except Exception as exc:  # the last line of defence for office staff
+        from pipeline.model import Refused
+
+        if isinstance(exc, Refused):  # says what to do: no log, no traceback
+            typer.echo(str(exc), err=True)
+            _leave(2)
         import tempfile
         import traceback
 

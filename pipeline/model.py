@@ -89,6 +89,11 @@ LABELS: dict[Labelled, str] = {
 }
 
 
+class Refused(Exception):
+    """A command that cannot go on as asked; the message, in Chinese, says why and what to do. Shown to
+    staff as it is, without a traceback."""
+
+
 # Whole-file findings, beside the rule ids of rules.yaml.
 F_UNREADABLE = "F-unreadable"
 F_ENCRYPTED = "F-encrypted"
@@ -242,7 +247,7 @@ class Checked:
 class Submission:
     """A file as the ledger keeps it, once checked: who sent which item, its version and verdict."""
 
-    sha256: str
+    sha256: str  # its bytes
     unit: str  # "" when not recognised, as item and form
     item: str
     form: str
@@ -257,6 +262,11 @@ class Submission:
     path: str = ""  # where in the inbox
     size: int = 0
     first_seen: dt.datetime | None = None  # when a run first saw it
+    id: str = ""  # the event: its sha256, or sha256#n when the same bytes came back later as a new version
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.sha256)
 
     @property
     def errors(self) -> int:

@@ -29,7 +29,7 @@ VALUES = {
 def received(book: Ledger, name: str = "海口市总工会_附件1.xlsx") -> str:
     """A file recorded the way intake records it; its digest."""
     sha = hashlib.sha256(name.encode()).hexdigest()
-    book.record_files([(name, 100, 0, sha, name, RECEIVED)], RECEIVED)
+    book.record_files([(name, (100, 0, 0, 0), sha, name, RECEIVED)], RECEIVED)
     return sha
 
 

@@ -210,14 +210,48 @@ def test_every_recipient_refused_sends_nothing(
     assert server.script.received == []
 
 
-def test_connection_lost_after_data_is_unknown(
+def test_connection_closed_before_the_final_reply_is_tried_again(
     server: Server, rules: config.Rules, haikou: config.Unit
 ) -> None:
+    """The server hangs up without answering the final dot: it has not taken the message on (RFC 5321 6.1),
+    so the message is a temporary failure, tried again, not left to staff as "unknown"."""
     server.script.data = ["drop"]
     [outcome] = smtp.send(server.mail, feedback(rules, haikou), timeout=5)
-    assert (outcome.status, outcome.code) == ("unknown", None)
-    assert "可能已经送达" in outcome.detail
-    assert len(server.script.received) == 1  # it had indeed arrived
+    assert (outcome.status, outcome.code) == ("tempfail", None)
+    assert "未确认收到" in outcome.detail and "下次运行时重试" in outcome.detail
+
+
+def test_no_answer_to_the_final_dot_by_the_deadline_is_unknown(rules: config.Rules, haikou: config.Unit) -> None:
+    """A server that takes the whole message and then says nothing: the wait ends at the run's deadline, and
+    the message may have arrived: staff decide (pipeline mail --unknown)."""
+    import threading
+    import time
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"220 mute ESMTP\r\n")
+                for line in lines:
+                    if line.upper().startswith((b"EHLO", b"HELO")):
+                        conn.sendall(b"250 mute\r\n")
+                    elif line.upper().startswith((b"MAIL", b"RCPT")):
+                        conn.sendall(b"250 OK\r\n")
+                    elif line.upper().startswith(b"DATA"):
+                        conn.sendall(b"354 go on\r\n")
+                    elif line == b".\r\n":
+                        time.sleep(10)  # the message is in; the answer never comes
+                        return
+
+        threading.Thread(target=serve, daemon=True).start()
+        mute = dataclasses.replace(rules.mail, smtp_host="127.0.0.1", smtp_port=listener.getsockname()[1], tls="none")
+        start = time.monotonic()
+        [outcome] = smtp.send(mute, feedback(rules, haikou), timeout=30, deadline=time.monotonic() + 2)
+    assert time.monotonic() - start < 5
+    assert outcome.status == "unknown" and "可能已经送达" in outcome.detail and "pipeline mail --unknown" in outcome.detail
 
 
 def test_nothing_listening_is_tempfail(rules: config.Rules, haikou: config.Unit) -> None:

@@ -202,6 +202,7 @@ class Mail:
     tls: str
     username: str
     password_env: str
+    send_seconds: float = 300  # all sending of one run ends by then; what is left goes on the next run
 
 
 @dataclass(frozen=True)
@@ -686,7 +687,7 @@ def _expr(node: _Node, scope: rulelang.Scope) -> rulelang.Expr:
 
 
 def _mail(node: _Node) -> Mail:
-    node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env"))
+    node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env", "send_seconds"))
     for key in ("sender", "reply_to"):
         value = node.get(key).text()
         if "\n" in value or "\r" in value:
@@ -698,7 +699,11 @@ def _mail(node: _Node) -> Mail:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
         raise node.get("password_env").fail("应为环境变量的名字(如 SMTP_PASSWORD),不要把密码本身写在这里")
     username = node.get("username", required=False)
+    seconds = node.get("send_seconds", required=False)
+    if seconds.value is not None and not 0 < seconds.number() <= 86400:
+        raise seconds.fail(f"应为 1 到 86400 之间的秒数,实际是 {seconds.value!r}")
     return Mail(
+        send_seconds=seconds.number() if seconds.value is not None else 300,
         sender=node.get("sender").text(),
         reply_to=node.get("reply_to").text(),
         smtp_host=node.get("smtp_host").text(),

@@ -14,7 +14,7 @@ Pair = tuple[str, str]  # (unit, item)
 
 
 def _rank(s: Submission) -> tuple[int, dt.datetime, str]:
-    return s.version, s.received, s.sha256
+    return s.version, s.received, s.id
 
 
 def checked_by(subs: Iterable[Submission], as_of: dt.datetime) -> list[Submission]:

@@ -50,6 +50,7 @@ class Status:
     deadline: dt.datetime
     rows: tuple[ItemStatus, ...]
     stray: tuple[Submission, ...] = ()  # files from units that report elsewhere (sent to the wrong place)
+    skipped: tuple[tuple[str, str], ...] = ()  # what the last intake passed over: (path, reason)
 
     @property
     def days_left(self) -> int:
@@ -73,6 +74,7 @@ class Status:
             "days_left": self.days_left,
             "rows": [r.as_json() for r in self.rows],
             "stray": [{"unit": v.unit, "item": v.item, "file": v.file} for v in self.stray],
+            "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
         }
 
 
@@ -86,6 +88,7 @@ def compute(
     as_of: dt.datetime,
     parent: str = "province",
     mail_problems: dict[str, str] | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> Status:
     """The status of every expected unit and item at `as_of`, from all versions received so far."""
     deadline = rules.campaign.deadline
@@ -98,7 +101,8 @@ def compute(
         for item in unit.items:
             versions_of = by_pair.get((unit.code, item), [])
             rows.append(_row(rules, unit, item, versions_of, as_of, deadline, (mail_problems or {}).get(unit.code, "")))
-    return Status(as_of, deadline, tuple(rows), tuple(sorted(stray, key=lambda v: (v.unit, v.received))))
+    return Status(as_of, deadline, tuple(rows), tuple(sorted(stray, key=lambda v: (v.unit, v.received))),
+                  tuple(skipped))
 
 
 def _row(rules: Rules, unit: Unit, item: str, versions: Sequence[Submission], as_of: dt.datetime,
@@ -171,4 +175,6 @@ def render_text(status: Status, rules: Rules) -> str:
     lines.append("合计:" + ",".join(f"{k} {v}" for k, v in counts.items()))
     for v in status.stray:
         lines.append(f"报错地方:{v.file}({v.unit} 应向其上级单位报送,不计入本级汇总)")
+    for path, reason in status.skipped:
+        lines.append(f"跳过:{path}:{reason}")
     return "\n".join(lines)

@@ -16,107 +16,87 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.model import Finding, Submission, Verdict
+from pipeline.io import ledger_schema
+from pipeline.model import Finding, Refused, Submission, Verdict
 
 Key = tuple[str, str, str]  # (section, row, field), as a form's values are keyed
+Signature = tuple[int, int, int, int]  # a file's size, mtime_ns, ctime_ns and inode: changed when any is
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,          -- relative to the inbox; a name that is not UTF-8 as its raw bytes (BLOB)
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    first_seen TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS submissions (
-    sha256 TEXT PRIMARY KEY,        -- the same bytes under another name are the same submission
-    file TEXT NOT NULL,             -- the name it first came under
-    path TEXT NOT NULL,             -- where in the inbox, as files.path
-    size INTEGER NOT NULL,
-    received TEXT NOT NULL,         -- when it reached the inbox (file time), ISO with zone
-    first_seen TEXT NOT NULL,       -- when a run first saw it
-    kind TEXT,                      -- form / report / unknown
-    unit TEXT,
-    item TEXT,
-    form TEXT,
-    version INTEGER,
-    verdict TEXT,                   -- NULL until checked
-    findings TEXT,                  -- JSON list of findings
-    "values" TEXT,                  -- JSON of the normalised values, for consolidation
-    explained INTEGER DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS submissions_unit_item ON submissions (unit, item);
-CREATE TABLE IF NOT EXISTS messages (
-    key TEXT PRIMARY KEY,           -- once per (submission, recipient), or (reminder, unit, day)
-    kind TEXT NOT NULL,             -- feedback / reminder
-    unit TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    sha256 TEXT,
-    subject TEXT NOT NULL,
-    eml TEXT NOT NULL,              -- the message file in the outbox
-    status TEXT NOT NULL,           -- pending / written / sending / sent / tempfail / refused / unknown
-    code INTEGER,
-    detail TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS archive (
-    sha256 TEXT PRIMARY KEY,        -- each file's bytes, exactly as sent (older states: files in archive/)
-    data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS editions (
-    number INTEGER PRIMARY KEY,     -- 终稿 editions, never overwritten
-    as_of TEXT NOT NULL,
-    path TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS generation (
-    n INTEGER NOT NULL              -- one row; bumped by every change to the tables above
-);
-INSERT INTO generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation);
-CREATE TABLE IF NOT EXISTS submissions_generation (
-    n INTEGER NOT NULL              -- one row; bumped by every change to submissions alone
-);
-INSERT INTO submissions_generation (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM submissions_generation);
-CREATE TABLE IF NOT EXISTS outputs (
-    scope TEXT PRIMARY KEY,         -- the draft outputs of one level (province, or a --for unit)
-    key TEXT NOT NULL,              -- what they were made from: rules, ledger generation, as-of, options
-    files TEXT NOT NULL             -- JSON {path in the outbox: sha256}
-);
-"""
-COLUMNS = "sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, explained"
-TRACKED = ("files", "submissions", "messages", "editions")
-TRIGGERS = "".join(
-    f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
-    "BEGIN UPDATE generation SET n = n + 1; END;\n"
-    for table in TRACKED
-    for op in ("INSERT", "UPDATE", "DELETE")
-) + "".join(
-    f"CREATE TRIGGER IF NOT EXISTS submissions_{op.lower()}_loaded AFTER {op} ON submissions "
-    "BEGIN UPDATE submissions_generation SET n = n + 1; END;\n"
-    for op in ("INSERT", "UPDATE", "DELETE")
-)
+
+@dataclass(frozen=True)
+class Letter:
+    """A message as the ledger keeps it before it is ever sent."""
+
+    key: str  # once per (submission, recipient), or (reminder, unit, day)
+    kind: str  # feedback / reminder
+    unit: str
+    recipient: str  # the one address it goes to
+    submission: str | None  # the submission it answers
+    subject: str
+    eml: str  # where its copy for people is, in the outbox
+    message_id: str
+    mime: bytes  # what is sent
+
+COLUMNS = ("id, sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, "
+           "explained")
+
+
+FILE = "ledger.sqlite"
+BACKUPS = "backup"  # the ledger as it was after each of the last runs that changed it
+KEEP_BACKUPS = 3
+
+
+class LedgerError(Refused):
+    """The ledger cannot be used as it is; the message says what happened and what staff should do."""
 
 
 class Ledger:
     def __init__(self, state: Path):
         self.state = state
         self.archive_dir = state / "archive"
+        path = state / FILE
+        if not path.exists() and backups(state):
+            raise LedgerError(
+                f"台账文件 {path} 不见了,但还有自动备份。为免重复发信、重复计数,本次不运行;"
+                "请运行 pipeline verify --rebuild 用最近的备份恢复台账,再重新运行"
+            )
         state.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(state / "ledger.sqlite", isolation_level=None, timeout=30)
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA + TRIGGERS)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            ledger_schema.migrate(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise LedgerError(
+                f"台账文件 {path} 已损坏,无法读取({exc})。请不要删除它;恢复办法:运行 pipeline verify --rebuild,"
+                "用最近一次自动备份恢复台账(损坏的文件会改名保留),然后再运行 pipeline run"
+            ) from None
         # The submissions as last loaded or stored: (submissions_generation, with values, them). A run reads
         # them four times (feedback, status, draft, status again), 6,000 JSON-laden rows each at national scale.
         self._loaded: tuple[int, bool, list[Submission]] | None = None
 
     def close(self) -> None:
         self.db.close()
+
+    def backup(self, keep: int = KEEP_BACKUPS) -> Path:
+        """A consistent copy of the ledger under backup/, the last `keep` kept (SQLite's online backup)."""
+        folder = self.state / BACKUPS
+        folder.mkdir(exist_ok=True)
+        target = folder / f"ledger-{dt.datetime.now():%Y%m%d-%H%M%S-%f}.sqlite"
+        partial = target.with_suffix(".partial")
+        with contextlib.closing(sqlite3.connect(partial)) as copy:
+            self.db.backup(copy)
+        os.replace(partial, target)
+        for old in backups(self.state)[keep:]:
+            old.unlink(missing_ok=True)
+        return target
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -167,7 +147,7 @@ class Ledger:
     def verify(self) -> list[str]:
         """Re-hash every archived file against the ledger; a line per difference, in Chinese."""
         problems = []
-        for row in self.db.execute("SELECT sha256, file FROM submissions ORDER BY sha256"):
+        for row in self.db.execute("SELECT DISTINCT sha256, file FROM submissions ORDER BY sha256"):
             data = self.bytes_of(row["sha256"])
             if data is None:
                 problems.append(f"存档缺失:{row['file']}({row['sha256'][:12]}…)")
@@ -177,43 +157,69 @@ class Ledger:
 
     # --- files and submissions ---------------------------------------------------------------------------
 
-    def known_files(self) -> dict[str, tuple[int, int]]:
-        """Inbox path -> (size, mtime_ns) as last seen."""
-        return {_path(r["path"]): (r["size"], r["mtime_ns"])
-                for r in self.db.execute("SELECT path, size, mtime_ns FROM files")}
+    def known_files(self) -> dict[str, Signature]:
+        """Inbox path -> its signature as last seen."""
+        return {_path(r["path"]): (r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"])
+                for r in self.db.execute("SELECT path, size, mtime_ns, ctime_ns, inode FROM files")}
 
-    def record_files(self, files: list[tuple[str, int, int, str, str, dt.datetime]], seen: dt.datetime) -> list[str]:
-        """Record (path, size, mtime_ns, sha256, name, received) of files in one transaction; return the
-        digests of those whose bytes are a new submission, in order.
+    def record_files(self, files: list[tuple[str, Signature, str, str, dt.datetime]], seen: dt.datetime) -> list[str]:
+        """Record (path, signature, sha256, name, received) of files in one transaction; return the ids of
+        the new submissions they are, in order.
 
         `path` is the inbox path as os.walk gives it (bytes that are not UTF-8 as surrogate escapes), `name`
         the file name to show people.
         """
         with self.transaction() as db:
-            return [sha for path, size, mtime_ns, sha, name, received in files
-                    if self._record_file(db, path, size, mtime_ns, sha, name, received, seen)]
+            return [new for path, signature, sha, name, received in files
+                    if (new := self._record_file(db, path, signature, sha, name, received, seen))]
 
     @staticmethod
-    def _record_file(db: sqlite3.Connection, path: str, size: int, mtime_ns: int, sha256: str, name: str,
-                     received: dt.datetime, seen: dt.datetime) -> bool:
+    def _record_file(db: sqlite3.Connection, path: str, signature: Signature, sha256: str, name: str,
+                     received: dt.datetime, seen: dt.datetime) -> str | None:
+        """The file recorded; the id of the submission it is, if it is a new one.
+
+        The same bytes again are the same submission (a copy forwarded, saved under another name), unless
+        the unit has sent another version of that item since: then they are sent again on purpose, a new
+        event with its own verdict and feedback."""
         key = _stored_path(path)
         db.execute(
-            "INSERT INTO files (path, size, mtime_ns, sha256, first_seen) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO files (path, size, mtime_ns, ctime_ns, inode, sha256, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
-            "sha256 = excluded.sha256",
-            (key, size, mtime_ns, sha256, seen.isoformat()),
+            "ctime_ns = excluded.ctime_ns, inode = excluded.inode, sha256 = excluded.sha256",
+            (key, *signature, sha256, seen.isoformat()),
         )
-        existing = db.execute("SELECT received FROM submissions WHERE sha256 = ?", (sha256,)).fetchone()
-        if existing is not None:
-            if dt.datetime.fromisoformat(existing["received"]) > received:
-                db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE sha256 = ?",
-                           (received.isoformat(), name, key, sha256))
-            return False
+        events = db.execute("SELECT id, received, unit, item FROM submissions WHERE sha256 = ? ORDER BY received",
+                            (sha256,)).fetchall()
+        if not events:
+            new = sha256
+        else:
+            last = events[-1]
+            newest = db.execute("SELECT max(received) FROM submissions WHERE unit = ? AND item = ? AND sha256 != ?",
+                                (last["unit"], last["item"], sha256)).fetchone()[0] if last["unit"] else None
+            if newest is None or newest < last["received"] or received.isoformat() <= newest:
+                if len(events) == 1 and dt.datetime.fromisoformat(last["received"]) > received:
+                    db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE id = ?",
+                               (received.isoformat(), name, key, last["id"]))
+                return None
+            new = f"{sha256}#{len(events)}"
         db.execute(
-            "INSERT INTO submissions (sha256, file, path, size, received, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
-            (sha256, name, key, size, received.isoformat(), seen.isoformat()),
+            "INSERT INTO submissions (id, sha256, file, path, size, received, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (new, sha256, name, key, signature[0], received.isoformat(), seen.isoformat()),
         )
-        return True
+        return new
+
+    def set_skipped(self, skipped: Sequence[tuple[str, str]], seen: dt.datetime) -> None:
+        """What the last intake passed over, and why (shown in the status)."""
+        current = [(r["path"], r["reason"]) for r in self.db.execute("SELECT path, reason FROM skipped ORDER BY rowid")]
+        if current == list(skipped):
+            return  # unchanged: the ledger's generation stays, and a rerun rewrites nothing
+        with self.transaction() as db:
+            db.execute("DELETE FROM skipped")
+            db.executemany("INSERT INTO skipped (path, reason, seen) VALUES (?, ?, ?)",
+                           [(path, reason, seen.isoformat()) for path, reason in skipped])
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(r["path"], r["reason"]) for r in self.db.execute("SELECT path, reason FROM skipped ORDER BY rowid")]
 
     def unchecked(self) -> list[Submission]:
         return self._select("WHERE verdict IS NULL ORDER BY received, path")
@@ -231,16 +237,12 @@ class Ledger:
     def _submissions_generation(self) -> int:
         return int(self.db.execute("SELECT n FROM submissions_generation").fetchone()[0])
 
-    def latest(self, unit: str, item: str) -> Submission | None:
-        found = self._select("WHERE unit = ? AND item = ? ORDER BY version DESC LIMIT 1", (unit, item))
-        return found[0] if found else None
-
     def _select(self, where: str, args: tuple[Any, ...] = (), values: bool = True,
                 decoded: dict[str, dict[Key, Any]] | None = None) -> list[Submission]:
-        """Submissions as stored; `decoded`: values already at hand (as stored), by sha256, not read again."""
+        """Submissions as stored; `decoded`: values already at hand (as stored), by id, not read again."""
         columns = "*" if values else f"{COLUMNS}, NULL AS \"values\""
         known = decoded or {}
-        return [_submission(r, known.get(r["sha256"]))
+        return [_submission(r, known.get(r["id"]))
                 for r in self.db.execute(f"SELECT {columns} FROM submissions {where}", args)]
 
     def record_checks(self, results: list[tuple[str, dict[str, Any]]]) -> None:
@@ -249,26 +251,26 @@ class Ledger:
         The submissions are then kept loaded as stored, figures included, for the feedback, status and
         consolidation that follow: they would otherwise read every row again and decode the values just
         encoded (0.45 s of CPU at 6,000 forms)."""
-        stored = [(sha256, fields, _stored_values(fields.get("values", {}))) for sha256, fields in results]
+        stored = [(sid, fields, _stored_values(fields.get("values", {}))) for sid, fields in results]
         with self.transaction() as db:
             db.executemany(
                 'UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, '
-                '"values" = ?, explained = ? WHERE sha256 = ?',
+                '"values" = ?, explained = ? WHERE id = ?',
                 [(fields["kind"], fields["unit"], fields["item"], fields["form"], fields["verdict"],
                   json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
-                  text, int(fields.get("explained", False)), sha256)
-                 for sha256, fields, (_, text) in stored],
+                  text, int(fields.get("explained", False)), sid)
+                 for sid, fields, (_, text) in stored],
             )
             # One statement for every pair; only rows whose number changes are written.
             db.execute(
                 "UPDATE submissions SET version = numbered.n FROM ("
-                "  SELECT sha256, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path) AS n"
+                "  SELECT id, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path, id) AS n"
                 "  FROM submissions WHERE unit IS NOT NULL AND item IS NOT NULL"
                 ") AS numbered "
-                "WHERE submissions.sha256 = numbered.sha256 AND submissions.version IS NOT numbered.n"
+                "WHERE submissions.id = numbered.id AND submissions.version IS NOT numbered.n"
             )
             # Read within the transaction, so that no other connection's change can slip in unseen.
-            decoded = {sha256: values for sha256, _, (values, _) in stored}
+            decoded = {sid: values for sid, _, (values, _) in stored}
             loaded = (self._submissions_generation(), True, self._select("ORDER BY received, path", decoded=decoded))
         self._loaded = loaded
 
@@ -278,17 +280,15 @@ class Ledger:
         row: sqlite3.Row | None = self.db.execute("SELECT * FROM messages WHERE key = ?", (key,)).fetchone()
         return row
 
-    def add_message(self, key: str, kind: str, unit: str, recipient: str, sha256: str | None, subject: str,
-                    eml: str, when: dt.datetime) -> None:
-        self.add_messages([(key, kind, unit, recipient, sha256, subject, eml)], when)
-
-    def add_messages(self, rows: Sequence[tuple[str, str, str, str, str | None, str, str]], when: dt.datetime) -> None:
-        """(key, kind, unit, recipient, sha256, subject, eml) of messages written, in one transaction."""
+    def add_messages(self, rows: Sequence[Letter], when: dt.datetime) -> None:
+        """Messages written, in one transaction: each with its recipient, Message-ID and bytes, from which
+        it is sent (never from the copy in the outbox)."""
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO messages (key, kind, unit, recipient, sha256, subject, eml, status, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(*row, when.isoformat()) for row in rows],
+                "INSERT OR IGNORE INTO messages (key, kind, unit, recipient, sha256, subject, eml, message_id, mime, "
+                "status, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(r.key, r.kind, r.unit, r.recipient, r.submission, r.subject, r.eml, r.message_id, r.mime,
+                  when.isoformat()) for r in rows],
             )
 
     def set_messages(self, keys: list[str], status: str, when: dt.datetime) -> None:
@@ -304,6 +304,10 @@ class Ledger:
                 "WHERE key = ?",
                 (status, code, detail, when.isoformat(), int(attempt), key),
             )
+
+    def set_mime(self, key: str, mime: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET mime = ? WHERE key = ?", (mime, key))
 
     def messages(self, statuses: tuple[str, ...] | None = None) -> list[sqlite3.Row]:
         if statuses is None:
@@ -341,7 +345,7 @@ class Ledger:
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table as sorted plain rows: what tests compare between runs."""
         out = {}
-        for table, key in (("files", "path"), ("submissions", "sha256"), ("messages", "key"), ("editions", "number")):
+        for table, key in (("files", "path"), ("submissions", "id"), ("messages", "key"), ("editions", "number")):
             out[table] = [dict(r) for r in self.db.execute(f"SELECT * FROM {table} ORDER BY {key}")]
         return out
 
@@ -405,9 +409,40 @@ def _submission(row: sqlite3.Row, values: dict[Key, Any] | None = None) -> Submi
         # only accepted forms are consolidated, and they hold no unknowns
         values = dict(zip(map(_key, raw), raw.values(), strict=True))
     return Submission(
-        sha256=row["sha256"], file=row["file"], path=_path(row["path"]), size=row["size"],
+        id=row["id"], sha256=row["sha256"], file=row["file"], path=_path(row["path"]), size=row["size"],
         received=dt.datetime.fromisoformat(row["received"]), first_seen=dt.datetime.fromisoformat(row["first_seen"]),
         kind=row["kind"] or "", unit=row["unit"] or "", item=row["item"] or "", form=row["form"] or "",
         version=row["version"] or 0, verdict=Verdict(row["verdict"]) if row["verdict"] else None, findings=findings,
         values=values, explained=bool(row["explained"]),
     )
+
+
+def backups(state: Path) -> list[Path]:
+    """The ledger's automatic backups, newest first."""
+    folder = state / BACKUPS
+    return sorted(folder.glob("ledger-*.sqlite"), reverse=True) if folder.is_dir() else []
+
+
+def restore(state: Path) -> Path:
+    """The ledger restored from its newest sound backup; a damaged ledger is kept beside it under another
+    name. Returns the backup used; LedgerError when there is none to use."""
+    for candidate in backups(state):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{candidate}?mode=ro", uri=True)) as db:
+                if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    continue
+        except sqlite3.DatabaseError:
+            continue
+        path = state / FILE
+        stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
+        for suffix in ("", "-wal", "-shm"):
+            old = state / (FILE + suffix)
+            if old.exists():
+                os.replace(old, state / f"{FILE}{suffix}.damaged-{stamp}")
+        partial = path.with_suffix(".restoring")
+        with contextlib.closing(sqlite3.connect(f"file:{candidate}?mode=ro", uri=True)) as src, \
+                contextlib.closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+        os.replace(partial, path)
+        return candidate
+    raise LedgerError(f"{state / BACKUPS} 中没有可用的台账备份,无法自动恢复;请联系技术人员")

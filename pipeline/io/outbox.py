@@ -14,6 +14,7 @@ MAIL_DIR = "邮件"  # the e-mails, as .eml files people can open
 SUMMARY_DIR = "汇总"  # the draft consolidation, and the numbered final editions
 STATUS_TXT = "报送情况.txt"
 STATUS_JSON = "报送情况.json"
+PARTIAL = ".partial-"  # in the name of a hidden folder an edition is written in before it is renamed
 
 
 def safe_name(name: str, limit: int = 200) -> str:
@@ -44,3 +45,24 @@ def inside(outbox: Path, *parts: str) -> Path:
     if os.path.commonpath([outbox.resolve(), path.resolve()]) != str(outbox.resolve()):
         raise ValueError(f"路径越出输出目录:{path}")
     return path
+
+
+def remove_leftovers(outbox: Path) -> list[Path]:
+    """What a run killed while writing left behind in the outbox: hidden temporary files of an atomic write
+    and hidden folders of an edition not renamed into place. Only called under the run's lock."""
+    import shutil
+
+    if not outbox.is_dir():
+        return []
+    removed = []
+    for root, dirs, files in os.walk(outbox):
+        for name in dirs:
+            if name.startswith(".") and PARTIAL in name:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(Path(root, name))
+        dirs[:] = [d for d in dirs if not (d.startswith(".") and PARTIAL in d)]
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.unlink(os.path.join(root, name))
+                removed.append(Path(root, name))
+    return removed

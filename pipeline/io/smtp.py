@@ -2,8 +2,10 @@
 
 The conversation goes one step at a time so that a failure is classed by where it happened: before the
 end of DATA nothing was delivered and the message can be retried; once the final dot has gone and no
-answer came back it may have been delivered, and only staff can decide to send it again. Takes an
-`EmailMessage` (read back from its .eml, or as built) and the campaign's `Mail` settings.
+answer came back in time it may have been delivered, and only staff can decide to send it again; a
+connection the server closes before answering the final dot delivered nothing (RFC 5321 4.1.1.4), and the
+message is tried again. Takes an `EmailMessage` as the ledger keeps it, the recipients the ledger names,
+the campaign's `Mail` settings, and the moment by which the run's sending must end.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -37,6 +40,7 @@ class Outcome:
     status: MessageStatus  # sent / tempfail / refused / unknown
     code: int | None
     detail: str
+    reached: bool = True  # False when the server could not be reached at all: no use trying others now
 
 
 def password_from_env(mail: Mail) -> str | None:
@@ -47,22 +51,28 @@ def send(
     mail: Mail,
     message: EmailMessage,
     *,
+    recipients: list[str] | None = None,
     password: str | None = None,
     timeout: float = 30,
+    deadline: float | None = None,
     context: ssl.SSLContext | None = None,
 ) -> list[Outcome]:
-    """Deliver one message to each of its recipients; one Outcome per recipient, never an exception for
-    a network or server failure (a malformed message or address still raises ValueError).
+    """Deliver one message to `recipients` (by default those its headers name); one Outcome per
+    recipient, never an exception for a network or server failure (a malformed address still raises
+    ValueError). No step waits past `deadline` (time.monotonic()).
 
     `context` verifies the server for tls ssl/starttls; by default the system's CAs and the host name.
     """
     context = context or ssl.create_default_context()
-    sender, recipients = _envelope(message)
+    sender, named = _envelope(message)
+    recipients = [_address(r, "收件人") for r in recipients] if recipients is not None else named
     data = _data(message)
     where = f"{mail.smtp_host}:{mail.smtp_port}"
+    if deadline is not None:
+        timeout = max(1.0, min(timeout, deadline - time.monotonic()))
 
     def everyone(status: MessageStatus, code: int | None, detail: str) -> list[Outcome]:
-        return [Outcome(r, status, code, detail) for r in recipients]
+        return [Outcome(r, status, code, detail, reached=False) for r in recipients]
 
     try:
         if mail.tls == "ssl":
@@ -78,7 +88,7 @@ def send(
     except (OSError, smtplib.SMTPException) as exc:
         return everyone(TEMPFAIL, None, f"无法连接邮件服务器 {where}:{_network_error(exc)},下次运行时重试")
     try:
-        return _transaction(smtp, mail, password, context, sender, recipients, data, timeout)
+        return _transaction(smtp, mail, password, context, sender, recipients, data, timeout, deadline)
     finally:
         try:
             smtp.quit()
@@ -95,6 +105,7 @@ def _transaction(
     recipients: list[str],
     data: bytes,
     timeout: float,
+    deadline: float | None,
 ) -> list[Outcome]:
     """The conversation after the greeting, step by step: session, MAIL FROM, RCPT TO each recipient, DATA,
     the message and its final reply. Longer than a function should be, and kept in one piece: each
@@ -174,16 +185,26 @@ def _transaction(
             None,
             f"发送邮件内容时连接中断(服务器未收到结尾标记,不会投递):{_network_error(exc)},下次运行时重试",
         )
+    wait = max(timeout, FINAL_REPLY_TIMEOUT)
+    if deadline is not None:
+        wait = max(1.0, min(wait, deadline - time.monotonic()))
     try:
         if smtp.sock is not None:
-            smtp.sock.settimeout(max(timeout, FINAL_REPLY_TIMEOUT))
+            smtp.sock.settimeout(wait)
         code, text = smtp.getreply()
     except (OSError, smtplib.SMTPException) as exc:
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            return rest(
+                UNKNOWN,
+                None,
+                f"邮件内容已发出,但 {wait:.0f} 秒内没有等到服务器确认,可能已经送达;"
+                "为免重复,不会自动重发,请用 pipeline mail --unknown 核对",
+            )
+        # The server closed the connection without answering the final dot: it must not deliver it.
         return rest(
-            UNKNOWN,
+            TEMPFAIL,
             None,
-            f"邮件已全部发出,但服务器确认前连接中断({_network_error(exc)}),可能已经送达;"
-            "为免重复,不会自动重发,请人工确认",
+            f"发送邮件内容时服务器断开了连接({_network_error(exc)}),未确认收到,下次运行时重试",
         )
     if 200 <= code < 300:
         return rest(SENT, code, f"已送达邮件服务器:{_reply(code, text)}")

@@ -478,7 +478,7 @@ class _Book:
         ws.heights[body - 1] = 22
         position = {u.code: i for i, u in enumerate(rules.units)}
         form_order = {code: i for i, code in enumerate(rules.forms)}
-        used = {v.sha256 for v in c.used}
+        used = {v.id for v in c.used}
         in_level = {u.code for u in rules.children(c.parent)}
         aligns = [LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN for j in range(1, ncols + 1)]
         texts = [ws.look(align=align, size=9) for align in aligns]
@@ -499,7 +499,7 @@ class _Book:
             except KeyError:
                 name = v.unit
             form = rules.forms.get(v.form or "")
-            if v.sha256 in used:
+            if v.id in used:
                 verdict = "采用"
             elif v.unit not in in_level:
                 verdict = "不采用:不是本级应报单位"

@@ -28,11 +28,11 @@ def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = No
         return Counter()
     loading = overlap.import_meanwhile("pipeline.checks.validate")
     early = early or {}
-    results = [(sub.sha256, _report_fields(run, sub)) for sub in pending if reports.is_report(rules, sub.file)]
+    results = [(sub.id, _report_fields(run, sub)) for sub in pending if reports.is_report(rules, sub.file)]
     forms = [sub for sub in pending if not reports.is_report(rules, sub.file)]
     todo = [sub for sub in forms if (sub.sha256, sub.file) not in early]
     kept = ledger.kept_bytes([sub.sha256 for sub in todo])
-    results += [(sub.sha256, _too_large(run, sub)) for sub in todo if sub.sha256 not in kept]
+    results += [(sub.id, _too_large(run, sub)) for sub in todo if sub.sha256 not in kept]
     forms = [sub for sub in forms if (sub.sha256, sub.file) in early or sub.sha256 in kept]
     today = run.as_of.date()
     fresh = iter(run.workers().map(
@@ -47,10 +47,10 @@ def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = No
     from pipeline.checks import validate
 
     overlap.set_aside()
-    companions = _companions(run, [c.read for c in prepared], {s.sha256 for s in pending})
+    companions = _companions(run, [c.read for c in prepared], {s.id for s in pending})
     checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
     for sub, c in zip(forms, checked, strict=True):
-        results.append((sub.sha256, _form_fields(run, c)))
+        results.append((sub.id, _form_fields(run, c)))
     ledger.record_checks(results)
     return Counter(fields["verdict"] for _, fields in results)
 
@@ -99,7 +99,7 @@ def _companions(run: Run, reads: Sequence[Read], new: set[str]) -> list[Checked]
         return []
     latest = history.latest(ledger.submissions(values=False))
     found = [last for unit, other in wanted
-             if (last := latest.get((unit, rules.item_for_form(other).code))) is not None and last.sha256 not in new]
+             if (last := latest.get((unit, rules.item_for_form(other).code))) is not None and last.id not in new]
     kept = ledger.kept_bytes([sub.sha256 for sub in found])
     today = run.as_of.date()
     items = [tasks.FileToCheck(kept[sub.sha256], sub.file, today) for sub in found if sub.sha256 in kept]

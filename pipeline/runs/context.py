@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.campaign.config import PROVINCE, Rules
+from pipeline.io import outbox
 from pipeline.io.ledger import Ledger
+from pipeline.model import Refused
 
 if TYPE_CHECKING:
     from pipeline.consolidation.status import Status
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
 
 
-class RunLocked(Exception):
+class RunLocked(Refused):
     """Another run holds the lock."""
 
 
@@ -140,6 +142,8 @@ def opened(rules: Rules, folders: Folders, as_of: dt.datetime, level: str = PROV
     """A run holding the level's lock (unless it only reads: `lock=False`) and ledger; its workers end
     with it."""
     with locked(folders.state) if lock else nullcontext():
+        if lock:
+            outbox.remove_leftovers(folders.outbox)
         ledger = Ledger(folders.state)
         run = Run(rules, ledger, folders, as_of, level, options or Options(), progress)
         try:

@@ -7,6 +7,7 @@ with nothing new rewrites nothing: the outputs are recorded with a digest of wha
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,14 +15,14 @@ from pathlib import Path
 from pipeline.campaign.config import PROVINCE
 from pipeline.consolidation import history, status
 from pipeline.io import atomic, outbox
-from pipeline.model import VERSION, Finding, Submission
+from pipeline.model import VERSION, Finding, Refused, Submission
 from pipeline.runs.context import Run
 from pipeline.runs.overlap import WorkbookProcess
 
 Made = tuple[dict[Path, bytes], int, Path]  # the files of a consolidation, its edition and folder
 
 
-class NotYetFinal(Exception):
+class NotYetFinal(Refused):
     """--final before the deadline."""
 
 
@@ -31,10 +32,19 @@ def consolidation(run: Run, now: status.Status, made: Made | None = None,
     `made`: the same, already built by `started` for this very status; else built now, the workbook by
     `aside`'s process if given."""
     paths, edition, folder = made or started(run, now, aside)()
+    if not run.options.final:
+        for path, data in paths.items():
+            atomic.write_bytes(path, data)
+        return list(paths)
+    # An edition appears whole or not at all: written in a hidden folder beside it, renamed when complete,
+    # then recorded (what a killed run leaves behind is removed by the next, see outbox.remove_leftovers).
+    hidden = folder.with_name(f".{folder.name}{outbox.PARTIAL}{os.getpid()}")
     for path, data in paths.items():
-        atomic.write_bytes(path, data)
-    if run.options.final:
-        run.ledger.add_edition(edition, run.as_of, folder.relative_to(run.outbox).as_posix())
+        atomic.write_bytes(hidden / path.relative_to(folder), data, durable=False)
+    atomic.sync(hidden)
+    os.rename(hidden, folder)
+    atomic.sync(folder.parent)
+    run.ledger.add_edition(edition, run.as_of, folder.relative_to(run.outbox).as_posix())
     return list(paths)
 
 

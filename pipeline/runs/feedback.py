@@ -9,15 +9,18 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from email import policy
 from pathlib import Path
 from typing import Any
 
 from pipeline.campaign.config import Unit
 from pipeline.consolidation import history
 from pipeline.io import atomic, outbox
-from pipeline.model import ItemState, MessageStatus, Submission
+from pipeline.io.ledger import Letter
+from pipeline.model import ItemState, Submission
 from pipeline.runs import tasks
 from pipeline.runs.context import Run
+from pipeline.runs.delivery import deliver
 
 
 def message_key(kind: str, subject: str, recipient: str) -> str:
@@ -42,7 +45,7 @@ def _due(run: Run) -> list[_Due]:
     unsent = []
     for (code, _), sub in sorted(history.latest(forms).items()):
         if sub.findings:
-            key = message_key("feedback", sub.sha256, known[code].email)
+            key = message_key("feedback", sub.id, known[code].email)
             if run.ledger.message(key) is None:
                 unsent.append((sub, known[code], key))
     kept = run.ledger.kept_bytes([sub.sha256 for sub, _, _ in unsent])
@@ -60,6 +63,13 @@ def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None
         atomic.sync(run.outbox)
         run.ledger.add_messages(written, run.as_of)
     return deliver(run)
+
+
+def message_id(mime: bytes) -> str:
+    """The Message-ID a message was built with (see render/letters.py)."""
+    from email.parser import BytesHeaderParser
+
+    return str(BytesHeaderParser(policy=policy.SMTP).parsebytes(mime)["Message-ID"] or "")
 
 
 def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -> list[Any]:
@@ -84,8 +94,8 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
         atomic.write_bytes(outbox.inside(run.outbox, outbox.FEEDBACK_DIR, folder, d.name), annotated, durable=False)
         eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{folder}_反馈_{d.key[-12:]}.eml")
         atomic.write_bytes(eml, eml_bytes, durable=False)
-        written[i] = (d.key, "feedback", d.unit.code, d.unit.email, d.sub.sha256, subject,
-                      eml.relative_to(run.outbox).as_posix())
+        written[i] = Letter(d.key, "feedback", d.unit.code, d.unit.email, d.sub.id, subject,
+                            eml.relative_to(run.outbox).as_posix(), message_id(eml_bytes), eml_bytes)
         done[0] += 1
         if tell:
             tell(done[0], len(due))
@@ -116,34 +126,6 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
     return written
 
 
-def deliver(run: Run) -> Counter[str]:
-    """Send what is due once: written or temporarily failed messages; a send cut short becomes unknown."""
-    from email import message_from_bytes, policy
-
-    from pipeline.io import smtp
-
-    ledger, as_of = run.ledger, run.as_of
-    counts: Counter[str] = Counter()
-    for row in ledger.messages((MessageStatus.SENDING,)):
-        # The previous run died while talking to the server: the message may have gone. Staff decide.
-        ledger.set_message(row["key"], MessageStatus.UNKNOWN, as_of, detail="上次发送时中断,无法确定是否已送达")
-    pending = [row["key"] for row in ledger.messages((MessageStatus.PENDING,))]
-    if pending:
-        ledger.set_messages(pending, MessageStatus.WRITTEN, as_of)
-        if not run.options.send:
-            counts[MessageStatus.WRITTEN] += len(pending)  # with --send, what counts is how the sending went
-    if not run.options.send:
-        return counts
-    for row in ledger.messages((MessageStatus.WRITTEN, MessageStatus.TEMPFAIL)):
-        message = message_from_bytes((run.outbox / row["eml"]).read_bytes(), policy=policy.SMTP)
-        ledger.set_message(row["key"], MessageStatus.SENDING, as_of)
-        outcomes = smtp.send(run.rules.mail, message, password=run.options.password)
-        outcome = next((o for o in outcomes if o.recipient == row["recipient"]), outcomes[0])
-        ledger.set_message(row["key"], outcome.status, as_of, outcome.code, outcome.detail, attempt=True)
-        counts[outcome.status] += 1
-    return counts
-
-
 def remind(run: Run) -> list[str]:
     """Remind units whose items are missing or still rejected; once per unit and day."""
     from pipeline.render import letters
@@ -163,9 +145,10 @@ def remind(run: Run) -> list[str]:
             continue
         message = letters.reminder_message(rules, unit, items=items, now=as_of)
         eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(unit.name)}_催报_{as_of:%Y%m%d}.eml")
-        atomic.write_bytes(eml, letters.write_eml(message))
-        run.ledger.add_message(key, "reminder", code, unit.email, None, str(message["Subject"]),
-                               eml.relative_to(run.outbox).as_posix(), as_of)
+        mime = letters.write_eml(message)
+        run.ledger.add_messages([Letter(key, "reminder", code, unit.email, None, str(message["Subject"]),
+                                        eml.relative_to(run.outbox).as_posix(), str(message["Message-ID"]), mime)],
+                                as_of)
         reminded.append(unit.name)
     deliver(run)
     return reminded

@@ -19,7 +19,7 @@ def current_status(run: Run) -> status.Status:
         word = "邮件被拒收" if row["status"] == MessageStatus.REFUSED else "邮件是否送达不明"
         problems[row["unit"]] = f"{word}({row['recipient']}{':' + str(row['code']) if row['code'] else ''})"
     seen = history.checked_by(run.ledger.submissions(values=False), run.as_of)
-    return status.compute(run.rules, seen, run.as_of, run.level, problems)
+    return status.compute(run.rules, seen, run.as_of, run.level, problems, run.ledger.skipped())
 
 
 def write_status(run: Run, now: status.Status) -> list[Path]:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pipeline.campaign.config import PROVINCE, Rules
 from pipeline.consolidation import status
 from pipeline.io import intake as inbox
+from pipeline.io import outbox
+from pipeline.model import Refused
 from pipeline.runs import checking, editions, overlap, reporting
 from pipeline.runs.context import Folders, Options, Progress, Run, RunResult, opened
 from pipeline.runs.feedback import feedback
@@ -21,6 +23,8 @@ from pipeline.runs.feedback import feedback
 def run(rules: Rules, folders: Folders, as_of: dt.datetime, *, level: str = PROVINCE,
         options: Options | None = None, progress: Progress | None = None) -> RunResult:
     with overlap.frozen(), opened(rules, folders, as_of, level, options, progress) as this:
+        _refuse_a_lost_ledger(this)
+        generation = this.ledger.generation()
         aside = overlap.WorkbookProcess()
         try:
             early = take_in(this)
@@ -30,7 +34,20 @@ def run(rules: Rules, folders: Folders, as_of: dt.datetime, *, level: str = PROV
             consolidate(this, ahead, aside)
         finally:
             aside.close()
+        if this.ledger.generation() != generation:
+            this.ledger.backup()  # what `pipeline verify --rebuild` restores should the ledger be damaged
         return this.result
+
+
+def _refuse_a_lost_ledger(run: Run) -> None:
+    """A ledger that knows no file, beside an outbox holding e-mails it wrote: the ledger was emptied or
+    this is another one. Running on would send every e-mail again."""
+    mail = run.outbox / outbox.MAIL_DIR
+    if run.ledger.generation() == 0 and mail.is_dir() and any(mail.glob("*.eml")):
+        raise Refused(
+            f"台账 {run.folders.state} 是空的,但输出目录 {run.outbox} 中已有以前写出的邮件。台账可能被清空、删除"
+            "或指错了位置;为免重复发信,本次不运行。请用 pipeline verify --rebuild 恢复台账,或检查 --state 与 --outbox"
+        )
 
 
 def _large(run: Run) -> bool:
