@@ -42,13 +42,13 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _rules(path: Path | None) -> Rules:
-    from pipeline.campaign import config
+    from pipeline import checks
 
     if path is None:
         path = Path("rules.yaml") if Path("rules.yaml").is_file() else PROJECT_ROOT / "rules.yaml"
     try:
-        rules = config.load(path)
-    except config.ConfigError as exc:
+        rules = checks.load(path)
+    except checks.ConfigError as exc:
         _fail(f"配置文件 {path} 有误:\n  {exc}")
     for warning in rules.warnings:
         typer.echo(f"提醒:{warning}", err=True)

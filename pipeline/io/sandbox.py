@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline import checks
 from pipeline.campaign.config import Limits, Rules
 from pipeline.model import F_TOO_LARGE, Checked, Finding, Read, Severity
-from pipeline.submission import normalize, read
+from pipeline.submission import read
 
 WORKERS = 2
 # Callers pass rules.limits (rules.yaml `limits:`); these defaults are config.Limits' own.
@@ -74,7 +75,7 @@ def read_many(items: list[tuple[bytes, str]], rules_path: Path, *, memory_mb: in
 def check_many(items: list[tuple[bytes, str]], rules_path: Path, today: dt.date, *, memory_mb: int = MEMORY_MB,
                seconds: float = SECONDS, workers: int = WORKERS,
                progress: Callable[[int, int], None] | None = None) -> list[Checked]:
-    """Read and normalise many files (`normalize.prepared`) in the children: all the per-file work on both
+    """Read and normalise many files (`checks.prepare`) in the children: all the per-file work on both
     cores, leaving the main process only the schema run across files."""
     got = _many("check", [(data, name, today) for data, name in items], rules_path, memory_mb, seconds, workers,
                 progress)
@@ -363,9 +364,7 @@ def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
 def _child(rules_path: str, memory_mb: int, seconds: float) -> None:
     import resource
 
-    from pipeline.campaign import config
-
-    rules = config.load(rules_path)
+    rules = checks.load(rules_path)
     limit = memory_mb * 2**20
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard == resource.RLIM_INFINITY or hard > limit:
@@ -417,7 +416,7 @@ def _warm(rules: Rules, task: str) -> None:
 
 
 def _check(rules: Rules, data: bytes, name: str, today: dt.date) -> Checked:
-    checked = normalize.prepared(read.read_submission(data, name, rules), rules, today)
+    checked = checks.prepare(read.read_submission(data, name, rules), rules, today)
     checked.read.cells = read.Packed(checked.read.cells)  # see Packed
     return checked
 

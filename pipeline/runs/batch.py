@@ -31,6 +31,7 @@ from pipeline.model import (
     Checked,
     Finding,
     Read,
+    Report,
     Severity,
     Submission,
     Verdict,
@@ -502,7 +503,7 @@ def check_pending(rules: Rules, ledger: Ledger, as_of: dt.datetime, parent: str 
 
     _keep_aside()
     companions = _companions(rules, ledger, [c.read for c in prepared], {s.sha256 for s in pending}, as_of)
-    checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
+    checked = validate.validate(prepared + companions, rules)[: len(prepared)]
     for sub, c in zip(forms, checked, strict=True):
         results.append((sub.sha256, _form_fields(rules, c, parent)))
     ledger.record_checks(results)
@@ -536,7 +537,7 @@ def _too_large(sub: Submission, rules: Rules) -> dict[str, Any]:
     return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
 
 
-def _form_fields(rules: Rules, c: Checked, parent: str) -> dict[str, Any]:
+def _form_fields(rules: Rules, c: Report, parent: str) -> dict[str, Any]:
     sub = c.read
     findings = list(c.findings)
     item = rules.item_for_form(sub.form).code if sub.form else None

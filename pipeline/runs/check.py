@@ -48,7 +48,7 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
     """
     submissions = (_read_isolated(paths, rules) if isolated
                    else [read.read_path(p, rules, readable(p.name)) for p in paths])
-    checked = validate.validate(submissions, rules, today)
+    checked = validate.validate_reads(submissions, rules, today)
     return [
         FileResult(readable(str(p)), c.read.unit, c.read.form, c.verdict, tuple(c.findings))
         for p, c in zip(paths, checked, strict=True)
