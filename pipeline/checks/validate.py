@@ -40,7 +40,9 @@ def validate(prepared: Sequence[Checked], rules: Rules) -> list[Report]:
             found[positions[i]].append(finding)
     for i, finding in _across_forms(rules, prepared):
         found[i].append(finding)
-    return [Report(c, tuple(_without_echoes(_dedupe(f), rules))) for c, f in zip(prepared, found, strict=True)]
+    total_rows, row_rules = _total_rows(rules), Ruleset.of(rules).row_by_row
+    return [Report(c, tuple(_without_echoes(_dedupe(f), total_rows, row_rules)) if f else ())
+            for c, f in zip(prepared, found, strict=True)]
 
 
 def validate_reads(reads: Sequence[Read], rules: Rules, today: dt.date | None = None) -> list[Report]:
@@ -89,6 +91,9 @@ def _validate_form(rules: Rules, form_code: str, checked: Sequence[Checked]) -> 
         return []
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
+    # A frame check's failure comes once for each column of the row that broke it: keep the first.
+    repeated = cases.duplicated(["schema_context", "check_number", "index"]) & (cases["schema_context"] != "Column")
+    cases = cases[~repeated]
     out: list[tuple[int, Finding | tuple[int, int]]] = []
     failed: dict[int, list[int]] = {}  # frame check number → positions that broke it, in order
     for case in cases.itertuples(index=False):
@@ -106,10 +111,8 @@ def _validate_form(rules: Rules, form_code: str, checked: Sequence[Checked]) -> 
                 out.append((i, bound.rule.out_of_bounds(target, slot, bound.hint)))
         else:
             number = _number(case.check_number)
-            positions = failed.setdefault(number, [])
-            if i not in positions:  # a frame check fails once per column of the row: tell it once
-                positions.append(i)
-                out.append((i, (number, i)))
+            failed.setdefault(number, []).append(i)
+            out.append((i, (number, i)))
     worded = {key: f for number, positions in failed.items()
               for key, f in _frame_findings(built, number, positions, frame, checked, rules.tolerance).items()}
     return [(i, f if isinstance(f, Finding) else worded[f]) for i, f in out]
@@ -179,13 +182,12 @@ def _across_forms(rules: Rules, prepared: Sequence[Checked]) -> list[tuple[int, 
 
 @lru_cache(maxsize=8)
 def _total_rows(rules: Rules) -> frozenset[str]:
-    """The 合计 rows' codes: asked for each of 6,000 forms."""
+    """The 合计 rows' codes of the campaign's forms."""
     return frozenset(r.code for form in rules.forms.values() for s in form.sections for r in s.rows if r.total)
 
 
-def _without_echoes(findings: list[Finding], rules: Rules) -> list[Finding]:
+def _without_echoes(findings: list[Finding], total_rows: frozenset[str], row_rules: frozenset[str]) -> list[Finding]:
     """A row-by-row rule broken in a detail row also breaks on the 合计 row that sums it: tell it once."""
-    total_rows, row_rules = _total_rows(rules), Ruleset.of(rules).row_by_row
     broken_in_detail = {f.rule for f in findings if f.rule in row_rules and f.row and f.row not in total_rows}
     return [f for f in findings if not (f.row in total_rows and f.rule in broken_in_detail)]
 
