@@ -270,9 +270,6 @@ class Rules:
         item = self.item_for_form(form)
         return tuple(u for u in self.units if u.owes(item.code))
 
-    def rules_for(self, form: str) -> tuple[Rule, ...]:
-        return tuple(r for r in self.rules if not r.forms or r.forms == (form,))
-
 
 # --- reading ---------------------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pipeline.campaign import layout, rulelang
-from pipeline.campaign.config import ConfigError, Field, Form, Node, Rule, Rules
+from pipeline.campaign.config import Field, Form, Node, Rule, Rules
 from pipeline.checks import messages
-from pipeline.checks.kinds import FrameCheck, column, place, tabular_section
+from pipeline.checks.kinds import FrameCheck, column, needs_form, place, tabular_section
 from pipeline.model import Checked, Finding
 from pipeline.submission.normalize import fmt_number
 
@@ -61,8 +61,7 @@ class CheckRule:
 
     @classmethod
     def parse(cls, rule: Rule, node: Node, campaign: Rules) -> Self:
-        if not rule.forms:
-            raise ConfigError(f"{node.path}.form", "此类规则必须指明报表(form)")
+        needs_form(rule, node)
         forms = tuple(campaign.forms[code] for code in rule.forms)
         each = node.get("each_row", required=False)
         each_row = tabular_section(each, forms[0]) if each.value is not None else ""

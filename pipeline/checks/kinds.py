@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from pipeline.campaign import layout
 from pipeline.campaign.config import ConfigError, Field, Form, Node, Rule, Rules
@@ -21,6 +21,8 @@ from pipeline.submission.normalize import Issue, as_typed, fmt_number
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from pipeline.checks.expressions import CheckRule
 
 
 ColumnTest = Callable[["pd.Series"], "pd.Series"]  # True where a column's values hold
@@ -38,7 +40,7 @@ class FrameCheck:
     """One check over a frame of submissions (a row each), and what a failure of it is about: the entry of
     the side table that maps pandera's check number back to the rule, row and field."""
 
-    rule: Any  # the rule object that contributed it: RowTotalRule or expressions.CheckRule
+    rule: RowTotalRule | CheckRule  # the rule object that contributed it
     holds: Callable[[pd.DataFrame], pd.Series]  # per submission: True where the rule holds
     row: str = ""  # the row checked: each_row rules, and row_total's 合计
     field: str = ""  # row_total: the column checked
@@ -55,7 +57,8 @@ def _typed(target: Checked, key: Key) -> str:
     return "" if cell is None or cell.raw is None else as_typed(cell.raw)
 
 
-def _needs_form(rule: Rule, node: Node) -> None:
+def needs_form(rule: Rule, node: Node) -> None:
+    """Refuse a rule of a kind that reads one form's cells but names no form."""
     if not rule.forms:
         raise ConfigError(f"{node.path}.form", "此类规则必须指明报表(form)")
 
@@ -207,7 +210,7 @@ class RowTotalRule:
 
     @classmethod
     def parse(cls, rule: Rule, node: Node, campaign: Rules) -> Self:
-        _needs_form(rule, node)
+        needs_form(rule, node)
         form = campaign.forms[rule.forms[0]]
         section = tabular_section(node.get("section"), form)
         if form.section(section).total_row is None:
