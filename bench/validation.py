@@ -63,8 +63,10 @@ def main() -> None:
             wall.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
         findings = sum(len(r.findings) for r in found)
-        print(f"{name:5}: {len(batch)} forms ({len(source)} distinct), {findings} findings: wall best "
-              f"{min(wall):.3f} s, median {statistics.median(wall):.3f} s; CPU best {min(cpu):.3f} s")
+        print(
+            f"{name:5}: {len(batch)} forms ({len(source)} distinct), {findings} findings: wall best "
+            f"{min(wall):.3f} s, median {statistics.median(wall):.3f} s; CPU best {min(cpu):.3f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -50,11 +50,16 @@ def test_check_names_are_rule_ids_and_the_side_table_says_the_rest(rules):
     assert [c.row for c in archived] == [r.code for r in rules.forms["warmth"].section("visits").rows]
     duty = schema.for_form(rules, "center").bounds
     assert {b.hint for (name, _), b in duty.items() if name == "archive.duty_days"} == {
-        "不能为负数", "不能超过 45", "不能有小数"}
+        "不能为负数",
+        "不能超过 45",
+        "不能有小数",
+    }
 
 
 def test_validation_reports_and_leaves_its_input_as_it_was(rules, fill):
-    path = fill(changes={("visits", "total", "amount_cash"): 9999.5, ("visits", "agri", "households"): "见附件"})
+    path = fill(
+        changes={("visits", "total", "amount_cash"): 9999.5, ("visits", "agri", "households"): "见附件"}
+    )
     prepared = checks.prepare(read.read_path(path, rules), rules, TODAY)
     findings, values = list(prepared.findings), dict(prepared.values)
     assert [f.rule for f in findings] == ["R-type"]  # worded right after normalising
@@ -90,7 +95,10 @@ def test_a_blank_placeholder_takes_the_space_before_it_along():
 
 
 def test_what_a_person_typed_is_quoted_as_typed():
-    assert messages.word("{cell} 实际填写“{value}”", {"cell": "E7", "value": "1  2 户"}) == "E7 实际填写“1  2 户”"
+    assert (
+        messages.word("{cell} 实际填写“{value}”", {"cell": "E7", "value": "1  2 户"})
+        == "E7 实际填写“1  2 户”"
+    )
 
 
 def test_loading_rules_and_preparing_a_form_need_no_pandas(fill):

@@ -121,7 +121,9 @@ class CheckRule:
 
             yield FrameCheck(self, holds, row)
 
-    def evaluate(self, get: Lookup, index: pd.Index, row: str, tolerance: float) -> tuple[pd.Series, dict[str, Any]]:
+    def evaluate(
+        self, get: Lookup, index: pd.Index, row: str, tolerance: float
+    ) -> tuple[pd.Series, dict[str, Any]]:
         """Whether it holds, per submission of the frame, and its `let` values (for the messages)."""
         import pandas as pd  # only once frames are checked: a reading child compiles rules without pandas
 
@@ -139,8 +141,9 @@ class CheckRule:
             holds = holds | ~applies
         return holds | unknown, names
 
-    def findings(self, failed: pd.DataFrame, get: Lookup, targets: Sequence[Checked], row: str,
-                 tolerance: float) -> list[Finding]:
+    def findings(
+        self, failed: pd.DataFrame, get: Lookup, targets: Sequence[Checked], row: str, tolerance: float
+    ) -> list[Finding]:
         """The findings of the submissions in `failed` (a frame of those that broke it, `get` its lookup);
         `targets[i]` is the submission of the i-th, in the form the finding points at."""
         _, names = self.evaluate(get, failed.index, row, tolerance)
@@ -160,14 +163,23 @@ class CheckRule:
             value = target.values.get(slot.key)
             shown = fmt_number(value, slot.field) if isinstance(value, int | float) else ""
             said.update(label=slot.field.caption, row=slot.row.label if slot.row else "")
-            out.append(messages.finding(
-                self.rule, sheet=sheet, cell=address, field=primary.field, row=primary.row, value=shown, said=said,
-            ))
+            out.append(
+                messages.finding(
+                    self.rule,
+                    sheet=sheet,
+                    cell=address,
+                    field=primary.field,
+                    row=primary.row,
+                    value=shown,
+                    said=said,
+                )
+            )
         return out
 
 
-def _primary(lets: dict[str, rulelang.Expr], when: rulelang.Expr | None,
-             check: rulelang.Expr) -> rulelang.Ref | None:
+def _primary(
+    lets: dict[str, rulelang.Expr], when: rulelang.Expr | None, check: rulelang.Expr
+) -> rulelang.Ref | None:
     for expr in (when, check):
         if expr is None:
             continue

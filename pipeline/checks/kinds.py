@@ -104,7 +104,13 @@ class CellRule:
             label = f"{issue.row_label} {label}"  # a tabular cell is named by its row as well as its column
         said = {"label": label, "row": issue.row_label, "unit": f.unit, **issue.params}
         return messages.finding(
-            self.rule, sheet=issue.sheet, cell=issue.cell, field=f.code, row=issue.row, value=issue.shown, said=said
+            self.rule,
+            sheet=issue.sheet,
+            cell=issue.cell,
+            field=f.code,
+            row=issue.row,
+            value=issue.shown,
+            said=said,
         )
 
 
@@ -142,7 +148,12 @@ class TypeRule(CellRule):
         label = f"{slot.row.label}“{f.caption}”" if slot.row else f.caption
         said = {"label": label, "expected": "整数" if f.type == "count" else "数字", "hint": hint}
         return messages.finding(
-            self.rule, sheet=sheet, cell=address, field=f.code, row=slot.key[1], value=_typed(target, slot.key),
+            self.rule,
+            sheet=sheet,
+            cell=address,
+            field=f.code,
+            row=slot.key[1],
+            value=_typed(target, slot.key),
             said=said,
         )
 
@@ -178,17 +189,34 @@ class RequiredRule(CellRule):
 # The wording of the three kinds above when rules.yaml declares no rule of that kind for a form:
 # normalisation still finds their issues. Tests check that these equal the shipped rules.yaml.
 DEFAULTS: Mapping[str, CellRule] = {
-    "type": TypeRule(Rule(
-        id="R-type", severity=Severity.ERROR, kind="type", forms=(),
-        message="{cell} {label}应填{expected},实际填写“{value}”。{hint}",
-    )),
-    "decimals": DecimalsRule(Rule(
-        id="R-decimals", severity=Severity.WARNING, kind="decimals", forms=(),
-        message="{cell} {label} {value} 超过两位小数,已按 {rounded} 计算",
-    ), places=2),
-    "required": RequiredRule(Rule(
-        id="R-required", severity=Severity.ERROR, kind="required", forms=(), message="{cell} {label}{problem}",
-    )),
+    "type": TypeRule(
+        Rule(
+            id="R-type",
+            severity=Severity.ERROR,
+            kind="type",
+            forms=(),
+            message="{cell} {label}应填{expected},实际填写“{value}”。{hint}",
+        )
+    ),
+    "decimals": DecimalsRule(
+        Rule(
+            id="R-decimals",
+            severity=Severity.WARNING,
+            kind="decimals",
+            forms=(),
+            message="{cell} {label} {value} 超过两位小数,已按 {rounded} 计算",
+        ),
+        places=2,
+    ),
+    "required": RequiredRule(
+        Rule(
+            id="R-required",
+            severity=Severity.ERROR,
+            kind="required",
+            forms=(),
+            message="{cell} {label}{problem}",
+        )
+    ),
 }
 
 
@@ -242,8 +270,10 @@ class RowTotalRule:
         detail = sum(target.values[(section.code, r.code, f.code)] for r in section.detail_rows)
         value = fmt_number(target.values[slot.key], f)
         said = {
-            "row": slot.row.label if slot.row else "", "label": f.caption,
-            "range": f"{place(target, first)[1]}:{place(target, last)[1]}", "sum": fmt_number(detail, f),
+            "row": slot.row.label if slot.row else "",
+            "label": f.caption,
+            "range": f"{place(target, first)[1]}:{place(target, last)[1]}",
+            "sum": fmt_number(detail, f),
         }
         return messages.finding(
             self.rule, sheet=sheet, cell=address, field=f.code, row=check.row, value=value, said=said

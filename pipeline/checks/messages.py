@@ -60,14 +60,26 @@ def word(template: str, values: Mapping[str, Any]) -> str:
 
 
 def finding(
-    rule: Rule, *, sheet: str, cell: str, field: str, row: str = "", value: str = "",
+    rule: Rule,
+    *,
+    sheet: str,
+    cell: str,
+    field: str,
+    row: str = "",
+    value: str = "",
     said: Mapping[str, Any] | None = None,
 ) -> Finding:
     """A finding of `rule` at one cell; its message quotes `cell` and `value` and whatever else is `said`
     (`said["row"]` is the row's label, where `row` is its code)."""
     message = word(rule.message, {"cell": cell, "value": value, **(said or {})})
     return Finding(
-        rule=rule.id, severity=rule.severity, message=message, sheet=sheet, cell=cell, field=field, row=row,
+        rule=rule.id,
+        severity=rule.severity,
+        message=message,
+        sheet=sheet,
+        cell=cell,
+        field=field,
+        row=row,
         value=value,
     )
 

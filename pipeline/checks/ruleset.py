@@ -23,7 +23,9 @@ from pipeline.model import Checked, Finding, Read
 from pipeline.submission import normalize
 
 Kind = TypeRule | DecimalsRule | RequiredRule | RowTotalRule | CheckRule
-KINDS: Mapping[str, Any] = {k.kind: k for k in (TypeRule, DecimalsRule, RequiredRule, RowTotalRule, CheckRule)}
+KINDS: Mapping[str, Any] = {
+    k.kind: k for k in (TypeRule, DecimalsRule, RequiredRule, RowTotalRule, CheckRule)
+}
 
 
 @dataclass(frozen=True, eq=False)

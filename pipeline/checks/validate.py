@@ -41,8 +41,10 @@ def validate(prepared: Sequence[Checked], rules: Rules) -> list[Report]:
     for i, finding in _across_forms(rules, prepared):
         found[i].append(finding)
     total_rows, row_rules = _total_rows(rules), Ruleset.of(rules).row_by_row
-    return [Report(c, tuple(_without_echoes(_dedupe(f), total_rows, row_rules)) if f else ())
-            for c, f in zip(prepared, found, strict=True)]
+    return [
+        Report(c, tuple(_without_echoes(_dedupe(f), total_rows, row_rules)) if f else ())
+        for c, f in zip(prepared, found, strict=True)
+    ]
 
 
 def validate_reads(reads: Sequence[Read], rules: Rules, today: dt.date | None = None) -> list[Report]:
@@ -72,7 +74,9 @@ def _row(values: dict[Key, Any], keys: list[Key]) -> list[Any]:
 def _frame(checked: Sequence[Checked], form: Form) -> pd.DataFrame:
     keys = _keys(form)
     rows = [_row(c.values, keys) for c in checked]
-    frame = pd.DataFrame.from_records(rows, index=pd.RangeIndex(len(checked)), columns=[column(k) for k in keys])
+    frame = pd.DataFrame.from_records(
+        rows, index=pd.RangeIndex(len(checked)), columns=[column(k) for k in keys]
+    )
     for name in frame.columns:
         if frame[name].dtype == object and all(isinstance(v, int | float) or v is None for v in frame[name]):
             frame[name] = frame[name].astype(float)
@@ -92,7 +96,9 @@ def _validate_form(rules: Rules, form_code: str, checked: Sequence[Checked]) -> 
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     # A frame check's failure comes once for each column of the row that broke it: keep the first.
-    repeated = cases.duplicated(["schema_context", "check_number", "index"]) & (cases["schema_context"] != "Column")
+    repeated = cases.duplicated(["schema_context", "check_number", "index"]) & (
+        cases["schema_context"] != "Column"
+    )
     cases = cases[~repeated]
     out: list[tuple[int, Finding | tuple[int, int]]] = []
     failed: dict[int, list[int]] = {}  # frame check number → positions that broke it, in order
@@ -113,8 +119,11 @@ def _validate_form(rules: Rules, form_code: str, checked: Sequence[Checked]) -> 
             number = _number(case.check_number)
             failed.setdefault(number, []).append(i)
             out.append((i, (number, i)))
-    worded = {key: f for number, positions in failed.items()
-              for key, f in _frame_findings(built, number, positions, frame, checked, rules.tolerance).items()}
+    worded = {
+        key: f
+        for number, positions in failed.items()
+        for key, f in _frame_findings(built, number, positions, frame, checked, rules.tolerance).items()
+    }
     return [(i, f if isinstance(f, Finding) else worded[f]) for i, f in out]
 
 
@@ -122,8 +131,14 @@ def _number(value: Any) -> int:
     return -1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
-def _frame_findings(built: FormSchema, number: int, positions: list[int], frame: pd.DataFrame,
-                    checked: Sequence[Checked], tolerance: float) -> dict[tuple[int, int], Finding]:
+def _frame_findings(
+    built: FormSchema,
+    number: int,
+    positions: list[int],
+    frame: pd.DataFrame,
+    checked: Sequence[Checked],
+    tolerance: float,
+) -> dict[tuple[int, int], Finding]:
     """The findings of one frame check, worded together: a check rule's message values are evaluated once
     over the rows that broke it, not once a row."""
     check: FrameCheck = built.checks[number]
@@ -162,7 +177,10 @@ def _across_forms(rules: Rules, prepared: Sequence[Checked]) -> list[tuple[int, 
             continue
         keys = {f.code: _keys(f) for f in rule.forms}
         names = [_prefixed(f, k) for f in codes for k in keys[f]]
-        rows = [[v for f, i in zip(codes, s, strict=True) for v in _row(prepared[i].values, keys[f])] for s in sets]
+        rows = [
+            [v for f, i in zip(codes, s, strict=True) for v in _row(prepared[i].values, keys[f])]
+            for s in sets
+        ]
         frame = pd.DataFrame.from_records(rows, columns=names).astype(float, errors="ignore")
         holds, _ = rule.evaluate(expressions.lookup(frame, prefixed=True), frame.index, "", rules.tolerance)
         broken = [j for j, ok in enumerate(holds) if not ok]
@@ -171,8 +189,13 @@ def _across_forms(rules: Rules, prepared: Sequence[Checked]) -> list[tuple[int, 
         failed = frame.iloc[broken]
         pointed = codes.index(rule.primary.form)
         positions = [sets[j][pointed] for j in broken]
-        found = rule.findings(failed, expressions.lookup(failed, prefixed=True), [prepared[i] for i in positions],
-                              "", rules.tolerance)
+        found = rule.findings(
+            failed,
+            expressions.lookup(failed, prefixed=True),
+            [prepared[i] for i in positions],
+            "",
+            rules.tolerance,
+        )
         out.extend(zip(positions, found, strict=True))
     return out
 
@@ -183,10 +206,14 @@ def _across_forms(rules: Rules, prepared: Sequence[Checked]) -> list[tuple[int, 
 @lru_cache(maxsize=8)
 def _total_rows(rules: Rules) -> frozenset[str]:
     """The 合计 rows' codes of the campaign's forms."""
-    return frozenset(r.code for form in rules.forms.values() for s in form.sections for r in s.rows if r.total)
+    return frozenset(
+        r.code for form in rules.forms.values() for s in form.sections for r in s.rows if r.total
+    )
 
 
-def _without_echoes(findings: list[Finding], total_rows: frozenset[str], row_rules: frozenset[str]) -> list[Finding]:
+def _without_echoes(
+    findings: list[Finding], total_rows: frozenset[str], row_rules: frozenset[str]
+) -> list[Finding]:
     """A row-by-row rule broken in a detail row also breaks on the 合计 row that sums it: tell it once."""
     broken_in_detail = {f.rule for f in findings if f.rule in row_rules and f.row and f.row not in total_rows}
     return [f for f in findings if not (f.row in total_rows and f.rule in broken_in_detail)]
