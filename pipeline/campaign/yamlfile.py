@@ -57,9 +57,23 @@ def parse(data: bytes, name: str) -> Any:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise _worded(exc, name) from None
+        raise _worded(_pyyamls(exc, data), name) from None
     except RecursionError:
         raise YamlError("", f"{name} 嵌套层数过多,无法读取;请检查缩进和括号") from None
+
+
+def _pyyamls(exc: yaml.YAMLError, data: bytes) -> yaml.YAMLError:
+    """The same mistake as PyYAML's own parser words it (the hints know its words; libyaml words some
+    differently). Not for nesting too deep, which PyYAML's parser would only follow by recursing."""
+    if _LOADER is yaml.SafeLoader or "nesting depth" in str(exc):
+        return exc
+    try:
+        yaml.safe_load(data)
+    except yaml.YAMLError as theirs:
+        return theirs
+    except RecursionError:
+        pass
+    return exc
 
 
 def _worded(exc: yaml.YAMLError, name: str) -> YamlError:
