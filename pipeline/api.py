@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.campaign.config import PROVINCE, Rules
-from pipeline.runs.context import Folders, Options, Progress, RunResult, moment
+from pipeline.io.workspace import Folders, Workspace, find
+from pipeline.runs.context import Options, Progress, RunResult, moment
 
 if TYPE_CHECKING:
     from pipeline.consolidation.consolidate import Consolidation
     from pipeline.consolidation.status import Status
     from pipeline.demo import DemoInbox
     from pipeline.runs.check import FileResult
+
+
+PROJECT = Path(__file__).resolve().parent.parent  # the checkout, whose rules.yaml is the demo campaign
 
 
 @dataclass
@@ -35,14 +39,34 @@ class Campaign:
     level: str = PROVINCE
 
     @classmethod
-    def load(cls, path: str | Path = "rules.yaml", *, inbox: Path | None = None, outbox: Path | None = None,
-             state: Path | None = None, level: str = PROVINCE) -> Campaign:
-        """Load rules.yaml, its rules compiled (raises `ConfigError` naming the YAML path of a mistake)."""
+    def load(cls, path: str | Path | None = None, *, workspace: Path | None = None, inbox: Path | None = None,
+             outbox: Path | None = None, state: Path | None = None, level: str = PROVINCE) -> Campaign:
+        """Load a campaign: its rules.yaml, its rules compiled (`ConfigError` names the YAML path of a
+        mistake), and the level's folders under the campaign folder (see io/workspace.py: `workspace`,
+        else $PIPELINE_HOME, else the folder of `path`, else the current folder when it holds a rules.yaml,
+        else the checkout's demo campaign). Folders given explicitly win."""
         from pipeline import checks
+        from pipeline.model import Refused
 
-        rules = checks.load(path)
-        folders = Folders(inbox or Path("inbox"), outbox or Path("outbox"), state or Path("state"))
-        return cls(rules, folders, level)
+        place = find(workspace, Path(path) if path is not None else None, project=PROJECT)
+        rules = checks.load(place.rules)
+        if level != PROVINCE and (not rules.has_unit(level) or not rules.children(level)):
+            raise Refused(f"--for {level}:不是有下属报送单位的单位代码")
+        return cls(rules, place.folders(level, inbox=inbox, outbox=outbox, state=state), level)
+
+    def _has_ledger(self) -> None:
+        """Commands that only read the ledger say so when there is none yet, and create nothing."""
+        from pipeline.io import ledger
+        from pipeline.model import Refused
+
+        state = self.folders.state
+        if not (state / ledger.FILE).exists() and not ledger.backups(state):
+            raise Refused(f"{state} 中还没有台账:本级还没有运行过 pipeline run"
+                          "(或者不在活动文件夹中:请用 --workspace 指明活动文件夹)")
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace(Path(self.rules.source).resolve().parent, Path(self.rules.source).resolve())
 
     def moment(self, when: str | dt.datetime | None = None) -> dt.datetime:
         """A moment in the campaign's time zone: the clock, an ISO text, or a datetime."""
@@ -69,20 +93,22 @@ class Campaign:
         return check.check_paths(paths, self.rules, isolated=isolated)
 
     def run(self, as_of: str | dt.datetime | None = None, *, send: bool = False, final: bool = False,
-            password: str | None = None, sign: dict[str, object] | None = None,
+            password: str | None = None, sign: dict[str, object] | None = None, allow_missing: str = "",
             progress: Progress | None = None) -> RunResult:
         """The weekly run (raises `RunLocked` when another holds the lock, `NotYetFinal` for --final before
         the deadline)."""
         from pipeline.runs import weekly
 
         when = self.moment(as_of)
-        options = Options(send=send, final=final, password=password, sign=dict(sign or {}))
+        options = Options(send=send, final=final, password=password, sign=dict(sign or {}),
+                          allow_missing=allow_missing)
         return weekly.run(self.rules, self.folders, when, level=self.level, options=options, progress=progress)
 
     def status(self, as_of: str | dt.datetime | None = None) -> Status:
         from pipeline.runs import reporting
         from pipeline.runs.context import opened
 
+        self._has_ledger()
         with opened(self.rules, self.folders, self.moment(as_of), self.level, lock=False) as run:
             return reporting.current_status(run)
 
@@ -109,7 +135,8 @@ class Campaign:
         """The e-mails the ledger holds (those in `statuses` only, if given), as rows."""
         from pipeline.io.ledger import Ledger
 
-        book = Ledger(self.folders.state)
+        self._has_ledger()
+        book = Ledger(self.folders.state, level=self.level)
         try:
             return book.messages(statuses)
         finally:
@@ -142,7 +169,8 @@ class Campaign:
         """Every kept file hashed again against the ledger: how many were checked, and each difference."""
         from pipeline.io.ledger import Ledger
 
-        book = Ledger(self.folders.state)
+        self._has_ledger()
+        book = Ledger(self.folders.state, level=self.level)
         try:
             return len(book.submissions()), book.verify()
         finally:

@@ -5,8 +5,10 @@ Heavy imports (pandas, pandera, openpyxl) happen inside the commands, so `pipeli
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -28,11 +30,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 RulesOption = Annotated[
     Path | None,
-    typer.Option("--rules", help="活动配置文件,默认为当前目录(或项目目录)下的 rules.yaml", envvar="PIPELINE_RULES"),
+    typer.Option("--rules", help="活动配置文件,默认为活动文件夹中的 rules.yaml", envvar="PIPELINE_RULES"),
+]
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option("--workspace", help="活动文件夹(放 rules.yaml,收件箱、输出、台账都在其中);也可用环境变量 PIPELINE_HOME",
+                 envvar="PIPELINE_HOME"),
 ]
 
 
@@ -41,32 +47,49 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _campaign(path: Path | None, inbox: Path | None = None, outbox: Path | None = None,
-              state: Path | None = None, level: str = "province") -> Campaign:
+def _told(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose library call refuses (a lock held, a ledger damaged, a final edition with units
+    missing) prints why and what to do, with exit code 2: the same under CliRunner as in a real process."""
+
+    @functools.wraps(command)
+    def told(*args: Any, **kwargs: Any) -> None:
+        from pipeline.model import Refused
+
+        try:
+            command(*args, **kwargs)
+        except Refused as exc:
+            _fail(str(exc))
+
+    return told
+
+
+def _campaign(path: Path | None, workspace: Path | None = None, inbox: Path | None = None,
+              outbox: Path | None = None, state: Path | None = None, level: str = "province") -> Campaign:
     from pipeline.api import Campaign
     from pipeline.campaign import config
 
-    if path is None:
-        path = Path("rules.yaml") if Path("rules.yaml").is_file() else PROJECT_ROOT / "rules.yaml"
     try:
-        campaign = Campaign.load(path, inbox=inbox, outbox=outbox, state=state, level=level)
+        campaign = Campaign.load(path, workspace=workspace, inbox=inbox, outbox=outbox, state=state, level=level)
     except config.ConfigError as exc:
-        _fail(f"配置文件 {path} 有误:\n  {exc}")
+        _fail(f"配置文件 {path or 'rules.yaml'} 有误:\n  {exc}")
     for warning in campaign.rules.warnings:
         typer.echo(f"提醒:{warning}", err=True)
     return campaign
 
 
 @app.command()
+@_told
 def templates(
-    out: Annotated[Path, typer.Option("--out", help="模板输出目录")] = Path("outbox/templates"),
+    out: Annotated[Path | None, typer.Option("--out", help="模板输出目录,默认为输出目录下的 templates")] = None,
     unit: Annotated[str | None, typer.Option("--unit", help="只生成这个单位代码的模板,如 460100")] = None,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """为每个单位生成空白报表模板(已填好单位名称和代码,受保护)。"""
-    campaign = _campaign(rules_path)
+    campaign = _campaign(rules_path, workspace)
     if unit is not None and not campaign.rules.has_unit(unit):
         _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
+    out = out or campaign.folders.outbox / "templates"
     count = 0
     for path in campaign.templates(out, unit):
         count += 1
@@ -75,14 +98,17 @@ def templates(
 
 
 @app.command()
+@_told
 def demo(
-    inbox: Annotated[Path, typer.Option("--inbox", help="演示收件箱目录")] = Path("inbox"),
+    inbox: Annotated[Path | None, typer.Option("--inbox", help="演示收件箱目录,默认为活动文件夹中的 inbox")] = None,
     seed: Annotated[int, typer.Option("--seed", help="随机种子:同一种子生成完全相同的文件")] = 2017,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """按各单位常见的填法(含典型错误)填好模板,放入演示收件箱。"""
-    campaign = _campaign(rules_path)
+    campaign = _campaign(rules_path, workspace, inbox)
     rules = campaign.rules
+    inbox = campaign.folders.inbox
     made = campaign.demo(inbox, seed)
     for f in made.files:
         typer.echo(f"  {f.path.relative_to(inbox)}  ——  {f.note}")
@@ -92,17 +118,19 @@ def demo(
 
 
 @app.command()
+@_told
 def check(
     files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods),可以多个")],
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出(供其他程序使用)")] = False,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """校验填好的报表,逐个单元格列出问题;全部通过时退出码为 0,否则为 1。"""
     import json
 
     from pipeline.runs import check as check_mod
 
-    campaign = _campaign(rules_path)
+    campaign = _campaign(rules_path, workspace)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         _fail("找不到文件:" + "、".join(missing))
@@ -114,9 +142,16 @@ def check(
     raise typer.Exit(0 if all(r.verdict == "accepted" for r in results) else 1)
 
 
-InboxOption = Annotated[Path, typer.Option("--inbox", help="收件箱目录(各单位报来的文件,可有子目录)")]
-OutboxOption = Annotated[Path, typer.Option("--outbox", help="输出目录")]
-StateOption = Annotated[Path, typer.Option("--state", help="台账与存档目录(SQLite 台账、原始文件存档)")]
+InboxOption = Annotated[
+    Path | None, typer.Option("--inbox", help="收件箱目录(各单位报来的文件,可有子目录),默认为本级的 inbox")
+]
+OutboxOption = Annotated[Path | None, typer.Option("--outbox", help="输出目录,默认为本级的 outbox")]
+StateOption = Annotated[
+    Path | None, typer.Option("--state", help="台账与存档目录(SQLite 台账、原始文件存档),默认为本级的 state")
+]
+ForOption = Annotated[
+    str | None, typer.Option("--for", help="在下级汇总单位一级运行,如 ZX(默认文件夹为 levels/ZX/…)")
+]
 AsOfOption = Annotated[
     str | None, typer.Option("--as-of", help="按这个时点运行,如 2017-02-01T10:00(默认现在),便于重现")
 ]
@@ -140,39 +175,32 @@ def _password(rules: Rules, send: bool) -> str | None:
 
 
 @app.command()
+@_told
 def run(
-    inbox: InboxOption = Path("inbox"),
-    outbox: OutboxOption = Path("outbox"),
-    state: StateOption = Path("state"),
+    inbox: InboxOption = None,
+    outbox: OutboxOption = None,
+    state: StateOption = None,
     as_of: AsOfOption = None,
     send: SendOption = False,
     final: Annotated[bool, typer.Option("--final", help="截止后生成编号的终稿(不会被覆盖)")] = False,
-    for_unit: Annotated[
-        str | None, typer.Option("--for", help="在下级汇总单位运行,如 ZX:只收其下属单位,并生成本单位的汇总报表")
-    ] = None,
+    allow_missing: Annotated[str, typer.Option("--allow-missing", help="终稿时仍有单位缺报:写明原因,才生成终稿")] = "",
+    for_unit: ForOption = None,
     leader: Annotated[str, typer.Option("--leader", help="汇总报表的单位负责人(与 --for 同用)")] = "",
     preparer: Annotated[str, typer.Option("--preparer", help="汇总报表的填表人(与 --for 同用)")] = "",
     phone: Annotated[str, typer.Option("--phone", help="汇总报表的联系电话(与 --for 同用)")] = "",
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """每周运行:收取新文件、校验、给有问题的单位写反馈邮件、更新报送情况、生成汇总(草稿或终稿)。"""
-    from pipeline.runs.context import RunLocked
-    from pipeline.runs.editions import NotYetFinal
-
-    campaign = _campaign(rules_path, inbox, outbox, state, level=for_unit or "province")
+    campaign = _campaign(rules_path, workspace, inbox, outbox, state, level=for_unit or "province")
     rules = campaign.rules
     when = _moment(campaign, as_of)
-    if not inbox.is_dir():
-        _fail(f"找不到收件箱目录 {inbox}")
-    if for_unit and (not rules.has_unit(for_unit) or not rules.children(for_unit)):
-        _fail(f"--for {for_unit}:不是有下属报送单位的单位代码")
+    if not campaign.folders.inbox.is_dir():
+        _fail(f"找不到收件箱目录 {campaign.folders.inbox}")
     sign = {"leader": leader, "preparer": preparer, "phone": phone, "date": when.date()}
-    try:
-        with _progress() as progress:
-            result = campaign.run(when, send=send, final=final, password=_password(rules, send), sign=sign,
-                                  progress=progress)
-    except (RunLocked, NotYetFinal) as exc:
-        _fail(str(exc))
+    with _progress() as progress:
+        result = campaign.run(when, send=send, final=final, password=_password(rules, send), sign=sign,
+                              allow_missing=allow_missing, progress=progress)
     _print_run(result)
 
 
@@ -200,52 +228,56 @@ def _print_run(result: Any) -> None:
 
 
 @app.command()
+@_told
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出")] = False,
-    state: StateOption = Path("state"),
+    state: StateOption = None,
     as_of: AsOfOption = None,
+    for_unit: ForOption = None,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """各单位各事项的报送情况:已通过/有警告/未通过/未报送/逾期,收到时间、版本数、剩余天数。"""
     import json
 
-    from pipeline.consolidation import status as status_mod
+    from pipeline.render import status_text
 
-    campaign = _campaign(rules_path, state=state)
+    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
     now = campaign.status(_moment(campaign, as_of))
     if as_json:
         typer.echo(json.dumps(now.as_json(), ensure_ascii=False, indent=2))
     else:
-        typer.echo(status_mod.render_text(now, campaign.rules))
+        typer.echo(status_text.render_text(now, campaign.rules))
 
 
 @app.command()
+@_told
 def remind(
-    outbox: OutboxOption = Path("outbox"),
-    state: StateOption = Path("state"),
+    outbox: OutboxOption = None,
+    state: StateOption = None,
     as_of: AsOfOption = None,
     send: SendOption = False,
+    for_unit: ForOption = None,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """给尚未报送或仍未通过的单位发催报邮件(每个单位每天最多一封)。"""
-    from pipeline.runs.context import RunLocked
-
-    campaign = _campaign(rules_path, outbox=outbox, state=state)
-    try:
-        reminded = campaign.remind(_moment(campaign, as_of), send=send, password=_password(campaign.rules, send))
-    except RunLocked as exc:
-        _fail(str(exc))
+    campaign = _campaign(rules_path, workspace, outbox=outbox, state=state, level=for_unit or "province")
+    reminded = campaign.remind(_moment(campaign, as_of), send=send, password=_password(campaign.rules, send))
     typer.echo(f"催报 {len(reminded)} 个单位:" + ("、".join(reminded) if reminded else "今天已催报过或无需催报"))
 
 
 @app.command()
+@_told
 def verify(
-    state: StateOption = Path("state"),
+    state: StateOption = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="台账损坏或丢失时:用最近一次自动备份恢复台账(损坏的文件改名保留)")] = False,
+    for_unit: ForOption = None,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """核对存档:重新计算每个原始文件的 sha256,与台账比对;--rebuild 从自动备份恢复台账。"""
-    campaign = _campaign(rules_path, state=state)
+    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
     if rebuild:
         used = campaign.rebuild()
         typer.echo(f"已用备份 {used.name} 恢复台账;之后收到的文件会在下次 pipeline run 时重新收取")
@@ -257,15 +289,18 @@ def verify(
 
 
 @app.command("mail")
+@_told
 def mail_command(
     unknown: Annotated[bool, typer.Option("--unknown", help="列出是否送达不明的邮件")] = False,
     resend: Annotated[list[str] | None, typer.Option("--resend", help="确认未送达:下次 --send 时重发这封邮件(写邮件编号)")] = None,
     mark_sent: Annotated[list[str] | None, typer.Option("--mark-sent", help="确认已送达:不再发送这封邮件(写邮件编号)")] = None,
-    state: StateOption = Path("state"),
+    state: StateOption = None,
+    for_unit: ForOption = None,
     rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """邮件:列出送达不明的邮件,并由工作人员确认重发(--resend)或已送达(--mark-sent)。"""
-    campaign = _campaign(rules_path, state=state)
+    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
     for key in resend or []:
         typer.echo(f"将重发:{campaign.resolve_message(key, sent=False)}")
     for key in mark_sent or []:

@@ -42,6 +42,7 @@ class Verdict(Labelled):
     REJECTED = "rejected"
     UNREADABLE = "unreadable"
     RECEIVED = "received"  # a written report: tracked for receipt only
+    WRONG_LEVEL = "wrong_level"  # from a unit that reports to another level: told where, never counted here
 
 
 class ItemState(Labelled):
@@ -74,6 +75,7 @@ LABELS: dict[Labelled, str] = {
     Verdict.REJECTED: "未通过",
     Verdict.UNREADABLE: "无法读取",
     Verdict.RECEIVED: "已收到",
+    Verdict.WRONG_LEVEL: "报送对象有误",
     ItemState.PASSED: "已通过",
     ItemState.WARNED: "有警告",
     ItemState.FAILED: "未通过",
@@ -104,6 +106,8 @@ F_STRUCTURE = "F-structure"
 F_TOO_LARGE = "F-too-large"
 F_MACRO = "F-macro"  # a warning: the workbook carries VBA, which is never run
 F_LINK = "F-link"  # a warning: formulas refer to other files, which are never opened
+F_LEVEL = "F-level"  # the file reached a level its unit does not report to
+F_ROLLUP = "F-rollup"  # a roll-up form covers fewer units than report to it, or others
 
 
 # --- cells and their names ------------------------------------------------------------------------------
@@ -228,6 +232,7 @@ class Read:
     findings: list[Finding]  # file-level findings and structure warnings found while reading
     readable: bool = True  # False when the file could not be read at all (verdict unreadable)
     identity_source: str = ""  # where the unit was found: "_meta" / "title" / "filename"
+    covers: tuple[str, ...] | None = None  # a roll-up form: the codes of the units it sums (from `_meta`)
 
 
 @dataclass

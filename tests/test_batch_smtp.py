@@ -6,9 +6,9 @@ import dataclasses
 from email import message_from_bytes, policy
 
 from pipeline import demo
-from pipeline.consolidation import status
 from pipeline.io import ledger
 from pipeline.io.outbox import SUMMARY_DIR
+from pipeline.render import status_text
 from tests.conftest import campaign_at
 from tests.test_smtp import server  # noqa: F401  (the real SMTP server fixture)
 
@@ -40,7 +40,10 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
     for envelope in server.script.received:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         assert "【送温暖统计表" in message["Subject"] or "【帮扶中心统计表" in message["Subject"]
-        assert message["Reply-To"] == rules.mail.reply_to
+        # A reply goes where the unit sends its forms: the department, or ZX for the units below it.
+        unit = next(u for u in rules.units if u.email == message["To"].addresses[0].addr_spec)
+        expected = rules.mail.reply_to_address if unit.reports_to == "province" else rules.unit(unit.reports_to).email
+        assert message["Reply-To"].addresses[0].addr_spec == expected
         (attachment,) = list(message.iter_attachments())
         assert attachment.get_filename().endswith("_校验结果.xlsx")
         assert attachment.get_content()[:2] == b"PK"
@@ -59,4 +62,4 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
     code = next(r["unit"] for r in book.messages() if r["recipient"] == refused)
     problem = {r.mail_problem for r in now.rows if r.unit == code}
     assert any("邮件被拒收" in p and "550" in p for p in problem)
-    assert "邮件被拒收" in status.render_text(now, campaign)
+    assert "邮件被拒收" in status_text.render_text(now, campaign)

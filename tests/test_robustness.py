@@ -259,7 +259,8 @@ def test_a_killed_final_leaves_no_edition_or_a_complete_one(rules, tmp_path):
     assert cli(*args, "--as-of", AS_OF).returncode == 0
     summary = outbox / names.SUMMARY_DIR
     for delay in (0.0, 0.3, 0.6, 0.9, 1.2, 1.8, 2.5):
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--as-of", FINAL_AS_OF, "--final"],
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--as-of", FINAL_AS_OF, "--final",
+                                    "--allow-missing", "测试"],
                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
@@ -267,7 +268,7 @@ def test_a_killed_final_leaves_no_edition_or_a_complete_one(rules, tmp_path):
         editions = [p for p in summary.iterdir() if p.is_dir() and "终稿" in p.name and not p.name.startswith(".")]
         for edition in editions:
             assert len(list(edition.iterdir())) == 3, edition  # complete, or not there at all
-    assert cli(*args, "--as-of", FINAL_AS_OF, "--final").returncode == 0
+    assert cli(*args, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "测试").returncode == 0
     leftovers = [p for p in outbox.rglob(".*")]
     assert leftovers == []
     book = ledger.Ledger(state)

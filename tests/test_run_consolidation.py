@@ -42,11 +42,15 @@ def test_final_is_refused_before_the_deadline_and_numbered_after(rules, tmp_path
     early = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(out), "--state", str(state),
                                 "--as-of", DRAFT_AS_OF, "--final"])
     assert early.exit_code == 2 and "还没到截止时间" in early.output
-    run(inbox, out, state, "--as-of", FINAL_AS_OF, "--final")
+    incomplete = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(out), "--state", str(state),
+                                     "--as-of", FINAL_AS_OF, "--final"])
+    assert incomplete.exit_code == 2 and "材料不全,终稿未生成" in incomplete.output and "--allow-missing" in incomplete.output
+    assert not (out / SUMMARY_DIR / "终稿第1版").exists()
+    run(inbox, out, state, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "个别单位因故缺报,已电话催报")
     first = hashes(out / SUMMARY_DIR / "终稿第1版")
     assert len(first) == 3
     run(inbox, out, state, "--as-of", FINAL_AS_OF)  # a later plain run: a new draft, the final untouched
-    run(inbox, out, state, "--as-of", "2017-02-07T09:00", "--final")
+    run(inbox, out, state, "--as-of", "2017-02-07T09:00", "--final", "--allow-missing", "同上")
     assert hashes(out / SUMMARY_DIR / "终稿第1版") == first
     assert len(hashes(out / SUMMARY_DIR / "终稿第2版")) == 3
     assert [e["number"] for e in ledger.Ledger(state).editions()] == [1, 2]

@@ -79,6 +79,7 @@ class Unit:
     items: tuple[str, ...]
     email: str
     aliases: tuple[str, ...]
+    mailbox: str = ""  # where the units below it send their forms, if not `email`
 
     def owes(self, item: str) -> bool:
         return item in self.items
@@ -206,6 +207,13 @@ class Mail:
     password_env: str
     send_seconds: float = 300  # all sending of one run ends by then; what is left goes on the next run
 
+    @property
+    def reply_to_address(self) -> str:
+        """The address alone of `reply_to` (which may carry a display name)."""
+        from email.utils import parseaddr
+
+        return parseaddr(self.reply_to)[1] or self.reply_to
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -285,6 +293,31 @@ class Rules:
     def units_owing_form(self, form: str) -> tuple[Unit, ...]:
         item = self.item_for_form(form)
         return tuple(u for u in self.units if u.owes(item.code))
+
+    def notes_for(self, form: Form, unit: Unit) -> tuple[str, ...]:
+        """The form's notes as `unit` reads them in its own template: where it sends the form, by when,
+        with which other items (see NOTE_PLACEHOLDERS)."""
+        deadline = self.campaign.deadline
+        others = [self.items[i].label for i in unit.items if self.items[i].form != form.code]
+        values = {
+            "deadline": f"{deadline.year}年{deadline.month}月{deadline.day}日",
+            "send_to": self.name_of(unit.reports_to),
+            "address": self.address_of(unit.reports_to),
+            "with_others": f"连同{'、'.join(others)}" if others else "",
+            "phone": self.campaign.contact_phone,
+        }
+        return tuple(note.format_map(values) for note in form.notes)
+
+    def address_of(self, level: str) -> str:
+        """Where the units of `level` (the province, or a unit with units below it) send their forms."""
+        if level == PROVINCE:
+            return self.mail.reply_to_address
+        unit = self.unit(level)
+        return unit.mailbox or unit.email
+
+    def name_of(self, level: str) -> str:
+        """Who receives the forms of `level`: the issuer, or the unit."""
+        return self.campaign.issuer + self.campaign.department if level == PROVINCE else self.unit(level).name
 
     def explanation_key(self, form: str) -> tuple[str, str, str] | None:
         """Where a form's explanation field (`explains: true`, 填报说明) is, if it has one."""
@@ -551,17 +584,42 @@ def _form(code: str, node: Node) -> Form:
         sheet=sheet,
         version=node.get("version").text(),
         sections=sections,
-        notes=tuple(n.text() for n in notes.seq()) if notes.value is not None else (),
+        notes=tuple(_note(n) for n in notes.seq()) if notes.value is not None else (),
     )
 
 
-def _unit_from_mapping(node: Node) -> Unit:
-    node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases"))
-    email = node.get("email").text()
+def _address(node: Node) -> str:
+    email = node.text()
     if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", email):
-        raise node.get("email").fail(f'电子邮箱 "{email}" 格式不对')
+        raise node.fail(f'电子邮箱 "{email}" 格式不对')
+    return email
+
+
+# What a form's note may name, filled for each unit's own template (Rules.notes_for).
+NOTE_PLACEHOLDERS = ("deadline", "send_to", "address", "with_others", "phone")
+
+
+def _note(node: Node) -> str:
+    import string
+
+    text = node.text()
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError:
+        raise node.fail("花括号 { } 不配对;要写花括号本身请写成 {{ }}") from None
+    unknown = sorted(names - set(NOTE_PLACEHOLDERS))
+    if unknown:
+        raise node.fail(f"未知的占位符 {{{unknown[0]}}},可用:{'、'.join('{' + n + '}' for n in NOTE_PLACEHOLDERS)}")
+    return text
+
+
+def _unit_from_mapping(node: Node) -> Unit:
+    node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases", "mailbox"))
+    email = _address(node.get("email"))
+    mailbox = node.get("mailbox", required=False)
     aliases = node.get("aliases", required=False)
     return Unit(
+        mailbox=_address(mailbox) if mailbox.value is not None else "",
         code=node.get("code").code(),
         name=node.get("name").text(),
         kind=node.get("kind").text(),
@@ -572,7 +630,7 @@ def _unit_from_mapping(node: Node) -> Unit:
     )
 
 
-UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases")
+UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases", "mailbox")
 
 
 def _units_file(node: Node, base: Path) -> tuple[list[Node], bytes]:
@@ -596,7 +654,7 @@ def _units_file(node: Node, base: Path) -> tuple[list[Node], bytes]:
     if not rows:
         raise node.fail(f"单位通讯录 {path.name} 是空的")
     header = [str(h).strip().lower() for h in rows[0]]
-    missing = [c for c in UNIT_COLUMNS if c not in header and c != "aliases"]
+    missing = [c for c in UNIT_COLUMNS if c not in header and c not in ("aliases", "mailbox")]
     if missing:
         raise node.fail(f"单位通讯录 {path.name} 第1行缺少列:{', '.join(missing)}")
     nodes = []
@@ -745,6 +803,7 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
             if owed not in items:
                 raise n.get("items").fail(f'未知的报送事项 "{owed}",可选:{", ".join(items)}')
     _check_aliases(unit_nodes, units)
+    _check_chains(unit_nodes, units)
 
     tolerance = root.get("tolerance", required=False)
     rule_nodes = root.get("rules").seq()
@@ -762,6 +821,19 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
         warnings=tuple(warnings),
         limits=_limits(root.get("limits", required=False)),
     )
+
+
+def _check_chains(nodes: list[Node], units: tuple[Unit, ...]) -> None:
+    """Every unit's chain of parents ends at the province: a cycle would leave its forms with nowhere to go."""
+    parent = {u.code: u.reports_to for u in units}
+    for n, u in zip(nodes, units, strict=True):
+        seen, code = [u.code], u.reports_to
+        while code != PROVINCE:
+            if code in seen:
+                chain = " → ".join([*seen, code])
+                raise n.get("reports_to").fail(f"上级单位形成了循环({chain}),报表将无处可报")
+            seen.append(code)
+            code = parent[code]
 
 
 def _check_aliases(nodes: list[Node], units: tuple[Unit, ...]) -> None:

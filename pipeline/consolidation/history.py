@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from pipeline.campaign.config import Rules, Unit
-from pipeline.model import F_IDENTITY, Finding, Severity, Submission, Verdict
+from pipeline.campaign.config import Unit
+from pipeline.model import Submission, Verdict
 
 Pair = tuple[str, str]  # (unit, item)
 
@@ -65,15 +65,3 @@ def used_forms(subs: Iterable[Submission], units: Sequence[Unit], form: str) -> 
             if held is None or _rank(s) > _rank(held):
                 chosen[s.unit] = s
     return chosen
-
-
-def wrong_level(rules: Rules, unit_code: str | None, level: str) -> Finding | None:
-    """A form from a unit that reports to another level than `level` (province or a unit's code): it is
-    told where it belongs and is not consolidated here."""
-    if not unit_code or not rules.has_unit(unit_code):
-        return None
-    unit = rules.unit(unit_code)
-    if unit.reports_to == level or unit.code == level:
-        return None
-    above = rules.unit(unit.reports_to).name if unit.reports_to != "province" else rules.campaign.issuer
-    return Finding(F_IDENTITY, Severity.WARNING, f"{unit.name}应向{above}报送,由其汇总上报;本表报错了地方,不计入本级汇总")

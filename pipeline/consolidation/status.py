@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.campaign.config import Rules, Unit
 from pipeline.consolidation import history
-from pipeline.model import ItemState, Submission, Verdict
+from pipeline.model import F_ROLLUP, ItemState, Submission, Verdict
 
 # Short names for the states, as the renderers compare them.
 PASSED, WARNED, FAILED = ItemState.PASSED, ItemState.WARNED, ItemState.FAILED
@@ -28,6 +28,7 @@ class ItemStatus:
     item_label: str
     state: ItemState
     received: dt.datetime | None  # of the latest version
+    first_received: dt.datetime | None  # of the first version: whether it came on time
     versions: int
     version_used: int | None  # the version consolidation uses (latest accepted), if any
     late: bool  # received after the deadline (still processed)
@@ -39,9 +40,32 @@ class ItemStatus:
             "unit": self.unit, "unit_name": self.unit_name, "kind": self.kind, "item": self.item,
             "item_label": self.item_label, "state": str(self.state), "state_label": self.state.label,
             "received": self.received.isoformat() if self.received else None,
+            "first_received": self.first_received.isoformat() if self.first_received else None,
             "versions": self.versions, "version_used": self.version_used, "late": self.late,
             "note": self.note, "mail_problem": self.mail_problem,
         }
+
+
+@dataclass
+class Timeliness:
+    """One item's 按时报送率: units that sent it by the deadline, after it, or not yet."""
+
+    label: str
+    on_time: int = 0
+    late: int = 0
+    missing: int = 0
+
+    @property
+    def expected(self) -> int:
+        return self.on_time + self.late + self.missing
+
+    @property
+    def rate(self) -> float:
+        return self.on_time / self.expected if self.expected else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"label": self.label, "on_time": self.on_time, "late": self.late, "missing": self.missing,
+                "expected": self.expected, "rate": round(self.rate, 4)}
 
 
 @dataclass(frozen=True)
@@ -67,9 +91,23 @@ class Status:
             by_unit[r.unit] = by_unit.get(r.unit, True) and ok
         return sum(by_unit.values())
 
+    def timeliness(self) -> dict[str, Timeliness]:
+        """Per item: how many units sent it by the deadline, after it, or not at all."""
+        out: dict[str, Timeliness] = {}
+        for r in self.rows:
+            t = out.setdefault(r.item, Timeliness(r.item_label))
+            if r.first_received is None:
+                t.missing += 1
+            elif r.first_received > self.deadline:
+                t.late += 1
+            else:
+                t.on_time += 1
+        return out
+
     def as_json(self) -> dict[str, Any]:
         return {
             "as_of": self.as_of.isoformat(),
+            "timeliness": {item: t.as_json() for item, t in self.timeliness().items()},
             "deadline": self.deadline.isoformat(),
             "days_left": self.days_left,
             "rows": [r.as_json() for r in self.rows],
@@ -112,7 +150,8 @@ def _row(rules: Rules, unit: Unit, item: str, versions: Sequence[Submission], as
                 mail_problem=mail_problem)
     if not versions:
         state = OVERDUE if as_of > deadline else MISSING
-        return ItemStatus(**base, state=state, received=None, versions=0, version_used=None, late=False)
+        return ItemStatus(**base, state=state, received=None, first_received=None, versions=0, version_used=None,
+                          late=False)
     latest = versions[-1]
     used = history.used(versions)
     late = latest.received > deadline
@@ -125,56 +164,12 @@ def _row(rules: Rules, unit: Unit, item: str, versions: Sequence[Submission], as
         state = FAILED
         if used is not None:
             note = f"第{latest.version}版未通过,汇总暂用第{used.version}版"
+    covered = next((f.message for f in latest.findings if f.rule == F_ROLLUP), "")
+    if covered:  # a roll-up that leaves units out: said wherever its figures are used
+        note = ";".join(x for x in (note, covered) if x)
     if late:
         note = "逾期报送" + (f";{note}" if note else "")
     return ItemStatus(
-        **base, state=state, received=latest.received, versions=len(versions),
+        **base, state=state, received=latest.received, first_received=versions[0].received, versions=len(versions),
         version_used=used.version if used and rules.items[item].form is not None else None, late=late, note=note,
     )
-
-
-def render_text(status: Status, rules: Rules) -> str:
-    c = rules.campaign
-    when = "已过截止时间" if status.past_deadline else f"距截止还有 {status.days_left} 天"
-    lines = [
-        f"{c.title} 报送情况(截至 {status.as_of:%Y-%m-%d %H:%M},截止 {status.deadline:%Y-%m-%d %H:%M},{when})",
-        "",
-    ]
-    items = [i for i in rules.items]
-    header = f"{'单位':<20}" + "".join(f"{rules.items[i].label:<14}" for i in items)
-    lines.append(header)
-    by_unit: dict[str, dict[str, ItemStatus]] = {}
-    order: list[str] = []
-    for r in status.rows:
-        if r.unit not in by_unit:
-            order.append(r.unit)
-        by_unit.setdefault(r.unit, {})[r.item] = r
-    for code in order:
-        cells = []
-        name = next(iter(by_unit[code].values())).unit_name
-        for item in items:
-            row = by_unit[code].get(item)
-            if row is None:
-                cells.append("—")
-                continue
-            text = row.state.label
-            if row.versions > 1:
-                text += f"(共{row.versions}版)"
-            if row.late:
-                text += "(逾期)"
-            cells.append(text)
-        lines.append(f"{name:<20}" + "".join(f"{c:<14}" for c in cells))
-        notes = [f"{rules.items[r.item].label}:{r.note}" for r in by_unit[code].values() if r.note]
-        problems = {r.mail_problem for r in by_unit[code].values() if r.mail_problem}
-        for n in notes + sorted(problems):
-            lines.append(f"{'':<20}  ↳ {n}")
-    counts: dict[str, int] = {}
-    for r in status.rows:
-        counts[r.state.label] = counts.get(r.state.label, 0) + 1
-    lines.append("")
-    lines.append("合计:" + ",".join(f"{k} {v}" for k, v in counts.items()))
-    for v in status.stray:
-        lines.append(f"报错地方:{v.file}({v.unit} 应向其上级单位报送,不计入本级汇总)")
-    for path, reason in status.skipped:
-        lines.append(f"跳过:{path}:{reason}")
-    return "\n".join(lines)

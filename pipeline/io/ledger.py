@@ -56,7 +56,7 @@ class LedgerError(Refused):
 
 
 class Ledger:
-    def __init__(self, state: Path):
+    def __init__(self, state: Path, level: str | None = None):
         self.state = state
         self.archive_dir = state / "archive"
         path = state / FILE
@@ -72,6 +72,8 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             ledger_schema.migrate(self.db)
+            if level is not None:
+                self._belongs_to(level)
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise LedgerError(
@@ -84,6 +86,19 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+    def _belongs_to(self, level: str) -> None:
+        """A ledger is one level's: the first to use it claims it, another is refused."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'level'").fetchone()
+        if row is None:
+            with self.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('level', ?)", (level,))
+        elif row[0] != level:
+            self.db.close()
+            owner = "省总" if row[0] == "province" else row[0]
+            asked = "省总" if level == "province" else level
+            raise LedgerError(f"台账 {self.state} 属于{owner}一级,不能用于{asked}一级的运行;"
+                              "请检查 --state,或不写 --state 用本级默认的台账")
 
     def backup(self, keep: int = KEEP_BACKUPS) -> Path:
         """A consistent copy of the ledger under backup/, the last `keep` kept (SQLite's online backup)."""

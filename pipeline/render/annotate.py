@@ -32,7 +32,7 @@ from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign.config import Limits
-from pipeline.model import Finding, cell_name, cell_order, cell_position, column_letters
+from pipeline.model import F_LEVEL, Finding, cell_name, cell_order, cell_position, column_letters
 from pipeline.render import template, xlsxparts, xlsxpatch
 from pipeline.submission import read
 from pipeline.submission.read import FEEDBACK_SHEET
@@ -459,11 +459,13 @@ def _summary(
             "原表中红色单元格为错误、黄色单元格为提醒,鼠标移到单元格上可查看说明;点击“单元格”一栏可跳到该处。"
             "可直接在本文件中改正后重新报送。"
         )
+    conclusion = ("报送对象有误" if any(f.rule == F_LEVEL for f in findings)
+                  else "未通过" if errors else "通过")
     texts = [
         _at(1, 1, title, TITLE_STYLE),
         _at(2, 1, f"填报单位:{unit_name}    文件:{file_name}", LINE_STYLE),
         _at(
-            3, 1, f"共 {errors} 个错误、{warnings_} 个提醒;结论:{'未通过' if errors else '通过'}",
+            3, 1, f"共 {errors} 个错误、{warnings_} 个提醒;结论:{conclusion}",
             FAILED_STYLE if errors else PASSED_STYLE,
         ),
         _at(4, 1, "\n".join(notes), NOTES_STYLE),

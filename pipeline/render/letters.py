@@ -24,7 +24,8 @@ from pipeline.model import Finding, Severity, Verdict
 from pipeline.render.env import render
 
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-VERDICT_LABELS = {Verdict.ACCEPTED: "已通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取"}
+VERDICT_LABELS = {Verdict.ACCEPTED: "已通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取",
+                  Verdict.WRONG_LEVEL: "报送对象有误"}
 FEEDBACK_TEMPLATES = ("feedback_subject.txt.j2", "feedback_body.txt.j2")
 
 
@@ -177,7 +178,9 @@ def _campaign_context(rules: Rules, unit: Unit, now: dt.datetime) -> dict[str, A
         "department": c.department,
         "document_number": c.document_number,
         "contact_phone": c.contact_phone,
-        "reply_to": parse_mailbox(rules.mail.reply_to, "回复地址(mail.reply_to)").addr_spec,
+        # Where this unit sends its forms: its parent's address (ZX's for the units below ZX).
+        "reply_to": rules.address_of(unit.reports_to),
+        "send_to_name": rules.name_of(unit.reports_to),
         "deadline_long": f"{deadline.year}年{deadline.month}月{deadline.day}日",
         "deadline_short": f"{deadline.month}月{deadline.day}日",
         "past_deadline": past,
@@ -216,7 +219,9 @@ def _message(
 ) -> EmailMessage:
     mail = rules.mail
     sender = parse_mailbox(mail.sender, "发件人(mail.sender)")
-    reply_to = parse_mailbox(mail.reply_to, "回复地址(mail.reply_to)")
+    # A reply goes where the unit sends its forms: the province's department, or ZX for the units below it.
+    reply_to = (parse_mailbox(mail.reply_to, "回复地址(mail.reply_to)") if unit.reports_to == "province"
+                else mailbox(rules.name_of(unit.reports_to), rules.address_of(unit.reports_to), "上级单位"))
     to = mailbox(unit.name, unit.email, f"单位 {header_text(unit.name)} ")
     date = format_datetime(now.astimezone(rules.campaign.tz))
     digest = _digest(

@@ -59,8 +59,9 @@ def file_name(unit: Unit, form: Form, suffix: str = ".xlsx") -> str:
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", stem) + suffix
 
 
-def build(rules: Rules, form: Form, unit: Unit) -> Workbook:
-    """The template as an openpyxl workbook, for writing to disk or for filling (the demo does)."""
+def build(rules: Rules, form: Form, unit: Unit, covers: tuple[str, ...] | None = None) -> Workbook:
+    """The template as an openpyxl workbook, for writing to disk or for filling (the demo does); a roll-up
+    form records in `_meta` the codes of the units it `covers`."""
     lay = layout.compute(form)
     wb = Workbook()
     ws = wb.active
@@ -74,10 +75,10 @@ def build(rules: Rules, form: Form, unit: Unit) -> Workbook:
             _table(ws, lay, block)
         else:
             _single(ws, lay, block)
-    _notes(ws, lay)
+    _notes(ws, lay, rules, unit)
     _validations(ws, rules, lay)
     _page(ws, lay)
-    _meta(wb, rules, lay, unit)
+    _meta(wb, rules, lay, unit, covers)
     wb.properties.title = f"{unit.name} {form.attachment} {form.title}"
     wb.properties.creator = rules.campaign.issuer
     wb.properties.subject = rules.campaign.title
@@ -232,11 +233,11 @@ def _footer(ws: Worksheet, lay: layout.Layout, block: layout.Block) -> None:
         _input(ws, slot.cell, slot.field)
 
 
-def _notes(ws: Worksheet, lay: layout.Layout) -> None:
+def _notes(ws: Worksheet, lay: layout.Layout, rules: Rules, unit: Unit) -> None:
     r = lay.notes_row
     ws[f"A{r}"] = "填表说明:"
     _style(ws[f"A{r}"], bold=True, align=LEFT, border=False)
-    for i, note in enumerate(lay.form.notes, start=1):
+    for i, note in enumerate(rules.notes_for(lay.form, unit), start=1):
         ws.merge_cells(f"A{r + i}:{lay.last_col}{r + i}")
         ws[f"A{r + i}"] = f"{i}. {note}"
         _style(ws[f"A{r + i}"], size=10, align=LEFT, border=False)
@@ -319,7 +320,7 @@ def _page(ws: Worksheet, lay: layout.Layout) -> None:
     ws.protection.formatRows = False
 
 
-def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit) -> None:
+def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit, covers: tuple[str, ...] | None) -> None:
     meta = wb.create_sheet(META_SHEET)
     values = {
         "form": lay.form.code,
@@ -329,6 +330,8 @@ def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit) -> None:
     }
     for key in META_KEYS:
         meta.append([key, values[key]])
+    if covers is not None:
+        meta.append(["covers", " ".join(covers)])
     meta.append(list(META_HEADER))
     for slot in lay.slots:
         meta.append([lay.form.sheet, slot.cell, slot.section.code, slot.row.code if slot.row else "", slot.field.code])
@@ -339,10 +342,11 @@ def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit) -> None:
     meta.protection.sheet = True
 
 
-def fill(rules: Rules, form: Form, unit: Unit, values: Mapping[tuple[str, str, str], Any]) -> bytes:
+def fill(rules: Rules, form: Form, unit: Unit, values: Mapping[tuple[str, str, str], Any],
+         covers: tuple[str, ...] | None = None) -> bytes:
     """The unit's template with `values` typed in, saved as Excel would save it (formulas with results):
-    a unit's filled form in the demo and the tests, a level's roll-up form in production."""
-    wb = build(rules, form, unit)
+    a unit's filled form in the demo and the tests, a level's roll-up form (with the units it `covers`)."""
+    wb = build(rules, form, unit, covers)
     ws = wb[form.sheet]
     lay = layout.compute(form)
     computed: dict[str, float] = {}

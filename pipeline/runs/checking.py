@@ -11,8 +11,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.consolidation import history
-from pipeline.model import F_UNRECOGNISED, Checked, Finding, Read, Report, Severity, Submission, Verdict
+from pipeline.consolidation import history, levels
+from pipeline.model import (
+    F_UNRECOGNISED,
+    Checked,
+    Finding,
+    Read,
+    Report,
+    Severity,
+    Submission,
+    Verdict,
+    verdict_of,
+)
 from pipeline.runs import overlap, tasks
 from pipeline.runs.context import Run
 from pipeline.submission import refusal, reports
@@ -73,16 +83,20 @@ def _too_large(run: Run, sub: Submission) -> dict[str, Any]:
 
 def _form_fields(run: Run, c: Report) -> dict[str, Any]:
     rules, read = run.rules, c.read
-    findings = list(c.findings)
-    stray = history.wrong_level(rules, read.unit, run.level)
-    if stray is not None:
-        findings.append(stray)
+    findings, verdict = list(c.findings), c.verdict
+    rollup = levels.rollup_findings(rules, read.unit, read.form, read.covers)
+    if rollup:
+        findings += rollup
+        verdict = verdict_of(findings, read.readable)
+    stray = levels.wrong_level(rules, read.unit, run.level)
+    if stray is not None:  # its own verdict: neither passed nor failed here, and never counted
+        findings, verdict = [stray, *findings], Verdict.WRONG_LEVEL
     explanation = rules.explanation_key(read.form) if read.form else None
     note = c.values.get(explanation) if explanation else None
     return dict(
         kind="form" if read.form else "unknown", unit=read.unit,
-        item=rules.item_for_form(read.form).code if read.form else None, form=read.form, verdict=c.verdict,
-        findings=findings, values=c.values if c.verdict == Verdict.ACCEPTED else {},
+        item=rules.item_for_form(read.form).code if read.form else None, form=read.form, verdict=verdict,
+        findings=findings, values=c.values if verdict == Verdict.ACCEPTED else {},
         explained=bool(note and str(note).strip()),
     )
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pipeline.campaign.config import PROVINCE, Rules
 from pipeline.io import outbox
 from pipeline.io.ledger import Ledger
+from pipeline.io.workspace import Folders
 from pipeline.model import Refused
 
 if TYPE_CHECKING:
@@ -33,20 +34,12 @@ class RunLocked(Refused):
 
 
 @dataclass(frozen=True)
-class Folders:
-    """Where a level's files are: what arrives, what goes out, and its ledger."""
-
-    inbox: Path
-    outbox: Path
-    state: Path
-
-
-@dataclass(frozen=True)
 class Options:
     send: bool = False  # really send e-mail (else only .eml files)
     final: bool = False  # a numbered final edition instead of the draft
     password: str | None = None  # for the SMTP server
     sign: dict[str, object] = field(default_factory=dict)  # a roll-up form's footer (leader, preparer, phone, date)
+    allow_missing: str = ""  # --final with units missing: staff's explanation, printed in the edition
 
 
 @dataclass
@@ -144,7 +137,7 @@ def opened(rules: Rules, folders: Folders, as_of: dt.datetime, level: str = PROV
     with locked(folders.state) if lock else nullcontext():
         if lock:
             outbox.remove_leftovers(folders.outbox)
-        ledger = Ledger(folders.state)
+        ledger = Ledger(folders.state, level=level)
         run = Run(rules, ledger, folders, as_of, level, options or Options(), progress)
         try:
             yield run

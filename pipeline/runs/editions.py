@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.campaign.config import PROVINCE
-from pipeline.consolidation import history, status
+from pipeline.consolidation import history, levels, status
 from pipeline.io import atomic, outbox
-from pipeline.model import VERSION, Finding, Refused, Submission
+from pipeline.model import VERSION, Finding, ItemState, Refused, Submission
 from pipeline.runs.context import Run
 from pipeline.runs.overlap import WorkbookProcess
 
@@ -24,6 +24,31 @@ Made = tuple[dict[Path, bytes], int, Path]  # the files of a consolidation, its 
 
 class NotYetFinal(Refused):
     """--final before the deadline."""
+
+
+def missing(now: status.Status) -> list[str]:
+    """Each expected unit whose figures are not all in, with what is missing and why."""
+    out: dict[str, list[str]] = {}
+    for r in now.rows:
+        if r.state in (ItemState.MISSING, ItemState.OVERDUE) or (r.state == ItemState.FAILED and r.version_used is None):
+            out.setdefault(r.unit_name, []).append(f"{r.item_label}({r.state.label})")
+    return [f"{name}:{'、'.join(items)}" for name, items in out.items()]
+
+
+def refuse_too_early(run: Run) -> None:
+    """A final edition only after the deadline: said before the run does anything."""
+    deadline = run.rules.campaign.deadline
+    if run.options.final and run.as_of < deadline:
+        raise NotYetFinal(f"还没到截止时间({deadline:%Y-%m-%d %H:%M}),只能生成草稿;去掉 --final 再运行")
+
+
+def refuse_incomplete(run: Run, now: status.Status) -> None:
+    """A final edition with units missing is made only when staff say why (--allow-missing)."""
+    gaps = missing(now)
+    if run.options.final and gaps and not run.options.allow_missing.strip():
+        listed = "\n".join(f"  {g}" for g in gaps)
+        raise Refused(f"还有 {len(gaps)} 个单位的材料不全,终稿未生成:\n{listed}\n"
+                      '如确需在缺报的情况下出终稿,请加 --allow-missing "缺报原因",该说明会写入终稿的说明和总结')
 
 
 def consolidation(run: Run, now: status.Status, made: Made | None = None,
@@ -60,8 +85,7 @@ def _open_findings(latest: dict[tuple[str, str], Submission], codes: set[str]) -
 def _folder(run: Run) -> tuple[Path, int, str, str]:
     """Where the outputs go, the edition's number (0 for the draft), the names' prefix and suffix."""
     rules, final = run.rules, run.options.final
-    if final and run.as_of < rules.campaign.deadline:
-        raise NotYetFinal(f"还没到截止时间({rules.campaign.deadline:%Y-%m-%d %H:%M}),只能生成草稿;去掉 --final 再运行")
+    refuse_too_early(run)
     level = "" if run.level == PROVINCE else f"{rules.unit(run.level).name}_"
     if not final:
         return run.outbox / outbox.SUMMARY_DIR, 0, level, "(草稿)"
@@ -108,7 +132,12 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
             for item in rules.rollup_items():
                 form = rules.forms[item.form or ""]
                 values = consolidate.rollup_values(rules, run.level, form.code, every, run.options.sign)
-                paths[folder / template.file_name(unit, form)] = template.fill(rules, form, unit, values)
+                # What it covers goes with it: in `_meta` for the level above to check, and in its 填报说明.
+                covers = tuple(history.used_forms(every, levels.owing(rules, run.level, form.code), form.code))
+                note, explanation = levels.coverage_note(rules, run.level, form.code, covers), rules.explanation_key(form.code)
+                if note and explanation is not None:
+                    values[explanation] = ";".join(str(x) for x in (values.get(explanation), note) if x)
+                paths[folder / template.file_name(unit, form)] = template.fill(rules, form, unit, values, covers)
         paths[workbook] = book()
         return paths, edition, folder
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.consolidation import history, status
 from pipeline.io import atomic, outbox
 from pipeline.model import MessageStatus
+from pipeline.render import status_text
 from pipeline.runs.context import Run
 
 
@@ -24,6 +25,6 @@ def current_status(run: Run) -> status.Status:
 
 def write_status(run: Run, now: status.Status) -> list[Path]:
     text, data = run.outbox / outbox.STATUS_TXT, run.outbox / outbox.STATUS_JSON
-    atomic.write_text(text, status.render_text(now, run.rules) + "\n")
+    atomic.write_text(text, status_text.render_text(now, run.rules) + "\n")
     atomic.write_text(data, json.dumps(now.as_json(), ensure_ascii=False, indent=2) + "\n")
     return [text, data]

@@ -23,6 +23,7 @@ from pipeline.runs.feedback import feedback
 def run(rules: Rules, folders: Folders, as_of: dt.datetime, *, level: str = PROVINCE,
         options: Options | None = None, progress: Progress | None = None) -> RunResult:
     with overlap.frozen(), opened(rules, folders, as_of, level, options, progress) as this:
+        editions.refuse_too_early(this)
         _refuse_a_lost_ledger(this)
         generation = this.ledger.generation()
         aside = overlap.WorkbookProcess()
@@ -109,6 +110,7 @@ def report_status(run: Run) -> None:
 def consolidate(run: Run, ahead: Ahead, aside: overlap.WorkbookProcess) -> None:
     now = run.result.status
     assert now is not None
+    editions.refuse_incomplete(run, now)
     scope, key = f"draft:{run.level}", editions.outputs_key(run)
     unchanged = None if run.options.final else editions.unchanged_outputs(run, scope, key)
     if unchanged is not None:

@@ -156,7 +156,8 @@ class Reader:
         xlsx = sniffed.package if sniffed.format == "xlsx" else None
         formulas = formula_cells(xlsx, sheet) if xlsx is not None else {}
         cells = _cells(found, book.grid(sheet), sheet, formulas)
-        return Read(name, form, who.unit, cells, findings, identity_source=who.source)
+        covers = tuple(meta.covers.split()) if meta is not None and meta.covers else None
+        return Read(name, form, who.unit, cells, findings, identity_source=who.source, covers=covers)
 
     def _placement(self, plan: FormPlan, meta: Meta | None) -> Placement:
         """Where `plan`'s cells should be: by the file's `_meta` map, else by the layout. The copies of one

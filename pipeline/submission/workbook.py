@@ -94,6 +94,7 @@ class Meta:
     unit: str = ""
     version: str = ""
     rules: str = ""  # the sha256 of the rules.yaml the template was made from
+    covers: str = ""  # a roll-up form: the codes of the units it sums, separated by spaces
     cells: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (sheet, A1)
 
     @property
@@ -102,7 +103,8 @@ class Meta:
         return self.form, self.version, self.rules
 
 
-_META_ATTRS = {"form": "form", "unit": "unit", "template_version": "version", "rules_sha256": "rules"}
+_META_ATTRS = {"form": "form", "unit": "unit", "template_version": "version", "rules_sha256": "rules",
+               "covers": "covers"}
 
 
 def read_meta(grid: Grid) -> Meta:
