@@ -4,8 +4,10 @@ than report to the unit that made it (or others). Decided here, once, for the ch
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.campaign.config import Rules, Unit
-from pipeline.model import F_LEVEL, F_ROLLUP, Finding, Severity
+from pipeline.model import F_LEVEL, F_ROLLUP, Finding, Report, Severity
 
 
 def wrong_level(rules: Rules, unit_code: str | None, level: str) -> Finding | None:
@@ -52,3 +54,9 @@ def rollup_findings(rules: Rules, unit_code: str | None, form: str | None, cover
                         "请用本单位一级的 pipeline run --for 重新生成汇总表")]
     note = coverage_note(rules, unit.code, form, covers)
     return [Finding(F_ROLLUP, Severity.WARNING, f"{unit.name}的汇总表{note},汇总数不含这些单位")] if note else []
+
+
+def with_rollup(rules: Rules, report: Report) -> Report:
+    """A roll-up form's report with what it covers checked (`rollup_findings`); any other unchanged."""
+    more = rollup_findings(rules, report.read.unit, report.read.form, report.read.covers)
+    return replace(report, findings=(*report.findings, *more)) if more else report

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.campaign.config import Rules
 from pipeline.checks import validate
+from pipeline.consolidation import levels
 from pipeline.io.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
 from pipeline.model import Finding, Read, Report, Verdict, cell_order
 from pipeline.submission import read
@@ -63,8 +64,9 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
     """
     reads = (_read_isolated(paths, rules) if isolated
              else [read.read_path(p, rules, readable(p.name)) for p in paths])
-    reports = validate.validate_reads(reads, rules, today)
+    reports = [levels.with_rollup(rules, r) for r in validate.validate_reads(reads, rules, today)]
     return [FileResult(readable(str(p)), r) for p, r in zip(paths, reports, strict=True)]
+
 
 
 def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[Read]:

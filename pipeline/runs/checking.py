@@ -21,7 +21,6 @@ from pipeline.model import (
     Severity,
     Submission,
     Verdict,
-    verdict_of,
 )
 from pipeline.runs import overlap, tasks
 from pipeline.runs.context import Run
@@ -83,11 +82,8 @@ def _too_large(run: Run, sub: Submission) -> dict[str, Any]:
 
 def _form_fields(run: Run, c: Report) -> dict[str, Any]:
     rules, read = run.rules, c.read
+    c = levels.with_rollup(rules, c)
     findings, verdict = list(c.findings), c.verdict
-    rollup = levels.rollup_findings(rules, read.unit, read.form, read.covers)
-    if rollup:
-        findings += rollup
-        verdict = verdict_of(findings, read.readable)
     stray = levels.wrong_level(rules, read.unit, run.level)
     if stray is not None:  # its own verdict: neither passed nor failed here, and never counted
         findings, verdict = [stray, *findings], Verdict.WRONG_LEVEL
