@@ -385,3 +385,28 @@ def test_a_broken_rules_yaml_gives_its_message_through_the_cli_not_a_traceback(r
                                          encoding="utf-8")
     done = cli("status", "--rules", str(tmp_path / "rules.yaml"), "--state", str(tmp_path / "state"))
     assert done.returncode == 2 and "campaign.deadline" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_message_whose_fate_is_unknown_is_listed_and_resolved_by_staff(rules, tmp_path):
+    """A run killed while talking to the server leaves its message "sending": the next run calls it
+    unknown (it may have arrived), `pipeline mail --unknown` lists it, and staff resend it or mark it sent."""
+    inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
+    demo.make(rules, inbox, seed=2017)
+    level = campaign_at(rules, inbox, outbox, state)
+    level.run(AS_OF)
+    book = ledger.Ledger(state)
+    first, second = (r["key"] for r in book.messages()[:2])
+    book.set_messages([first, second], "sending", level.moment(AS_OF))  # as a run killed mid-send leaves them
+    book.close()
+    level.run(AS_OF)
+    args = ["--state", str(state), "--rules", str(ROOT / "rules.yaml")]
+    listed = cli("mail", "--unknown", *args)
+    assert listed.returncode == 0 and "送达不明的邮件 2 封" in listed.stdout
+    numbers = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("  ") and "@" in line]
+    done = cli("mail", "--resend", numbers[0], "--mark-sent", numbers[1], *args)
+    assert done.returncode == 0 and "将重发" in done.stdout and "已标记为送达" in done.stdout
+    book = ledger.Ledger(state)
+    statuses = {r["key"]: r["status"] for r in book.messages()}
+    book.close()
+    assert sorted([statuses[first], statuses[second]]) == ["sent", "tempfail"]
+    assert "送达不明的邮件 0 封" in cli("mail", "--unknown", *args).stdout
