@@ -96,8 +96,9 @@ class Plan:
 
 def parse(node: _Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule_ids: set[str]) -> Plan:
     """The `demo:` section (absent: forms are filled with zeros and no mistake is planted)."""
+    zeros = {code: _ordered(form, {}, {}, node) for code, form in forms.items()}
     if node.value is None:
-        return Plan()
+        return Plan(forms=zeros)
     node.keys(("size", "sizes", "forms", "mistakes"))
     none: Mapping[str, Form] = {}
     size_node = node.get("size", required=False)
@@ -111,7 +112,7 @@ def parse(node: _Node, forms: Mapping[str, Form], items: Mapping[str, Item], rul
     # where it would stop every command.
     sizes_node = node.get("sizes", required=False)
     sizes = {code: n.number() for code, n in sizes_node.items()} if sizes_node.value is not None else {}
-    steps: dict[str, tuple[Step, ...]] = {}
+    steps = dict(zeros)
     forms_node = node.get("forms", required=False)
     if forms_node.value is not None:
         for code, n in forms_node.items():
