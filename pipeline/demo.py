@@ -279,12 +279,13 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
         os.utime(path, (stamp, stamp))
         demo.files.append(DemoFile(path, unit.code, item, note))
 
-    def send(day: dt.date, unit: Unit, item: str, size: float, mistake: demo_plan.Mistake | None) -> None:
+    def send(day: dt.date, unit: Unit, item: str, size: float, mistake: demo_plan.Mistake | None,
+             note: str = CORRECT) -> None:
         form = rules.forms[rules.items[item].form or ""]
         values = filler.values(form.code, rng, size)
         name = template.file_name(unit, form)
         if mistake is None or mistake.form != form.code:
-            put(day, name, template.fill(rules, form, unit, values), unit, item, CORRECT)
+            put(day, name, template.fill(rules, form, unit, values), unit, item, note)
         elif mistake.kind == "xls_copy":
             put(day, name.removesuffix(".xlsx") + ".xls", as_xls(rules, form, unit, values), unit, item, mistake.note)
         elif mistake.kind == "resubmission":
@@ -311,13 +312,9 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
                 send(day, unit, item, size, mistake)
 
     # A unit that reports to another (an industry union to the 帮扶中心) e-mails the top level by mistake.
-    below = next((u for u in rules.units if u.reports_to != PROVINCE), None)
-    for mistake in (m for m in rules.demo.mistakes if not m.per_unit and below is not None):
-        assert below is not None
-        size = filler.size(below, rng)
-        for item in (i for i in below.items if rules.items[i].form is not None):
-            form = rules.forms[rules.items[item].form or ""]
-            values = filler.values(form.code, rng, size)
-            put(first_day + dt.timedelta(days=3), template.file_name(below, form),
-                template.fill(rules, form, below, values), below, item, mistake.note)
+    below = [u for u in rules.units if u.reports_to != PROVINCE][:1]
+    for unit, note in ((u, m.note) for u in below for m in rules.demo.mistakes if not m.per_unit):
+        size = filler.size(unit, rng)
+        for item in (i for i in unit.items if rules.items[i].form is not None):
+            send(first_day + dt.timedelta(days=3), unit, item, size, None, note)
     return demo

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ast
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.campaign import rulelang
 
 # The loader's own YAML node: this module is the part of the loader that reads one section.
-from pipeline.campaign.config import Form, Section, _Node
+from pipeline.campaign.config import Field, Form, Section, _Node
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 
@@ -164,44 +164,37 @@ def numeric_sections(form: Form) -> tuple[Section, ...]:
     return tuple(s for s in form.sections if not s.footer and any(f.numeric for f in s.fields))
 
 
+def _column(
+    section: Section, f: Field, mode: Mapping[Key, str], row: str = "", group: str | None = None
+) -> Column:
+    """The column of field `f` (at `row` of a tabular section: its 合计 row in a by_unit table)."""
+    key = (section.code, row, f.code)
+    aggregate = mode.get((section.code, "", f.code), SUM)
+    return Column(
+        f.code,
+        key,
+        f.caption,
+        f.type,
+        section.title,
+        f.group if group is None else group,
+        f.caption,
+        aggregate,
+    )
+
+
 def _unit_columns(form: Form, mode: Mapping[Key, str]) -> list[Column]:
     """A unit's whole form on one line: the 合计 row of a tabular section, every field of a single one."""
     columns = []
     for section in numeric_sections(form):
-        row = section.total_row.code if section.total_row is not None else None
-        if section.tabular and row is None:
+        if section.tabular and section.total_row is None:
             continue  # a breakdown without a 合计 row has no one-line figure
-        for f in (f for f in section.fields if f.numeric):
-            columns.append(
-                Column(
-                    f.code,
-                    (section.code, row or "", f.code),
-                    f.caption,
-                    f.type,
-                    section.title,
-                    f.group,
-                    f.caption,
-                    mode.get((section.code, "", f.code), SUM),
-                )
-            )
+        row = section.total_row.code if section.total_row is not None else ""
+        columns += [_column(section, f, mode, row) for f in section.fields if f.numeric]
     return columns
 
 
 def _row_columns(section: Section, mode: Mapping[Key, str]) -> list[Column]:
-    return [
-        Column(
-            f.code,
-            (section.code, "", f.code),
-            f.caption,
-            f.type,
-            section.title,
-            f.group,
-            f.caption,
-            mode.get((section.code, "", f.code), SUM),
-        )
-        for f in section.fields
-        if f.numeric
-    ]
+    return [_column(section, f, mode) for f in section.fields if f.numeric]
 
 
 def _every_column(form: Form, mode: Mapping[Key, str]) -> list[Column]:
@@ -210,34 +203,12 @@ def _every_column(form: Form, mode: Mapping[Key, str]) -> list[Column]:
     for section in numeric_sections(form):
         fields = [f for f in section.fields if f.numeric]
         if not section.tabular:
-            columns += [
-                Column(
-                    f.code,
-                    (section.code, "", f.code),
-                    f.caption,
-                    f.type,
-                    section.title,
-                    "",
-                    f.caption,
-                    mode.get((section.code, "", f.code), SUM),
-                )
-                for f in fields
-            ]
+            columns += [_column(section, f, mode, group="") for f in fields]
             continue
         for row in section.rows:
-            columns += [
-                Column(
-                    f"{row.code}.{f.code}",
-                    (section.code, row.code, f.code),
-                    f"{row.label} {f.caption}",
-                    f.type,
-                    section.title,
-                    row.label,
-                    f.caption,
-                    mode.get((section.code, "", f.code), SUM),
-                )
-                for f in fields
-            ]
+            for f in fields:
+                c = _column(section, f, mode, row.code, group=row.label)
+                columns.append(replace(c, name=f"{row.code}.{f.code}", caption=f"{row.label} {f.caption}"))
     return columns
 
 
@@ -344,24 +315,7 @@ def _tables(
             section = next((s for s in form.sections if s.code == section_code), None)
             if section is None or not section.tabular:
                 raise section_node.fail(f'报表 {form.code} 中没有分行的节 "{section_code}"')
-        columns: list[Column]
-        if kind == "by_unit":
-            columns = _unit_columns(form, mode)
-        elif kind == "per_unit":
-            columns = _every_column(form, mode)
-        elif kind == "by_row":
-            columns = _row_columns(form.section(section_code), mode)
-        else:
-            fields_node = n.get("fields")
-            section = form.section(section_code)
-            numeric = {f.code: f for f in section.fields if f.numeric}
-            for fn in fields_node.seq():
-                if fn.text() not in numeric:
-                    raise fn.fail(
-                        f'{form.code}.{section_code} 中没有数值字段 "{fn.text()}",可用:{", ".join(numeric)}'
-                    )
-            chosen = set(fields_node.strings())
-            columns = [c for c in _row_columns(section, mode) if c.name in chosen]
+        columns = _columns_of(n, kind, form, section_code, mode)
         names = [c.name for c in columns]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
@@ -384,6 +338,28 @@ def _tables(
         if codes.count(t.code) > 1:
             raise n.get("code").fail(f'汇总表代码 "{t.code}" 重复')
     return tuple(tables)
+
+
+def _columns_of(
+    node: _Node, kind: str, form: Form, section_code: str, mode: Mapping[Key, str]
+) -> list[Column]:
+    """The value columns of a table of `kind`; a pivot's are the fields its `fields` choose."""
+    if kind == "by_unit":
+        return _unit_columns(form, mode)
+    if kind == "per_unit":
+        return _every_column(form, mode)
+    section = form.section(section_code)
+    if kind == "by_row":
+        return _row_columns(section, mode)
+    fields_node = node.get("fields")
+    numeric = {f.code: f for f in section.fields if f.numeric}
+    for fn in fields_node.seq():
+        if fn.text() not in numeric:
+            raise fn.fail(
+                f'{form.code}.{section_code} 中没有数值字段 "{fn.text()}",可用:{", ".join(numeric)}'
+            )
+    chosen = set(fields_node.strings())
+    return [c for c in _row_columns(section, mode) if c.name in chosen]
 
 
 def _sheet(node: _Node, earlier: list[Table]) -> str:

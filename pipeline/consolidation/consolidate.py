@@ -243,15 +243,20 @@ class _Adding:
 
     def sums(self, rows: Sequence[Figures]) -> tuple[list[int | None], dict[int, Span]]:
         """Rows added up, column by column (zeros when there are none), and the spans of `range` columns."""
-        sums: list[int | None] = [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * self.width
+        sums: list[int | None] = (
+            [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * self.width
+        )
         spans: dict[int, Span] = {}
         for j, aggregate in self.not_summed:
             sums[j] = None
             if aggregate == RANGE:
                 values = [r[j] for r in rows]
                 low, high = (min(values), max(values)) if values else (None, None)
-                spans[j] = Span(sum(v > 0 for v in values), _present(low, self.types[j]) if values else None,
-                                _present(high, self.types[j]) if values else None)
+                spans[j] = Span(
+                    sum(v > 0 for v in values),
+                    _present(low, self.types[j]) if values else None,
+                    _present(high, self.types[j]) if values else None,
+                )
         return sums, spans
 
 
@@ -266,8 +271,12 @@ def _columns(rows: Sequence[Sequence[int | None] | None], types: Sequence[str]) 
     ]
 
 
-def _frame(lead: list[tuple[Any, ...]], names: list[str], rows: Sequence[Sequence[int | None] | None],
-           columns: Sequence[Column]) -> pd.DataFrame:
+def _frame(
+    lead: list[tuple[Any, ...]],
+    names: list[str],
+    rows: Sequence[Sequence[int | None] | None],
+    columns: Sequence[Column],
+) -> pd.DataFrame:
     """A table: the `lead` rows' columns (`names`) as pandas makes them, then a column per `columns` from
     the rows' figures."""
     frame = pd.DataFrame.from_records(lead, columns=names)
@@ -279,7 +288,9 @@ def _frame(lead: list[tuple[Any, ...]], names: list[str], rows: Sequence[Sequenc
 Spans = dict[tuple[int, Any], Span]
 
 
-def _by_unit(plan: TablePlan, groups: list[tuple[str, list[Unit]]], figures: Amounts, total_label: str) -> Table:
+def _by_unit(
+    plan: TablePlan, groups: list[tuple[str, list[Unit]]], figures: Amounts, total_label: str
+) -> Table:
     columns = plan.columns
     keys = [c.key for c in columns]
     adding = _Adding.of(columns)
@@ -287,9 +298,17 @@ def _by_unit(plan: TablePlan, groups: list[tuple[str, list[Unit]]], figures: Amo
     rows: list[Sequence[int | None] | None] = []
     spans: Spans = {}
 
-    def record(code: str, name: str, kind: str, level: str, reported: int, row: Sequence[int | None] | None,
-               found: Mapping[int, Span] = {}) -> None:  # noqa: B006  (read only)
-        spans.update({(len(lead), columns[j].name): span for j, span in found.items()})
+    def record(
+        code: str,
+        name: str,
+        kind: str,
+        level: str,
+        reported: int,
+        row: Sequence[int | None] | None,
+        found: Mapping[int, Span] | None = None,
+    ) -> None:
+        if found:
+            spans.update({(len(lead), columns[j].name): span for j, span in found.items()})
         lead.append((code, name, kind, level, reported))
         rows.append(row)
 
@@ -307,14 +326,14 @@ def _by_unit(plan: TablePlan, groups: list[tuple[str, list[Unit]]], figures: Amo
 
 def _by_row(plan: TablePlan, section: Section, figures: Amounts) -> Table:
     columns = plan.columns
-    adding = _Adding.of(columns)
-    rows: list[Sequence[int | None] | None] = []
-    spans: Spans = {}
-    parts = list(figures.values())
-    for i, row in enumerate(section.rows):
-        sums, found = adding.sums(_at(parts, [(section.code, row.code, c.name) for c in columns]))
-        rows.append(sums)
-        spans.update({(i, columns[j].name): span for j, span in found.items()})
+    width = len(columns)
+    keys = [(section.code, row.code, c.name) for row in section.rows for c in columns]
+    # Every row's columns taken in one pass over the units, then cut into the section's rows.
+    sums, found = _Adding.of([c for _ in section.rows for c in columns]).sums(_at(figures.values(), keys))
+    rows: list[Sequence[int | None] | None] = [
+        sums[i * width : (i + 1) * width] for i in range(len(section.rows))
+    ]
+    spans: Spans = {(j // width, columns[j % width].name): span for j, span in found.items()}
     lead = [(row.code, row.label) for row in section.rows]
     return Table(plan, _frame(lead, ["code", "label"], rows, columns), spans)
 
@@ -348,32 +367,40 @@ def _per_unit(plan: TablePlan, units: list[Unit], figures: Amounts, total_label:
     return Table(plan, _frame(lead, ["code", "name", "level", "reported"], rows, columns), spans)
 
 
-def _figures(rules: Rules, amounts: Mapping[str, Amounts]) -> dict[str, Figure]:
-    """The declared figures: each summed over the units in (or its Span, for a field not summed)."""
-    out: dict[str, Figure] = {}
-    for f in rules.consolidation.figures:
-        parts = [a[f.key] for a in amounts[f.form].values()]
-        if f.aggregate == RANGE:
-            out[f.name] = Span(sum(p > 0 for p in parts), _present(min(parts), f.type) if parts else None,
-                               _present(max(parts), f.type) if parts else None)
-        else:
-            out[f.name] = _present(sum(parts), f.type)
-    return out
-
-
-def _shares(rules: Rules, amounts: Mapping[str, Amounts]) -> dict[str, tuple[tuple[Figure, ...], Figure | None]]:
-    """The declared shares: each part, and the whole, summed over the units in."""
-
-    def total(form: str, key: Key, ftype: str) -> Figure:
-        return _present(sum(a[key] for a in amounts[form].values()), ftype)
-
-    return {
-        s.name: (
-            tuple(total(s.form, p.key, p.type) for p in s.parts),
-            total(s.form, s.whole.key, s.whole.type) if s.whole else None,
+def _totals(
+    rules: Rules, amounts: Mapping[str, Amounts], tables: Mapping[str, Table]
+) -> dict[tuple[str, Key], Figure]:
+    """What the declared figures and shares name, each summed over the units in (or its Span, for a field
+    not summed). Most are in a table's 合计 row already; the rest are summed in one pass over the units."""
+    known: dict[tuple[str, Key], Figure] = {}
+    for t in tables.values():
+        frame, last = t.frame, len(t.frame) - 1
+        if t.plan.kind in ("by_unit", "per_unit") and last >= 0 and frame["level"].iloc[-1] == TOTAL_ROW:
+            for c in t.columns:
+                value = frame[c.name].iloc[-1]
+                if c.aggregate == RANGE:
+                    known[(t.plan.form, c.key)] = t.spans[(last, c.name)]
+                elif c.aggregate == SUM:
+                    known[(t.plan.form, c.key)] = int(value) if c.type == "count" else float(value)
+    plan = rules.consolidation
+    wanted: dict[str, dict[Key, tuple[str, str]]] = {}  # form → key → (type, aggregate)
+    for f in plan.figures:
+        wanted.setdefault(f.form, {})[f.key] = (f.type, f.aggregate)
+    for share in plan.shares:
+        for p in (*share.parts, *((share.whole,) if share.whole else ())):
+            wanted.setdefault(share.form, {}).setdefault(p.key, (p.type, SUM))
+    for form, named in wanted.items():
+        keys = [k for k in named if (form, k) not in known]
+        if not keys:
+            continue
+        kinds = [named[k] for k in keys]
+        odd = tuple((j, a) for j, (_, a) in enumerate(kinds) if a != SUM)
+        sums, spans = _Adding(len(keys), tuple(t for t, _ in kinds), odd).sums(
+            _at(amounts[form].values(), keys)
         )
-        for s in rules.consolidation.shares
-    }
+        for j, key in enumerate(keys):
+            known[(form, key)] = spans[j] if j in spans else _present(sums[j], kinds[j][0])
+    return known
 
 
 def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[Unit]) -> Consolidation:
@@ -414,10 +441,17 @@ def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[
             tables[t.code] = _per_unit(t, owing[t.form], amounts[t.form], total_label)
 
     used = [v for u in in_order for v in (chosen[form].get(u.code) for form in plan.forms) if v is not None]
+    totals = _totals(rules, amounts, tables)
     return Consolidation(
         tables=tables,
-        figures=_figures(rules, amounts),
-        shares=_shares(rules, amounts),
+        figures={f.name: totals[(f.form, f.key)] for f in plan.figures},
+        shares={
+            s.name: (
+                tuple(totals[(s.form, p.key)] for p in s.parts),
+                totals[(s.form, s.whole.key)] if s.whole else None,
+            )
+            for s in plan.shares
+        },
         units_reported=len({v.unit for v in used}),
         units_expected=len(expected),
         parent=parent,
