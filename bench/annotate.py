@@ -31,7 +31,6 @@ def copies() -> list[tuple[bytes, str, tuple[object, ...]]]:
     from pipeline.runs import check
 
     rules = config.load(ROOT / "rules.yaml")
-    issue = rules.campaign.issue_date
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for index, unit in enumerate(rules.units):
@@ -40,16 +39,15 @@ def copies() -> list[tuple[bytes, str, tuple[object, ...]]]:
                 form = rules.forms.get(rules.items[item].form or "")
                 if form is None:
                     continue
+                values = demo.form_values(rules, form.code, rng, 1.0)
                 if form.code == "warmth":
-                    values = demo.warmth_values(form, unit, rng, 1.0, issue)
                     values[("activities", "", "forums")] = "见附件"
                     values[("visits", "total", "households")] += 7
                 else:
-                    values = demo.center_values(form, rng, 1.0, issue)
                     values[("services", "", "hotline")] = "见附件"
                     values[("aid", "total", "persons")] += 7
                 path = Path(folder) / template.file_name(unit, form)
-                path.write_bytes(demo.fill(rules, form, unit, values))
+                path.write_bytes(template.fill(rules, form, unit, values))
                 paths.append(path)
         results = check.check_paths(paths, rules)
         return [

@@ -104,8 +104,7 @@ def _fill_unit(job: tuple[int, str]) -> int:
     size = rng.uniform(0.4, 1.3)
     for code in ("warmth", "center"):
         form = rules.forms[code]
-        values = (demo.warmth_values(form, unit, rng, size, issue) if code == "warmth"
-                  else demo.center_values(form, rng, size, issue))
+        values = demo.form_values(rules, code, rng, size)
         if rng.random() < ERROR_SHARE:
             planted += 1
             if code == "warmth":

@@ -44,11 +44,7 @@ def case(n: int, folder: Path) -> tuple[object, ...]:
         received = dt.datetime.combine(issue + dt.timedelta(days=28 + index % 10), dt.time(10, 0), tzinfo=tz)
         for item in ("warmth", "center"):
             form = rules.forms[item]
-            values = (
-                demo.warmth_values(form, unit, rng, size, issue)
-                if item == "warmth"
-                else demo.center_values(form, rng, size, issue)
-            )
+            values = demo.form_values(rules, item, rng, size)
             name = f"{unit.name}_{form.attachment}_{form.title}.xlsx"
             versions.append(
                 Submission(

@@ -213,9 +213,9 @@ def _print_run(result: Any) -> None:
     for skipped in taken.skipped:
         typer.echo(f"  跳过 {skipped.path}:{skipped.reason}")
     if result.checked:
-        words = {Verdict.ACCEPTED: "通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取",
-                 Verdict.RECEIVED: "报告已收到"}
-        typer.echo("校验:" + ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(result.checked.items())))
+        shown = {Verdict.RECEIVED: "报告已收到"}
+        typer.echo("校验:" + ",".join(f"{shown.get(Verdict(k), Verdict(k).label)} {v}"
+                                       for k, v in sorted(result.checked.items())))
     if result.messages:
         typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(result.messages.items())))
     if result.status is not None:

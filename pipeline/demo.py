@@ -1,23 +1,24 @@
-"""A demo inbox: the project's own templates filled the way counties fill them, mistakes included.
+"""A demo inbox: the project's own templates filled the way units fill them, mistakes included.
 
-Figures follow Hainan's published ones (about 800 元 per hardship family, 1,000–2,000 元 per model
-worker, tens to hundreds of households per county). The same seed gives the same files, byte for byte.
+What the figures are and which mistakes are planted is rules.yaml's (`demo:`, read by campaign/demo_plan.py);
+here they are drawn and written as files. The same seed gives the same files, byte for byte.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import os
 import random
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.campaign import layout
-from pipeline.campaign.config import Form, Rules, Unit
+from pipeline.campaign import demo_plan, layout, rulelang
+from pipeline.campaign.config import PROVINCE, Form, Rules, Unit
 from pipeline.io import atomic
 from pipeline.render import template, xlsxpatch
 
@@ -25,6 +26,8 @@ Values = dict[tuple[str, str, str], Any]  # (section, row, field) -> what the pe
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗符云邢"
 GIVEN = ["海涛", "建华", "秀英", "志强", "丽娟", "文斌", "春梅", "国庆", "小燕", "德明", "美玲", "少华"]
+FULL_WIDTH = str.maketrans("0123456789.,", "０１２３４５６７８９．，")
+CORRECT, REPORT, CORRECTED = "填写正确", "书面报告", "第2版:已更正"
 
 
 @dataclass(frozen=True)
@@ -41,192 +44,148 @@ class DemoInbox:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (unit code, item)
 
 
-def _wan(cents: int) -> float:
-    return round(cents / 100, 2)
+Compiled = Callable[[Callable[[rulelang.Ref], Any], Mapping[str, Any]], Any]
 
 
-def _split(total: int, weights: list[float], rng: random.Random) -> list[int]:
-    """Split a whole number into parts roughly by weight, parts adding up exactly."""
-    raw = [w * rng.uniform(0.6, 1.4) for w in weights]
-    s = sum(raw) or 1.0
-    parts = [int(total * r / s) for r in raw]
-    parts[max(range(len(parts)), key=lambda i: raw[i])] += total - sum(parts)
-    return parts
+class _Filler:
+    """The declared steps of every form (`demo:` in rules.yaml) compiled once, drawing from the random
+    generator it is handed for each form."""
 
-
-INDUSTRY_WEIGHTS = {
-    "agri": 3.0, "mfg": 2.5, "utility": 0.6, "construction": 2.0, "trade": 1.5, "transport": 1.0,
-    "hospitality": 1.5, "social": 1.0, "public_admin": 0.5, "other": 1.0,
-}
-
-
-def warmth_values(form: Form, unit: Unit, rng: random.Random, size: float, issue_date: dt.date) -> Values:
-    """A correct 附件1: every rule of FORMS.md holds."""
-    v: Values = {}
-    visits = form.section("visits")
-    rows = [r.code for r in visits.detail_rows]
-    weights = [INDUSTRY_WEIGHTS.get(r, 1.0) for r in rows]
-    households = _split(int(rng.uniform(60, 600) * size), weights, rng)
-    totals: dict[str, int] = {f.code: 0 for f in visits.fields}
-    for row, hh in zip(rows, households, strict=True):
-        archived = int(hh * rng.uniform(0.55, 0.95))
-        migrants = int(hh * rng.uniform(0.1, 0.6))
-        models = rng.randint(0, max(1, hh // 25))
-        frontline = int(hh * rng.uniform(0.5, 2.0))
-        # 元 per head: ~800 per family, ~500 per migrant worker, 1,000–2,000 per model worker, ~300 frontline.
-        yuan = hh * rng.uniform(700, 900) + migrants * 500 + models * rng.uniform(1000, 2000) + frontline * 300
-        total_cents = int(round(yuan / 100))  # 元 → 万元 in cents: 1 万元 = 10,000 元 = 1,000,000 分/100
-        goods = int(total_cents * rng.uniform(0.15, 0.3))
-        cells = {
-            "households": hh, "households_archived": archived, "migrant_workers": migrants,
-            "model_workers": models, "frontline_workers": frontline,
-            "amount_total": total_cents, "amount_cash": total_cents - goods, "amount_goods": goods,
+    def __init__(self, rules: Rules):
+        self.rules = rules
+        self.rng = random.Random(0)
+        functions: dict[str, Callable[..., Any]] = {
+            "rand": lambda a, b: self.rng.uniform(a, b),
+            "randint": lambda a, b: self.rng.randint(int(a), int(b)),
+            "min": min,
+            "max": max,
+            "round": round,
+            "person": self.person,
+            "phone": self.phone,
+            "typed_date": self.typed_date,
         }
-        for code, value in cells.items():
-            money = visits.field(code).type == "money"
-            v[("visits", row, code)] = _wan(value) if money else value
-            totals[code] += value
-    for code, value in totals.items():
-        v[("visits", "total", code)] = _wan(value) if visits.field(code).type == "money" else value
+        self.functions = functions
+        plan = rules.demo
+        self.size_of: Compiled | None = (
+            rulelang.compiled(plan.size, rulelang.Scope(forms={}, functions=demo_plan.FUNCTIONS), functions)
+            if plan.size is not None else None
+        )
+        self.steps = {
+            form: [(step, rulelang.compiled(step.expr, step.scope, functions) if step.expr and step.scope else None)
+                   for step in steps]
+            for form, steps in plan.forms.items()
+        }
 
-    spent = totals["amount_total"]
-    unspent = int(spent * rng.uniform(0.0, 0.08))
-    fund_total = spent + unspent
-    union_social = max(int(fund_total * rng.uniform(0.35, 0.5)), totals["amount_goods"] + 1)
-    union = int(union_social * rng.uniform(0.6, 0.8))
-    social = union_social - union
-    central, provincial, local = _split(fund_total - union_social, [0.45, 0.3, 0.25], rng)
-    to_daily = int(unspent * rng.uniform(0.0, 1.0))
-    funds = {
-        "fund_central": central, "fund_provincial": provincial, "fund_local": local, "fund_union": union,
-        "fund_social": social, "fund_total": fund_total, "fund_unspent": unspent, "fund_unspent_to_daily": to_daily,
-    }
-    for code, cents in funds.items():
-        v[("funds", "", code)] = _wan(cents)
+    def person(self) -> str:
+        return self.rng.choice(SURNAMES) + self.rng.choice(GIVEN)
 
-    hh_total = totals["households"]
-    acts = {
-        "enterprises_visited": rng.randint(5, 40), "cadre_visits": rng.randint(10, 120),
-        "forums": rng.randint(1, 12), "inspections": rng.randint(10, 150), "wage_cases": rng.randint(0, 30),
-        "wages_recovered": _wan(rng.randint(0, 5000) * 10), "legal_aid": rng.randint(0, 25),
-        "tickets": rng.randint(0, max(1, hh_total // 2)),
-    }
-    for code, figure in acts.items():
-        v[("activities", "", code)] = figure
-    _sign(v, rng, issue_date)
-    return v
+    def phone(self, area: str) -> str:
+        rng = self.rng
+        return rng.choice([f"{area}-{rng.randint(62000000, 68999999)}", f"1{rng.choice('3589')}{rng.randint(100000000, 999999999)}"])
 
+    def typed_date(self, first: int, last: int) -> Any:
+        """A day `first` to `last` days after the issue date, typed every which way people type dates (the
+        reader accepts all of these)."""
+        day = self.rules.campaign.issue_date + dt.timedelta(days=self.rng.randint(int(first), int(last)))
+        return self.rng.choice([
+            dt.datetime.combine(day, dt.time()), f"{day.year}年{day.month}月{day.day}日", f"{day.year}.{day.month}.{day.day}",
+            f"{day.year}-{day.month}-{day.day}", f"{day.year}/{day.month:02d}/{day.day:02d}",
+        ])
 
-def center_values(form: Form, rng: random.Random, size: float, issue_date: dt.date) -> Values:
-    """A correct 附件2."""
-    v: Values = {}
-    archived = int(rng.uniform(300, 3000) * size)
-    v.update({
-        ("archive", "", "archived_households"): archived,
-        ("archive", "", "new_archived"): int(archived * rng.uniform(0.05, 0.25)),
-        ("archive", "", "lifted_out"): int(archived * rng.uniform(0.05, 0.2)),
-        ("archive", "", "staff"): rng.randint(3, 15),
-        ("archive", "", "duty_days"): rng.randint(7, 24),
-    })
-    persons_total = amount_total = 0
-    for row in form.section("aid").detail_rows:
-        persons = rng.randint(0, 400)
-        cents = int(persons * rng.uniform(300, 1500) / 100) if persons else 0
-        v[("aid", row.code, "persons")] = persons
-        v[("aid", row.code, "amount")] = _wan(cents)
-        persons_total += persons
-        amount_total += cents
-    v[("aid", "total", "persons")] = persons_total
-    v[("aid", "total", "amount")] = _wan(amount_total)
-    referrals = rng.randint(20, 600)
-    v.update({
-        ("services", "", "hotline"): rng.randint(10, 500),
-        ("services", "", "visits"): rng.randint(20, 900),
-        ("services", "", "job_referrals"): referrals,
-        ("services", "", "job_placed"): int(referrals * rng.uniform(0.2, 0.7)),
-        ("services", "", "training"): rng.randint(0, 400),
-        ("services", "", "online"): rng.randint(0, 200),
-    })
-    _sign(v, rng, issue_date)
-    return v
+    def size(self, unit: Unit, rng: random.Random) -> float:
+        sizes = self.rules.demo.sizes
+        if unit.code in sizes:
+            return sizes[unit.code]
+        self.rng = rng
+        return float(self.size_of(_nothing, {})) if self.size_of else 1.0
 
+    def values(self, form: str, rng: random.Random, size: float) -> Values:
+        """A correct form: every value by its step, each 合计 the sum of its rows."""
+        self.rng = rng
+        v: Values = {}
+        names = {demo_plan.SIZE: size}
+        for step, compiled in self.steps.get(form, ()):
+            if compiled is None:
+                value: Any = sum(v[k] for k in step.detail)
+            else:
+                row = step.key[1]
 
-def _sign(v: Values, rng: random.Random, issue_date: dt.date) -> None:
-    def name() -> str:
-        return rng.choice(SURNAMES) + rng.choice(GIVEN)
+                def lookup(ref: rulelang.Ref, row: str = row) -> Any:
+                    return v[(ref.section, row if ref.row == rulelang.CURRENT_ROW else ref.row, ref.field)]
 
-    v[("sign", "", "leader")] = name()
-    v[("sign", "", "preparer")] = name()
-    v[("sign", "", "phone")] = rng.choice(
-        [f"0898-{rng.randint(62000000, 68999999)}", f"1{rng.choice('3589')}{rng.randint(100000000, 999999999)}"]
-    )
-    day = issue_date + dt.timedelta(days=rng.randint(20, 40))
-    # People type dates every which way; the reader accepts all of these.
-    v[("sign", "", "date")] = rng.choice(
-        [dt.datetime.combine(day, dt.time()), f"{day.year}年{day.month}月{day.day}日", f"{day.year}.{day.month}.{day.day}",
-         f"{day.year}-{day.month}-{day.day}", f"{day.year}/{day.month:02d}/{day.day:02d}"]
-    )
-    v[("sign", "", "note")] = None
+                value = compiled(lookup, {**names, **step.names} if step.names else names)
+            v[step.key] = _typed(value, step.type)
+        return v
+
+    def plant(self, v: Values, mistake: demo_plan.Mistake, rng: random.Random) -> None:
+        """`mistake` made in the correct form `v`."""
+        self.rng = rng
+        form = self.rules.forms[mistake.form]
+        if mistake.kind == "total_typed_over":  # the sheet unprotected and a 合计 typed over the formula
+            (change,) = mistake.changes
+            v[change.key] = v[change.key] + rng.randint(3, 30)
+        elif mistake.kind == "money_in_yuan":
+            for key in [k for k in v if k[0] == mistake.section]:
+                if form.section(key[0]).field(key[2]).type == "money":
+                    v[key] = round(v[key] * 10000)
+        elif mistake.kind == "left_blank":
+            for change in mistake.changes:
+                v[change.key] = None
+        elif mistake.kind in ("text_in_number", "messy_but_fine"):
+            for change in mistake.changes:
+                v[change.key] = _spelled(v.get(change.key), change.spelling)
+        elif mistake.kind in ("breaks_rule", "resubmission"):
+            for change in mistake.changes:
+                assert change.expr is not None and change.scope is not None
+                row = change.key[1]
+
+                def lookup(ref: rulelang.Ref, row: str = row) -> Any:
+                    return v[(ref.section, row if ref.row == rulelang.CURRENT_ROW else ref.row, ref.field)]
+
+                compiled = rulelang.compiled(change.expr, change.scope, self.functions)
+                v[change.key] = _typed(compiled(lookup, {demo_plan.SIZE: 1.0}), change.type)
+            _retotal(form, v, {(c.key[0], c.key[2]) for c in mistake.changes})
 
 
-# --- the classic mistakes (FORMS.md), each a change to a correct form -------------------------------------
+def _nothing(ref: rulelang.Ref) -> Any:
+    raise KeyError(ref)
 
 
-def _total_not_adding_up(v: Values, rng: random.Random) -> str:
-    # The county unprotected the sheet and typed its own 合计 over the formula.
-    v[("visits", "total", "households")] = v[("visits", "total", "households")] + rng.randint(3, 30)
-    return "表一合计行“慰问困难职工”与各行之和不符"
+def _typed(value: Any, ftype: str) -> Any:
+    """A drawn number as a person types it: whole for a count, to the cent for money."""
+    if ftype == "count":
+        return int(round(value))
+    if ftype == "money":
+        return round(float(value), 2)
+    return value
 
 
-def _yuan_in_wanyuan(v: Values, rng: random.Random) -> str:
-    for key in [k for k in v if k[0] == "visits" and k[2].startswith("amount_")]:
-        v[key] = round(v[key] * 10000)
-    return "表一慰问金额按“元”填写(应为万元)"
+def _spelled(value: Any, spelling: str) -> str:
+    if spelling == demo_plan.FULLWIDTH:
+        return str(value).translate(FULL_WIDTH)
+    return spelling.format(value=value)
 
 
-def _goods_from_fiscal_funds(v: Values, rng: random.Random) -> str:
-    union_social = v[("funds", "", "fund_union")] + v[("funds", "", "fund_social")]
-    goods = round(union_social + rng.uniform(5, 20), 2)
-    v[("visits", "other", "amount_goods")] = round(v[("visits", "other", "amount_goods")] + goods, 2)
-    v[("visits", "other", "amount_cash")] = round(v[("visits", "other", "amount_cash")] - goods, 2)
-    if v[("visits", "other", "amount_cash")] < 0:
-        v[("visits", "other", "amount_total")] = round(v[("visits", "other", "amount_total")] - v[("visits", "other", "amount_cash")], 2)
-        v[("visits", "other", "amount_cash")] = 0.0
-    _retotal(v, "amount_total", "amount_cash", "amount_goods")
-    return "慰问品折款超过工会经费与社会筹集资金之和(财政资金发放实物)"
+def _retotal(form: Form, v: Values, columns: set[tuple[str, str]]) -> None:
+    """The 合计 of each changed column summed again, as the sheet's formula would."""
+    for section_code, code in columns:
+        section = form.section(section_code)
+        if section.total_row is None:
+            continue
+        detail = [v.get((section_code, r.code, code)) or 0 for r in section.detail_rows]
+        f = section.field(code)
+        v[(section_code, section.total_row.code, code)] = _typed(sum(detail), f.type)
 
 
-def _text_in_number(v: Values, rng: random.Random) -> str:
-    v[("visits", "construction", "migrant_workers")] = "约" + str(v[("visits", "construction", "migrant_workers")])
-    v[("activities", "", "forums")] = "见附件"
-    return "数字栏填了文字(“约…”“见附件”)"
+@functools.lru_cache(maxsize=4)
+def _filler(rules: Rules) -> _Filler:
+    return _Filler(rules)
 
 
-def _missing_preparer(v: Values, rng: random.Random) -> str:
-    v[("sign", "", "preparer")] = None
-    return "未填填表人"
-
-
-def _messy_but_fine(v: Values, rng: random.Random) -> str:
-    """What careful people still type: full-width digits, units, 无 for zero, numbers as text."""
-    full = str.maketrans("0123456789.,", "０１２３４５６７８９．，")
-    v[("visits", "agri", "households")] = str(v[("visits", "agri", "households")]).translate(full)
-    v[("visits", "mfg", "households")] = f"{v[('visits', 'mfg', 'households')]}户"
-    v[("visits", "trade", "amount_total")] = f"{v[('visits', 'trade', 'amount_total')]:.2f}万元"
-    v[("activities", "", "legal_aid")] = "无"
-    v[("activities", "", "inspections")] = f"{v[('activities', '', 'inspections')]:,}"
-    return "全角数字、带单位、“无”等写法(应被接受)"
-
-
-def _retotal(v: Values, *codes: str) -> None:
-    for code in codes:
-        rows = [k for k in v if k[0] == "visits" and k[2] == code and k[1] != "total"]
-        v[("visits", "total", code)] = round(sum(v[k] for k in rows), 2)
-
-
-MISTAKES: list[Callable[[Values, random.Random], str]] = [
-    _total_not_adding_up, _yuan_in_wanyuan, _goods_from_fiscal_funds, _text_in_number, _missing_preparer,
-]
+def form_values(rules: Rules, form: str, rng: random.Random, size: float = 1.0) -> Values:
+    """A correct filled form `form`, drawn from `rng` as rules.yaml's `demo:` section declares: every rule
+    holds (the demo's and the tests' correct forms)."""
+    return _filler(rules).values(form, rng, size)
 
 
 # --- writing files ------------------------------------------------------------------------------------------
@@ -300,77 +259,62 @@ def report_docx(unit: Unit, rules: Rules) -> bytes:
 
 
 def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
-    """Fill the demo inbox: most units correct, a few with the classic mistakes, a few missing."""
+    """Fill the demo inbox: most units correct, the mistakes of rules.yaml's `demo:` section each made by one
+    unit reporting to the top level (drawn from the seed), a unit below sending to the wrong level."""
     rng = random.Random(seed)
-    issue = rules.campaign.issue_date
-    direct = [u for u in rules.units if u.reports_to == "province"]
-    # Who is late, who errs: drawn once from the seed, always leaving room for every scenario.
+    filler = _filler(rules)
+    direct = [u for u in rules.units if u.reports_to == PROVINCE]
+    # Who errs how: drawn once from the seed, one unit for each mistake, as far as the units go.
     order = list(direct)
     rng.shuffle(order)
-    missing_all = order[0]  # sends nothing at all
-    missing_center = order[1]  # sends 附件1 and the report, forgets 附件2
-    missing_report = order[2]
-    with_mistakes = order[3 : 3 + len(MISTAKES)]
-    as_xls_unit = order[3 + len(MISTAKES)]
-    messy_unit = order[4 + len(MISTAKES)]
-    resubmitter = order[5 + len(MISTAKES)]
+    per_unit = [m for m in rules.demo.mistakes if m.per_unit]
+    mistake_of = {unit.code: m for unit, m in zip(order, per_unit, strict=False)}
     demo = DemoInbox()
-    first_day = issue + dt.timedelta(days=28)
+    first_day = rules.campaign.issue_date + dt.timedelta(days=28)
 
-    def put(folder_day: dt.date, name: str, data: bytes, unit: Unit, item: str, note: str) -> None:
-        path = inbox / folder_day.isoformat() / name
+    def put(day: dt.date, name: str, data: bytes, unit: Unit, item: str, note: str) -> None:
+        path = inbox / day.isoformat() / name
         atomic.write_bytes(path, data)
-        stamp = dt.datetime.combine(folder_day, dt.time(10, 0), tzinfo=rules.campaign.tz).timestamp()
+        stamp = dt.datetime.combine(day, dt.time(10, 0), tzinfo=rules.campaign.tz).timestamp()
         os.utime(path, (stamp, stamp))
         demo.files.append(DemoFile(path, unit.code, item, note))
 
+    def send(day: dt.date, unit: Unit, item: str, size: float, mistake: demo_plan.Mistake | None,
+             note: str = CORRECT) -> None:
+        form = rules.forms[rules.items[item].form or ""]
+        values = filler.values(form.code, rng, size)
+        name = template.file_name(unit, form)
+        if mistake is None or mistake.form != form.code:
+            put(day, name, template.fill(rules, form, unit, values), unit, item, note)
+        elif mistake.kind == "xls_copy":
+            put(day, name.removesuffix(".xlsx") + ".xls", as_xls(rules, form, unit, values), unit, item, mistake.note)
+        elif mistake.kind == "resubmission":
+            wrong = dict(values)
+            filler.plant(wrong, mistake, rng)
+            put(day, name, template.fill(rules, form, unit, wrong), unit, item, f"第1版:{mistake.note}")
+            again = f"{unit.aliases[0] if unit.aliases else unit.name}{form.attachment}(修改后).xlsx"
+            put(day + dt.timedelta(days=mistake.days_later), again, template.fill(rules, form, unit, values), unit,
+                item, CORRECTED)
+        else:
+            filler.plant(values, mistake, rng)
+            put(day, name, template.fill(rules, form, unit, values), unit, item, mistake.note)
+
     for index, unit in enumerate(direct):
         day = first_day + dt.timedelta(days=index % 10)
-        size = 2.0 if unit.code in ("460100", "460200") else rng.uniform(0.4, 1.3)
-        if unit is missing_all:
-            demo.missing.extend((unit.code, item) for item in unit.items)
-            continue
+        size = filler.size(unit, rng)
+        mistake = mistake_of.get(unit.code)
         for item in unit.items:
-            form_code = rules.items[item].form
-            if form_code is None:
-                if unit is missing_report:
-                    demo.missing.append((unit.code, item))
-                    continue
-                put(day, f"{unit.name}送温暖工作报告.docx", report_docx(unit, rules), unit, item, "书面报告")
-                continue
-            if form_code == "center" and unit is missing_center:
+            if mistake is not None and (mistake.kind == "sends_nothing" or mistake.item == item):
                 demo.missing.append((unit.code, item))
-                continue
-            form = rules.forms[form_code]
-            values = (
-                warmth_values(form, unit, rng, size, issue) if form_code == "warmth"
-                else center_values(form, rng, size, issue)
-            )
-            note = "填写正确"
-            if form_code == "warmth" and unit in with_mistakes:
-                note = MISTAKES[with_mistakes.index(unit)](values, rng)
-            if form_code == "warmth" and unit is messy_unit:
-                note = _messy_but_fine(values, rng)
-            name = template.file_name(unit, form)
-            if unit is as_xls_unit and form_code == "warmth":
-                put(day, name[: -len(".xlsx")] + ".xls", as_xls(rules, form, unit, values), unit, item,
-                    "另存为 .xls 格式,填写正确")
-                continue
-            if unit is resubmitter and form_code == "warmth":
-                wrong = dict(values)
-                wrong[("visits", "agri", "amount_total")] = round(wrong[("visits", "agri", "amount_total")] + 1.5, 2)
-                _retotal(wrong, "amount_total")
-                put(day, name, template.fill(rules, form, unit, wrong), unit, item, "第1版:慰问金额合计不等于慰问金与慰问品之和")
-                put(day + dt.timedelta(days=5), f"{unit.aliases[0]}附件1(修改后).xlsx",
-                    template.fill(rules, form, unit, values), unit, item, "第2版:已更正")
-                continue
-            put(day, name, template.fill(rules, form, unit, values), unit, item, note)
+            elif rules.items[item].form is None:
+                put(day, f"{unit.name}{rules.items[item].label}.docx", report_docx(unit, rules), unit, item, REPORT)
+            else:
+                send(day, unit, item, size, mistake)
 
-    # Industry unions report to the 帮扶中心, but one of them e-mails the province by mistake.
-    stray = rules.children("ZX")[0] if rules.children("ZX") else None
-    if stray is not None:
-        form = rules.forms["warmth"]
-        values = warmth_values(form, stray, rng, 0.3, issue)
-        put(first_day + dt.timedelta(days=3), template.file_name(stray, form), template.fill(rules, form, stray, values),
-            stray, "warmth", "产业工会直接报给了省总(应报帮扶中心)")
+    # A unit that reports to another (an industry union to the 帮扶中心) e-mails the top level by mistake.
+    below = [u for u in rules.units if u.reports_to != PROVINCE][:1]
+    for unit, note in ((u, m.note) for u in below for m in rules.demo.mistakes if not m.per_unit):
+        size = filler.size(unit, rng)
+        for item in (i for i in unit.items if rules.items[i].form is not None):
+            send(first_day + dt.timedelta(days=3), unit, item, size, None, note)
     return demo

@@ -150,10 +150,8 @@ def correct_values(rules: config.Rules, form: str, unit: str, seed: int = 1) -> 
 
     from pipeline import demo
 
-    rng = random.Random(seed)
-    f, u = rules.forms[form], rules.unit(unit)
-    issue = rules.campaign.issue_date
-    values = demo.warmth_values(f, u, rng, 1.0, issue) if form == "warmth" else demo.center_values(f, rng, 1.0, issue)
+    assert rules.has_unit(unit)
+    values = demo.form_values(rules, form, random.Random(seed), 1.0)
     values[("sign", "", "date")] = dt.datetime(2017, 1, 20)
     return values
 

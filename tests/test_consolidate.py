@@ -29,11 +29,11 @@ from pipeline.campaign import layout
 from pipeline.campaign.config import Rules
 from pipeline.checks import validate
 from pipeline.consolidation import consolidate, status
-from pipeline.model import Finding, Report, Severity, Submission, Verdict
+from pipeline.model import Finding, Report, Severity, Submission, Verdict, column_letters
 from pipeline.render import template
 from pipeline.render.html import html_report
 from pipeline.render.summary import summary_markdown
-from pipeline.render.workbook import SHEETS, consolidated_workbook
+from pipeline.render.workbook import consolidated_workbook, sheet_names
 from pipeline.runs import check
 from pipeline.submission import read
 from tests.conftest import as_seen, correct_values, require_program
@@ -191,7 +191,7 @@ def _exact(value: object) -> Decimal:
 
 
 def test_by_unit_equals_the_accepted_files_cell_by_cell(rules, batch, province):
-    frame = province.by_unit
+    frame = province["by_unit"]
     units = frame[frame["level"] == "unit"].set_index("code")
     expected_units = status.expected_units(rules)
     assert list(units.index) == [u.code for k in rules.unit_kinds for u in expected_units if u.kind == k]
@@ -225,14 +225,14 @@ def test_by_industry_and_pivot_equal_sums_of_the_files(rules, batch, province):
         if f == "warmth" and rules.unit(u).reports_to == "province"
     ]
     visits = rules.forms["warmth"].section("visits")
-    rows = province.by_industry.set_index("code")
+    rows = province["by_industry"].set_index("code")
     assert list(rows.index) == [r.code for r in visits.rows]
     for r in visits.rows:
         for f in visits.fields:
             assert _exact(rows.loc[r.code, f.code]) == sum(
                 (x[("visits", r.code, f.code)] for x in files), Decimal(0)
             )
-    pivot = province.pivot
+    pivot = province["pivot"]
     for f in ("households", "amount_total"):
         for r in visits.rows:
             column = pivot[(f, r.code)]
@@ -242,13 +242,16 @@ def test_by_industry_and_pivot_equal_sums_of_the_files(rules, batch, province):
 
 
 def test_centers_equal_the_files_and_their_aid_total_is_computed(rules, batch, province):
-    centers = province.centers
+    centers = province["centers"]
     assert len(centers) == 22  # the 21 帮扶中心 and 合计
     files = {
         u: file_figures(rules, p, "center") for (u, f), p in batch.accepted_files.items() if f == "center"
     }
     for column in province.columns["centers"]:
         for row in centers.to_dict("records"):
+            if row["level"] == "total" and column.aggregate != "sum":
+                assert pd.isna(row[column.name]), column.name  # not added up: see the test below
+                continue
             if row["level"] == "total":
                 want = sum((x[column.key] for x in files.values()), Decimal(0))
             elif row["code"] in files:
@@ -263,18 +266,19 @@ def test_centers_equal_the_files_and_their_aid_total_is_computed(rules, batch, p
 
 
 def test_rejected_versions_and_other_levels_are_left_out(rules, batch, province):
-    by_unit = province.by_unit.set_index("name")
+    by_unit = province["by_unit"].set_index("name")
     only_rejected = [k for k in batch.rejected_files if k not in batch.accepted_files]
     assert only_rejected
     for unit, form in only_rejected:
         if form == "warmth":
             assert by_unit.loc[rules.unit(unit).name, "reported"] == 0
             assert pd.isna(by_unit.loc[rules.unit(unit).name, "households"])
-    assert "CY01" not in set(province.by_unit["code"])  # the industry union that wrote to the province
+    assert "CY01" not in set(province["by_unit"]["code"])  # the industry union that wrote to the province
     # Given every version, rejected and stray ones included, consolidation keeps to the latest accepted.
     everything = consolidate.consolidate(rules, batch.versions, status.expected_units(rules))
     for name in ("by_unit", "by_industry", "pivot", "centers"):
-        pd.testing.assert_frame_equal(getattr(everything, name), getattr(province, name))
+        pd.testing.assert_frame_equal(everything[name], province[name])
+    assert everything.figures == province.figures and everything.tables["centers"].spans == province.tables["centers"].spans
     used = {v.sha256 for v in province.used}
     assert all(v.verdict == Verdict.ACCEPTED and v.unit != "CY01" for v in province.used)
     resubmitted = [k for k in batch.rejected_files if k in batch.accepted_files]
@@ -283,13 +287,40 @@ def test_rejected_versions_and_other_levels_are_left_out(rules, batch, province)
         assert hashlib.sha256(batch.accepted_files[key].read_bytes()).hexdigest() in used
 
 
-def test_headline_figures(province):
-    h = consolidate.headline(province)
-    total = province.by_unit[province.by_unit["level"] == "total"].iloc[0]
-    assert h["筹集送温暖资金"] == round(float(total["fund_total"]), 2)
-    assert h["慰问困难职工"] == int(total["households"])
-    assert h["走访慰问困难企业"] == int(total["enterprises_visited"])
-    assert {"困难农民工", "劳动模范", "一线职工", "慰问金额"} <= set(h)
+def test_headline_figures(rules, province):
+    h = province.figures
+    total = province["by_unit"][province["by_unit"]["level"] == "total"].iloc[0]
+    assert h["fund_total"] == round(float(total["fund_total"]), 2)
+    assert h["households"] == int(total["households"])
+    assert h["enterprises_visited"] == int(total["enterprises_visited"])
+    assert list(h) == [f.name for f in rules.consolidation.figures]  # every declared figure, in its order
+    centers = province["centers"].set_index("name").loc["全省合计"]
+    assert h["archived_households"] == int(centers["archived_households"])
+    assert _exact(h["aid_amount"]) == _exact(centers["total.amount"])
+
+
+def test_duty_days_are_counted_and_ranged_across_centres_never_summed(rules, batch, province):
+    """FORMS.md: 值班天数 and 工作人员 describe one centre; across centres report how many kept a roster and
+    the range of days."""
+    files = [file_figures(rules, p, "center") for (u, f), p in batch.accepted_files.items() if f == "center"]
+    days = [int(x[("archive", "", "duty_days")]) for x in files]
+    staff = [int(x[("archive", "", "staff")]) for x in files]
+    assert len(days) == 19 and sum(days) > max(days)
+    table = province.tables["centers"]
+    total_at = len(table.frame) - 1
+    assert pd.isna(table.frame.iloc[total_at]["duty_days"]) and pd.isna(table.frame.iloc[total_at]["staff"])
+    assert table.spans[(total_at, "duty_days")] == consolidate.Span(sum(d > 0 for d in days), min(days), max(days))
+    assert table.spans[(total_at, "staff")] == consolidate.Span(sum(s > 0 for s in staff), min(staff), max(staff))
+    assert province.figures["duty_days"] == table.spans[(total_at, "duty_days")]
+    # Everything else of the form is still a sum.
+    assert int(table.frame.iloc[total_at]["hotline"]) == sum(int(x[("services", "", "hotline")]) for x in files)
+    # What a reader sees: the workbook's 合计 row and the report's sentence give the count and range.
+    seen = as_seen(_workbook(rules, batch, province))["帮扶中心汇总"]["cells"]
+    total_row = next(a1[1:] for a1, c in seen.items() if a1.startswith("A") and c[0] == "全省合计")
+    column = [c.name for c in table.columns].index("duty_days") + 2  # after the units' names in A
+    assert seen[f"{column_letters(column)}{total_row}"][0] == f"{len(days)} 个单位,{min(days)}–{max(days)}"
+    text = html_report(rules, province, batch.status, {}, as_of=batch.as_of, final=False, edition=0)
+    assert f"两节期间 {len(days)} 个帮扶中心建立值班制,值班 {min(days)}–{max(days)} 天" in text
 
 
 def _typed_in(rules: Rules, unit: str, values: dict[Key, object]) -> Submission:
@@ -311,13 +342,13 @@ def test_totals_are_computed_from_detail_rows_never_copied(rules):
     values[("visits", "total", "households")] = 999_999  # a 合计 typed over, or a stale one
     values[("visits", "total", "amount_total")] = None
     c = consolidate.consolidate(rules, [_typed_in(rules, "460200", values)], status.expected_units(rules))
-    row = c.by_unit.set_index("code").loc["460200"]
+    row = c["by_unit"].set_index("code").loc["460200"]
     details = rules.forms["warmth"].section("visits").detail_rows
     assert row["households"] == sum(values[("visits", r.code, "households")] for r in details)
     assert _exact(row["amount_total"]) == sum(
         (Decimal(repr(values[("visits", r.code, "amount_total")])) for r in details), Decimal(0)
     )
-    assert c.by_industry.set_index("code").loc["total", "households"] == row["households"]
+    assert c["by_industry"].set_index("code").loc["total", "households"] == row["households"]
 
 
 def test_money_is_summed_in_whole_cents(rules):
@@ -330,8 +361,8 @@ def test_money_is_summed_in_whole_cents(rules):
         sources.append(_typed_in(rules, unit.code, values))
     c = consolidate.consolidate(rules, sources, status.expected_units(rules))
     assert sum([0.1] * 100) != 10.0  # what adding floats would give
-    assert repr(float(c.by_unit.iloc[-1]["amount_total"])) == "10.0"
-    assert repr(float(c.by_industry.set_index("code").loc["agri", "amount_total"])) == "1.0"
+    assert repr(float(c["by_unit"].iloc[-1]["amount_total"])) == "10.0"
+    assert repr(float(c["by_industry"].set_index("code").loc["agri", "amount_total"])) == "1.0"
 
 
 def test_one_level_at_a_time(rules):
@@ -382,23 +413,25 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     (zx_checked,) = validate.validate_reads([read.read_path(zx, rules)], rules, today=TODAY)
     zx_version = _version(zx, "ZX", "warmth", "warmth", 1, Verdict.ACCEPTED, rules, zx_checked)
     c = consolidate.consolidate(rules, [zx_version, *sources], status.expected_units(rules))
-    total = c.by_unit[c.by_unit["level"] == "total"].iloc[0]
+    total = c["by_unit"][c["by_unit"]["level"] == "total"].iloc[0]
     assert int(total["households"]) == values[("visits", "total", "households")]
     assert _exact(total["fund_total"]) == Decimal(repr(values[("funds", "", "fund_total")]))
-    assert not set(c.by_unit["code"]) & {u.code for u in children}
+    assert not set(c["by_unit"]["code"]) & {u.code for u in children}
 
     # And the same tool at ZX's level: its children expected, the total labelled 合计.
     at_zx = consolidate.consolidate(rules, sources, status.expected_units(rules, "ZX"))
-    assert at_zx.by_unit["name"].iloc[-1] == "合计"
-    assert int(at_zx.by_unit["households"].iloc[-1]) == values[("visits", "total", "households")]
-    assert at_zx.centers.empty
+    assert at_zx["by_unit"]["name"].iloc[-1] == "合计"
+    assert int(at_zx["by_unit"]["households"].iloc[-1]) == values[("visits", "total", "households")]
+    assert at_zx["centers"].empty and at_zx.coverage["center"] == (0, 0)
     zx_status = status.compute(rules, sources, dt.datetime(2017, 2, 3, tzinfo=rules.campaign.tz), parent="ZX")
     text = html_report(rules, at_zx, zx_status, {}, as_of=zx_status.as_of, final=False, edition=0)
     assert f"{rules.unit('ZX').name}所属各单位共筹集送温暖资金" in text
     data = consolidated_workbook(
         rules, at_zx, zx_status, {}, sources, as_of=zx_status.as_of, final=False, edition=0
     )
-    assert load_workbook(io.BytesIO(data)).sheetnames == list(SHEETS)
+    assert load_workbook(io.BytesIO(data)).sheetnames == list(sheet_names(rules))
+    assert "本级没有应报帮扶中心统计表的单位。" in as_seen(data)["帮扶中心汇总"]["cells"]["A3"][0]
+    assert "帮扶中心(已汇总" not in text and "个帮扶中心" not in text  # the centres' paragraph is the province's
     assert "海南省总工会:" in summary_markdown(
         rules, at_zx, zx_status, as_of=zx_status.as_of, final=True
     )
@@ -448,7 +481,7 @@ def test_workbook_has_the_eight_sheets_and_the_figures(rules, batch, province):
     assert ws.page_setup.orientation == "landscape" and int(ws.page_setup.paperSize) == 9  # A4
     total_row = next(r for r in range(1, ws.max_row + 1) if ws.cell(r, 1).value == "全省合计")
     columns = province.columns["by_unit"]
-    total = province.by_unit.iloc[-1]
+    total = province["by_unit"].iloc[-1]
     for j, column in enumerate(columns, start=2):
         cell = ws.cell(total_row, j)
         assert cell.value == pytest.approx(float(total[column.name]))
@@ -516,13 +549,13 @@ def test_workbook_prints_in_libreoffice(rules, batch, province, tmp_path, soffic
     pdf = soffice_convert(path, "pdf", tmp_path / "pdf")
     assert pdf.read_bytes().startswith(b"%PDF")
     text = poppler("pdftotext", pdf, "-")
-    h = consolidate.headline(province)
+    h = province.figures
     for figure in (
         "2016年工会送温暖统计汇总表",
         "全省合计",
         "第 1 页",
-        str(h["慰问困难职工"]),
-        f"{h['筹集送温暖资金']:.2f}",
+        str(h["households"]),
+        f"{h['fund_total']:.2f}",
     ):
         assert figure in text
 
@@ -556,7 +589,7 @@ def test_workbook_sheets_look_as_staff_print_them(rules, batch, province):
     """What the removed byte-for-byte comparison of two writing routes held implicitly: the looks, merges,
     sizes and print settings a person sees, on the widest sheet and on a list sheet."""
     seen = as_seen(_workbook(rules, batch, province))
-    assert seen["sheets"] == list(SHEETS) and seen["active"] == SHEETS[0]
+    assert seen["sheets"] == list(sheet_names(rules)) and seen["active"] == "说明"
     table = seen["送温暖汇总"]
     cells = table["cells"]
     # number format, fill, fill colour (RGB), bold, size, horizontal and vertical alignment, wrap
@@ -571,7 +604,7 @@ def test_workbook_sheets_look_as_staff_print_them(rules, batch, province):
     assert "A3:A5" in table["merged"] and cells["A3"][0] == "单位"
     assert table["frozen"] == "B6"
     # a unit's row: its name left, counts as whole numbers and money to the cent, right-aligned, thin borders
-    first = province.by_unit.iloc[0]
+    first = province["by_unit"].iloc[0]
     row = next(r for r in range(6, 200) if cells.get(f"A{r}", (None,))[0] == first["name"])
     columns = province.columns["by_unit"]
     for j, column in enumerate(columns[:12], start=2):
@@ -600,19 +633,28 @@ def test_workbook_sheets_look_as_staff_print_them(rules, batch, province):
 # --- the HTML report and the written summary --------------------------------------------------------------
 
 
-def _headline_texts(c: consolidate.Consolidation) -> list[str]:
-    money = {name for name, _, unit in consolidate.HEADLINE if unit == "万元"}
-    return [f"{v:.2f}" if k in money else str(v) for k, v in consolidate.headline(c).items()]
+def _headline_texts(rules: Rules, c: consolidate.Consolidation) -> list[str]:
+    """Every declared figure of a form this level has, as the sentences print it."""
+    out = []
+    for f in rules.consolidation.figures:
+        value = c.figures[f.name]
+        if not c.coverage[f.form][1]:
+            continue
+        if isinstance(value, consolidate.Span):
+            out.append(f"{value.low}–{value.high}")
+        else:
+            out.append(f"{value:.2f}" if f.type == "money" else str(value))
+    return out
 
 
 def test_html_report_shows_the_headline_and_fetches_nothing(rules, batch, province):
     text = html_report(
         rules, province, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
     )
-    h = consolidate.headline(province)
-    assert f"全省各级工会共筹集送温暖资金 {h['筹集送温暖资金']:.2f} 万元" in text
-    assert f"慰问困难职工 {h['慰问困难职工']} 户" in text
-    for figure in _headline_texts(province):
+    h = province.figures
+    assert f"全省各级工会共筹集送温暖资金 {h['fund_total']:.2f} 万元" in text
+    assert f"慰问困难职工 {h['households']} 户" in text
+    for figure in _headline_texts(rules, province):
         assert figure in text
     assert "草稿" in text and "@page" in text and "size: A4" in text
     assert "<svg" in text and "<script" not in text
@@ -636,13 +678,13 @@ def test_html_tables_show_money_to_the_cent(rules, batch, province):
     decimals = [c for c in cells if "." in c]
     assert decimals and all(re.fullmatch(r"-?\d+\.\d\d", c) for c in decimals)  # 69.50, never 69.5
     fund = next(c.name for c in province.columns["by_unit"] if c.type == "money")
-    assert f"{province.by_unit[fund].iloc[-1]:.2f}" in cells  # the total of the first money column
+    assert f"{province['by_unit'][fund].iloc[-1]:.2f}" in cells  # the total of the first money column
 
 
 def test_summary_markdown_is_a_draft_with_the_figures(rules, batch, province):
     md = summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
     assert md.startswith("# 关于2017年元旦春节送温暖活动情况的报告(草稿)")
-    for figure in _headline_texts(province):
+    for figure in _headline_texts(rules, province):
         assert figure in md
     assert "琼工发〔2016〕33号" in md and "〔请填写。〕" in md
 
@@ -688,7 +730,7 @@ def test_html_report_renders_in_headless_chromium(rules, batch, province, tmp_pa
     for p, (_, err) in zip(runs, outputs, strict=True):
         assert p.returncode == 0, err[-2000:]
     dom = outputs[1][0]
-    for figure in _headline_texts(province):
+    for figure in _headline_texts(rules, province):
         assert figure in dom
     assert "全省各级工会共筹集送温暖资金" in dom
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 50_000

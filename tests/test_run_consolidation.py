@@ -82,7 +82,7 @@ def test_province_totals_do_not_count_the_help_centers_children_again(rules, tmp
     def totals(inbox: Path, name: str):
         run(inbox, tmp_path / name / "out", tmp_path / name / "state", "--as-of", DRAFT_AS_OF)
         c = campaign_at(rules, inbox, tmp_path / name / "out", tmp_path / name / "state").consolidate(DRAFT_AS_OF)
-        return c.by_unit
+        return c["by_unit"]
 
     plain = tmp_path / "plain"
     demo.make(rules, plain, seed=3)

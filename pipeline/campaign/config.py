@@ -25,6 +25,7 @@ from pipeline.campaign import yamlfile
 from pipeline.model import Severity
 
 if TYPE_CHECKING:
+    from pipeline.campaign import consolidation_plan, demo_plan
     from pipeline.campaign.layout import Layout
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
@@ -250,6 +251,8 @@ class Rules:
     sha256: str
     warnings: tuple[str, ...] = field(default=())
     limits: Limits = field(default=Limits())
+    consolidation: consolidation_plan.Plan = field(default_factory=lambda: _plans()[0])  # `consolidation:`
+    demo: demo_plan.Plan = field(default_factory=lambda: _plans()[1])  # `demo:`
 
     def unit(self, code: str) -> Unit:
         try:
@@ -768,7 +771,7 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     root.keys(
         (
             "campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail",
-            "limits",
+            "limits", "consolidation", "demo",
         )
     )
     warnings: list[str] = []
@@ -807,19 +810,23 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
 
     tolerance = root.get("tolerance", required=False)
     rule_nodes = root.get("rules").seq()
+    rules = tuple(_rule(n, i, forms) for i, n in enumerate(rule_nodes))
+    consolidation, demo = _declared(root, forms, items, {r.id for r in rules})
     return Rules(
         campaign=campaign,
         items=items,
         unit_kinds=kinds,
         units=units,
         forms=forms,
-        rules=tuple(_rule(n, i, forms) for i, n in enumerate(rule_nodes)),
+        rules=rules,
         mail=_mail(root.get("mail")),
         tolerance=tolerance.number() if tolerance.value is not None else 0.01,
         source=source,
         sha256=digest.hexdigest(),
         warnings=tuple(warnings),
         limits=_limits(root.get("limits", required=False)),
+        consolidation=consolidation,
+        demo=demo,
     )
 
 
@@ -834,6 +841,26 @@ def _check_chains(nodes: list[Node], units: tuple[Unit, ...]) -> None:
                 raise n.get("reports_to").fail(f"上级单位形成了循环({chain}),报表将无处可报")
             seen.append(code)
             code = parent[code]
+
+
+def _declared(
+    root: Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule_ids: set[str]
+) -> tuple[consolidation_plan.Plan, demo_plan.Plan]:
+    """The `consolidation:` and `demo:` sections, each read by its own module of the loader."""
+    # Imported here: they read their nodes with this module's Node.
+    from pipeline.campaign import consolidation_plan, demo_plan
+
+    return (
+        consolidation_plan.parse(root.get("consolidation", required=False), forms),
+        demo_plan.parse(root.get("demo", required=False), forms, items, rule_ids),
+    )
+
+
+def _plans() -> tuple[consolidation_plan.Plan, demo_plan.Plan]:
+    """Nothing declared: the defaults of Rules made without the loader."""
+    from pipeline.campaign import consolidation_plan, demo_plan
+
+    return consolidation_plan.Plan(), demo_plan.Plan()
 
 
 def _check_aliases(nodes: list[Node], units: tuple[Unit, ...]) -> None:

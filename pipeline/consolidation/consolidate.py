@@ -16,16 +16,14 @@ from typing import Any
 import pandas as pd
 
 from pipeline.campaign.config import PROVINCE, Form, Rules, Section, Unit
+from pipeline.campaign.consolidation_plan import RANGE, SUM, Column, numeric_sections
+from pipeline.campaign.consolidation_plan import Table as TablePlan
 from pipeline.consolidation import history
 from pipeline.model import Submission
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 
-# Which parts of rules.yaml feed which table. The figures are the campaign's; the codes are rules.yaml's.
-WARMTH = "warmth"  # 附件1, summed into by_unit, by_industry and pivot
-CENTER = "center"  # 附件2, one row per 帮扶中心
-VISITS = "visits"  # the section of 附件1 broken down by industry
-PIVOT_FIELDS = ("households", "amount_total")
+__all__ = ["Column", "Consolidation", "Span", "Table", "consolidate", "money", "rollup_values"]
 
 UNIT_ROW, SUBTOTAL_ROW, TOTAL_ROW = "unit", "subtotal", "total"
 SUBTOTAL_LABEL = "小计"
@@ -36,48 +34,74 @@ CENT = 100  # money is held as whole cents of 万元 (0.01 万元 = 100 元)
 
 
 @dataclass(frozen=True)
-class Column:
-    """A value column of a consolidated table and the form slot it sums."""
+class Span:
+    """A field not summed across units (a centre's staff, its duty days): how many of the units in have a
+    figure above 0, and the lowest and highest figure among them (None when no unit is in)."""
 
-    name: str  # the DataFrame column
-    key: Key  # the slot summed; for a tabular section, its 合计 row (or a detail row in `centers`)
-    caption: str  # what a person reads: 慰问困难职工(户)
-    type: str  # count / money
-    section_title: str  # 表一 慰问情况(按行业)
-    group: str  # a header spanning neighbouring columns (慰问对象, or the aid row 生活救助), or ""
-    label: str  # the header under `group`: the field's caption, or the field label alone within a row group
+    units: int
+    low: int | float | None
+    high: int | float | None
+
+
+Figure = int | float | Span  # a consolidated figure: a count, 万元, or a Span for a field not summed
+
+
+@dataclass(frozen=True)
+class Table:
+    """One consolidated table as rules.yaml declares it (`plan`), its figures in `frame`.
+
+    by_unit: one row per expected unit owing the form, grouped by kind in `rules.unit_kinds` order, a 小计
+      row after each kind and a 合计 (全省合计 at the province) row last. Columns `code, name, kind, level,
+      reported` (level: unit / subtotal / total; reported: 1 or 0 for a unit, the number reported for a
+      (sub)total), then one column per value column. A unit whose form is not in has NA in its value columns.
+    by_row: the rows of one tabular section (then its 合计) × its fields, summed over units; columns
+      `code, label`, then the value columns.
+    pivot: unit × the rows of a section for chosen fields: index (code, name) of every unit owing the form
+      and a last ("", 合计) row; columns (field, row code) with the 合计 row code last in each block.
+    per_unit: every number of the form per unit that owes it, then a 合计 row; columns `code, name, level,
+      reported`, then the value columns (a tabular section's rows as `living.persons` …).
+
+    A column that is not summed (`Column.aggregate`) is NA in every summed row; `spans` gives, at (row
+    position, column), what stands there instead when it is `range`.
+    """
+
+    plan: TablePlan
+    frame: pd.DataFrame
+    spans: Mapping[tuple[int, Any], Span]
+
+    @property
+    def code(self) -> str:
+        return self.plan.code
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.plan.columns
 
 
 @dataclass(frozen=True, eq=False)
 class Consolidation:
-    """One level's consolidated tables.
+    """One level's consolidated tables and figures, as rules.yaml's `consolidation:` section declares them."""
 
-    by_unit: one row per expected unit, grouped by kind in `rules.unit_kinds` order, a 小计 row after each
-      kind and a 合计 (全省合计 at the province) row last. Columns `code, name, kind, level, reported`
-      (level: unit / subtotal / total; reported: 1 or 0 for a unit, the number reported for a (sub)total),
-      then one column per `columns["by_unit"]`. A unit whose 附件1 is not in has NA in its value columns.
-    by_industry: the rows of the visits section (industries, then 合计) × the visits fields, summed over units;
-      columns `code, label`, then `columns["by_industry"]`.
-    pivot: unit × industry for `PIVOT_FIELDS`: index (code, name) of every expected unit and a last
-      ("", 合计) row; columns (field, row code) with the 合计 row code last in each block.
-    centers: the center form per unit that owes it (the 帮扶中心), in by_unit's order, then a 合计 row;
-      columns `code, name, level, reported`, then `columns["centers"]` (aid rows as `living.persons` …).
-    """
-
-    by_unit: pd.DataFrame
-    by_industry: pd.DataFrame
-    pivot: pd.DataFrame
-    centers: pd.DataFrame
+    tables: Mapping[str, Table]  # by code, in declared order
+    figures: Mapping[str, Figure]  # the declared figures by name: the totals of the level's units
+    shares: Mapping[str, tuple[tuple[Figure, ...], Figure | None]]  # the declared shares: parts, whole
     units_reported: int  # expected units with at least one form in the consolidation
     units_expected: int
     parent: str  # the level consolidated: "province" or the code of the unit whose children these are
     total_label: str  # 全省合计 at the province, 合计 elsewhere
-    columns: Mapping[str, tuple[Column, ...]]  # by_unit / by_industry / centers → their value columns
     coverage: Mapping[str, tuple[int, int]]  # form → (units whose form is consolidated, units owing it)
     used: tuple[Submission, ...]  # the versions consolidated, in table order
 
+    def __getitem__(self, code: str) -> pd.DataFrame:
+        """The figures of the table `code` (as declared in rules.yaml)."""
+        return self.tables[code].frame
+
+    @property
+    def columns(self) -> dict[str, tuple[Column, ...]]:
+        return {code: t.columns for code, t in self.tables.items()}
+
     def caption(self, table: str, name: str) -> str:
-        return next(c.caption for c in self.columns[table] if c.name == name)
+        return next(c.caption for c in self.tables[table].columns if c.name == name)
 
 
 # --- numbers ---------------------------------------------------------------------------------------------
@@ -123,10 +147,6 @@ def money(value: float) -> Decimal:
     return (Decimal(repr(float(value)))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def _numeric_sections(form: Form) -> tuple[Section, ...]:
-    return tuple(s for s in form.sections if not s.footer and any(f.numeric for f in s.fields))
-
-
 @dataclass(frozen=True)
 class _Tally:
     """Where a form's numbers are: each one a unit types, and each 合计 with the detail rows it sums.
@@ -140,7 +160,7 @@ class _Tally:
     def of(cls, form: Form) -> _Tally:
         typed: list[tuple[Key, str]] = []
         totals: list[tuple[Key, tuple[Key, ...]]] = []
-        for section in _numeric_sections(form):
+        for section in numeric_sections(form):
             fields = [f for f in section.fields if f.numeric]
             if not section.tabular:
                 typed += [((section.code, "", f.code), f.type) for f in fields]
@@ -191,80 +211,10 @@ def _owes(rules: Rules, unit: Unit, form: str) -> bool:
     return any(rules.items[i].form == form for i in unit.items if i in rules.items)
 
 
-# --- columns ---------------------------------------------------------------------------------------------
-
-
-def _unit_columns(form: Form) -> tuple[Column, ...]:
-    """A unit's whole form on one line: the 合计 row of a tabular section, every field of a single one."""
-    columns = []
-    for section in _numeric_sections(form):
-        row = section.total_row.code if section.total_row is not None else None
-        if section.tabular and row is None:
-            continue  # a breakdown without a 合计 row has no one-line figure
-        for f in (f for f in section.fields if f.numeric):
-            columns.append(
-                Column(
-                    f.code,
-                    (section.code, row or "", f.code),
-                    f.caption,
-                    f.type,
-                    section.title,
-                    f.group,
-                    f.caption,
-                )
-            )
-    _unique(columns, form.code)
-    return tuple(columns)
-
-
-def _row_columns(section: Section) -> tuple[Column, ...]:
-    return tuple(
-        Column(f.code, (section.code, "", f.code), f.caption, f.type, section.title, f.group, f.caption)
-        for f in section.fields
-        if f.numeric
-    )
-
-
-def _center_columns(form: Form) -> tuple[Column, ...]:
-    """Every number of the center form; a tabular section's rows spread across, 生活救助 over its fields."""
-    columns = []
-    for section in _numeric_sections(form):
-        fields = [f for f in section.fields if f.numeric]
-        if not section.tabular:
-            columns += [
-                Column(f.code, (section.code, "", f.code), f.caption, f.type, section.title, "", f.caption)
-                for f in fields
-            ]
-            continue
-        for row in section.rows:
-            columns += [
-                Column(
-                    f"{row.code}.{f.code}",
-                    (section.code, row.code, f.code),
-                    f"{row.label} {f.caption}",
-                    f.type,
-                    section.title,
-                    row.label,
-                    f.caption,
-                )
-                for f in fields
-            ]
-    _unique(columns, form.code)
-    return tuple(columns)
-
-
-def _unique(columns: list[Column], form: str) -> None:
-    names = [c.name for c in columns]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(
-            f"form {form}: field codes {', '.join(twice)} appear in two sections; cannot consolidate"
-        )
-
-
 # --- the tables ------------------------------------------------------------------------------------------
 
 Figures = list[int]  # a row's whole units, in the order of its table's value columns
+Amounts = dict[str, dict[Key, int]]  # unit code → every number of its form, in whole units
 
 
 def _at(parts: Iterable[Mapping[Key, int]], keys: Sequence[Key]) -> list[Figures]:
@@ -272,19 +222,47 @@ def _at(parts: Iterable[Mapping[Key, int]], keys: Sequence[Key]) -> list[Figures
     return [[p[k] for k in keys] for p in parts]
 
 
-def _units_at(units: Sequence[Unit], figures: dict[str, dict[Key, int]], keys: Sequence[Key]) -> list[Figures | None]:
+def _units_at(units: Sequence[Unit], figures: Amounts, keys: Sequence[Key]) -> list[Figures | None]:
     """Each unit's figures at `keys`; None for a unit whose form is not in."""
     return [[figures[u.code][k] for k in keys] if u.code in figures else None for u in units]
 
 
-def _sums(rows: Sequence[Figures], width: int) -> Figures:
-    """Rows of `width` figures added up, column by column (zeros when there are none)."""
-    return [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * width
+@dataclass(frozen=True)
+class _Adding:
+    """How the value columns of a table add up across units: each summed, or not (None in the sum, and a
+    Span where the column is `range`)."""
+
+    width: int
+    types: tuple[str, ...]
+    not_summed: tuple[tuple[int, str], ...] = ()  # (column index, aggregate) of the columns not summed
+
+    @classmethod
+    def of(cls, columns: Sequence[Column]) -> _Adding:
+        odd = tuple((j, c.aggregate) for j, c in enumerate(columns) if c.aggregate != SUM)
+        return cls(len(columns), tuple(c.type for c in columns), odd)
+
+    def sums(self, rows: Sequence[Figures]) -> tuple[list[int | None], dict[int, Span]]:
+        """Rows added up, column by column (zeros when there are none), and the spans of `range` columns."""
+        sums: list[int | None] = (
+            [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * self.width
+        )
+        spans: dict[int, Span] = {}
+        for j, aggregate in self.not_summed:
+            sums[j] = None
+            if aggregate == RANGE:
+                values = [r[j] for r in rows]
+                low, high = (min(values), max(values)) if values else (None, None)
+                spans[j] = Span(
+                    sum(v > 0 for v in values),
+                    _present(low, self.types[j]) if values else None,
+                    _present(high, self.types[j]) if values else None,
+                )
+        return sums, spans
 
 
-def _columns(rows: Sequence[Figures | None], types: Sequence[str]) -> list[Any]:
+def _columns(rows: Sequence[Sequence[int | None] | None], types: Sequence[str]) -> list[Any]:
     """Rows of whole units as one typed column of figures per type: Int64 for a count, float 万元 for money;
-    a row that is None is blank across."""
+    a row that is None is blank across, as is a None in a row."""
     blank = (None,) * len(types)
     cells = list(zip(*(blank if r is None else r for r in rows), strict=True)) if rows else [()] * len(types)
     return [
@@ -293,8 +271,12 @@ def _columns(rows: Sequence[Figures | None], types: Sequence[str]) -> list[Any]:
     ]
 
 
-def _frame(lead: list[tuple[Any, ...]], names: list[str], rows: list[Figures | None],
-           columns: tuple[Column, ...]) -> pd.DataFrame:
+def _frame(
+    lead: list[tuple[Any, ...]],
+    names: list[str],
+    rows: Sequence[Sequence[int | None] | None],
+    columns: Sequence[Column],
+) -> pd.DataFrame:
     """A table: the `lead` rows' columns (`names`) as pandas makes them, then a column per `columns` from
     the rows' figures."""
     frame = pd.DataFrame.from_records(lead, columns=names)
@@ -303,17 +285,30 @@ def _frame(lead: list[tuple[Any, ...]], names: list[str], rows: list[Figures | N
     return frame
 
 
-def _by_unit(
-    groups: list[tuple[str, list[Unit]]],
-    figures: dict[str, dict[Key, int]],
-    columns: tuple[Column, ...],
-    total_label: str,
-) -> pd.DataFrame:
-    keys = [c.key for c in columns]
-    lead: list[tuple[str, str, str, str, int]] = []
-    rows: list[Figures | None] = []
+Spans = dict[tuple[int, Any], Span]
 
-    def record(code: str, name: str, kind: str, level: str, reported: int, row: Figures | None) -> None:
+
+def _by_unit(
+    plan: TablePlan, groups: list[tuple[str, list[Unit]]], figures: Amounts, total_label: str
+) -> Table:
+    columns = plan.columns
+    keys = [c.key for c in columns]
+    adding = _Adding.of(columns)
+    lead: list[tuple[str, str, str, str, int]] = []
+    rows: list[Sequence[int | None] | None] = []
+    spans: Spans = {}
+
+    def record(
+        code: str,
+        name: str,
+        kind: str,
+        level: str,
+        reported: int,
+        row: Sequence[int | None] | None,
+        found: Mapping[int, Span] | None = None,
+    ) -> None:
+        if found:
+            spans.update({(len(lead), columns[j].name): span for j, span in found.items()})
         lead.append((code, name, kind, level, reported))
         rows.append(row)
 
@@ -323,57 +318,97 @@ def _by_unit(
         parts = [row for row in own if row is not None]
         for u, row in zip(members, own, strict=True):
             record(u.code, u.name, kind, UNIT_ROW, int(row is not None), row)
-        record("", f"{kind}{SUBTOTAL_LABEL}", kind, SUBTOTAL_ROW, len(parts), _sums(parts, len(keys)))
+        record("", f"{kind}{SUBTOTAL_LABEL}", kind, SUBTOTAL_ROW, len(parts), *adding.sums(parts))
         everyone += parts
-    record("", total_label, "", TOTAL_ROW, len(everyone), _sums(everyone, len(keys)))
-    return _frame(lead, ["code", "name", "kind", "level", "reported"], rows, columns)
+    record("", total_label, "", TOTAL_ROW, len(everyone), *adding.sums(everyone))
+    return Table(plan, _frame(lead, ["code", "name", "kind", "level", "reported"], rows, columns), spans)
 
 
-def _by_industry(
-    section: Section, figures: dict[str, dict[Key, int]]
-) -> tuple[pd.DataFrame, tuple[Column, ...]]:
-    columns = _row_columns(section)
+def _by_row(plan: TablePlan, section: Section, figures: Amounts) -> Table:
+    columns = plan.columns
+    width = len(columns)
     keys = [(section.code, row.code, c.name) for row in section.rows for c in columns]
-    sums, width = _sums(_at(figures.values(), keys), len(keys)), len(columns)
-    rows: list[Figures | None] = [sums[i * width:(i + 1) * width] for i in range(len(section.rows))]
+    # Every row's columns taken in one pass over the units, then cut into the section's rows.
+    sums, found = _Adding.of([c for _ in section.rows for c in columns]).sums(_at(figures.values(), keys))
+    rows: list[Sequence[int | None] | None] = [
+        sums[i * width : (i + 1) * width] for i in range(len(section.rows))
+    ]
+    spans: Spans = {(j // width, columns[j % width].name): span for j, span in found.items()}
     lead = [(row.code, row.label) for row in section.rows]
-    return _frame(lead, ["code", "label"], rows, columns), columns
+    return Table(plan, _frame(lead, ["code", "label"], rows, columns), spans)
 
 
-def _pivot(
-    section: Section, units: list[Unit], figures: dict[str, dict[Key, int]], total_label: str
-) -> pd.DataFrame:
-    fields = [section.field(code) for code in PIVOT_FIELDS if code in {f.code for f in section.fields}]
+def _pivot(plan: TablePlan, section: Section, units: list[Unit], figures: Amounts, total_label: str) -> Table:
     rows = [*section.detail_rows, *(r for r in section.rows if r.total)]
-    keys = [(section.code, row.code, f.code) for f in fields for row in rows]
-    total = _sums(_at(figures.values(), keys), len(keys))
-    cells = _columns([*_units_at(units, figures, keys), total], [f.type for f in fields for _ in rows])
+    columns = [c for c in plan.columns for _ in rows]
+    keys = [(section.code, row.code, c.name) for c in plan.columns for row in rows]
+    total, found = _Adding.of(columns).sums(_at(figures.values(), keys))
+    cells = _columns([*_units_at(units, figures, keys), total], [c.type for c in columns])
     index = pd.MultiIndex.from_tuples(
         [(u.code, u.name) for u in units] + [("", total_label)], names=["code", "name"]
     )
-    names = [(f.code, row.code) for f in fields for row in rows]
+    names = [(c.name, row.code) for c in plan.columns for row in rows]
     frame = pd.DataFrame(dict(zip(names, cells, strict=True)), index=index)
     frame.columns = pd.MultiIndex.from_tuples(names, names=["field", "row"])
-    return frame
+    return Table(plan, frame, {(len(units), names[j]): span for j, span in found.items()})
 
 
-def _centers(
-    units: list[Unit], figures: dict[str, dict[Key, int]], columns: tuple[Column, ...], total_label: str
-) -> pd.DataFrame:
-    rows = _units_at(units, figures, [c.key for c in columns])
+def _per_unit(plan: TablePlan, units: list[Unit], figures: Amounts, total_label: str) -> Table:
+    columns = plan.columns
+    rows: list[Sequence[int | None] | None] = list(_units_at(units, figures, [c.key for c in columns]))
     lead = [(u.code, u.name, UNIT_ROW, int(row is not None)) for u, row in zip(units, rows, strict=True)]
+    spans: Spans = {}
     if units:
         parts = [row for row in rows if row is not None]
+        sums, found = _Adding.of(columns).sums(parts)  # type: ignore[arg-type]  # the unit rows are whole
+        spans = {(len(lead), columns[j].name): span for j, span in found.items()}
         lead.append(("", total_label, TOTAL_ROW, len(parts)))
-        rows.append(_sums(parts, len(columns)))
-    return _frame(lead, ["code", "name", "level", "reported"], rows, columns)
+        rows.append(sums)
+    return Table(plan, _frame(lead, ["code", "name", "level", "reported"], rows, columns), spans)
+
+
+def _totals(
+    rules: Rules, amounts: Mapping[str, Amounts], tables: Mapping[str, Table]
+) -> dict[tuple[str, Key], Figure]:
+    """What the declared figures and shares name, each summed over the units in (or its Span, for a field
+    not summed). Most are in a table's 合计 row already; the rest are summed in one pass over the units."""
+    known: dict[tuple[str, Key], Figure] = {}
+    for t in tables.values():
+        frame, last = t.frame, len(t.frame) - 1
+        if t.plan.kind in ("by_unit", "per_unit") and last >= 0 and frame["level"].iloc[-1] == TOTAL_ROW:
+            for c in t.columns:
+                value = frame[c.name].iloc[-1]
+                if c.aggregate == RANGE:
+                    known[(t.plan.form, c.key)] = t.spans[(last, c.name)]
+                elif c.aggregate == SUM:
+                    known[(t.plan.form, c.key)] = int(value) if c.type == "count" else float(value)
+    plan = rules.consolidation
+    wanted: dict[str, dict[Key, tuple[str, str]]] = {}  # form → key → (type, aggregate)
+    for f in plan.figures:
+        wanted.setdefault(f.form, {})[f.key] = (f.type, f.aggregate)
+    for share in plan.shares:
+        for p in (*share.parts, *((share.whole,) if share.whole else ())):
+            wanted.setdefault(share.form, {}).setdefault(p.key, (p.type, SUM))
+    for form, named in wanted.items():
+        keys = [k for k in named if (form, k) not in known]
+        if not keys:
+            continue
+        kinds = [named[k] for k in keys]
+        odd = tuple((j, a) for j, (_, a) in enumerate(kinds) if a != SUM)
+        sums, spans = _Adding(len(keys), tuple(t for t, _ in kinds), odd).sums(
+            _at(amounts[form].values(), keys)
+        )
+        for j, key in enumerate(keys):
+            known[(form, key)] = spans[j] if j in spans else _present(sums[j], kinds[j][0])
+    return known
 
 
 def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[Unit]) -> Consolidation:
-    """Sum the accepted forms of the `expected` units (one level: the province's, or ZX's children).
+    """Sum the accepted forms of the `expected` units (one level: the province's, or ZX's children) into the
+    tables and figures rules.yaml declares.
 
     Versions of other units (a child of ZX at the province, whose figures ZX's own form already holds),
-    versions not accepted, and forms other than 附件1/附件2 are left out; if a unit's form comes in several
+    versions not accepted, and forms no table or figure uses are left out; if a unit's form comes in several
     versions, the latest is used.
     """
     expected = list(expected)
@@ -381,84 +416,49 @@ def consolidate(rules: Rules, sources: Sequence[Submission], expected: Sequence[
     total_label = PROVINCE_TOTAL_LABEL if parent == PROVINCE else TOTAL_LABEL
     groups = _ordered(rules, expected)
     in_order = [u for _, members in groups for u in members]
+    plan = rules.consolidation
 
-    warmth = rules.forms[WARMTH]
-    warmth_used = history.used_forms(sources, in_order, WARMTH)
-    tally = _Tally.of(warmth)
-    warmth_figures = {code: tally.amounts(v) for code, v in warmth_used.items()}
-    unit_columns = _unit_columns(warmth)
-    by_unit = _by_unit(groups, warmth_figures, unit_columns, total_label)
-    visits = warmth.section(VISITS)
-    by_industry, industry_columns = _by_industry(visits, warmth_figures)
-    pivot = _pivot(visits, in_order, warmth_figures, total_label)
+    owing: dict[str, list[Unit]] = {}
+    chosen: dict[str, dict[str, Submission]] = {}
+    amounts: dict[str, Amounts] = {}
+    for form in plan.forms:  # each form's numbers worked out once, for every table and figure of it
+        owing[form] = [u for u in in_order if _owes(rules, u, form)]
+        chosen[form] = history.used_forms(sources, owing[form], form)
+        tally = _Tally.of(rules.forms[form])
+        amounts[form] = {code: tally.amounts(v) for code, v in chosen[form].items()}
 
-    center_units = [u for u in in_order if CENTER in rules.forms and _owes(rules, u, CENTER)]
-    center_used: dict[str, Submission] = {}
-    center_columns: tuple[Column, ...] = ()
-    center_figures: dict[str, dict[Key, int]] = {}
-    if CENTER in rules.forms:
-        center = rules.forms[CENTER]
-        center_used = history.used_forms(sources, center_units, CENTER)
-        tally = _Tally.of(center)
-        center_figures = {code: tally.amounts(v) for code, v in center_used.items()}
-        center_columns = _center_columns(center)
-    centers = _centers(center_units, center_figures, center_columns, total_label)
+    tables: dict[str, Table] = {}
+    for t in plan.tables:
+        if t.kind == "by_unit":
+            mine = [(kind, [u for u in members if _owes(rules, u, t.form)]) for kind, members in groups]
+            tables[t.code] = _by_unit(t, [g for g in mine if g[1]], amounts[t.form], total_label)
+        elif t.kind == "by_row":
+            tables[t.code] = _by_row(t, rules.forms[t.form].section(t.section), amounts[t.form])
+        elif t.kind == "pivot":
+            section = rules.forms[t.form].section(t.section)
+            tables[t.code] = _pivot(t, section, owing[t.form], amounts[t.form], total_label)
+        else:
+            tables[t.code] = _per_unit(t, owing[t.form], amounts[t.form], total_label)
 
-    warmth_units = [u for u in in_order if _owes(rules, u, WARMTH)]
-    used = [v for u in in_order for v in (warmth_used.get(u.code), center_used.get(u.code)) if v is not None]
+    used = [v for u in in_order for v in (chosen[form].get(u.code) for form in plan.forms) if v is not None]
+    totals = _totals(rules, amounts, tables)
     return Consolidation(
-        by_unit=by_unit,
-        by_industry=by_industry,
-        pivot=pivot,
-        centers=centers,
+        tables=tables,
+        figures={f.name: totals[(f.form, f.key)] for f in plan.figures},
+        shares={
+            s.name: (
+                tuple(totals[(s.form, p.key)] for p in s.parts),
+                totals[(s.form, s.whole.key)] if s.whole else None,
+            )
+            for s in plan.shares
+        },
         units_reported=len({v.unit for v in used}),
         units_expected=len(expected),
         parent=parent,
         total_label=total_label,
-        columns={"by_unit": unit_columns, "by_industry": industry_columns, "centers": center_columns},
-        coverage={
-            WARMTH: (len(warmth_used), len(warmth_units)),
-            CENTER: (len(center_used), len(center_units)),
-        },
+        coverage={form: (len(chosen[form]), len(owing[form])) for form in plan.forms},
         used=tuple(used),
     )
-
-
-# --- headline figures ------------------------------------------------------------------------------------
-
-# (name, by_unit column, unit of measure): the figures the federation quotes, in the order it quotes them.
-HEADLINE: tuple[tuple[str, str, str], ...] = (
-    ("筹集送温暖资金", "fund_total", "万元"),
-    ("走访慰问困难企业", "enterprises_visited", "家"),
-    ("慰问困难职工", "households", "户"),
-    ("建档困难职工", "households_archived", "户"),
-    ("困难农民工", "migrant_workers", "人"),
-    ("劳动模范", "model_workers", "人"),
-    ("一线职工", "frontline_workers", "人"),
-    ("慰问金额", "amount_total", "万元"),
-    ("慰问金", "amount_cash", "万元"),
-    ("慰问品折款", "amount_goods", "万元"),
-    ("领导干部下访", "cadre_visits", "人次"),
-    ("召开座谈会", "forums", "次"),
-    ("劳动经济权益大检查企业", "inspections", "家"),
-    ("排查农民工欠薪问题", "wage_cases", "件"),
-    ("帮助追回农民工欠薪", "wages_recovered", "万元"),
-    ("提供法律援助", "legal_aid", "件"),
-    ("帮助农民工返乡购票", "tickets", "人次"),
-)
-
-
-def headline(c: Consolidation) -> dict[str, float | int]:
-    """The campaign's headline figures from the 合计 row: counts as int, money in 万元 rounded to the cent."""
-    total = c.by_unit[c.by_unit["level"] == TOTAL_ROW].iloc[0]
-    types = {col.name: col.type for col in c.columns["by_unit"]}
-    out: dict[str, float | int] = {}
-    for name, column, _ in HEADLINE:
-        if column not in types:
-            continue
-        value = total[column]
-        out[name] = float(money(value)) if types[column] == "money" else int(value)
-    return out
 
 
 # --- the roll-up of a unit that consolidates its children ----------------------------------------------
@@ -485,6 +485,8 @@ def rollup_values(
                 key = (section.code, row.code if row else "", f.code)
                 if section.footer or not f.numeric:
                     values[key] = sign.get(f.code)
+                elif rules.consolidation.aggregate(form_code, section.code, f.code) != SUM:
+                    values[key] = None  # it describes each unit itself: the parent fills in its own
                 else:
                     figure = sum(p[key] for p in parts)
                     values[key] = round(figure / CENT, 2) if f.type == "money" else figure

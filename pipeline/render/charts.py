@@ -7,7 +7,7 @@ rules.yaml or a unit is escaped.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,9 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from pipeline.campaign.config import Rules
-from pipeline.consolidation.consolidate import VISITS, WARMTH, Consolidation
-from pipeline.render.words import FUND_SOURCES, count_text, field_label, money_text, short, width
+from pipeline.campaign.consolidation_plan import Chart
+from pipeline.consolidation.consolidate import UNIT_ROW, Consolidation, Table
+from pipeline.render.words import field_label, figure, short, width
 
 CHART_WIDTH = 720
 VALUE_WIDTH = 128  # room right of the longest bar for its figures
@@ -156,58 +157,51 @@ def stacked_chart(
 
 
 def report_charts(rules: Rules, c: Consolidation) -> list[dict[str, Any]]:
-    """The HTML report's three charts: households by unit, households by industry, funds by source and
-    unit. Each a title, a note under it and the SVG."""
-    units = c.by_unit[c.by_unit["level"] == "unit"]
-    form = rules.forms[WARMTH]
-    visits = form.section(VISITS)
-    by_unit = [
-        (
-            short(rules, r["code"]),
-            None if pd.isna(r["households"]) else float(r["households"]),
-            "未汇总"
-            if pd.isna(r["households"])
-            else f"{count_text(r['households'])} 户 · {money_text(r['amount_total'])} 万元",
-        )
-        for r in units.to_dict("records")
-    ]
-    detail = c.by_industry[c.by_industry["code"] != (visits.total_row.code if visits.total_row else None)]
-    by_industry = [
-        (
-            r["label"],
-            float(r["households"]),
-            f"{count_text(r['households'])} 户 · {money_text(r['amount_total'])} 万元",
-        )
-        for r in detail.to_dict("records")
-    ]
-    funds = form.section("funds")
-    names = [field_label(funds.field(code).caption) for code in FUND_SOURCES]
-    stacked: list[tuple[str, list[float] | None, str]] = []
-    for row in units.to_dict("records"):
-        if pd.isna(row["fund_total"]):
-            stacked.append((short(rules, row["code"]), None, "未汇总"))
-        else:
-            stacked.append(
-                (
-                    short(rules, row["code"]),
-                    [float(row[code]) for code in FUND_SOURCES],
-                    f"{money_text(row['fund_total'])} 万元",
-                )
-            )
+    """The HTML report's charts as rules.yaml declares them (`consolidation.charts`): each a title, a note
+    under it and the SVG."""
     return [
-        dict(
-            title="各单位慰问困难职工户数",
-            note="条形为户数;右侧为户数和慰问金额。未汇总:未报送或未通过校验。",
-            svg=bar_chart("各单位慰问困难职工户数", by_unit),
-        ),
-        dict(
-            title="分行业慰问困难职工户数",
-            note="各单位表一分行业数据之和。",
-            svg=bar_chart("分行业慰问困难职工户数", by_industry),
-        ),
-        dict(
-            title="各单位送温暖资金来源(万元)",
-            note="按表二五项资金来源堆叠;右侧为资金合计。",
-            svg=stacked_chart("各单位送温暖资金来源", names, stacked),
-        ),
+        dict(title=chart.title, note=chart.note, svg=_chart(rules, c, chart))
+        for chart in rules.consolidation.charts
     ]
+
+
+def _rows(rules: Rules, table: Table) -> list[tuple[str, Mapping[Any, Any]]]:
+    """The rows a chart draws, with their labels: a by_unit table's units (by short name), a by_row
+    table's rows but the 合计."""
+    frame = table.frame
+    if table.plan.kind == "by_unit":
+        return [(short(rules, r["code"]), r) for r in frame[frame["level"] == UNIT_ROW].to_dict("records")]
+    section = rules.forms[table.plan.form].section(table.plan.section)
+    total = section.total_row.code if section.total_row else None
+    return [(r["label"], r) for r in frame.to_dict("records") if r["code"] != total]
+
+
+def _chart(rules: Rules, c: Consolidation, chart: Chart) -> Markup:
+    table = c.tables[chart.table]
+    columns = {col.name: col for col in table.columns}
+    title = field_label(chart.title)  # the chart's own title without the unit of measure in brackets
+
+    def text(row: Mapping[Any, Any], name: str) -> str:
+        col = columns[name]
+        unit = rules.forms[table.plan.form].section(col.key[0]).field(col.key[2]).unit
+        return f"{figure(row[name], col.type)} {unit}".rstrip()
+
+    if chart.stack:
+        share = rules.consolidation.share(chart.stack)
+        parts = [next(col.name for col in table.columns if col.key == p.key) for p in share.parts]
+        whole = next(col.name for col in table.columns if share.whole and col.key == share.whole.key)
+        stacked: list[tuple[str, list[float] | None, str]] = [
+            (label, None, "未汇总")
+            if pd.isna(row[whole])
+            else (label, [float(row[p]) for p in parts], text(row, whole))
+            for label, row in _rows(rules, table)
+        ]
+        return stacked_chart(title, [p.label for p in share.parts], stacked)
+    bars: list[tuple[str, float | None, str]] = []
+    for label, row in _rows(rules, table):
+        if pd.isna(row[chart.bar]):
+            bars.append((label, None, "未汇总"))
+        else:
+            quoted = " · ".join(text(row, name) for name in (chart.bar, chart.also) if name)
+            bars.append((label, float(row[chart.bar]), quoted))
+    return bar_chart(title, bars)

@@ -16,34 +16,34 @@ from pipeline.consolidation.consolidate import Consolidation
 from pipeline.consolidation.status import Status
 from pipeline.render.charts import report_charts
 from pipeline.render.env import render
-from pipeline.render.words import FindingEntry, field_label, figure, open_problems, overview
-
-# (by_unit column, short header) of the HTML's summary table: what fits an A4 page.
-TABLE_COLUMNS = (
-    ("households", "困难职工"),
-    ("migrant_workers", "困难农民工"),
-    ("model_workers", "劳动模范"),
-    ("frontline_workers", "一线职工"),
-    ("amount_total", "慰问金额"),
-    ("fund_total", "筹集资金"),
-)
+from pipeline.render.words import FindingEntry, field_label, figure, figure_text, open_problems, overview
 
 
-def _table(rules: Rules, c: Consolidation) -> dict[str, Any]:
-    """A few columns of 送温暖汇总, with its 小计 and 合计 rows."""
-    known = {col.name: col for col in c.columns["by_unit"]}
-    columns = [(known[name], short) for name, short in TABLE_COLUMNS if name in known]
+def _table(rules: Rules, c: Consolidation) -> dict[str, Any] | None:
+    """A few columns of a by_unit table (rules.yaml's `consolidation.report_table`), with its 小计 and 合计
+    rows; None when none is declared."""
+    plan = rules.consolidation.report_table
+    if plan is None:
+        return None
+    table = c.tables[plan.table]
+    known = {col.name: col for col in table.columns}
+    columns = [(known[name], short) for name, short in plan.columns]
     rows = []
-    for row in c.by_unit.to_dict("records"):
+    for position, row in enumerate(table.frame.to_dict("records")):
         rows.append(
             dict(
                 name=row["name"],
                 level=row["level"],
-                cells=[figure(row[col.name], col.type) for col, _ in columns],
+                cells=[_cell(table, position, row, col) for col, _ in columns],
                 missing=row["level"] == "unit" and not row["reported"],
             )
         )
     return dict(headers=[(short, _unit_of(col)) for col, short in columns], rows=rows)
+
+
+def _cell(table: consolidate.Table, position: int, row: Mapping[Any, Any], col: consolidate.Column) -> str:
+    span = table.spans.get((position, col.name))
+    return figure_text(span, col.type) if span is not None else figure(row[col.name], col.type)
 
 
 def _unit_of(col: consolidate.Column) -> str:

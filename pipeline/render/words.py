@@ -1,9 +1,9 @@
 """The words people read about a consolidation, shared by the workbook, the HTML report and the summary
-draft: the headline figures as the federation writes them, the funds and the 帮扶中心 in sentences, who
-still owes what, and each unit's open findings in reading order.
+draft: the paragraphs rules.yaml writes (`consolidation.paragraphs`) with the figures filled in, who still
+owes what, and each unit's open findings in reading order.
 
-Pure functions of their inputs: no clock, stable ordering. The campaign's own codes (FUND_SOURCES, the
-fields the sentences name) are still spelled here; a later step moves them into rules.yaml.
+Pure functions of their inputs: no clock, stable ordering. What the campaign says is rules.yaml's; what is
+worded here is the same for every campaign (the scope of a level, a share, a range of figures).
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from typing import Any
 import pandas as pd
 
 from pipeline.campaign.config import PROVINCE, Rules
+from pipeline.campaign.consolidation_plan import RANGE, Share
 from pipeline.consolidation import consolidate
-from pipeline.consolidation.consolidate import CENTER, TOTAL_ROW, WARMTH, Consolidation
+from pipeline.consolidation.consolidate import TOTAL_ROW, Consolidation, Span
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, ItemStatus, Status
 from pipeline.model import Finding, cell_order
 
 # A finding as the caller has it: alone (its file is then looked up among the versions used), or with
 # the name of the file it was found in.
 FindingEntry = Finding | tuple[str, Finding]
-
-FUND_SOURCES = ("fund_central", "fund_provincial", "fund_local", "fund_union", "fund_social")
 
 # --- shared wording -------------------------------------------------------------------------------------
 
@@ -84,48 +83,27 @@ def total_row(frame: pd.DataFrame) -> pd.Series:
     return frame[frame["level"] == TOTAL_ROW].iloc[0]
 
 
-def headline_sentences(rules: Rules, c: Consolidation) -> list[str]:
-    """The figures in the federation's words: 全省各级工会共筹集送温暖资金 X 万元,走访慰问困难企业 Y 家……"""
-    h = consolidate.headline(c)
+def figure_text(value: Any, ftype: str) -> str:
+    """A consolidated figure as the sentences print it; a field not summed as its range (7–24)."""
+    if isinstance(value, Span):
+        if value.low is None or value.high is None:
+            return "—"
+        low, high = figure(value.low, ftype), figure(value.high, ftype)
+        return low if low == high else f"{low}–{high}"
+    return figure(value, ftype)
 
-    def m(name: str) -> str:
-        return money_text(h[name])
 
-    def n(name: str) -> str:
-        return count_text(h[name])
-
-    first = (
-        f"{scope(rules, c)}共筹集送温暖资金 {m('筹集送温暖资金')} 万元,走访慰问困难企业 {n('走访慰问困难企业')} 家,"
-        f"慰问困难职工 {n('慰问困难职工')} 户(其中建档困难职工 {n('建档困难职工')} 户)、"
-        f"困难农民工 {n('困难农民工')} 人、劳动模范 {n('劳动模范')} 人、一线职工 {n('一线职工')} 人,"
-        f"发放慰问金和慰问品合计 {m('慰问金额')} 万元(其中慰问金 {m('慰问金')} 万元、慰问品折款 {m('慰问品折款')} 万元)。"
+def share_text(share: Share, figures: tuple[tuple[Any, ...], Any]) -> str:
+    """The parts of a share in one phrase: 中央财政帮扶资金 X 万元(占 Y%)、……"""
+    parts, whole = figures
+    return "、".join(
+        f"{p.label} {figure(value, p.type)} {p.unit}".rstrip() + (_share(value, whole) if share.whole else "")
+        for p, value in zip(share.parts, parts, strict=True)
     )
-    second = (
-        f"各级工会领导干部下访 {n('领导干部下访')} 人次,召开座谈会 {n('召开座谈会')} 次,"
-        f"开展劳动经济权益大检查企业 {n('劳动经济权益大检查企业')} 家,排查农民工欠薪问题 {n('排查农民工欠薪问题')} 件,"
-        f"帮助追回农民工欠薪 {m('帮助追回农民工欠薪')} 万元,提供法律援助 {n('提供法律援助')} 件,"
-        f"帮助农民工返乡购票 {n('帮助农民工返乡购票')} 人次。"
-    )
-    return [first, second]
-
-
-def funds_sentence(rules: Rules, c: Consolidation) -> str:
-    total = total_row(c.by_unit)
-    labels = {col.name: col for col in c.columns["by_unit"]}
-    parts = []
-    for code in FUND_SOURCES:
-        if code in labels:
-            share = _share(total[code], total["fund_total"])
-            parts.append(f"{field_label(labels[code].caption)} {money_text(total[code])} 万元{share}")
-    unspent = (
-        f"。活动结束时结余资金 {money_text(total['fund_unspent'])} 万元,"
-        f"其中转作日常帮扶资金 {money_text(total['fund_unspent_to_daily'])} 万元。"
-    )
-    return f"筹集的送温暖资金中,{'、'.join(parts)}{unspent}"
 
 
 def _share(part: Any, whole: Any) -> str:
-    if pd.isna(whole) or not whole:
+    if whole is None or pd.isna(whole) or not whole:
         return ""
     return f"(占 {Decimal(repr(float(part))) / Decimal(repr(float(whole))) * 100:.1f}%)"
 
@@ -134,43 +112,36 @@ def field_label(caption: str) -> str:
     return re.sub(r"[((][^()()]*[))]$", "", caption)
 
 
-def centers_sentence(rules: Rules, c: Consolidation) -> str:
-    """The 帮扶中心 in one paragraph, or "" when this level has none."""
-    if c.centers.empty:
-        return ""
-    t = total_row(c.centers)
-    done, owed = c.coverage[CENTER]
-    names = {col.name for col in c.columns["centers"]}
-    needed = {
-        "archived_households",
-        "new_archived",
-        "lifted_out",
-        "total.persons",
-        "total.amount",
-        "hotline",
-        "visits",
-        "job_referrals",
-        "job_placed",
-        "training",
-        "online",
-    }
-    if not needed <= names:
-        return ""
-    where = "全省 " if c.parent == PROVINCE else ""
-    reported = f"{owed} 个帮扶中心" + (f"(已汇总 {done} 个)" if done < owed else "")
-    aid = [
-        f"{col.group} {count_text(t[col.name])} 人次"
-        for col in c.columns["centers"]
-        if col.name.endswith(".persons") and not col.name.startswith("total.")
+def paragraphs(rules: Rules, c: Consolidation) -> list[str]:
+    """rules.yaml's paragraphs with the level's figures in them; one about a form only where units owe it."""
+    plan = rules.consolidation
+    words: dict[str, str] = {"scope": scope(rules, c), "where": "全省 " if c.parent == PROVINCE else ""}
+    for f in plan.figures:
+        value = c.figures[f.name]
+        words[f.name] = figure_text(value, f.type)
+        if f.aggregate == RANGE:
+            words[f"{f.name}_units"] = str(value.units) if isinstance(value, Span) else "0"
+    for share in plan.shares:
+        words[share.name] = share_text(share, c.shares[share.name])
+    out = []
+    for p in plan.paragraphs:
+        if not p.form:
+            out.append(p.text.format_map(words))
+            continue
+        done, owed = c.coverage.get(p.form, (0, 0))
+        if owed:
+            coverage = f"(已汇总 {done} 个)" if done < owed else ""
+            out.append(p.text.format_map({**words, "units": str(owed), "coverage": coverage}))
+    return out
+
+
+def cards(rules: Rules, c: Consolidation) -> list[tuple[str, str, str]]:
+    """The figures shown as cards at the top of the report: (label, figure, unit of measure)."""
+    return [
+        (f.label, figure_text(c.figures[f.name], f.type), f.unit)
+        for f in rules.consolidation.figures
+        if f.card and c.coverage.get(f.form, (0, 0))[1]
     ]
-    return (
-        f"{where}{reported}年末建档困难职工 {count_text(t['archived_households'])} 户,其中当年新建档 "
-        f"{count_text(t['new_archived'])} 户,当年解困脱困 {count_text(t['lifted_out'])} 户。"
-        f"共帮扶困难职工 {count_text(t['total.persons'])} 人次、支出 {money_text(t['total.amount'])} 万元"
-        f"({'、'.join(aid)});12351 热线受理 {count_text(t['hotline'])} 件,接待来访 {count_text(t['visits'])} 人次,"
-        f"职业介绍 {count_text(t['job_referrals'])} 人次(介绍成功 {count_text(t['job_placed'])} 人),"
-        f"技能培训 {count_text(t['training'])} 人次,网上平台受理求助 {count_text(t['online'])} 件。"
-    )
 
 
 # --- who has not reported --------------------------------------------------------------------------------
@@ -263,20 +234,9 @@ def overview(
     """The template variables the HTML report and the summary draft share: the campaign, the scope, the
     headline figures in sentences and cards, and who has still to report."""
     camp = rules.campaign
-    h = consolidate.headline(c)
-    units = {col.name: col for col in c.columns["by_unit"]}
-    cards = [
-        (name, money_text(h[name]) if units[column].type == "money" else count_text(h[name]), unit)
-        for name, column, unit in consolidate.HEADLINE[:8]
-        if name in h
-    ]
     missing = owing(status, (MISSING, OVERDUE))
     failed = [r for r in status.rows if r.state == FAILED]
-    forms = [
-        (rules.item_for_form(f).label, *c.coverage[f])
-        for f in (WARMTH, CENTER)
-        if f in c.coverage and c.coverage[f][1]
-    ]
+    forms = [(rules.item_for_form(f).label, done, owed) for f, (done, owed) in c.coverage.items() if owed]
     return dict(
         campaign=camp,
         issuer=f"{camp.issuer}{camp.department}",
@@ -290,10 +250,8 @@ def overview(
         units_expected=c.units_expected,
         units_done=status.units_done(),
         forms=forms,
-        headline=headline_sentences(rules, c),
-        funds=funds_sentence(rules, c),
-        centers=centers_sentence(rules, c),
-        cards=cards,
+        paragraphs=paragraphs(rules, c),
+        cards=cards(rules, c),
         missing=missing,
         failed=failed,
         follow_up=follow_up(rules, status),
@@ -306,8 +264,7 @@ def overview(
 def caveat(rules: Rules, c: Consolidation) -> str:
     """Which figures above are short of units, or "" when every owed form is in."""
     parts = []
-    for form in (WARMTH, CENTER):
-        done, owed = c.coverage.get(form, (0, 0))
+    for form, (done, owed) in c.coverage.items():
         if done < owed:
             label = rules.item_for_form(form).label
             parts.append(

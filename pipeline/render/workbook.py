@@ -1,4 +1,5 @@
-"""The consolidated workbook (汇总表.xlsx): the eight sheets staff read and print, one method each.
+"""The consolidated workbook (汇总表.xlsx): 说明, the tables rules.yaml declares (`consolidation.tables`),
+then 报送情况, 校验问题 and 数据来源; a method per kind of sheet.
 
 A pure function of its inputs: no clock, no random ids, stable ordering, so the same consolidation gives
 the same bytes. Whatever came from a submission (file names, messages) is written as text, never as a
@@ -14,21 +15,20 @@ import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import pandas as pd
 from openpyxl.styles import PatternFill
 from xlsxwriter import Workbook
 
 from pipeline.campaign.config import PROVINCE, Field, Form, Rules
-from pipeline.consolidation import consolidate
-from pipeline.consolidation.consolidate import (
-    CENTER,
-    SUBTOTAL_ROW,
-    TOTAL_ROW,
-    UNIT_ROW,
-    VISITS,
-    WARMTH,
-    Consolidation,
+from pipeline.campaign.consolidation_plan import (
+    NOT_SUMMED,
+    PROBLEMS_SHEET,
+    README_SHEET,
+    SOURCES_SHEET,
+    STATUS_SHEET,
+    SUM,
 )
+from pipeline.consolidation import consolidate
+from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
 from pipeline.model import Submission, Verdict
 from pipeline.render import xlsxpatch
@@ -55,9 +55,18 @@ from pipeline.render.sheets import (
     section_starts,
     written,
 )
-from pipeline.render.words import FindingEntry, Problem, level_name, naive, open_problems, stamp, when, width
+from pipeline.render.words import (
+    FindingEntry,
+    Problem,
+    figure_text,
+    level_name,
+    naive,
+    open_problems,
+    stamp,
+    when,
+    width,
+)
 
-SHEETS = ("说明", "送温暖汇总", "分行业汇总", "市县×行业", "帮扶中心汇总", "报送情况", "校验问题", "数据来源")
 STATE_FILLS = {
     PASSED: PatternFill("solid", fgColor="E2EFDA"),
     WARNED: PatternFill("solid", fgColor="FFF2CC"),
@@ -68,8 +77,19 @@ STATE_FILLS = {
 }
 
 
+def sheet_names(rules: Rules) -> tuple[str, ...]:
+    """The workbook's sheets in order: 说明, the declared tables, 报送情况, 校验问题, 数据来源."""
+    tables = tuple(t.sheet for t in rules.consolidation.tables)
+    return (README_SHEET, *tables, STATUS_SHEET, PROBLEMS_SHEET, SOURCES_SHEET)
+
+
 def _field_of(rules: Rules, form: str, key: tuple[str, str, str]) -> Field:
     return rules.forms[form].section(key[0]).field(key[2])
+
+
+def _span_cell(span: Span, ftype: str) -> str:
+    """What stands in a summed row for a field not summed: how many units have a figure, and the range."""
+    return f"{span.units} 个单位,{figure_text(span, ftype)}"
 
 
 def _summary_title(form: Form, suffix: str = "") -> str:
@@ -113,10 +133,15 @@ class _Book:
 
     def build(self) -> bytes:
         self.readme()
-        self.by_unit()
-        self.by_industry()
-        self.pivot()
-        self.centers()
+        for table in self.c.tables.values():
+            if not self.c.coverage[table.plan.form][1]:
+                self.nobody(table)
+            elif table.plan.kind in ("by_unit", "per_unit"):
+                self.unit_table(table)
+            elif table.plan.kind == "by_row":
+                self.by_row(table)
+            else:
+                self.pivot(table)
         self.status_sheet()
         self.problems_sheet()
         self.sources_sheet()
@@ -153,7 +178,7 @@ class _Book:
 
     # 说明
     def readme(self) -> None:
-        ws = self.sheet(SHEETS[0])
+        ws = self.sheet(README_SHEET)
         heading(ws, 2, f"{self.rules.campaign.title}统计汇总", self.info, money=False)
         ws.merge(2, 1, 2, 2)
         r = 3
@@ -171,9 +196,7 @@ class _Book:
         rules, c = self.rules, self.c
         camp = rules.campaign
         done_forms = [
-            (rules.item_for_form(form).label, *c.coverage[form])
-            for form in (WARMTH, CENTER)
-            if form in c.coverage
+            (rules.item_for_form(form).label, done, owed) for form, (done, owed) in c.coverage.items()
         ]
         rows: list[tuple[str, str]] = [
             ("活动", camp.title),
@@ -193,6 +216,7 @@ class _Book:
             ("报齐全部材料", f"{self.status.units_done()} / {c.units_expected} 个单位"),
             ("规则文件 SHA-256", rules.sha256),
             ("合计的算法", "各小计、合计均由各单位报表的明细行重新计算,不采用报表中填写的合计数。"),
+            *self._not_summed(),
             (
                 "数据的取舍",
                 "每个单位每张表采用最近一次通过校验的版本;未报送或未通过校验的单位暂缺(空白),"
@@ -203,66 +227,101 @@ class _Book:
         used = {x.unit for x in c.used}
         reported_to = {u.reports_to for u in rules.units}
         parents = [u for u in rules.units if u.code in used and u.code in reported_to]
-        if parents:
+        rolled = "、".join(i.label for i in rules.rollup_items())
+        if parents and rolled:
             names = "、".join(u.name for u in parents)
-            rows.append(("避免重复计算", f"{names}报送的送温暖统计表已汇总其所属单位,所属单位不再单列。"))
+            rows.append(("避免重复计算", f"{names}报送的{rolled}已汇总其所属单位,所属单位不再单列。"))
+        rows += [(t.sheet, t.description) for t in rules.consolidation.tables]
         rows += [
-            (
-                "送温暖汇总",
-                "附件1 分单位汇总:表一合计行、表二资金来源、表三走访检查与维权,按单位类别分组小计。",
-            ),
-            ("分行业汇总", "附件1 表一按行业汇总。"),
-            ("市县×行业", "各单位分行业的慰问困难职工户数与慰问金额。"),
-            ("帮扶中心汇总", "附件2 各帮扶中心工作统计汇总。"),
-            ("报送情况", "每个单位每项材料的报送状态、版本与采用的版本。"),
-            ("校验问题", "各单位报表尚未解决的错误与提醒。"),
-            ("数据来源", "汇总所用及收到的每个文件及其 SHA-256。"),
+            (STATUS_SHEET, "每个单位每项材料的报送状态、版本与采用的版本。"),
+            (PROBLEMS_SHEET, "各单位报表尚未解决的错误与提醒。"),
+            (SOURCES_SHEET, "汇总所用及收到的每个文件及其 SHA-256。"),
         ]
         return rows
 
-    # 送温暖汇总
-    def by_unit(self) -> None:
-        self._unit_table(SHEETS[1], WARMTH, self.c.by_unit, self.c.columns["by_unit"], column_width=10)
+    def _not_summed(self) -> list[tuple[str, str]]:
+        """A line for each table with fields that are not added up across units, naming them."""
+        rows = []
+        for t in self.rules.consolidation.tables:
+            odd = [c for c in t.columns if c.aggregate != SUM]
+            if not odd:
+                continue
+            labels = "、".join(dict.fromkeys(_field_of(self.rules, t.form, c.key).label for c in odd))
+            how = (
+                "不汇总,小计、合计行空白"
+                if all(c.aggregate == NOT_SUMMED for c in odd)
+                else "各单位分别填写,不相加:小计、合计行写明填报大于 0 的单位数和最小–最大值"
+            )
+            rows.append((f"{t.sheet}中不相加的栏", f"{labels}:{how}。"))
+        return rows
 
-    # 分行业汇总
-    def by_industry(self) -> None:
-        rules, c = self.rules, self.c
-        form = rules.forms[WARMTH]
-        section = form.section(VISITS)
-        columns = c.columns["by_industry"]
-        ws = self.sheet(SHEETS[2])
+    # a table whose form nobody at this level owes
+    def nobody(self, table: Table) -> None:
+        ws = self.sheet(table.plan.sheet)
+        heading(ws, 4, _summary_title(self.rules.forms[table.plan.form]), self.info, money=False)
+        label = self.rules.item_for_form(table.plan.form).label
+        ws.put(3, 1, f"本级没有应报{label}的单位。", align=INFO_ALIGN, border=False)
+        page(ws, 4, TITLE_ROWS, [30, 12, 12, 12])
+
+    # by_unit and per_unit: a row per unit
+    def unit_table(self, table: Table) -> None:
+        if table.plan.kind == "by_unit":
+            self._unit_table(table, column_width=10)
+            return
+        form = self.rules.forms[table.plan.form]
+        totals = {(s.code, s.total_row.code) for s in form.sections if s.total_row is not None}
+        self._unit_table(table, column_width=9, bold=lambda col: col.key[:2] in totals)
+
+    # by_row: the rows of a section summed over units
+    def by_row(self, table: Table) -> None:
+        rules = self.rules
+        form = rules.forms[table.plan.form]
+        section = form.section(table.plan.section)
+        columns = table.columns
+        ws = self.sheet(table.plan.sheet)
         ncols = len(columns) + 1
-        heading(ws, ncols, _summary_title(form, "(分行业)"), self.info, money=True)
+        heading(ws, ncols, _summary_title(form, f"(分{section.row_header or '项目'})"), self.info, money=True)
         paths: list[list[str]] = [[section.row_header or "项目"]]
         for col in columns:
-            f = _field_of(rules, WARMTH, col.key)
+            f = _field_of(rules, form.code, col.key)
             paths.append([*([col.group] if col.group else []), f.header])
         body = headers(ws, TITLE_ROWS + 1, paths)
         r = body
-        for row in c.by_industry.to_dict("records"):
+        for position, row in enumerate(table.frame.to_dict("records")):
             total = row["code"] == (section.total_row.code if section.total_row else None)
             fill = TOTAL_FILL if total else None
             put_text(
                 ws, r, 1, row["label"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN
             )
             for j, col in enumerate(columns, start=2):
-                put_number(ws, r, j, row[col.name], col.type, bold=total, fill=fill, align=RIGHT_ALIGN)
+                span = table.spans.get((position, col.name))
+                if span is not None:
+                    put_text(ws, r, j, _span_cell(span, col.type), bold=total, fill=fill, align=RIGHT_ALIGN)
+                else:
+                    put_number(ws, r, j, row[col.name], col.type, bold=total, fill=fill, align=RIGHT_ALIGN)
             r += 1
-        labels = list(c.by_industry["label"])
+        labels = list(table.frame["label"])
         page(ws, ncols, body - 1, [name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
 
-    # 市县×行业
-    def pivot(self) -> None:
-        rules, c = self.rules, self.c
-        form = rules.forms[WARMTH]
-        section = form.section(VISITS)
-        ws = self.sheet(SHEETS[3])
-        fields = list(dict.fromkeys(str(f) for f in c.pivot.columns.get_level_values(0)))
-        rows = list(dict.fromkeys(str(r) for r in c.pivot.columns.get_level_values(1)))
+    # pivot: unit × the rows of a section, a block per field
+    def pivot(self, table: Table) -> None:
+        rules = self.rules
+        form = rules.forms[table.plan.form]
+        section = form.section(table.plan.section)
+        frame = table.frame
+        ws = self.sheet(table.plan.sheet)
+        fields = list(dict.fromkeys(str(f) for f in frame.columns.get_level_values(0)))
+        rows = list(dict.fromkeys(str(r) for r in frame.columns.get_level_values(1)))
         labels = {r.code: r.label for r in section.rows}
         totals = {r.code for r in section.rows if r.total}
         ncols = len(rows) + 1
-        heading(ws, ncols, _summary_title(form, "(分单位分行业)"), self.info, money=True)
+        heading(
+            ws,
+            ncols,
+            _summary_title(form, f"(分单位分{section.row_header or '项目'})"),
+            self.info,
+            money=True,
+        )
         body = headers(ws, TITLE_ROWS + 1, [["单位"], *[[labels[r]] for r in rows]])
         ws.heights[body - 1] = 58
         r = body
@@ -286,49 +345,31 @@ class _Book:
                 ]
                 for total in (False, True)
             }
-            for (unit, name), values in zip(
-                c.pivot.index, c.pivot[code].itertuples(index=False), strict=True
+            for position, ((unit, name), values) in enumerate(
+                zip(frame.index, frame[code].itertuples(index=False), strict=True)
             ):
                 total = unit == ""
                 fill = TOTAL_FILL if total else None
                 put_text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
                 ws.place_row(r, 2, [written(value, f.type) for value in values], formats[total])
+                for j, row_code in enumerate(rows, start=2):
+                    span = table.spans.get((position, (code, row_code)))
+                    if span is not None:
+                        put_text(ws, r, j, _span_cell(span, f.type), bold=True, fill=fill, align=RIGHT_ALIGN)
                 r += 1
-        names = [name for _, name in c.pivot.index]
+        names = [name for _, name in frame.index]
         page(ws, ncols, body - 1, [name_width(names), *[10] * len(rows)], freeze=f"B{body}")
-
-    # 帮扶中心汇总
-    def centers(self) -> None:
-        rules, c = self.rules, self.c
-        if CENTER not in rules.forms or c.centers.empty:
-            ws = self.sheet(SHEETS[4])
-            heading(ws, 4, "帮扶中心工作统计汇总表", self.info, money=False)
-            ws.put(3, 1, "本级没有应报帮扶中心统计表的单位。", align=INFO_ALIGN, border=False)
-            page(ws, 4, TITLE_ROWS, [30, 12, 12, 12])
-            return
-        form = rules.forms[CENTER]
-        totals = {(s.code, s.total_row.code) for s in form.sections if s.total_row is not None}
-        self._unit_table(
-            SHEETS[4],
-            CENTER,
-            c.centers,
-            c.columns["centers"],
-            column_width=9,
-            bold=lambda col: col.key[:2] in totals,
-        )
 
     def _unit_table(
         self,
-        name: str,
-        form_code: str,
-        frame: pd.DataFrame,
-        columns: Sequence[consolidate.Column],
+        table: Table,
         column_width: float,
         bold: Callable[[consolidate.Column], bool] = lambda col: False,
     ) -> None:
         """A row per unit (subtotals and the total in bold on their fills), a column per field under its
         section, a 备注 column last; printed a section per page. `bold`: columns always in bold (合计)."""
-        ws = self.sheet(name)
+        form_code, frame, columns = table.plan.form, table.frame, table.columns
+        ws = self.sheet(table.plan.sheet)
         ncols = len(columns) + 2
         breaks = section_starts(columns)
         heading(ws, ncols, _summary_title(self.rules.forms[form_code]), self.info, money=True, breaks=breaks)
@@ -341,7 +382,13 @@ class _Book:
         r = body
         looks: dict[tuple[str, bool], list[Any]] = {}  # (level, summed) -> each column's format
         fields = [(col.name, col.type) for col in columns]
-        for row in frame.to_dict("records"):
+        spans: dict[int, list[tuple[int, str]]] = {}  # a summed row's texts where a field is not summed
+        position_of = {col.name: j for j, col in enumerate(columns, start=2)}
+        for (position, name), span in table.spans.items():
+            spans.setdefault(position, []).append(
+                (position_of[name], _span_cell(span, columns[position_of[name] - 2].type))
+            )
+        for position, row in enumerate(frame.to_dict("records")):
             level = row["level"]
             fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
             summed = level != UNIT_ROW
@@ -360,6 +407,8 @@ class _Book:
                     for col in columns
                 ]
             ws.place_row(r, 2, [written(row[name], kind) for name, kind in fields], formats)
+            for j, text in spans.get(position, ()):
+                put_text(ws, r, j, text, bold=True, fill=fill, align=RIGHT_ALIGN)
             note = "" if summed else self.note(row["code"], form_code)
             put_text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1
@@ -369,7 +418,7 @@ class _Book:
     # 报送情况
     def status_sheet(self) -> None:
         rules = self.rules
-        ws = self.sheet(SHEETS[5])
+        ws = self.sheet(STATUS_SHEET)
         heads = ["单位", "单位代码", "类别", "报送事项", "状态", "收到时间", "版本数", "汇总采用版本", "备注"]
         ncols = len(heads)
         deadline = when(rules, self.status.deadline)
@@ -432,7 +481,7 @@ class _Book:
 
     # 校验问题
     def problems_sheet(self) -> None:
-        ws = self.sheet(SHEETS[6])
+        ws = self.sheet(PROBLEMS_SHEET)
         heads = ["单位", "文件", "规则", "严重程度", "工作表", "单元格", "问题说明"]
         ncols = len(heads)
         heading(ws, ncols, "各单位报表校验问题", self.info, money=False)
@@ -470,7 +519,7 @@ class _Book:
     # 数据来源
     def sources_sheet(self) -> None:
         rules, c = self.rules, self.c
-        ws = self.sheet(SHEETS[7])
+        ws = self.sheet(SOURCES_SHEET)
         heads = ["单位", "单位代码", "报表", "文件名", "SHA-256", "收到时间", "版本", "是否采用"]
         ncols = len(heads)
         heading(ws, ncols, "汇总数据来源", self.info, money=False)
@@ -539,7 +588,7 @@ def consolidated_workbook(
     final: bool,
     edition: int,
 ) -> bytes:
-    """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `SHEETS`, in that order.
+    """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `sheet_names`, in that order.
 
     `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
     are the versions to list under 数据来源 (those consolidated are marked 采用).
