@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.consolidation import history
 from pipeline.model import F_UNRECOGNISED, Checked, Finding, Read, Severity, Submission, Verdict
-from pipeline.runs import overlap, tasks
+from pipeline.runs import overlap, senders, tasks
 from pipeline.runs.context import Run
 from pipeline.submission import refusal, reports
 
@@ -51,6 +51,7 @@ def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = No
     checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
     for sub, c in zip(forms, checked, strict=True):
         results.append((sub.id, _form_fields(run, c)))
+    senders.hold_unconfirmed(run, pending, results)  # recorded with the verdicts: never counted meanwhile
     ledger.record_checks(results)
     return Counter(fields["verdict"] for _, fields in results)
 
