@@ -16,9 +16,9 @@ import re
 import stat
 import zipfile
 from dataclasses import dataclass, field
-from email import policy
 from email.header import decode_header
 from email.message import Message
+from email.policy import Compat32
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datetime
 from pathlib import PurePosixPath
 
@@ -80,7 +80,7 @@ class Incoming:
 def parse(raw: bytes, limits: Limits, report_suffixes: tuple[str, ...] = (), own: tuple[str, ...] = ()) -> Incoming:
     """A message read from its bytes. `report_suffixes`: extensions of written reports (besides forms);
     `own`: our own addresses, whose messages are never answered."""
-    message = email.message_from_bytes(raw, policy=policy.compat32)
+    message = email.message_from_bytes(raw, policy=RAW)
     sender_name, sender = _from(message)
     found_id = _MESSAGE_ID.search(header(message, "Message-ID"))
     incoming = Incoming(
@@ -101,10 +101,23 @@ def parse(raw: bytes, limits: Limits, report_suffixes: tuple[str, ...] = (), own
 # --- headers ------------------------------------------------------------------------------------------------
 
 
+class _RawHeaders(Compat32):
+    """Header values exactly as they came, 8-bit bytes kept as surrogate escapes, for `decode` to read as
+    UTF-8 or GBK; compat32 itself would turn them into replacement marks."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+RAW = _RawHeaders()
+
+
 def decode(value: str) -> str:
     """A header value as people read it: RFC 2047 words decoded, raw 8-bit bytes read as UTF-8 or GB18030,
     an unknown charset read as GB18030 (what Chinese clients mislabel most), never an exception."""
-    raw = value.encode("ascii", "surrogateescape") if isinstance(value, str) else bytes(value)
+    raw = _raw(value)
+    if raw is None:
+        return " ".join(value.split())  # already text
     if any(b > 127 for b in raw):  # no encoded words: raw bytes in the header
         return " ".join(_text(raw).split())
     try:
@@ -118,6 +131,17 @@ def decode(value: str) -> str:
         else:
             out.append(_text(chunk, charset))
     return " ".join("".join(out).split())
+
+
+def _raw(value: str) -> bytes | None:
+    """The bytes a header value was parsed from (the parser keeps 8-bit bytes as surrogate escapes, or as
+    Latin-1 characters once they went through some of its functions); None when it is real text."""
+    for encoding in ("ascii", "latin-1"):
+        try:
+            return value.encode(encoding, "surrogateescape")
+        except UnicodeEncodeError:
+            continue
+    return None
 
 
 def _text(data: bytes, charset: str | None = None) -> str:
@@ -149,7 +173,8 @@ def _from(message: Message) -> tuple[str, str]:
     if not pairs:
         return "", ""
     name, addr = pairs[0]
-    return decode(name), addr.strip().lower()
+    addr = addr.strip().lower()
+    return decode(name), addr if _raw(addr) is not None and addr.isascii() else ""
 
 
 def _date(message: Message) -> dt.datetime | None:
@@ -232,7 +257,7 @@ def _original_id(part: Message) -> str:
     else:
         try:
             data = part.get_payload(decode=True)
-            inner = email.message_from_bytes(data if isinstance(data, bytes) else b"", policy=policy.compat32)
+            inner = email.message_from_bytes(data if isinstance(data, bytes) else b"", policy=RAW)
         except Exception:
             return ""
     found = _MESSAGE_ID.search(str(inner.get("Message-ID", "") or ""))
