@@ -44,9 +44,9 @@ def form(rules: config.Rules, fill, form_code: str = "warmth", unit: str = "4601
     return path.name, path.read_bytes()
 
 
-def received(server: Server) -> list[EmailMessage]:
+def received(smtp: Server) -> list[EmailMessage]:
     return [message_from_bytes(e.original_content, _class=EmailMessage, policy=policy.default)
-            for e in server.script.received]
+            for e in smtp.script.received]
 
 
 def to(message: EmailMessage) -> str:
@@ -153,8 +153,8 @@ def test_a_redelivered_copy_is_taken_once(rules, level, dovecot, fill):  # noqa:
     assert len(inbox_files(level)) == 1 and result.intake.seen == 1
 
 
-def test_a_fetch_killed_before_its_folder_is_in_place_is_completed_by_the_next(rules, level, dovecot, fill,
-                                                                                monkeypatch):  # noqa: F811
+def test_a_fetch_killed_before_its_folder_is_in_place_is_completed_by_the_next(
+        rules, level, dovecot, fill, monkeypatch):  # noqa: F811
     from pipeline.runs import fetching
 
     for i, code in enumerate(["460100", "460200"]):
