@@ -79,15 +79,14 @@ def _serve(rules: Rules, folders: Folders, options: Options, level: str, box: im
 
 def one_round(rules: Rules, folders: Folders, options: Options, level: str, box: imap.Mailbox,
               stop: threading.Event, pool: list[object]) -> Round | None:
-    """Fetch, take in, check and answer what is new; None when the mailbox had nothing new."""
+    """Fetch, take in, check and answer what is new, and whatever a killed round left undone; None when
+    there was nothing to do."""
     start = time.perf_counter()
     with opened(rules, folders, moment(None, rules), level, options) as run:
         if pool:
             run.pool = pool.pop()  # type: ignore[assignment]
         try:
             got = fetching.fetch(run, stop=stop.is_set, box=box)
-            if not sum(got.taken.values()) and not run.ledger.unchecked():
-                return None
             if stop.is_set():
                 return Round(run.as_of, got)
             early = overlap.EarlyCheck(run)
@@ -97,6 +96,8 @@ def one_round(rules: Rules, folders: Folders, options: Options, level: str, box:
                                                settle=0, read_files=early.check)
             checked = checking.check_pending(run, early=early.results())
             messages = feedback.feedback(run)
+            if not (sum(got.taken.values()) or checked or messages):
+                return None
             return Round(run.as_of, got, dict(checked), dict(messages), time.perf_counter() - start)
         finally:
             if run.pool is not None:
