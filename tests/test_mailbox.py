@@ -283,3 +283,39 @@ def test_replies_mark_themselves_and_reuse_the_units_subject(rules):
     assert message["References"] == "<r@b> <a@b>" and message["In-Reply-To"] == "<a@b>"
     assert message["Auto-Submitted"] == "auto-replied"
     assert re.fullmatch(r"<notice\.empty\.[0-9a-f]{32}@example\.org>", message["Message-ID"])
+
+
+# --- the mailbox's keys in rules.yaml ------------------------------------------------------------------------
+
+
+def test_the_real_rules_yaml_names_the_campaign_mailbox(rules):
+    mail = rules.mail
+    assert (mail.imap_host, mail.imap_port, mail.imap_tls, mail.imap_folder) == ("imap.example.org", 993, "ssl", "INBOX")
+    assert mail.imap_password_env == "SONGWENNUAN_IMAP_PASSWORD"
+
+
+@pytest.mark.parametrize(("change", "path", "words"), [
+    ({"imap_tls": "tls"}, "mail.imap_tls", "可选:ssl, starttls, none"),
+    ({"imap_port": 99999}, "mail.imap_port", "1–65535"),
+    ({"imap_password_env": "my password"}, "mail.imap_password_env", "环境变量的名字"),
+    ({"imap_user": None}, "mail.imap_user", "缺少此项"),
+    ({"imap_folder": "INBOX\r\nX"}, "mail.imap_folder", "不可用"),
+    ({"imap_host": None}, "mail.imap_port", "imap_host"),
+    ({"imap_server": "x"}, "mail.imap_server", "未知的键"),
+])
+def test_a_wrong_mailbox_key_is_refused_with_its_yaml_path(rules_text, change, path, words):
+    from tests.test_config import edited, refused
+
+    error = refused(edited(rules_text, lambda data: data["mail"].update(change)))
+    assert error.path == path and words in error.message
+
+
+def test_without_imap_host_there_is_no_mailbox_and_fetch_says_so(rules_text, tmp_path):
+    from tests.test_config import edited
+
+    keys = ("imap_host", "imap_port", "imap_tls", "imap_user", "imap_password_env", "imap_folder")
+    loaded = config.loads(edited(rules_text, lambda data: [data["mail"].pop(k) for k in keys]))
+    assert loaded.mail.imap_host == ""
+    level = campaign_at(loaded, tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
+    with pytest.raises(Exception, match="没有设置活动邮箱"):
+        level.fetch(AS_OF, imap_password="x")

@@ -4,6 +4,7 @@ it, stops cleanly on SIGTERM, and a kill loses nothing and doubles nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -67,10 +68,8 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
         return process.wait(30)
     finally:
         if sig != signal.SIGKILL:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # any worker left behind
-            except ProcessLookupError:
-                pass
 
 
 def test_watch_answers_at_once_takes_turns_with_run_and_stops_on_sigterm(
