@@ -8,6 +8,7 @@ the time it was received (INTERNALDATE).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -104,8 +105,10 @@ class Dovecot:
                                    imap_user=USER, imap_password_env=PASSWORD_ENV, imap_folder="INBOX")
 
 
-@pytest.fixture
-def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dovecot]:
+@contextlib.contextmanager
+def running() -> Iterator[Dovecot]:
+    """A Dovecot of its own on a free port of 127.0.0.1, stopped and removed at the end (the fixture's, and
+    bench/mailbox.py's)."""
     binary = shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if binary is None:
         binary = require_program("dovecot", "dovecot-imapd")
@@ -131,9 +134,8 @@ def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dovecot]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     out = process.stdout.read().decode(errors="replace") if process.stdout else ""
                     log = (base / "dovecot.log").read_text(errors="replace") if (base / "dovecot.log").exists() else ""
-                    pytest.fail(f"dovecot did not start:\n{out}\n{log}")
+                    raise RuntimeError(f"dovecot did not start:\n{out}\n{log}") from None
                 time.sleep(0.05)
-        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
         yield Dovecot(port, base)
     finally:
         process.terminate()
@@ -143,3 +145,28 @@ def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dovecot]:
             process.kill()
             process.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dovecot]:
+    try:
+        with running() as server:
+            monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def pointed_rules(rules_text: str, imap_port: int, smtp_port: int) -> str:
+    """rules.yaml's text with its mail settings pointed at a local IMAP and SMTP server (no TLS, no login)."""
+    text = rules_text
+    for old, new in (("smtp_host: smtp.example.org", "smtp_host: 127.0.0.1"),
+                     ("smtp_port: 465", f"smtp_port: {smtp_port}"), ("  tls: ssl\n", "  tls: none\n"),
+                     ("  username: songwennuan@example.org\n", ""), ("imap_host: imap.example.org", "imap_host: 127.0.0.1"),
+                     ("imap_port: 993", f"imap_port: {imap_port}"), ("imap_tls: ssl ", "imap_tls: none "),
+                     ("imap_user: flbzb@sina.com", f"imap_user: {USER}"),
+                     ("imap_password_env: SONGWENNUAN_IMAP_PASSWORD", f"imap_password_env: {PASSWORD_ENV}")):
+        if old not in text:
+            raise ValueError(f"rules.yaml no longer holds {old!r}")
+        text = text.replace(old, new)
+    return text

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.io.ledger import Ledger
 from tests import mailclients
-from tests.dovecot import PASSWORD, PASSWORD_ENV, USER, Dovecot, dovecot  # noqa: F401
+from tests.dovecot import PASSWORD, PASSWORD_ENV, USER, Dovecot, dovecot, pointed_rules  # noqa: F401
 from tests.test_mailbox import at, form, received
 from tests.test_smtp import Server, server  # noqa: F401
 
@@ -28,17 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def rules_file(tmp_path: Path, rules_text: str, imap: Dovecot, smtp: Server) -> Path:
     """rules.yaml with its mail settings pointed at the test's servers."""
-    text = rules_text
-    for old, new in (("smtp_host: smtp.example.org", "smtp_host: 127.0.0.1"),
-                     ("smtp_port: 465", f"smtp_port: {smtp.mail.smtp_port}"), ("  tls: ssl\n", "  tls: none\n"),
-                     ("  username: songwennuan@example.org\n", ""), ("imap_host: imap.example.org", "imap_host: 127.0.0.1"),
-                     ("imap_port: 993", f"imap_port: {imap.port}"), ("imap_tls: ssl ", "imap_tls: none "),
-                     ("imap_user: flbzb@sina.com", f"imap_user: {USER}"),
-                     ("imap_password_env: SONGWENNUAN_IMAP_PASSWORD", f"imap_password_env: {PASSWORD_ENV}")):
-        assert old in text, old
-        text = text.replace(old, new)
     path = tmp_path / "rules.yaml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(pointed_rules(rules_text, imap.port, smtp.mail.smtp_port), encoding="utf-8")
     return path
 
 
