@@ -163,6 +163,8 @@ def run(
     campaign = _campaign(rules_path, inbox, outbox, state, level=for_unit or "province")
     rules = campaign.rules
     when = _moment(campaign, as_of)
+    if fetch:
+        inbox.mkdir(parents=True, exist_ok=True)  # the mailbox's files go there
     if not inbox.is_dir():
         _fail(f"找不到收件箱目录 {inbox}")
     if for_unit and (not rules.has_unit(for_unit) or not rules.children(for_unit)):
