@@ -191,3 +191,29 @@ def test_send_templates_once_per_unit_and_version(rules, rules_text, tmp_path, d
     path.write_text(newer, encoding="utf-8")
     assert runner.invoke(app, [*args, "--unit", "460100"]).exit_code == 0
     assert len(server.script.received) == len(rules.children("province")) + 1  # a new template version goes out
+
+
+def test_a_fetch_killed_mid_way_takes_each_message_once(rules, rules_text, tmp_path, dovecot, server, fill):  # noqa: F811
+    path = rules_file(tmp_path, rules_text, dovecot, server)
+    codes = [u.code for u in rules.units][:24]
+    for i, code in enumerate(codes):
+        dovecot.append(mailclients.message(mailclients.CLIENTS[i % 5], rules.unit(code).email,
+                                           [form(rules, fill, unit=code)]), at(20, 8, i))
+    env = {**os.environ, PASSWORD_ENV: PASSWORD}
+    command = [sys.executable, "-m", "pipeline", "fetch", "--rules", str(path), "--as-of", "2017-02-01T12:00",
+               *folders(tmp_path)]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    mail = tmp_path / "inbox" / "邮件"
+    wait_for(lambda: mail.is_dir() and any(mail.iterdir()), seconds=60, what="the first message's folder")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    book = Ledger(tmp_path / "state")
+    ids = [r["message_id"] for r in book.db.execute("SELECT message_id FROM mails")]
+    assert len(ids) == len(set(ids)) == len(codes)
+    assert len([p for p in mail.rglob("*.xlsx")]) == len(codes)
+    assert not list(mail.glob(".收取中-*"))
