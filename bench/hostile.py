@@ -29,10 +29,10 @@ sys.stderr.write(p.stderr.decode("utf-8", "replace"))
 
 
 def main() -> None:
-    from pipeline.campaign import config
+    from pipeline import checks
     from tests.test_hostile import ACTIVE, CASES, base_form, build
 
-    rules = config.load(ROOT / "rules.yaml")
+    rules = checks.load(ROOT / "rules.yaml")
     rows = [("case", "verdict", "rule", "peak RSS MB", "seconds")]
     with tempfile.TemporaryDirectory() as tmp:
         for case in ["good_form", *CASES, *ACTIVE]:

@@ -29,10 +29,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
 
-    from pipeline import demo
-    from pipeline.campaign import config
+    from pipeline import checks, demo
 
-    rules = config.load(ROOT / "rules.yaml")
+    rules = checks.load(ROOT / "rules.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         made = demo.make(rules, Path(tmp))
         form = next(f.path for f in made.files if f.path.suffix == ".xlsx")

@@ -81,9 +81,9 @@ _RULES = None
 
 def _init(rules_path: str) -> None:
     global _RULES
-    from pipeline.campaign import config
+    from pipeline import checks
 
-    _RULES = config.load(rules_path)
+    _RULES = checks.load(rules_path)
 
 
 def _fill_unit(job: tuple[int, str]) -> int:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.campaign import config
 from pipeline.campaign.config import PROVINCE, Rules
 from pipeline.runs.context import Folders, Options, Progress, RunResult, moment
 
@@ -42,8 +41,10 @@ class Campaign:
     @classmethod
     def load(cls, path: str | Path = "rules.yaml", *, inbox: Path | None = None, outbox: Path | None = None,
              state: Path | None = None, level: str = PROVINCE) -> Campaign:
-        """Load rules.yaml (raises `config.ConfigError` naming the YAML path of a mistake)."""
-        rules = config.load(path)
+        """Load rules.yaml, its rules compiled (raises `ConfigError` naming the YAML path of a mistake)."""
+        from pipeline import checks
+
+        rules = checks.load(path)
         folders = Folders(inbox or Path("inbox"), outbox or Path("outbox"), state or Path("state"))
         return cls(rules, folders, level)
 

@@ -1,5 +1,6 @@
 """The values every stage shares: a finding, the states a submission and a message go through, a cell
-and its A1 name, and the chain of submission types from bytes received to a verdict stored.
+and its A1 name, and the chain of submission types from bytes received to a verdict stored:
+Read → Checked (prepared) → Report (validated) → Submission (kept by the ledger).
 
 Nothing here reads a file or knows the campaign; the layers above import it and nothing below it.
 Each state is an enum whose value is the stable code (kept in the ledger, `--json` and 报送情况.json)
@@ -231,12 +232,34 @@ class Read:
 
 @dataclass
 class Checked:
-    """A read form after checking: its normalised values and every finding, reading ones included."""
+    """A read form prepared for validation: its normalised values, and the findings of reading and
+    normalising (pipeline.checks.prepare). Validation reads it and adds its findings in a Report."""
 
     read: Read
     values: dict[Key, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     normalised: bool = False  # its values are complete and go on to the schema
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict_of(self.findings, self.read.readable)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What validation concluded about one prepared form: every finding (reading and normalising ones
+    first) and the verdict they give. The form it is about is left as it was."""
+
+    checked: Checked
+    findings: tuple[Finding, ...]
+
+    @property
+    def read(self) -> Read:
+        return self.checked.read
+
+    @property
+    def values(self) -> dict[Key, Any]:
+        return self.checked.values
 
     @property
     def verdict(self) -> Verdict:

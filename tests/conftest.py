@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import checks
 from pipeline.campaign import config
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "rules.yaml"
@@ -41,7 +42,7 @@ def rules_text() -> str:
 
 @pytest.fixture(scope="session")
 def rules() -> config.Rules:
-    return config.load(RULES_PATH)
+    return checks.load(RULES_PATH)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ import openpyxl
 import pytest
 import yaml
 
+from pipeline import checks
 from pipeline.campaign import config
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
@@ -35,7 +36,7 @@ def replaced(rules_text: str, old: str, new: str) -> str:
 
 def refused(text: str) -> config.ConfigError:
     with pytest.raises(config.ConfigError) as info:
-        config.loads(text)
+        checks.loads(text)
     error = info.value
     assert CHINESE.search(error.message), error.message
     assert str(error) == (f"{error.path}: {error.message}" if error.path else error.message)
@@ -197,7 +198,7 @@ def test_bad_yaml_syntax_gives_the_line(rules_text: str) -> None:
 def test_deadline_before_issue_date_is_a_warning(rules_text: str) -> None:
     # The notice itself printed 2016年2月5日: the loader accepts it but says so.
     text = replaced(rules_text, "deadline: 2017-02-05T23:59:59", "deadline: 2016-02-05T23:59:59")
-    loaded = config.loads(text)
+    loaded = checks.loads(text)
     assert len(loaded.warnings) == 1
     warning = loaded.warnings[0]
     assert "campaign.deadline" in warning
@@ -205,14 +206,82 @@ def test_deadline_before_issue_date_is_a_warning(rules_text: str) -> None:
     assert CHINESE.search(warning)
 
 
+# --- mistakes in a rule: each kind parses its own keys (pipeline.checks) ------------------------------
+
+
+def rule_edited(rules_text: str, rule_id: str, change: Callable[[dict[str, Any]], None]) -> tuple[str, int]:
+    n = index_of(yaml.safe_load(rules_text)["rules"], id=rule_id)
+    return edited(rules_text, lambda data: change(data["rules"][n])), n
+
+
+def test_unknown_rule_kind_names_the_kinds(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "W-goods", lambda rule: rule.update(kind="sum"))
+    error = refused(text)
+    assert error.path == f"rules[{n}].kind"
+    assert '未知规则类型 "sum"' in error.message and "row_total" in error.message
+
+
+def test_key_of_another_kind_is_refused_with_the_keys_of_this_one(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "W-archived", lambda rule: rule.update(places=2))
+    error = refused(text)
+    assert error.path == f"rules[{n}].places"
+    assert '未知的键 "places"' in error.message and "each_row" in error.message
+
+
+def test_message_quoting_what_the_rule_cannot_fill_is_refused(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "W-goods", lambda rule: rule.update(message="{cell} 慰问品 {amount} 万元"))
+    error = refused(text)
+    assert error.path == f"rules[{n}].message"
+    assert "{amount}" in error.message and "{left}" in error.message
+
+
+def test_message_with_an_unpaired_brace_is_refused(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "R-required", lambda rule: rule.update(message="{cell {label}未填写"))
+    error = refused(text)
+    assert error.path == f"rules[{n}].message"
+    assert "花括号" in error.message
+
+
+def test_let_names_may_be_quoted_in_the_message(rules: config.Rules) -> None:
+    (per_head,) = [r for r in rules.rules if r.id == "W-per-head"]
+    assert "{per_head}" in per_head.message and "{in_yuan}" in per_head.message
+
+
+def test_row_total_without_its_form_is_refused(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "W-total", lambda rule: rule.pop("form"))
+    error = refused(text)
+    assert error.path == f"rules[{n}].form"
+    assert "必须指明报表" in error.message
+
+
+def test_row_total_of_a_section_without_a_total_row_is_refused(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "W-total", lambda rule: rule.update(section="funds"))
+    error = refused(text)
+    assert error.path == f"rules[{n}].section"
+    assert "没有分行" in error.message
+
+
+def test_check_naming_no_field_is_refused(rules_text: str) -> None:
+    text, n = rule_edited(rules_text, "C-duty", lambda rule: rule.update(check="1 <= 2"))
+    error = refused(text)
+    assert error.path == f"rules[{n}].check"
+    assert "没有引用任何字段" in error.message
+
+
+def test_the_campaign_alone_loads_without_compiling_the_rules(rules_text: str) -> None:
+    """config is the campaign layer's loader; checks.loads is the one that refuses a bad rule."""
+    text, _ = rule_edited(rules_text, "W-goods", lambda rule: rule.update(kind="sum"))
+    assert config.loads(text).rules[index_of(yaml.safe_load(text)["rules"], id="W-goods")].kind == "sum"
+
+
 # --- limits on untrusted files ------------------------------------------------------------------------
 
 
 def test_limits_default_when_the_section_or_a_key_is_left_out(rules_text: str) -> None:
-    without = config.loads(edited(rules_text, lambda data: data.pop("limits", None)))
+    without = checks.loads(edited(rules_text, lambda data: data.pop("limits", None)))
     assert without.limits == config.Limits()
     assert (without.limits.max_file_mb, without.limits.worker_seconds) == (20, 20)
-    partial = config.loads(edited(rules_text, lambda data: data.update(limits={"max_file_mb": 5})))
+    partial = checks.loads(edited(rules_text, lambda data: data.update(limits={"max_file_mb": 5})))
     assert partial.limits == config.Limits(max_file_mb=5)
     assert partial.limits.max_bytes == 5 * 2**20
 
@@ -284,7 +353,7 @@ def test_units_from_a_contact_list_match_the_inline_units(
     tmp_path: Path, rules: config.Rules, rules_text: str, name: str
 ) -> None:
     write_units(tmp_path / name, unit_rows(rules_text))
-    loaded = config.load(rules_with_units_file(tmp_path, rules_text, name))
+    loaded = checks.load(rules_with_units_file(tmp_path, rules_text, name))
     assert loaded.units == rules.units
     assert len(loaded.children("ZX")) == 7
 
@@ -292,7 +361,7 @@ def test_units_from_a_contact_list_match_the_inline_units(
 def test_code_typed_as_a_number_in_xlsx_comes_back_as_text(tmp_path: Path, rules_text: str) -> None:
     write_units(tmp_path / "units.xlsx", unit_rows(rules_text))
     assert openpyxl.load_workbook(tmp_path / "units.xlsx").active["A2"].value == 460100  # really a number
-    loaded = config.load(rules_with_units_file(tmp_path, rules_text, "units.xlsx"))
+    loaded = checks.load(rules_with_units_file(tmp_path, rules_text, "units.xlsx"))
     assert loaded.units[0].code == "460100"
     assert loaded.unit("460100").name == "海口市总工会"
 
@@ -301,10 +370,10 @@ def test_sha256_changes_when_the_units_file_changes(tmp_path: Path, rules_text: 
     rows = unit_rows(rules_text)
     write_units(tmp_path / "units.csv", rows)
     rules_path = rules_with_units_file(tmp_path, rules_text, "units.csv")
-    before = config.load(rules_path)
+    before = checks.load(rules_path)
     rows[0]["email"] = "haikou.union@example.org"
     write_units(tmp_path / "units.csv", rows)
-    after = config.load(rules_path)
+    after = checks.load(rules_path)
     assert after.unit("460100").email == "haikou.union@example.org"
     assert after.sha256 != before.sha256
 
@@ -316,7 +385,7 @@ def test_bad_row_in_units_file_names_the_file_and_row(tmp_path: Path, rules_text
     rows[k]["email"] = "wanning-at-example.org"
     write_units(tmp_path / name, rows)
     with pytest.raises(config.ConfigError) as info:
-        config.load(rules_with_units_file(tmp_path, rules_text, name))
+        checks.load(rules_with_units_file(tmp_path, rules_text, name))
     error = info.value
     assert name in error.path
     assert f"第{k + 2}行" in error.path

@@ -29,7 +29,7 @@ from pipeline.campaign import layout
 from pipeline.campaign.config import Rules
 from pipeline.checks import validate
 from pipeline.consolidation import consolidate, status
-from pipeline.model import Checked, Finding, Severity, Submission, Verdict
+from pipeline.model import Finding, Report, Severity, Submission, Verdict
 from pipeline.render import template
 from pipeline.render.html import html_report
 from pipeline.render.summary import summary_markdown
@@ -61,7 +61,7 @@ def _version(
     number: int,
     verdict: str,
     rules: Rules,
-    checked: Checked | None = None,
+    checked: Report | None = None,
 ) -> Submission:
     findings = checked.findings if checked else []
     return Submission(
@@ -86,7 +86,7 @@ def batch(rules: Rules, tmp_path_factory: pytest.TempPathFactory) -> Batch:
     checked = dict(
         zip(
             [f.path for f in forms],
-            validate.validate([read.read_path(f.path, rules) for f in forms], rules, today=TODAY),
+            validate.validate_reads([read.read_path(f.path, rules) for f in forms], rules, today=TODAY),
             strict=True,
         )
     )
@@ -353,7 +353,7 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(template.fill(rules, rules.forms["warmth"], unit, values))
         paths.append(path)
-    checked = validate.validate([read.read_path(p, rules) for p in paths], rules, today=TODAY)
+    checked = validate.validate_reads([read.read_path(p, rules) for p in paths], rules, today=TODAY)
     assert all(c.verdict == Verdict.ACCEPTED for c in checked)
     sources = [
         _version(p, c.read.unit, "warmth", "warmth", 1, c.verdict, rules, c)
@@ -379,7 +379,7 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     assert (result.unit, result.form, result.verdict, result.findings) == ("ZX", "warmth", Verdict.ACCEPTED, ())
 
     # At the province ZX's form stands for its children: given both, nothing is counted twice.
-    (zx_checked,) = validate.validate([read.read_path(zx, rules)], rules, today=TODAY)
+    (zx_checked,) = validate.validate_reads([read.read_path(zx, rules)], rules, today=TODAY)
     zx_version = _version(zx, "ZX", "warmth", "warmth", 1, Verdict.ACCEPTED, rules, zx_checked)
     c = consolidate.consolidate(rules, [zx_version, *sources], status.expected_units(rules))
     total = c.by_unit[c.by_unit["level"] == "total"].iloc[0]

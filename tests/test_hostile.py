@@ -22,7 +22,7 @@ import openpyxl
 import pytest
 import yaml
 
-from pipeline import demo
+from pipeline import checks, demo
 from pipeline.campaign import config
 from pipeline.io import ledger
 from pipeline.io import outbox as names
@@ -366,7 +366,7 @@ def rules_with_limits(folder: Path, **limits: object) -> config.Rules:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "rules.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return config.load(path)
+    return checks.load(path)
 
 
 def test_file_over_the_size_limit_set_in_rules_yaml_is_refused_as_too_large(rules, tmp_path, fill):

@@ -1,4 +1,7 @@
-"""One cell in, one value and its findings out: what people type into the forms, and what it becomes."""
+"""One cell in, one value and its findings out: what people type into the forms, and what it becomes.
+
+Normalisation tells issues; the rule of that kind words them (`told`, with the shipped wording unless a
+test gives its own), as `checks.prepare` does with the rules of rules.yaml."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import pytest
 
 from pipeline.campaign import config
 from pipeline.campaign.config import Field
-from pipeline.model import Severity
-from pipeline.submission.normalize import DEFAULT_RULES, Normalized, fmt_number, normalize, rules_by_kind
+from pipeline.checks import Ruleset
+from pipeline.checks.kinds import DEFAULTS, CellRule, TypeRule
+from pipeline.model import Finding, Severity
+from pipeline.submission.normalize import Normalized, fmt_number, normalize
 
 FIELDS = {
     "户": Field("households", "慰问困难职工", "count", unit="户", min=0.0),
@@ -27,6 +32,12 @@ TODAY = dt.date(2017, 2, 3)
 
 def cell(raw: object, kind: str, **kw: object) -> Normalized:
     return normalize(raw, FIELDS[kind], sheet="送温暖统计表", cell="E7", **kw)  # type: ignore[arg-type]
+
+
+def told(result: Normalized, rules: dict[str, CellRule] | None = None) -> list[Finding]:
+    """The findings of a cell's issues, worded by `rules` (by kind) or the shipped wording."""
+    speakers = {**DEFAULTS, **(rules or {})}
+    return [speakers[issue.kind].word(issue) for issue in result.issues]
 
 
 CASES = [
@@ -169,7 +180,7 @@ def test_what_people_type_becomes(raw: object, kind: str, expected: object, rule
     result = cell(raw, kind)
     assert result.value == expected
     assert type(result.value) is type(expected)
-    assert [f.rule for f in result.findings] == ([rule] if rule else [])
+    assert [f.rule for f in told(result)] == ([rule] if rule else [])
 
 
 def test_fullwidth_digits_are_accepted() -> None:
@@ -183,7 +194,7 @@ def test_blank_numeric_cell_is_zero_without_finding() -> None:
 
 
 def test_text_in_count_cell_names_cell_and_text() -> None:
-    (finding,) = cell("约50", "户").findings
+    (finding,) = told(cell("约50", "户"))
     assert finding.message == "E7 慰问困难职工(户)应填整数,实际填写“约50”。请只填写数字,没有发生的填 0"
     assert (finding.rule, finding.severity, finding.sheet, finding.cell, finding.field, finding.value) == (
         "R-type", Severity.ERROR, "送温暖统计表", "E7", "households", "约50",
@@ -192,7 +203,7 @@ def test_text_in_count_cell_names_cell_and_text() -> None:
 
 def test_tabular_cell_is_named_by_its_row() -> None:
     result = cell("约50", "户", row="agri", row_label="农、林、牧、渔业")
-    (finding,) = result.findings
+    (finding,) = told(result)
     assert finding.row == "agri"
     assert finding.message.startswith("E7 农、林、牧、渔业 慰问困难职工(户)应填整数")
 
@@ -200,18 +211,18 @@ def test_tabular_cell_is_named_by_its_row() -> None:
 def test_yuan_in_wanyuan_column_suggests_converted_value() -> None:
     result = normalize("35000元", FIELDS["万元"], sheet="送温暖统计表", cell="F9")
     assert result.value is None
-    (finding,) = result.findings
+    (finding,) = told(result)
     assert finding.message == "F9 慰问金额合计(万元)应填数字,实际填写“35000元”。本栏单位为万元,应填 3.50"
-    assert cell("3千元", "万元").findings[0].message.endswith("本栏单位为万元,应填 0.30")
+    assert told(cell("3千元", "万元"))[0].message.endswith("本栏单位为万元,应填 0.30")
 
 
 def test_other_unit_names_the_columns_unit() -> None:
-    (finding,) = cell("5人", "户").findings
+    (finding,) = told(cell("5人", "户"))
     assert finding.message.endswith("本栏单位为户,请只填写数字")
 
 
 def test_date_typed_into_numeric_cell_is_an_error() -> None:
-    (finding,) = cell(dt.datetime(2017, 1, 2), "户").findings
+    (finding,) = told(cell(dt.datetime(2017, 1, 2), "户"))
     assert finding.value == "2017-01-02"
     assert "被识别成了日期" in finding.message
 
@@ -219,7 +230,7 @@ def test_date_typed_into_numeric_cell_is_an_error() -> None:
 def test_money_with_three_decimals_is_rounded_half_up_with_warning() -> None:
     result = normalize(12.345, FIELDS["万元"], sheet="送温暖统计表", cell="E8")
     assert result.value == 12.35
-    (finding,) = result.findings
+    (finding,) = told(result)
     assert (finding.rule, finding.severity) == ("R-decimals", Severity.WARNING)
     assert finding.message == "E8 慰问金额合计(万元) 12.345 超过两位小数,已按 12.35 计算"
 
@@ -233,24 +244,24 @@ def test_float_noise_from_formulas_is_not_reported() -> None:
 def test_places_is_honoured() -> None:
     result = cell(1.2345, "万元", places=3)
     assert result.value == 1.235
-    assert result.findings[0].message.endswith("1.2345 超过两位小数,已按 1.235 计算")
+    assert told(result)[0].message.endswith("1.2345 超过两位小数,已按 1.235 计算")
     assert cell(1.234, "万元", places=3) == Normalized(1.234)
 
 
 def test_formula_without_value_asks_to_open_and_save() -> None:
     result = cell(None, "户", formula_without_value=True)
     assert result.value is None
-    (finding,) = result.findings
+    (finding,) = told(result)
     assert finding.rule == "R-type"
     assert finding.message.endswith(
         "是公式但没有计算结果(文件可能由程序生成),请用 Excel 或 WPS 打开后保存再报送"
     )
-    assert cell(None, "date", formula_without_value=True).findings[0].rule == "R-type"
+    assert told(cell(None, "date", formula_without_value=True))[0].rule == "R-type"
 
 
 def test_unrecognised_phone_says_what_is_accepted() -> None:
     result = normalize("12345", FIELDS["phone"], sheet="送温暖统计表", cell="C30")
-    (finding,) = result.findings
+    (finding,) = told(result)
     assert finding.message == "C30 联系电话“12345”无法识别:请填写座机(可带区号0898)或11位手机号"
 
 
@@ -259,17 +270,17 @@ def test_area_code_comes_from_the_caller() -> None:
 
 
 def test_unrecognised_date_shows_the_format() -> None:
-    (finding,) = cell("某天", "date").findings
+    (finding,) = told(cell("某天", "date"))
     assert finding.message == "E7 填报日期“某天”无法识别,请按 2017-1-20 的格式填写"
 
 
 def test_date_before_issue_date_is_an_error() -> None:
-    (finding,) = cell("2016-01-20", "date", issue_date=ISSUE, run_date=TODAY).findings
+    (finding,) = told(cell("2016-01-20", "date", issue_date=ISSUE, run_date=TODAY))
     assert (finding.rule, finding.message) == ("R-required", "E7 填报日期 2016-01-20 早于发文日期 2016-12-23")
 
 
 def test_date_after_run_date_is_an_error() -> None:
-    (finding,) = cell("2017-03-01", "date", issue_date=ISSUE, run_date=TODAY).findings
+    (finding,) = told(cell("2017-03-01", "date", issue_date=ISSUE, run_date=TODAY))
     assert finding.message == "E7 填报日期 2017-03-01 晚于今天(2017-02-03)"
 
 
@@ -289,16 +300,20 @@ def test_fmt_number() -> None:
 
 
 def test_default_rules_match_rules_yaml(rules: config.Rules) -> None:
-    shipped = rules_by_kind(rules.rules)
-    for kind, default in DEFAULT_RULES.items():
-        ours = (default.id, default.severity, default.message, default.places)
-        assert ours == (shipped[kind].id, shipped[kind].severity, shipped[kind].message, shipped[kind].places)
+    book = Ruleset.of(rules)
+    for kind, default in DEFAULTS.items():
+        for form in rules.forms:
+            shipped = book.speaking(kind, form)
+            assert shipped is not default  # rules.yaml declares it
+            ours = (default.rule.id, default.rule.severity, default.rule.message, getattr(default, "places", None))
+            assert ours == (shipped.rule.id, shipped.rule.severity, shipped.rule.message, getattr(shipped, "places", None))
 
 
 def test_rules_yaml_wording_is_used_when_given() -> None:
-    reworded = replace(DEFAULT_RULES["type"], id="T-1", severity=Severity.WARNING, message="{cell}:{row}/{label} 不对({value})")
-    result = cell("约50", "户", row="agri", row_label="农业", rules={"type": reworded})
-    (finding,) = result.findings
+    rule = replace(DEFAULTS["type"].rule, id="T-1", severity=Severity.WARNING, message="{cell}:{row}/{label} 不对({value})")
+    reworded = TypeRule(rule)
+    result = cell("约50", "户", row="agri", row_label="农业")
+    (finding,) = told(result, {"type": reworded})
     assert (finding.rule, finding.severity, finding.message) == ("T-1", Severity.WARNING, "E7:农业/慰问困难职工(户) 不对(约50)")
     # kinds the caller did not give keep the shipped wording
-    assert cell(12.345, "万元", rules={"type": reworded}).findings[0].rule == "R-decimals"
+    assert told(cell(12.345, "万元"), {"type": reworded})[0].rule == "R-decimals"

@@ -15,6 +15,7 @@ import xlwt
 from openpyxl.workbook import Workbook
 from openpyxl.worksheet.worksheet import Worksheet
 
+from pipeline import checks
 from pipeline.campaign import config, layout
 from pipeline.model import (
     F_ENCRYPTED,
@@ -32,7 +33,7 @@ from pipeline.render import template
 from pipeline.submission import read, workbook
 from pipeline.submission.sniff import Package
 
-RULES = config.load(Path(__file__).parents[1] / "rules.yaml")
+RULES = checks.load(Path(__file__).parents[1] / "rules.yaml")
 WARMTH = RULES.forms["warmth"]
 CENTER = RULES.forms["center"]
 LAY = layout.compute(WARMTH)

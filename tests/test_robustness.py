@@ -21,6 +21,8 @@ import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
+
 from pipeline import demo
 from pipeline.io import intake, ledger
 from pipeline.io import outbox as names
@@ -332,3 +334,53 @@ def test_an_old_ledger_is_brought_up_to_date_with_every_row_kept(tmp_path):
         assert book.known_files() == {"a.xlsx": (10, 1, None, None)}
     finally:
         book.close()
+
+
+# --- rules.yaml: what a hand edit can do --------------------------------------------------------------------
+
+
+def test_a_key_written_twice_in_rules_yaml_is_refused_with_its_path(rules_text):
+    from pipeline import checks
+
+    twice = rules_text.replace("  deadline: 2017-02-05T23:59:59\n",
+                               "  deadline: 2017-02-05T23:59:59\n  deadline: 2017-03-05T23:59:59\n", 1)
+    with pytest.raises(checks.ConfigError) as refused:
+        checks.loads(twice)
+    assert refused.value.path == "campaign.deadline" and "写了两次" in refused.value.message
+
+
+@pytest.mark.parametrize("deep", ["flow", "block"])
+def test_rules_yaml_nested_far_too_deep_is_refused_in_words(rules_text, deep):
+    from pipeline import checks
+
+    if deep == "flow":
+        extra = "shared:\n  deep: " + "[" * 10_000 + "]" * 10_000 + "\n"
+    else:
+        extra = "shared:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)) + "  " * 201 + "end: 1\n"
+    text = rules_text.replace("shared:\n", extra.replace("shared:\n", "shared:\n", 1) + "  x:\n", 1)
+    with pytest.raises(checks.ConfigError) as refused:
+        checks.loads(text)
+    assert "嵌套" in refused.value.message and "Recursion" not in refused.value.message
+    if deep == "block":
+        assert refused.value.path.startswith("shared.deep") or refused.value.path.startswith("shared.k0")
+
+
+def test_an_expression_of_a_megabyte_is_refused_with_the_rules_path(rules_text):
+    from pipeline import checks
+
+    huge = "visits.total.amount_goods <= " + " + ".join(["funds.fund_union"] * 60_000)
+    text = rules_text.replace("check: visits.total.amount_goods <= funds.fund_union + funds.fund_social",
+                              f"check: {huge}", 1)
+    assert len(text) > 1_000_000
+    with pytest.raises(checks.ConfigError) as refused:
+        checks.loads(text)
+    assert refused.value.path.startswith("rules[") and refused.value.path.endswith("check")
+    assert "上限" in refused.value.message
+
+
+def test_a_broken_rules_yaml_gives_its_message_through_the_cli_not_a_traceback(rules_text, tmp_path):
+    (tmp_path / "rules.yaml").write_text(rules_text.replace("  deadline: 2017-02-05T23:59:59\n",
+                                                            "  deadline: 2017-02-05T23:59:59\n  deadline: x\n", 1),
+                                         encoding="utf-8")
+    done = cli("status", "--rules", str(tmp_path / "rules.yaml"), "--state", str(tmp_path / "state"))
+    assert done.returncode == 2 and "campaign.deadline" in done.stderr and "Traceback" not in done.stderr

@@ -10,10 +10,11 @@ import datetime as dt
 
 import pytest
 
+from pipeline import checks
 from pipeline.checks import validate
 from pipeline.model import Finding
 from pipeline.runs import check
-from pipeline.submission import normalize, read
+from pipeline.submission import read
 from tests.conftest import cell_of
 
 TODAY = dt.date(2017, 2, 1)
@@ -228,11 +229,11 @@ def test_values_handed_over_in_another_order_are_checked_the_same(rules, fill):
     ]
 
     def checked(reordered: bool) -> list[list[Finding]]:
-        prepared = [normalize.prepared(read.read_submission(p.read_bytes(), p.name, rules), rules, TODAY)
+        prepared = [checks.prepare(read.read_submission(p.read_bytes(), p.name, rules), rules, TODAY)
                     for p in paths]
         for c in prepared:
             c.values = dict(reversed(c.values.items())) if reordered else c.values
-        return [c.findings for c in validate.validate_prepared(prepared, rules)]
+        return [list(r.findings) for r in validate.validate(prepared, rules)]
 
     as_given = checked(reordered=False)
     assert {f.rule for found in as_given for f in found} >= {"W-total", "X-archive"}

@@ -22,7 +22,7 @@ def value_used(rules, path, key):
     from pipeline.checks import validate
     from pipeline.submission import read
 
-    (c,) = validate.validate([read.read_path(path, rules)], rules)
+    (c,) = validate.validate_reads([read.read_path(path, rules)], rules)
     return c.values[key]
 
 

@@ -1,7 +1,9 @@
 """The one loader of `rules.yaml`: it turns the campaign declaration into typed, frozen objects.
 
 Every later stage (templates, validation, consolidation, mail) reads the campaign from here and from
-nowhere else. A mistake in the file is refused with its YAML path and a plain Chinese message.
+nowhere else. A mistake in the file is refused with its YAML path and a plain Chinese message. Of each
+rule only what every kind shares is read here; `pipeline.checks.load` also compiles each rule's own part
+(it is the loader to call: a bad rule is refused there, at load time, with its path too).
 """
 
 from __future__ import annotations
@@ -19,16 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
-from pipeline.campaign import rulelang
+from pipeline.campaign import yamlfile
 from pipeline.model import Severity
 
 if TYPE_CHECKING:
     from pipeline.campaign.layout import Layout
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
-RULE_KINDS = ("type", "decimals", "required", "row_total", "check")
+RULE_KEYS = ("id", "severity", "kind", "message", "form", "forms")  # every kind's; pipeline.checks knows the rest
 TLS_MODES = ("ssl", "starttls", "none")
 PROVINCE = "province"
 CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -179,18 +179,20 @@ class Form:
 
 @dataclass(frozen=True)
 class Rule:
+    """What every rule of rules.yaml declares, whatever its kind. The kind's own keys (`places`, `section`,
+    `check` …) are parsed by pipeline.checks from `node`, which keeps the YAML path for its complaints."""
+
     id: str
     severity: Severity
     kind: str
     message: str
     forms: tuple[str, ...]  # empty: applies to every form
-    section: str = ""  # row_total
-    each_row: str = ""  # check, row by row over this section
-    check: rulelang.Expr | None = None
-    when: rulelang.Expr | None = None
-    let: tuple[tuple[str, rulelang.Expr], ...] = ()
-    places: int = 2  # decimals
-    index: int = 0  # position in rules.yaml, for messages
+    index: int = 0  # position in rules.yaml
+    node: Node | None = field(default=None, compare=False, repr=False)  # the rule as written, at rules[index]
+
+    @property
+    def path(self) -> str:
+        return self.node.path if self.node is not None else ""
 
 
 @dataclass(frozen=True)
@@ -296,19 +298,13 @@ class Rules:
         return next(((s.code, "", f.code) for s in self.forms[form].sections if not s.tabular
                      for f in s.fields if f.explains), None)
 
-    def cross_form_forms(self) -> frozenset[str]:
-        """The forms some rule checks against another form of the same unit."""
-        return frozenset(f for r in self.rules if len(r.forms) > 1 for f in r.forms)
-
-    def rules_for(self, form: str) -> tuple[Rule, ...]:
-        return tuple(r for r in self.rules if not r.forms or r.forms == (form,))
-
 
 # --- reading ---------------------------------------------------------------------------------------
 
 
-class _Node:
-    """A value of the parsed YAML together with its path, so every complaint can say where."""
+class Node:
+    """A value of the parsed YAML together with its path, so every complaint can say where (pipeline.checks
+    parses each rule's own keys with it)."""
 
     def __init__(self, value: Any, path: str):
         self.value = value
@@ -332,22 +328,22 @@ class _Node:
             if key not in allowed:
                 raise ConfigError(self._child_path(str(key)), f'未知的键 "{key}",可用的键:{", ".join(allowed)}')
 
-    def get(self, key: str, required: bool = True, default: Any = None) -> _Node:
+    def get(self, key: str, required: bool = True, default: Any = None) -> Node:
         m = self.mapping()
         if key not in m or m[key] is None:
             if required:
                 raise ConfigError(self._child_path(key), "缺少此项")
-            return _Node(default, self._child_path(key))
-        return _Node(m[key], self._child_path(key))
+            return Node(default, self._child_path(key))
+        return Node(m[key], self._child_path(key))
 
-    def items(self) -> Iterator[tuple[str, _Node]]:
+    def items(self) -> Iterator[tuple[str, Node]]:
         for key, value in self.mapping().items():
-            yield str(key), _Node(value, self._child_path(str(key)))
+            yield str(key), Node(value, self._child_path(str(key)))
 
-    def seq(self) -> list[_Node]:
+    def seq(self) -> list[Node]:
         if not isinstance(self.value, list):
             raise self.fail(f"应为列表,实际是 {_kind(self.value)}")
-        return [_Node(v, self._child_path(i)) for i, v in enumerate(self.value)]
+        return [Node(v, self._child_path(i)) for i, v in enumerate(self.value)]
 
     def text(self) -> str:
         if isinstance(self.value, bool) or not isinstance(self.value, str | int | float):
@@ -409,19 +405,19 @@ def _kind(value: Any) -> str:
     )
 
 
-def _optional_str(node: _Node, key: str) -> str:
+def _optional_str(node: Node, key: str) -> str:
     value = node.get(key, required=False)
     return value.text() if value.value is not None else ""
 
 
-def _choice(node: _Node, choices: tuple[str, ...], what: str) -> str:
+def _choice(node: Node, choices: tuple[str, ...], what: str) -> str:
     text = node.text()
     if text not in choices:
         raise node.fail(f'未知{what} "{text}",可选:{", ".join(choices)}')
     return text
 
 
-def _unique(nodes: list[_Node], codes: list[str], what: str) -> None:
+def _unique(nodes: list[Node], codes: list[str], what: str) -> None:
     seen: dict[str, int] = {}
     for i, c in enumerate(codes):
         if c in seen:
@@ -432,7 +428,7 @@ def _unique(nodes: list[_Node], codes: list[str], what: str) -> None:
 # --- sections of the file ----------------------------------------------------------------------------
 
 
-def _campaign(node: _Node, warnings: list[str]) -> Campaign:
+def _campaign(node: Node, warnings: list[str]) -> Campaign:
     node.keys(
         (
             "id", "title", "issuer", "department", "document_number", "issue_date",
@@ -466,14 +462,14 @@ def _campaign(node: _Node, warnings: list[str]) -> Campaign:
     )
 
 
-def _items(node: _Node) -> dict[str, Item]:
+def _items(node: Node) -> dict[str, Item]:
     items: dict[str, Item] = {}
     for code, n in node.items():
         n.keys(("label", "form", "extensions", "rollup"))
         form = n.get("form", required=False)
         ext = n.get("extensions", required=False)
         rollup = n.get("rollup", required=False)
-        items[_Node(code, n.path).code()] = Item(
+        items[Node(code, n.path).code()] = Item(
             code=code,
             label=n.get("label").text(),
             form=form.code() if form.value is not None else None,
@@ -485,14 +481,14 @@ def _items(node: _Node) -> dict[str, Item]:
     return items
 
 
-def _field(node: _Node) -> Field:
+def _field(node: Node) -> Field:
     node.keys(("code", "label", "type", "unit", "required", "min", "max", "group", "wide", "explains"))
     ftype = node.get("type")
     t = ftype.text()
     if t not in FIELD_TYPES:
         raise ftype.fail(f'未知类型 "{t}",可选:{", ".join(FIELD_TYPES)}')
 
-    def opt(key: str) -> _Node:
+    def opt(key: str) -> Node:
         return node.get(key, required=False)
 
     return Field(
@@ -509,7 +505,7 @@ def _field(node: _Node) -> Field:
     )
 
 
-def _section(code: str, node: _Node) -> Section:
+def _section(code: str, node: Node) -> Section:
     node.keys(("title", "fields", "rows", "row_header", "value_label", "footer"))
     field_nodes = node.get("fields").seq()
     fields = tuple(_field(n) for n in field_nodes)
@@ -536,7 +532,7 @@ def _section(code: str, node: _Node) -> Section:
 
     footer = node.get("footer", required=False)
     return Section(
-        code=_Node(code, node.path).code(),
+        code=Node(code, node.path).code(),
         title=text("title"),
         fields=fields,
         rows=rows,
@@ -546,7 +542,7 @@ def _section(code: str, node: _Node) -> Section:
     )
 
 
-def _form(code: str, node: _Node) -> Form:
+def _form(code: str, node: Node) -> Form:
     node.keys(("attachment", "title", "sheet", "version", "sections", "notes"))
     sections = tuple(_section(c, n) for c, n in node.get("sections").items())
     if not sections:
@@ -556,7 +552,7 @@ def _form(code: str, node: _Node) -> Form:
         raise node.get("sheet").fail(f'工作表名 "{sheet}" 不可用:最长 31 个字符,不能含 []:*?/\\')
     notes = node.get("notes", required=False)
     return Form(
-        code=_Node(code, node.path).code(),
+        code=Node(code, node.path).code(),
         attachment=node.get("attachment").text(),
         title=node.get("title").text(),
         sheet=sheet,
@@ -566,7 +562,7 @@ def _form(code: str, node: _Node) -> Form:
     )
 
 
-def _unit_from_mapping(node: _Node) -> Unit:
+def _unit_from_mapping(node: Node) -> Unit:
     node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases"))
     email = node.get("email").text()
     if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", email):
@@ -586,7 +582,7 @@ def _unit_from_mapping(node: _Node) -> Unit:
 UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases")
 
 
-def _units_file(node: _Node, base: Path) -> tuple[list[_Node], bytes]:
+def _units_file(node: Node, base: Path) -> tuple[list[Node], bytes]:
     """Read the contact list staff keep in Excel or CSV into nodes that locate each cell."""
     path = base / node.text()
     if not path.is_file():
@@ -622,16 +618,13 @@ def _units_file(node: _Node, base: Path) -> tuple[list[_Node], bytes]:
                 values[k] = None
             else:
                 values[k] = str(v)
-        nodes.append(_Node(values, f"{node.path}({path.name} 第{i}行)"))
+        nodes.append(Node(values, f"{node.path}({path.name} 第{i}行)"))
     return nodes, raw
 
 
-def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
-    node.keys(
-        ("id", "severity", "kind", "message", "form", "forms", "section", "each_row", "check", "when", "let",
-         "places")
-    )
-    kind = _choice(node.get("kind"), RULE_KINDS, "规则类型")
+def _rule(node: Node, index: int, forms: Mapping[str, Form]) -> Rule:
+    """The common part of a rule; pipeline.checks parses the rest for its kind and refuses unknown keys."""
+    node.mapping()
     severity = Severity(_choice(node.get("severity"), tuple(Severity), "严重程度"))
     form_codes: tuple[str, ...] = ()
     if node.get("form", required=False).value is not None:
@@ -643,61 +636,17 @@ def _rule(node: _Node, index: int, forms: Mapping[str, Form]) -> Rule:
     for fc in form_codes:
         if fc not in forms:
             raise where.fail(f'规则引用了不存在的报表 "{fc}",已有:{", ".join(forms)}')
-    if kind in ("row_total", "check") and not form_codes:
-        raise ConfigError(f"{node.path}.form", "此类规则必须指明报表(form)")
-
-    def section_of(key: str) -> str:
-        sn = node.get(key)
-        code = sn.text()
-        form = forms[form_codes[0]]
-        if code not in [s.code for s in form.sections]:
-            raise sn.fail(f'报表 {form.code} 中没有 "{code}" 这一节')
-        if not form.section(code).tabular:
-            raise sn.fail(f'"{code}" 这一节没有分行,不能逐行检查')
-        return code
-
-    rule: dict[str, Any] = dict(
-        id=node.get("id").text(), severity=severity, kind=kind, message=node.get("message").text(),
-        forms=form_codes, index=index,
+    return Rule(
+        id=node.get("id").text(), severity=severity, kind=node.get("kind").text(),
+        message=node.get("message").text(), forms=form_codes, index=index, node=node,
     )
-    if kind == "decimals":
-        places = node.get("places", required=False)
-        rule["places"] = places.integer() if places.value is not None else 2
-    if kind == "row_total":
-        rule["section"] = section_of("section")
-        if forms[form_codes[0]].section(rule["section"]).total_row is None:
-            raise node.get("section").fail("这一节没有合计行(total: true)")
-    if kind == "check":
-        each_row = section_of("each_row") if node.get("each_row", required=False).value is not None else ""
-        scope = rulelang.Scope(
-            forms={c: forms[c] for c in form_codes}, each_row=each_row, cross_form=len(form_codes) > 1
-        )
-        lets: list[tuple[str, rulelang.Expr]] = []
-        let_node = node.get("let", required=False)
-        if let_node.value is not None:
-            for name, ln in let_node.items():
-                lets.append((name, _expr(ln, scope)))
-                scope = scope.with_name(name)
-        rule["let"] = tuple(lets)
-        rule["each_row"] = each_row
-        rule["check"] = _expr(node.get("check"), scope)
-        when = node.get("when", required=False)
-        rule["when"] = _expr(when, scope) if when.value is not None else None
-    return Rule(**rule)
-
-
-def _expr(node: _Node, scope: rulelang.Scope) -> rulelang.Expr:
-    try:
-        return rulelang.parse(node.text(), scope)
-    except rulelang.ExprError as exc:
-        raise node.fail(str(exc)) from None
 
 
 IMAP_KEYS = ("imap_host", "imap_port", "imap_tls", "imap_user", "imap_password_env", "imap_folder")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _mail(node: _Node) -> Mail:
+def _mail(node: Node) -> Mail:
     node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env", "send_seconds",
                *IMAP_KEYS))
     for key in ("sender", "reply_to"):
@@ -727,7 +676,7 @@ def _mail(node: _Node) -> Mail:
     )
 
 
-def _imap(node: _Node) -> dict[str, Any]:
+def _imap(node: Node) -> dict[str, Any]:
     """The mailbox keys of `mail:`: all or none (imap_folder and imap_port have defaults)."""
     if node.get("imap_host", required=False).value is None:
         for key in IMAP_KEYS:
@@ -755,7 +704,7 @@ def _imap(node: _Node) -> dict[str, Any]:
 MIN_WORKER_MEMORY_MB = 256
 
 
-def _limits(node: _Node) -> Limits:
+def _limits(node: Node) -> Limits:
     if node.value is None:
         return Limits()
     fields = ("max_file_mb", "max_unzipped_mb", "max_ratio", "worker_memory_mb", "worker_seconds")
@@ -777,17 +726,6 @@ def _limits(node: _Node) -> Limits:
 # --- the loader --------------------------------------------------------------------------------------
 
 
-_YAML_HINTS = {
-    "'\\t'": "这里有制表符(Tab),YAML 只能用空格缩进",
-    "mapping values are not allowed": "冒号位置不对,或者文字里的冒号需要加引号",
-    "could not find expected ':'": "缺少冒号",
-    "found duplicate anchor": "锚点(&名称)重复",
-    "found undefined alias": "引用了未定义的锚点(*名称)",
-    "did not find expected key": "缩进不一致",
-    "while scanning a quoted scalar": "引号没有配对",
-}
-
-
 def load(path: str | Path = "rules.yaml") -> Rules:
     """Load and check rules.yaml; raise ConfigError naming the YAML path of the first mistake."""
     path = Path(path)
@@ -798,25 +736,13 @@ def load(path: str | Path = "rules.yaml") -> Rules:
     return loads(raw, source=path)
 
 
-# libyaml's safe loader when PyYAML has it (its wheels do): 8 ms instead of 52 for rules.yaml, paid by
-# every run, check and sandbox child. Both build the same plain data; an error is reported as PyYAML's.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     try:
-        try:
-            parsed = yaml.load(data, Loader=_LOADER)
-        except yaml.YAMLError:
-            parsed = yaml.safe_load(data)  # libyaml words some errors differently; the hints know PyYAML's
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"第 {mark.line + 1} 行第 {mark.column + 1} 列" if mark else ""
-        problem = str(getattr(exc, "problem", "") or exc)
-        hint = next((h for k, h in _YAML_HINTS.items() if k in problem), "请检查缩进、冒号和引号")
-        raise ConfigError("", f"{source.name} {where}写法有误:{hint}(原始信息:{problem})") from None
-    root = _Node(parsed, "")
+        parsed = yamlfile.parse(data, source.name)
+    except yamlfile.YamlError as exc:
+        raise ConfigError(exc.path, exc.message) from None
+    root = Node(parsed, "")
     root.keys(
         (
             "campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail",
@@ -874,7 +800,7 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     )
 
 
-def _check_aliases(nodes: list[_Node], units: tuple[Unit, ...]) -> None:
+def _check_aliases(nodes: list[Node], units: tuple[Unit, ...]) -> None:
     """An alias that names two units would make file names ambiguous; refuse it at load time."""
     owner: dict[str, str] = {}
     for n, u in zip(nodes, units, strict=True):

@@ -73,14 +73,21 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
 _CMPOPS: dict[type, str] = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
 
 
+MAX_LENGTH = 2000  # the longest expression of the shipped rules is under 120 characters
+
+
 def parse(source: str, scope: Scope) -> Expr:
+    if len(source) > MAX_LENGTH:
+        raise ExprError(f"表达式有 {len(source)} 个字符,超过 {MAX_LENGTH} 个字符的上限;请拆成几条规则或用 let 定义中间量")
     try:
         tree = ast.parse(source.strip(), mode="eval").body
+        refs: list[Ref] = []
+        names: list[str] = []
+        _walk(tree, scope, refs, names, source)
     except SyntaxError as exc:
         raise ExprError(f'表达式 "{source}" 写法有误:{exc.msg}') from None
-    refs: list[Ref] = []
-    names: list[str] = []
-    _walk(tree, scope, refs, names, source)
+    except (RecursionError, MemoryError):
+        raise ExprError("表达式嵌套过深,无法计算;请拆成几条规则或用 let 定义中间量") from None
     return Expr(source=source, tree=tree, refs=tuple(refs), names=tuple(names))
 
 

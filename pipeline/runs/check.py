@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.campaign.config import Rules
 from pipeline.checks import validate
 from pipeline.io.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
-from pipeline.model import Checked, Finding, Read, Verdict, cell_order
+from pipeline.model import Finding, Read, Report, Verdict, cell_order
 from pipeline.submission import read
 
 VERDICT_WORDS = {Verdict.ACCEPTED: "通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取"}
@@ -26,23 +26,23 @@ class FileResult:
     """`pipeline check`'s answer for one file: the file as given, and its checked form."""
 
     file: str
-    checked: Checked
+    report: Report
 
     @property
     def unit(self) -> str | None:
-        return self.checked.read.unit
+        return self.report.read.unit
 
     @property
     def form(self) -> str | None:
-        return self.checked.read.form
+        return self.report.read.form
 
     @property
     def verdict(self) -> Verdict:
-        return self.checked.verdict
+        return self.report.verdict
 
     @property
     def findings(self) -> tuple[Finding, ...]:
-        return tuple(self.checked.findings)
+        return self.report.findings
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,8 +63,8 @@ def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = Non
     """
     reads = (_read_isolated(paths, rules) if isolated
              else [read.read_path(p, rules, readable(p.name)) for p in paths])
-    checked = validate.validate(reads, rules, today)
-    return [FileResult(readable(str(p)), c) for p, c in zip(paths, checked, strict=True)]
+    reports = validate.validate_reads(reads, rules, today)
+    return [FileResult(readable(str(p)), r) for p, r in zip(paths, reports, strict=True)]
 
 
 def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[Read]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.consolidation import history
-from pipeline.model import F_UNRECOGNISED, Checked, Finding, Read, Severity, Submission, Verdict
+from pipeline.model import F_UNRECOGNISED, Checked, Finding, Read, Report, Severity, Submission, Verdict
 from pipeline.runs import overlap, senders, tasks
 from pipeline.runs.context import Run
 from pipeline.submission import refusal, reports
@@ -48,9 +48,9 @@ def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = No
 
     overlap.set_aside()
     companions = _companions(run, [c.read for c in prepared], {s.id for s in pending})
-    checked = validate.validate_prepared(prepared + companions, rules)[: len(prepared)]
-    for sub, c in zip(forms, checked, strict=True):
-        results.append((sub.id, _form_fields(run, c)))
+    validated = validate.validate(prepared + companions, rules)[: len(prepared)]
+    for sub, report in zip(forms, validated, strict=True):
+        results.append((sub.id, _form_fields(run, report)))
     senders.hold_unconfirmed(run, pending, results)  # recorded with the verdicts: never counted meanwhile
     ledger.record_checks(results)
     return Counter(fields["verdict"] for _, fields in results)
@@ -72,7 +72,7 @@ def _too_large(run: Run, sub: Submission) -> dict[str, Any]:
     return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
 
 
-def _form_fields(run: Run, c: Checked) -> dict[str, Any]:
+def _form_fields(run: Run, c: Report) -> dict[str, Any]:
     rules, read = run.rules, c.read
     findings = list(c.findings)
     stray = history.wrong_level(rules, read.unit, run.level)
@@ -92,7 +92,9 @@ def _companions(run: Run, reads: Sequence[Read], new: set[str]) -> list[Checked]
     """For rules across forms: the unit's other form already in the ledger, read again to check against.
     Archived bytes are as untrusted as new ones, so they are read by the workers too."""
     rules, ledger = run.rules, run.ledger
-    cross = rules.cross_form_forms()
+    from pipeline.checks import Ruleset
+
+    cross = {form.code for rule in Ruleset.of(rules).across_forms for form in rule.forms}
     arriving = {(r.unit, r.form) for r in reads}
     wanted = [(unit, other) for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross)
               for other in sorted(cross - {form}) if (unit, other) not in arriving]

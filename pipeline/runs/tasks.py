@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.campaign import config
 from pipeline.campaign.config import Limits, Rules, Unit
 from pipeline.io.workers import GaveUp, Pool
 from pipeline.model import Checked, Finding, Read
@@ -23,7 +22,9 @@ _RULES: list[Rules] = []  # the campaign, in a worker: loaded once by `setup`
 
 
 def setup(rules_path: str) -> None:
-    _RULES[:] = [config.load(rules_path)]
+    from pipeline import checks
+
+    _RULES[:] = [checks.load(rules_path)]
 
 
 def _rules() -> Rules:
@@ -49,10 +50,11 @@ class FileToCheck:
 
 def check_file(item: FileToCheck) -> Checked:
     """One file read and normalised: all the per-file work, so that the parent only runs the schema."""
-    from pipeline.submission import normalize, read
+    from pipeline import checks
+    from pipeline.submission import read
 
     rules = _rules()
-    checked = normalize.prepared(read.read_submission(item.data, item.name, rules), rules, item.today)
+    checked = checks.prepare(read.read_submission(item.data, item.name, rules), rules, item.today)
     checked.read.cells = read.Packed(checked.read.cells)  # see Packed
     return checked
 

@@ -1,8 +1,10 @@
 """Turn one cell, as python-calamine read it, into the value every later check and the consolidation use.
 
 Reading a workbook hands each filled cell here once; what a person unambiguously meant becomes a number,
-string or date, and everything else becomes an R-type / R-decimals / R-required finding naming the cell.
-`prepared` does it for every cell of a read submission, in the worker that read it.
+string or date, and everything else becomes an issue naming the cell: which kind of rule speaks of it
+(`type`, `decimals` or `required`), what was typed and the particulars. pipeline.checks words issues into
+findings with the rule of that kind in rules.yaml; nothing here knows a rule. `submission` does it for every
+cell of a read submission, in the worker that read it.
 """
 
 from __future__ import annotations
@@ -10,65 +12,49 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from pipeline.campaign import layout
-from pipeline.campaign.config import Field, Form, Rule, Rules
-from pipeline.model import F_STRUCTURE, Cell, Checked, Finding, Read, Severity
-
-Key = tuple[str, str, str]  # (section, row, field)
+from pipeline.campaign.config import Field, Form
+from pipeline.model import F_STRUCTURE, Cell, Key, Read, Severity
 
 Value = float | int | str | dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """What a person should be told about one cell, before a rule of rules.yaml words it.
+
+    `kind` names the kind of rule that speaks: "type" (not the kind of value the column takes), "decimals"
+    (money rounded) or "required" (a phone or date that does not parse). `params` are the particulars a
+    message may quote: `expected` and `hint`, `rounded`, or `problem`.
+    """
+
+    kind: str
+    field: Field
+    sheet: str
+    cell: str  # A1
+    row: str  # row code; "" for a single value
+    row_label: str
+    shown: str  # the cell as the person typed it
+    params: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
     """A cell's value and what is worth telling the user about it.
 
-    `value` is None for a blank text, phone or date cell and for any cell with an error finding: an error
-    means the cell has no usable value, so later rules skip it instead of piling up follow-on errors.
-    Blank count and money cells are 0. A warning (R-decimals) keeps the corrected value.
+    `value` is None for a blank text, phone or date cell and for any cell with a `type` or `required`
+    issue: such a cell has no usable value, so later rules skip it instead of piling up follow-on errors.
+    Blank count and money cells are 0. A `decimals` issue keeps the corrected value.
     """
 
     value: Value
-    findings: tuple[Finding, ...] = ()
-
-
-# The three kinds of rule this module evaluates, with the messages rules.yaml ships. Callers that
-# loaded rules.yaml pass `rules_by_kind(rules.rules)` so a reworded message or a renamed id takes effect;
-# tests check that these defaults still equal the shipped file.
-DEFAULT_RULES: Mapping[str, Rule] = MappingProxyType(
-    {
-        "type": Rule(
-            id="R-type", severity=Severity.ERROR, kind="type", forms=(),
-            message="{cell} {label}应填{expected},实际填写“{value}”。{hint}",
-        ),
-        "decimals": Rule(
-            id="R-decimals", severity=Severity.WARNING, kind="decimals", forms=(), places=2,
-            message="{cell} {label} {value} 超过两位小数,已按 {rounded} 计算",
-        ),
-        "required": Rule(
-            id="R-required", severity=Severity.ERROR, kind="required", forms=(),
-            message="{cell} {label}{problem}",
-        ),
-    }
-)
-
-
-def rules_by_kind(rules: Iterable[Rule]) -> dict[str, Rule]:
-    """The first rule of each kind this module evaluates, falling back to the shipped defaults."""
-    chosen = dict(DEFAULT_RULES)
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.kind in chosen and rule.kind not in seen:
-            chosen[rule.kind] = rule
-            seen.add(rule.kind)
-    return chosen
+    issues: tuple[Issue, ...] = ()
 
 
 # --- character folding -------------------------------------------------------------------------------
@@ -155,17 +141,10 @@ def _landline_re(area_code: str) -> re.Pattern[str]:
 # --- issues, before they know where they are -----------------------------------------------------------
 
 
-class _Issue(NamedTuple):
-    kind: str  # "type", "decimals" or "required": which rule of rules.yaml speaks
-    shown: str  # the cell as the person typed it
+class _Said(NamedTuple):
+    kind: str  # as Issue.kind
+    shown: str
     params: Mapping[str, str]
-
-
-class _Template(dict[str, str]):
-    """Message parameters; a placeholder this module does not fill stays visible instead of raising."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
 
 
 def normalize(
@@ -180,22 +159,20 @@ def normalize(
     issue_date: dt.date | None = None,
     run_date: dt.date | None = None,
     places: int = 2,
-    rules: Mapping[str, Rule] | None = None,
     area_code: str = "0898",
 ) -> Normalized:
     """Normalise one cell of `field`; `row`/`row_label` locate it in a tabular section.
 
-    `rules` maps a rule kind ("type", "decimals", "required") to the rule of rules.yaml that reports it
-    (see `rules_by_kind`); `places` is the decimals rule's `places`; `area_code` is the one landline area
-    code a phone may carry.
+    `places` is how many decimals money keeps (the `decimals` rule's `places`); `area_code` is the one
+    landline area code a phone may carry.
     """
     if formula_without_value:
         shown = raw.strip() if isinstance(raw, str) and raw.strip() else "公式"
-        issue = _Issue("type", shown, {
+        said = _Said("type", shown, {
             "expected": _EXPECTED.get(field.type, "数值"),
             "hint": "该单元格是公式但没有计算结果(文件可能由程序生成),请用 Excel 或 WPS 打开后保存再报送",
         })
-        return _report(None, (issue,), field, sheet, cell, row, row_label, rules)
+        return _located(None, (said,), field, sheet, cell, row, row_label)
 
     kind = field.type
     if kind == "count" or kind == "money":
@@ -218,8 +195,8 @@ def normalize(
 
     if isinstance(result, Normalized):
         return result
-    value, issues = result
-    return _report(value, issues, field, sheet, cell, row, row_label, rules)
+    value, told = result
+    return _located(value, told, field, sheet, cell, row, row_label)
 
 
 def fmt_number(value: float | int | Decimal, field: Field, places: int = 2) -> str:
@@ -236,11 +213,11 @@ def fmt_number(value: float | int | Decimal, field: Field, places: int = 2) -> s
 # --- the field types ---------------------------------------------------------------------------------
 
 _EXPECTED = {"count": "整数", "money": "数字", "text": "文字", "phone": "电话号码", "date": "日期"}
-_Result = Normalized | tuple[Value, tuple[_Issue, ...]]
+_Result = Normalized | tuple[Value, tuple[_Said, ...]]
 
 
-def _type_error(field: Field, shown: str, hint: str, expected: str = "") -> tuple[Value, tuple[_Issue, ...]]:
-    return None, (_Issue("type", shown, {"expected": expected or _EXPECTED[field.type], "hint": hint}),)
+def _type_error(field: Field, shown: str, hint: str, expected: str = "") -> tuple[Value, tuple[_Said, ...]]:
+    return None, (_Said("type", shown, {"expected": expected or _EXPECTED[field.type], "hint": hint}),)
 
 
 def _numeric_cell(raw: object, field: Field, places: int) -> _Result:
@@ -309,7 +286,7 @@ def _number(x: float | int | Decimal, field: Field, places: int, shown: str | No
     q = d.quantize(_quantum(places), rounding=ROUND_HALF_UP)
     if q == d:
         return Normalized(float(d) + 0.0)
-    issue = _Issue("decimals", shown or f"{d:f}", {"rounded": fmt_number(q, field, places)})
+    issue = _Said("decimals", shown or f"{d:f}", {"rounded": fmt_number(q, field, places)})
     return float(q), (issue,)
 
 
@@ -343,7 +320,7 @@ def _phone(raw: object, area_code: str) -> _Result:
         phone = None
     if phone is None:
         problem = f"“{shown}”无法识别:请填写座机(可带区号{area_code})或11位手机号"
-        return None, (_Issue("required", shown, {"problem": problem}),)
+        return None, (_Said("required", shown, {"problem": problem}),)
     return Normalized(phone)
 
 
@@ -403,7 +380,7 @@ def _date(raw: object, issue_date: dt.date | None, run_date: dt.date | None) -> 
         problem = f" {d.isoformat()} 晚于今天({run_date.isoformat()})"
     else:
         return Normalized(d)
-    return None, (_Issue("required", shown, {"problem": problem}),)
+    return None, (_Said("required", shown, {"problem": problem}),)
 
 
 def _parse_date(raw: object) -> dt.date | None:
@@ -484,89 +461,67 @@ def as_typed(raw: object) -> str:
     return str(raw)
 
 
-def _report(
-    value: Value,
-    issues: tuple[_Issue, ...],
-    field: Field,
-    sheet: str,
-    cell: str,
-    row: str,
-    row_label: str,
-    rules: Mapping[str, Rule] | None,
+def _located(
+    value: Value, said: tuple[_Said, ...], field: Field, sheet: str, cell: str, row: str, row_label: str
 ) -> Normalized:
-    findings = []
-    for issue in issues:
-        rule = (rules or DEFAULT_RULES).get(issue.kind) or DEFAULT_RULES[issue.kind]
-        label = field.caption
-        if row_label and "{row}" not in rule.message:
-            label = f"{row_label} {label}"  # a tabular cell is named by its row as well as its column
-        params: dict[str, Any] = {
-            "cell": cell, "label": label, "row": row_label, "value": issue.shown, "unit": field.unit,
-            "expected": "", "hint": "", "rounded": "", "problem": "",
-        }
-        params.update(issue.params)
-        message = rule.message.format_map(_Template(params)).strip()
-        findings.append(
-            Finding(
-                rule=rule.id, severity=rule.severity, message=message, sheet=sheet, cell=cell,
-                field=field.code, row=row, value=issue.shown,
-            )
-        )
-    return Normalized(value, tuple(findings))
+    issues = tuple(Issue(s.kind, field, sheet, cell, row, row_label, s.shown, s.params) for s in said)
+    return Normalized(value, issues)
 
 
-__all__ = ["DEFAULT_RULES", "Normalized", "fmt_number", "normalize", "rules_by_kind"]
+__all__ = ["Issue", "Normalized", "fmt_number", "normalisable", "normalize", "submission"]
 
 
 # --- a whole submission -----------------------------------------------------------------------------------------
 
 
-def prepared(sub: Read, rules: Rules, today: dt.date) -> Checked:
-    """A read submission's cells normalised into values, with the findings of reading and parsing: what
-    the schema checks. Per file and pure, so it runs where the file was read (the sandbox's children)."""
-    if not sub.readable or sub.form is None or sub.form not in rules.forms:
-        return Checked(sub, findings=list(sub.findings))
-    if any(f.rule == F_STRUCTURE and f.severity == Severity.ERROR for f in sub.findings):
-        return Checked(sub, findings=list(sub.findings))
-    return _normalised(sub, rules.forms[sub.form], rules, today)
+def normalisable(sub: Read, forms: Mapping[str, Form]) -> bool:
+    """Whether a read submission's cells can become values: a form of the campaign, its structure found."""
+    if not sub.readable or sub.form is None or sub.form not in forms:
+        return False
+    return not any(f.rule == F_STRUCTURE and f.severity == Severity.ERROR for f in sub.findings)
 
 
-def _normalised(sub: Read, form: Form, rules: Rules, today: dt.date) -> Checked:
-    checked = Checked(sub, findings=list(sub.findings), normalised=True)
-    lay = layout.compute(form)
-    by_kind = rules_by_kind(rules.rules)
-    places = by_kind["decimals"].places
-    for slot in lay.slots:
+def submission(
+    sub: Read, form: Form, *, issue_date: dt.date, today: dt.date, places: int = 2
+) -> tuple[dict[Key, Any], list[Issue]]:
+    """A read submission's cells as values, in layout order, and the issues found on the way. Per file and
+    pure, so it runs where the file was read (the sandbox's children); see `normalisable` first.
+
+    A blank 合计 (or the template's own SUM) is computed from its rows. A cell with a `type` or `required`
+    issue is unusable: a number becomes NaN, left out of every rule that needs it; text keeps what was typed,
+    so that it does not count as "not filled" a second time.
+    """
+    values: dict[Key, Any] = {}
+    issues: list[Issue] = []
+    for slot in layout.compute(form).slots:
         cell = sub.cells.get(slot.key)
         if cell is None:
-            checked.values[slot.key] = None if not slot.field.numeric else math.nan
+            values[slot.key] = None if not slot.field.numeric else math.nan
             continue
         if slot.is_total and (_is_blank(cell.raw) or cell.formula_without_value or _own_sum(cell, sub, slot)):
             # A blank 合计, or the template's own SUM (computed or not): we compute it below. Excel's SUM
             # skips numbers stored as text, so its cached result may be short of the true total.
-            checked.values[slot.key] = None
+            values[slot.key] = None
             continue
         result = normalize(
             cell.raw, slot.field, sheet=cell.sheet, cell=cell.address, row=slot.key[1],
             row_label=slot.row.label if slot.row else "", formula_without_value=cell.formula_without_value,
-            issue_date=rules.campaign.issue_date, run_date=today, places=places, rules=by_kind,
+            issue_date=issue_date, run_date=today, places=places,
         )
-        checked.findings.extend(result.findings)
+        issues.extend(result.issues)
         value = result.value
-        if value is None and any(f.is_error for f in result.findings):
-            # Filled but unusable, and already told: numbers are left out of every rule that needs them,
-            # text keeps what was typed so that it does not count as "not filled" a second time.
+        if value is None and result.issues:
             value = math.nan if slot.field.numeric else str(cell.raw)
-        checked.values[slot.key] = value
+        values[slot.key] = value
     for section in form.sections:
         total = section.total_row
         if total is None:
             continue
         for f in section.fields:
             key = (section.code, total.code, f.code)
-            if checked.values.get(key) is None:
-                checked.values[key] = sum(checked.values[(section.code, r.code, f.code)] for r in section.detail_rows)
-    return checked
+            if values.get(key) is None:
+                values[key] = sum(values[(section.code, r.code, f.code)] for r in section.detail_rows)
+    return values, issues
 
 
 def _own_sum(cell: Cell, sub: Read, slot: layout.Slot) -> bool:
