@@ -10,7 +10,9 @@ callable from Python (a test, a notebook, another program) without the command l
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from pipeline.consolidation.status import Status
     from pipeline.demo import DemoInbox
     from pipeline.runs.check import FileResult
+    from pipeline.runs.fetching import Fetched
+    from pipeline.runs.watch import Round
 
 
 PROJECT = Path(__file__).resolve().parent.parent  # the checkout, whose rules.yaml is the demo campaign
@@ -94,15 +98,69 @@ class Campaign:
 
     def run(self, as_of: str | dt.datetime | None = None, *, send: bool = False, final: bool = False,
             password: str | None = None, sign: dict[str, object] | None = None, allow_missing: str = "",
-            progress: Progress | None = None) -> RunResult:
+            progress: Progress | None = None, fetch: bool = False, imap_password: str | None = None) -> RunResult:
         """The weekly run (raises `RunLocked` when another holds the lock, `NotYetFinal` for --final before
-        the deadline)."""
+        the deadline); with `fetch`, the campaign mailbox is fetched first."""
         from pipeline.runs import weekly
 
         when = self.moment(as_of)
         options = Options(send=send, final=final, password=password, sign=dict(sign or {}),
-                          allow_missing=allow_missing)
+                          allow_missing=allow_missing, fetch=fetch, imap_password=imap_password)
         return weekly.run(self.rules, self.folders, when, level=self.level, options=options, progress=progress)
+
+    def fetch(self, as_of: str | dt.datetime | None = None, *, send: bool = False, password: str | None = None,
+              imap_password: str | None = None) -> tuple[Fetched, Counter[str]]:
+        """Take what is new in the campaign mailbox into the inbox (raises `imap.MailboxError` when it cannot
+        be read); the notices it calls for are written, and sent with `send`. What was taken, and how the
+        sending went."""
+        from pipeline.runs import fetching
+        from pipeline.runs.context import opened
+        from pipeline.runs.delivery import deliver
+
+        options = Options(send=send, password=password, imap_password=imap_password)
+        with opened(self.rules, self.folders, self.moment(as_of), self.level, options) as run:
+            got = fetching.fetch(run, imap_password)
+            return got, deliver(run)
+
+    def watch(self, stop: threading.Event, *, send: bool = False, password: str | None = None,
+              imap_password: str | None = None, report: Callable[[str], None] = print,
+              rounds: Callable[[Round], None] | None = None) -> None:
+        """Answer the campaign mailbox as messages arrive, until `stop` is set (see runs/watch.py)."""
+        from pipeline.runs import watch
+
+        options = Options(send=send, password=password, imap_password=imap_password)
+        watch.watch(self.rules, self.folders, options, stop, level=self.level, report=report, rounds=rounds)
+
+    def held(self) -> list[Any]:
+        """The files held as 待确认 (mailed from an address not on file for their unit), as rows."""
+        from pipeline.io import mailbook
+        from pipeline.io.ledger import Ledger
+
+        book = Ledger(self.folders.state)
+        try:
+            return mailbook.held(book)
+        finally:
+            book.close()
+
+    def confirm(self, keys: Sequence[str]) -> list[Any]:
+        """Staff's word that held files come from their unit: counted from now on (`keys`: the start of each
+        one's number as `held` gives it). Returns the rows confirmed."""
+        from pipeline.runs import senders
+        from pipeline.runs.context import opened
+
+        with opened(self.rules, self.folders, self.moment(), self.level) as run:
+            return senders.confirm(run, keys)
+
+    def send_templates(self, unit: str | None = None, as_of: str | dt.datetime | None = None, *,
+                       send: bool = False, password: str | None = None) -> tuple[list[str], Counter[str]]:
+        """Each unit its own blank templates by e-mail, once per template version; the units written to,
+        and how the sending went."""
+        from pipeline.runs import templates
+        from pipeline.runs.context import opened
+
+        options = Options(send=send, password=password)
+        with opened(self.rules, self.folders, self.moment(as_of), self.level, options) as run:
+            return templates.mail_all(run, unit)
 
     def status(self, as_of: str | dt.datetime | None = None) -> Status:
         from pipeline.runs import reporting

@@ -188,6 +188,7 @@ def run(
     leader: Annotated[str, typer.Option("--leader", help="汇总报表的单位负责人(与 --for 同用)")] = "",
     preparer: Annotated[str, typer.Option("--preparer", help="汇总报表的填表人(与 --for 同用)")] = "",
     phone: Annotated[str, typer.Option("--phone", help="汇总报表的联系电话(与 --for 同用)")] = "",
+    fetch: Annotated[bool, typer.Option("--fetch", help="先收取活动邮箱中的新邮件(附件存入收件箱)")] = False,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -195,12 +196,17 @@ def run(
     campaign = _campaign(rules_path, workspace, inbox, outbox, state, level=for_unit or "province")
     rules = campaign.rules
     when = _moment(campaign, as_of)
+    if fetch:
+        campaign.folders.inbox.mkdir(parents=True, exist_ok=True)  # the mailbox's files go there
     if not campaign.folders.inbox.is_dir():
         _fail(f"找不到收件箱目录 {campaign.folders.inbox}")
     sign = {"leader": leader, "preparer": preparer, "phone": phone, "date": when.date()}
     with _progress() as progress:
         result = campaign.run(when, send=send, final=final, password=_password(rules, send), sign=sign,
-                              allow_missing=allow_missing, progress=progress)
+                              allow_missing=allow_missing, progress=progress, fetch=fetch,
+                              imap_password=_imap_password(rules, fetch))
+    if result.fetched is not None:
+        _print_fetched(result.fetched)
     _print_run(result)
 
 
@@ -225,6 +231,137 @@ def _print_run(result: Any) -> None:
     for path in result.outputs:
         typer.echo(f"  输出:{path}")
     typer.echo("用时:" + ",".join(f"{stage} {sec:.1f} 秒" for stage, sec in result.seconds.items()))
+
+
+def _imap_password(rules: Rules, fetch: bool = True) -> str | None:
+    if not fetch:
+        return None
+    if not rules.mail.imap_host:
+        _fail("rules.yaml 的 mail 一节没有设置活动邮箱(imap_host、imap_user、imap_password_env),无法收取邮件")
+    value = os.environ.get(rules.mail.imap_password_env)
+    if not value:
+        _fail(f"要收取邮件,请先设置环境变量 {rules.mail.imap_password_env}(邮箱密码或授权码)")
+    return value
+
+
+def _print_fetched(got: Any) -> None:
+    from pipeline.io.incoming import AUTO, BOUNCE, BULK
+
+    words = {"submission": "报送", "empty": "无附件", "unusable": "附件无法收取", BOUNCE: "退信", AUTO: "自动回复",
+             BULK: "群发", "duplicate": "重复投递"}
+    kinds = ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(got.taken.items()))
+    typer.echo(f"邮箱:共 {got.in_mailbox} 封,新收 {sum(got.taken.values())} 封" + (f"({kinds})" if kinds else "")
+               + f",存入收件箱 {got.files} 个文件" + (f",确认 {got.confirmed} 个待确认文件" if got.confirmed else "")
+               + (f",退信对应到 {got.bounced} 封已发邮件" if got.bounced else ""))
+    for line in got.notes:
+        typer.echo(f"  {line}")
+
+
+@app.command()
+@_told
+def fetch(
+    inbox: InboxOption = None,
+    outbox: OutboxOption = None,
+    state: StateOption = None,
+    as_of: AsOfOption = None,
+    send: SendOption = False,
+    rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """收取活动邮箱(只读,不删除、不标为已读):每封新邮件的附件存入收件箱,并给没有可用附件的邮件写回复。"""
+    from pipeline.model import MessageStatus
+
+    campaign = _campaign(rules_path, workspace, inbox, outbox, state)
+    rules = campaign.rules
+    imap_password = _imap_password(rules)
+    got, sent = campaign.fetch(_moment(campaign, as_of), send=send, password=_password(rules, send),
+                               imap_password=imap_password)
+    _print_fetched(got)
+    if sent:
+        typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(sent.items())))
+
+
+@app.command()
+@_told
+def watch(
+    inbox: InboxOption = None,
+    outbox: OutboxOption = None,
+    state: StateOption = None,
+    send: SendOption = False,
+    rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """守候活动邮箱:每来一封新邮件,立即收取、校验并回复(按 Ctrl-C 停止);与 pipeline run 可交替使用。"""
+    import datetime as dt
+    import signal
+    import threading
+
+    campaign = _campaign(rules_path, workspace, inbox, outbox, state)
+    rules = campaign.rules
+    imap_password, password = _imap_password(rules), _password(rules, send)
+    stop = threading.Event()
+    for which in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(which, lambda *_: stop.set())
+
+    def said(line: str) -> None:
+        typer.echo(f"{dt.datetime.now():%H:%M:%S} {line}")
+
+    def done(round_: Any) -> None:
+        taken = sum(round_.fetched.taken.values())
+        checked = ",".join(f"{k} {v}" for k, v in sorted(round_.checked.items()))
+        sent = ",".join(f"{k} {v}" for k, v in sorted(round_.messages.items()))
+        said(f"新收 {taken} 封邮件、{round_.fetched.files} 个文件;校验 {checked or '无'};邮件 {sent or '无'};"
+             f"用时 {round_.seconds:.1f} 秒")
+        for line in round_.fetched.notes:
+            said(f"  {line}")
+
+    said(f"开始守候邮箱 {rules.mail.imap_user}({rules.mail.imap_host}),按 Ctrl-C 停止")
+    campaign.watch(stop, send=send, password=password, imap_password=imap_password, report=said, rounds=done)
+    said("已停止守候。")
+
+
+@app.command()
+@_told
+def confirm(
+    numbers: Annotated[list[str] | None, typer.Argument(help="要确认的文件编号(不写则列出全部待确认文件)")] = None,
+    state: StateOption = None,
+    rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """待确认的文件:发件邮箱不是该单位登记的邮箱。列出它们;工作人员核实后写编号确认,文件即计入。"""
+    campaign = _campaign(rules_path, workspace, state=state)
+    if numbers:
+        for row in campaign.confirm(numbers):
+            typer.echo(f"已确认:{row['file']}(发件人 {row['sender']}),下次运行时计入并回复校验结果")
+        return
+    rows = campaign.held()
+    for row in rows:
+        typer.echo(f"  {row['submission'][:12]}  {row['unit']}  {row['file']}\n      {row['held']}")
+    typer.echo(f"待确认的文件 {len(rows)} 个" + ("(核实后用 pipeline confirm 编号 确认)" if rows else ""))
+
+
+@app.command("send-templates")
+@_told
+def send_templates(
+    unit: Annotated[str | None, typer.Option("--unit", help="只发给这个单位代码,如 460100")] = None,
+    outbox: OutboxOption = None,
+    state: StateOption = None,
+    as_of: AsOfOption = None,
+    send: SendOption = False,
+    rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """给每个单位发送它自己的空白模板和报送要求(报什么、发到哪个邮箱、何时截止);每个模板版本只发一次。"""
+    from pipeline.model import MessageStatus
+
+    campaign = _campaign(rules_path, workspace, outbox=outbox, state=state)
+    if unit is not None and not campaign.rules.has_unit(unit):
+        _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
+    names, sent = campaign.send_templates(unit, _moment(campaign, as_of), send=send,
+                                          password=_password(campaign.rules, send))
+    typer.echo(f"模板邮件 {len(names)} 封:" + ("、".join(names) if names else "各单位都已发过这一版模板"))
+    if sent:
+        typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(sent.items())))
 
 
 @app.command()

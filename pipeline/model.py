@@ -291,6 +291,7 @@ class Submission:
     size: int = 0
     first_seen: dt.datetime | None = None  # when a run first saw it
     id: str = ""  # the event: its sha256, or sha256#n when the same bytes came back later as a new version
+    held: str = ""  # why it is not counted yet (待确认: mailed from an address not on file for its unit)
 
     def __post_init__(self) -> None:
         if not self.id:

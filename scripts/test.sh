@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need, then runs them all: a .venv beside the project with the package and its
-# dev tools, and (as root, when missing) LibreOffice Calc, CJK fonts and poppler from Debian's packages.
+# dev tools, and (as root, when missing) LibreOffice Calc, CJK fonts, poppler and Dovecot (the IMAP server
+# the mailbox tests start on 127.0.0.1) from Debian's packages.
 # Fails when a static check or a test fails, and when no test ran at all. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,19 +12,23 @@ need_packages=0
 for program in soffice pdftoppm pdftotext chromium openssl; do
   have "$program" || need_packages=1
 done
+if ! have dovecot && [ ! -x /usr/sbin/dovecot ]; then
+  need_packages=1
+fi
 if have fc-list && [ -z "$(fc-list :lang=zh family 2>/dev/null)" ]; then
   need_packages=1  # without a CJK font, PDFs of the forms print empty boxes
 fi
 if [ "$need_packages" -eq 1 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
-    echo "scripts/test.sh: installing LibreOffice Calc, Chromium, CJK fonts and poppler (apt-get)…"
+    echo "scripts/test.sh: installing LibreOffice Calc, Chromium, CJK fonts, poppler and Dovecot (apt-get)…"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui fonts-noto-cjk poppler-utils chromium openssl >/dev/null
+    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui fonts-noto-cjk poppler-utils chromium openssl dovecot-imapd >/dev/null
+    # The package's own service is not wanted: the tests start their own Dovecot on a free port.
   else
     echo "scripts/test.sh: soffice, poppler or CJK fonts missing and not root: LibreOffice tests will be" \
       "skipped (or fail under CI=true). As root: apt-get install --no-install-recommends" \
-      "libreoffice-calc-nogui fonts-noto-cjk poppler-utils" >&2
+      "libreoffice-calc-nogui fonts-noto-cjk poppler-utils dovecot-imapd" >&2
   fi
 fi
 

@@ -158,7 +158,7 @@ def test_a_replacement_with_the_same_size_and_time_is_a_new_version(rules, tmp_p
     os.utime(sent, ns=(before.st_atime_ns, before.st_mtime_ns))
     again = level.run(AS_OF)
     assert len(again.intake.new) == 1
-    assert level.consolidate(AS_OF).by_unit.set_index("code").loc["460100", "forums"] == forums
+    assert level.consolidate(AS_OF)["by_unit"].set_index("code").loc["460100", "forums"] == forums
     assert level.verify() == (2, [])
 
 

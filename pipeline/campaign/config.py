@@ -207,6 +207,13 @@ class Mail:
     username: str
     password_env: str
     send_seconds: float = 300  # all sending of one run ends by then; what is left goes on the next run
+    # The campaign mailbox units send their files to, read over IMAP (never changed there): no host, no mailbox.
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_tls: str = "ssl"
+    imap_user: str = ""
+    imap_password_env: str = ""
+    imap_folder: str = "INBOX"
 
     @property
     def reply_to_address(self) -> str:
@@ -696,8 +703,13 @@ def _rule(node: Node, index: int, forms: Mapping[str, Form]) -> Rule:
     )
 
 
+IMAP_KEYS = ("imap_host", "imap_port", "imap_tls", "imap_user", "imap_password_env", "imap_folder")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _mail(node: Node) -> Mail:
-    node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env", "send_seconds"))
+    node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env", "send_seconds",
+               *IMAP_KEYS))
     for key in ("sender", "reply_to"):
         value = node.get(key).text()
         if "\n" in value or "\r" in value:
@@ -706,7 +718,7 @@ def _mail(node: Node) -> Mail:
     if not 0 < port.integer() < 65536:
         raise port.fail(f"端口 {port.value} 不在 1–65535 之间")
     env = node.get("password_env").text()
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+    if not ENV_NAME.fullmatch(env):
         raise node.get("password_env").fail("应为环境变量的名字(如 SMTP_PASSWORD),不要把密码本身写在这里")
     username = node.get("username", required=False)
     seconds = node.get("send_seconds", required=False)
@@ -721,7 +733,31 @@ def _mail(node: Node) -> Mail:
         tls=_choice(node.get("tls"), TLS_MODES, "加密方式"),
         username=username.text() if username.value is not None else "",
         password_env=env,
+        **_imap(node),
     )
+
+
+def _imap(node: Node) -> dict[str, Any]:
+    """The mailbox keys of `mail:`: all or none (imap_folder and imap_port have defaults)."""
+    if node.get("imap_host", required=False).value is None:
+        for key in IMAP_KEYS:
+            if node.get(key, required=False).value is not None:
+                raise node.get(key).fail("要收取邮箱,请同时填写 imap_host(收信服务器);不收取邮箱时请删去此项")
+        return {}
+    tls = _choice(node.get("imap_tls"), TLS_MODES, "加密方式")
+    port = node.get("imap_port", required=False)
+    if port.value is not None and not 0 < port.integer() < 65536:
+        raise port.fail(f"端口 {port.value} 不在 1–65535 之间")
+    env = node.get("imap_password_env")
+    if not ENV_NAME.fullmatch(env.text()):
+        raise env.fail("应为环境变量的名字(如 IMAP_PASSWORD),不要把密码本身写在这里")
+    folder = node.get("imap_folder", required=False)
+    name = folder.text() if folder.value is not None else "INBOX"
+    if not name or any(c in name for c in "\r\n\"*%"):
+        raise folder.fail(f"邮箱文件夹名 {name!r} 不可用(不能为空,不能含换行、引号、* 或 %)")
+    return dict(imap_host=node.get("imap_host").text(), imap_tls=tls,
+                imap_port=port.integer() if port.value is not None else (993 if tls == "ssl" else 143),
+                imap_user=node.get("imap_user").text(), imap_password_env=env.text(), imap_folder=name)
 
 
 # The reader alone (Python, calamine, the rules) peaks near 100 MB resident (bench/hostile.py); below this

@@ -18,9 +18,9 @@ def _rank(s: Submission) -> tuple[int, dt.datetime, str]:
 
 
 def checked_by(subs: Iterable[Submission], as_of: dt.datetime) -> list[Submission]:
-    """Every submission checked and attributed to a unit's item, received by `as_of`: what the status and
-    the consolidation see."""
-    return [s for s in subs if s.unit and s.item and s.verdict and s.received <= as_of]
+    """Every submission checked and attributed to a unit's item, received by `as_of` and not held (待确认):
+    what the status and the consolidation see."""
+    return [s for s in subs if s.unit and s.item and s.verdict and s.received <= as_of and not s.held]
 
 
 def histories(subs: Iterable[Submission]) -> dict[Pair, list[Submission]]:

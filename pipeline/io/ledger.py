@@ -43,7 +43,7 @@ class Letter:
     mime: bytes  # what is sent
 
 COLUMNS = ("id, sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, "
-           "explained")
+           "explained, held")
 
 
 FILE = "ledger.sqlite"
@@ -270,10 +270,10 @@ class Ledger:
         with self.transaction() as db:
             db.executemany(
                 'UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, '
-                '"values" = ?, explained = ? WHERE id = ?',
+                '"values" = ?, explained = ?, held = ? WHERE id = ?',
                 [(fields["kind"], fields["unit"], fields["item"], fields["form"], fields["verdict"],
                   json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
-                  text, int(fields.get("explained", False)), sid)
+                  text, int(fields.get("explained", False)), fields.get("held") or None, sid)
                  for sid, fields, (_, text) in stored],
             )
             # One statement for every pair; only rows whose number changes are written.
@@ -428,7 +428,7 @@ def _submission(row: sqlite3.Row, values: dict[Key, Any] | None = None) -> Submi
         received=dt.datetime.fromisoformat(row["received"]), first_seen=dt.datetime.fromisoformat(row["first_seen"]),
         kind=row["kind"] or "", unit=row["unit"] or "", item=row["item"] or "", form=row["form"] or "",
         version=row["version"] or 0, verdict=Verdict(row["verdict"]) if row["verdict"] else None, findings=findings,
-        values=values, explained=bool(row["explained"]),
+        values=values, explained=bool(row["explained"]), held=row["held"] or "",
     )
 
 

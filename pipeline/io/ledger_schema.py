@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 2
+VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS submissions (
     verdict TEXT,                   -- NULL until checked
     findings TEXT,                  -- JSON list of findings
     "values" TEXT,                  -- JSON of the normalised values, for consolidation
-    explained INTEGER DEFAULT 0
+    explained INTEGER DEFAULT 0,
+    held TEXT                       -- why it is not counted yet (a sender not on file: 待确认), NULL when it is
 );
 CREATE INDEX IF NOT EXISTS submissions_unit_item ON submissions (unit, item);
 CREATE INDEX IF NOT EXISTS submissions_sha256 ON submissions (sha256);
@@ -83,12 +84,36 @@ CREATE TABLE IF NOT EXISTS outputs (
     key TEXT NOT NULL,              -- what they were made from: rules, ledger generation, as-of, options
     files TEXT NOT NULL             -- JSON {path in the outbox: sha256}
 );
+CREATE TABLE IF NOT EXISTS mails (
+    id INTEGER PRIMARY KEY,         -- each message taken from the campaign mailbox, once
+    mailbox TEXT NOT NULL,          -- host/user/folder it came from
+    uidvalidity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    message_id TEXT,                -- its Message-ID (or a digest of its bytes when it has none)
+    sender TEXT NOT NULL,           -- the From address
+    sender_name TEXT,
+    date TEXT,                      -- its Date header, ISO with zone (NULL when missing or malformed)
+    received TEXT NOT NULL,         -- when the server received it (INTERNALDATE): the time for the deadline
+    subject TEXT,
+    refs TEXT,                      -- its References and Message-ID, for replies in its thread
+    kind TEXT NOT NULL,             -- submission / empty / unusable / bounce / auto / bulk / duplicate / confirm
+    folder TEXT,                    -- where in the inbox its attachments were saved
+    note TEXT,                      -- what was taken, refused or matched, in Chinese
+    confirmed TEXT,                 -- who confirmed a sender not on file, and when (NULL: not confirmed)
+    taken TEXT NOT NULL,
+    UNIQUE (mailbox, uidvalidity, uid)
+);
+CREATE INDEX IF NOT EXISTS mails_message_id ON mails (message_id);
+CREATE TABLE IF NOT EXISTS mail_files (
+    path TEXT PRIMARY KEY,          -- an inbox path a message's attachment was saved under
+    mail INTEGER NOT NULL REFERENCES mails (id)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,           -- facts about the ledger itself, such as the level it belongs to
     value TEXT NOT NULL
 );
 """
-TRACKED = ("files", "submissions", "messages", "editions", "skipped")
+TRACKED = ("files", "submissions", "messages", "editions", "skipped", "mails")
 TRIGGERS = "".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
     "BEGIN UPDATE generation SET n = n + 1; END;\n"
@@ -131,7 +156,8 @@ def migrate(db: sqlite3.Connection) -> None:
                        f"SELECT sha256, {_SUBMISSION_COLUMNS} FROM submissions_v1")
             db.execute("DROP TABLE submissions_v1")
         for table, column, kind in (("files", "ctime_ns", "INTEGER"), ("files", "inode", "INTEGER"),
-                                    ("messages", "message_id", "TEXT"), ("messages", "mime", "BLOB")):
+                                    ("messages", "message_id", "TEXT"), ("messages", "mime", "BLOB"),
+                                    ("submissions", "held", "TEXT")):
             if column not in _columns(db, table):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         db.execute(f"PRAGMA user_version = {VERSION}")

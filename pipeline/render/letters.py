@@ -13,13 +13,14 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from pipeline.campaign.config import Rules, Unit
+from pipeline.campaign.config import PROVINCE, Rules, Unit
 from pipeline.model import Finding, Severity, Verdict
 from pipeline.render.env import render
 
@@ -78,6 +79,23 @@ def attachment_name(name: str) -> str:
     return clean or "校验结果.xlsx"
 
 
+@dataclass(frozen=True)
+class Thread:
+    """The unit's own message a reply answers (RFC 5322 3.6.4): its Message-ID, the References it carried,
+    its subject, and who gets the reply: its sender first, then the unit's registered address."""
+
+    message_id: str
+    references: tuple[str, ...]
+    subject: str
+    to: tuple[str, ...]
+
+    def reply_subject(self, ours: str) -> str:
+        original = header_text(self.subject)
+        if not original:
+            return ours
+        return original if re.match(r"(?i)^(re|回复|答复)\s*[::]", original) else f"Re: {original}"
+
+
 # --- messages --------------------------------------------------------------------------------------------
 
 
@@ -92,8 +110,10 @@ def feedback_message(
     now: dt.datetime,
     version: int = 1,
     item: str | None = None,
+    thread: Thread | None = None,
 ) -> EmailMessage:
-    """The verdict on one file, its findings (errors first) and what to do, with the annotated workbook.
+    """The verdict on one file, its findings (errors first) and what to do, with the annotated workbook;
+    with a `thread`, as a reply to the message the file came in.
 
     `item` (an item code of rules.yaml) names the form in the subject; without it the form is recognised
     from the findings' sheet or the file name.
@@ -131,7 +151,7 @@ def feedback_message(
     subject = _one_line(render(subject_template, **context))
     body = render(body_template, **context)
     return _message(
-        rules, unit, "feedback", subject, body, now, (filename, attachment[1]) if attachment else None
+        rules, unit, "feedback", subject, body, now, (filename, attachment[1]) if attachment else None, thread
     )
 
 
@@ -163,7 +183,49 @@ def reminder_message(
     return _message(rules, unit, "reminder", subject, body, now, None)
 
 
-def _campaign_context(rules: Rules, unit: Unit, now: dt.datetime) -> dict[str, Any]:
+def notice_message(
+    rules: Rules, case: str, *, now: dt.datetime, received: dt.datetime, subject: str, thread: Thread | None,
+    unit: Unit | None = None, sender: str = "", files: Sequence[str] = (), ignored: Sequence[str] = (),
+    unusable: Sequence[tuple[str, str]] = (),
+) -> EmailMessage:
+    """A short message about a unit's e-mail rather than a file's contents. `case`: "empty" (no form or report
+    in it), "unusable" (attachments that cannot be taken, and how to send them instead), "held_sender" (its
+    files wait for the unit's registered address to confirm) as replies in its `thread`; "held_owner" to
+    the registered address of `unit`, asking it to confirm."""
+    context = {
+        **_campaign_context(rules, unit, now),
+        "case": case,
+        "received": f"{received.astimezone(rules.campaign.tz):%Y-%m-%d %H:%M}",
+        "subject": header_text(subject),
+        "sender": header_text(sender),
+        "registered": unit.email if unit else "",
+        "files": "、".join(header_text(f) for f in files),
+        "taken": bool(files),
+        "ignored": "、".join(header_text(f) for f in ignored),
+        "unusable": [{"name": header_text(n), "reason": header_text(r)} for n, r in unusable],
+        "expected": "、".join(i.label for i in rules.items.values()),
+    }
+    title = _one_line(render("notice_subject.txt.j2", **context))
+    return _message(rules, unit, f"notice.{case}", title, render("notice_body.txt.j2", **context), now, None,
+                    thread if case != "held_owner" else None)
+
+
+def templates_message(rules: Rules, unit: Unit, blanks: Sequence[tuple[str, str, bytes]],
+                      now: dt.datetime) -> EmailMessage:
+    """A unit's own blank templates, (form code, file name, bytes) each, with the notice's request: what to
+    send, to which address, by when."""
+    by_form = {form: attachment_name(name) for form, name, _ in blanks}
+    context = {
+        **_campaign_context(rules, unit, now),
+        "items": [{"label": rules.items[i].label, "attachment": by_form.get(rules.items[i].form or "", "")}
+                  for i in unit.items],
+    }
+    subject = _one_line(render("templates_subject.txt.j2", **context))
+    return _message(rules, unit, "templates", subject, render("templates_body.txt.j2", **context), now, None,
+                    more=[(attachment_name(name), data) for _, name, data in blanks])
+
+
+def _campaign_context(rules: Rules, unit: Unit | None, now: dt.datetime) -> dict[str, Any]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now 必须带时区(例如 Asia/Shanghai),否则无法计算距截止时间")
     c = rules.campaign
@@ -172,15 +234,15 @@ def _campaign_context(rules: Rules, unit: Unit, now: dt.datetime) -> dict[str, A
     past = now > deadline
     days = (local.date() - deadline.date()).days if past else (deadline.date() - local.date()).days
     return {
-        "unit_name": header_text(unit.name),
+        "unit_name": header_text(unit.name) if unit else "",
         "campaign_title": c.title,
         "issuer": c.issuer,
         "department": c.department,
         "document_number": c.document_number,
         "contact_phone": c.contact_phone,
         # Where this unit sends its forms: its parent's address (ZX's for the units below ZX).
-        "reply_to": rules.address_of(unit.reports_to),
-        "send_to_name": rules.name_of(unit.reports_to),
+        "reply_to": rules.address_of(unit.reports_to if unit else PROVINCE),
+        "send_to_name": rules.name_of(unit.reports_to if unit else PROVINCE),
         "deadline_long": f"{deadline.year}年{deadline.month}月{deadline.day}日",
         "deadline_short": f"{deadline.month}月{deadline.day}日",
         "past_deadline": past,
@@ -210,38 +272,58 @@ def _item_label(rules: Rules, file_name: str, findings: Sequence[Finding], item:
 
 def _message(
     rules: Rules,
-    unit: Unit,
+    unit: Unit | None,
     kind: str,
     subject: str,
     body: str,
     now: dt.datetime,
     attachment: tuple[str, bytes] | None,
+    thread: Thread | None = None,
+    more: Sequence[tuple[str, bytes]] = (),
 ) -> EmailMessage:
+    """A message to `unit`, or with a `thread` a reply to the sender of the message it answers (and, as Cc,
+    the unit's registered address); `more` attachments after `attachment`."""
     mail = rules.mail
     sender = parse_mailbox(mail.sender, "发件人(mail.sender)")
     # A reply goes where the unit sends its forms: the province's department, or ZX for the units below it.
-    reply_to = (parse_mailbox(mail.reply_to, "回复地址(mail.reply_to)") if unit.reports_to == "province"
-                else mailbox(rules.name_of(unit.reports_to), rules.address_of(unit.reports_to), "上级单位"))
-    to = mailbox(unit.name, unit.email, f"单位 {header_text(unit.name)} ")
+    if unit is None or unit.reports_to == PROVINCE:
+        reply_to = parse_mailbox(mail.reply_to, "回复地址(mail.reply_to)")
+    else:
+        reply_to = mailbox(rules.name_of(unit.reports_to), rules.address_of(unit.reports_to), "上级单位")
+    if thread is not None:
+        to = [mailbox(unit.name if unit and addr == unit.email else "", addr, "收件人") for addr in thread.to]
+        subject = thread.reply_subject(subject)
+    elif unit is not None:
+        to = [mailbox(unit.name, unit.email, f"单位 {header_text(unit.name)} ")]
+    else:
+        raise ValueError("邮件没有收件人")
+    files = ([attachment] if attachment else []) + list(more)
     date = format_datetime(now.astimezone(rules.campaign.tz))
-    digest = _digest(
-        kind, str(sender), str(to), str(reply_to), date, subject, body, *(attachment if attachment else ())
-    )
+    threading = (thread.message_id, *thread.references) if thread else ()
+    digest = _digest(kind, str(sender), *map(str, to), str(reply_to), date, subject, body, *threading,
+                     *(part for file in files for part in file))
 
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = sender
-    message["To"] = to
+    message["To"] = to[0]
+    if len(to) > 1:
+        message["Cc"] = to[1:]
     message["Reply-To"] = reply_to
     message["Subject"] = subject
     message["Date"] = date
     # Hash-based, not make_msgid(): that one mixes in the time and a random number.
     message["Message-ID"] = f"<{kind}.{digest[:32]}@{sender.domain}>"
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: vacation responders stay quiet
+    if thread is not None:
+        message["In-Reply-To"] = thread.message_id
+        message["References"] = " ".join((*[r for r in thread.references if r != thread.message_id],
+                                          thread.message_id)[-20:])
+    # RFC 3834: vacation responders stay quiet; an answer to a unit's message says it is one.
+    message["Auto-Submitted"] = "auto-replied" if thread is not None else "auto-generated"
     # base64 keeps the message 7-bit clean for servers without 8BITMIME.
     message.set_content(body, subtype="plain", charset="utf-8", cte="base64")
-    if attachment is not None:
-        name, data = attachment
+    for name, data in files:
         message.add_attachment(data, maintype=XLSX[0], subtype=XLSX[1], filename=name)
+    if files:
         # "_" is not in the base64 alphabet, so the boundary cannot occur inside a part.
         message.set_boundary(f"=_{digest[32:56]}")
     message["Content-Language"] = "zh-CN"  # after set_content, which drops Content-* headers

@@ -12,17 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.consolidation import history, levels
-from pipeline.model import (
-    F_UNRECOGNISED,
-    Checked,
-    Finding,
-    Read,
-    Report,
-    Severity,
-    Submission,
-    Verdict,
-)
-from pipeline.runs import overlap, tasks
+from pipeline.model import F_UNRECOGNISED, Checked, Finding, Read, Report, Severity, Submission, Verdict
+from pipeline.runs import overlap, senders, tasks
 from pipeline.runs.context import Run
 from pipeline.submission import refusal, reports
 
@@ -60,6 +51,7 @@ def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = No
     validated = validate.validate(prepared + companions, rules)[: len(prepared)]
     for sub, report in zip(forms, validated, strict=True):
         results.append((sub.id, _form_fields(run, report)))
+    senders.hold_unconfirmed(run, pending, results)  # recorded with the verdicts: never counted meanwhile
     ledger.record_checks(results)
     return Counter(fields["verdict"] for _, fields in results)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pipeline.consolidation.status import Status
     from pipeline.io.intake import Intake
     from pipeline.io.workers import Pool
+    from pipeline.runs.fetching import Fetched
 
 Progress = Callable[[str, int, int], None]  # (stage in Chinese, done, total)
 
@@ -40,12 +41,15 @@ class Options:
     password: str | None = None  # for the SMTP server
     sign: dict[str, object] = field(default_factory=dict)  # a roll-up form's footer (leader, preparer, phone, date)
     allow_missing: str = ""  # --final with units missing: staff's explanation, printed in the edition
+    fetch: bool = False  # take what the campaign mailbox holds before the intake
+    imap_password: str | None = None  # for the mailbox (else from the environment variable rules.yaml names)
 
 
 @dataclass
 class RunResult:
     as_of: dt.datetime
     intake: Intake | None = None
+    fetched: Fetched | None = None  # what the mailbox gave, when the run fetched first
     checked: Counter[str] = field(default_factory=Counter)
     messages: Counter[str] = field(default_factory=Counter)
     status: Status | None = None

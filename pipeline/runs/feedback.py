@@ -11,16 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.campaign.config import Unit
 from pipeline.consolidation import history
-from pipeline.io import atomic, outbox
+from pipeline.io import atomic, mailbook, outbox
 from pipeline.io.ledger import Letter
 from pipeline.model import ItemState, Submission
-from pipeline.runs import tasks
+from pipeline.runs import senders, tasks
 from pipeline.runs.context import Run
 from pipeline.runs.delivery import deliver
+
+if TYPE_CHECKING:
+    from pipeline.render.letters import Thread
 
 
 def message_key(kind: str, subject: str, recipient: str) -> str:
@@ -32,37 +35,75 @@ def message_key(kind: str, subject: str, recipient: str) -> str:
 class _Due:
     sub: Submission
     unit: Unit
-    key: str
+    keys: tuple[tuple[str, str], ...]  # (ledger key, recipient) of each copy: the unit's, and its sender's
     name: str  # the annotated copy's file name, also the attachment's
     data: bytes  # the file as the unit sent it
+    thread: Thread | None = None  # the unit's message it answers, when the file came by mail
+
+    @property
+    def key(self) -> str:
+        return self.keys[-1][0]
 
 
 def _due(run: Run) -> list[_Due]:
-    """The latest version of each unit's form that has findings and no message yet (and whose bytes are
-    kept: not one over the size limit)."""
+    """The latest version of each unit's form that has findings (or came by mail: it is answered in its
+    thread whatever its verdict) and no message yet, and whose bytes are kept (not one over the size
+    limit). A file held as 待确认 is not answered until it is confirmed."""
     known = {u.code: u for u in run.rules.units}
-    forms = [s for s in run.ledger.submissions(values=False) if s.kind == "form" and s.unit in known and s.verdict]
+    forms = [s for s in run.ledger.submissions(values=False)
+             if s.kind == "form" and s.unit in known and s.verdict and not s.held]
+    origins = mailbook.origins(run.ledger)
     unsent = []
     for (code, _), sub in sorted(history.latest(forms).items()):
-        if sub.findings:
-            key = message_key("feedback", sub.id, known[code].email)
-            if run.ledger.message(key) is None:
-                unsent.append((sub, known[code], key))
-    kept = run.ledger.kept_bytes([sub.sha256 for sub, _, _ in unsent])
-    return [_Due(sub, unit, key, f"{outbox.safe_name(Path(sub.file).stem)}_校验结果.xlsx", kept[sub.sha256])
-            for sub, unit, key in unsent if sub.sha256 in kept]
+        unit = known[code]
+        thread = senders.thread(origins.get(sub.path), unit)
+        if sub.findings or thread is not None:
+            recipients = thread.to if thread else (unit.email,)
+            keys = tuple((message_key("feedback", sub.id, r), r) for r in recipients)
+            if any(run.ledger.message(key) is None for key, _ in keys):
+                unsent.append((sub, unit, keys, thread))
+    kept = run.ledger.kept_bytes([sub.sha256 for sub, _, _, _ in unsent])
+    return [_Due(sub, unit, keys, f"{outbox.safe_name(Path(sub.file).stem)}_校验结果.xlsx", kept[sub.sha256], thread)
+            for sub, unit, keys, thread in unsent if sub.sha256 in kept]
 
 
 def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None) -> Counter[str]:
-    """Annotated copies and their e-mails, then delivery. `meanwhile` is called when there is anything to
-    annotate; what it returns runs in this thread while the workers annotate."""
+    """Annotated copies and their e-mails (a file by mail without findings: a receipt in its thread), then
+    delivery. `meanwhile` is called when there is anything to annotate; what it returns runs in this thread
+    while the workers annotate."""
+    senders.notify_held(run)
     due = _due(run)
-    if due:
-        written = _annotate(run, due, meanwhile() if meanwhile else None)
+    marked = [d for d in due if d.sub.findings]
+    written = _receipts(run, [d for d in due if not d.sub.findings])
+    if marked:
+        written += _annotate(run, marked, meanwhile() if meanwhile else None)
+    if written:
         # Made durable together, then recorded together (a crash in between: the next run writes them again).
         atomic.sync(run.outbox)
         run.ledger.add_messages(written, run.as_of)
     return deliver(run)
+
+
+def _letters(run: Run, d: _Due, eml_bytes: bytes, subject: str) -> list[Letter]:
+    """One ledger row per recipient of the same message (the unit's sender, then its registered address),
+    and its copy for people in the outbox."""
+    eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(d.unit.name)}_反馈_{d.key[-12:]}.eml")
+    atomic.write_bytes(eml, eml_bytes, durable=False)
+    return [Letter(key, "feedback", d.unit.code, recipient, d.sub.id, subject, eml.relative_to(run.outbox).as_posix(),
+                   message_id(eml_bytes), eml_bytes) for key, recipient in d.keys]
+
+
+def _receipts(run: Run, due: list[_Due]) -> list[Letter]:
+    """A file by mail that passed without a finding: the verdict, a reply in its thread, no attachment."""
+    from pipeline.render import letters
+
+    written: list[Letter] = []
+    for d in due:
+        message = letters.feedback_message(
+            run.rules, d.unit, file_name=d.sub.file, verdict=d.sub.verdict or "", findings=(), attachment=None,
+            now=run.as_of, version=d.sub.version or 1, item=d.sub.item, thread=d.thread)
+        written += _letters(run, d, letters.write_eml(message), str(message["Subject"]))
+    return written
 
 
 def message_id(mime: bytes) -> str:
@@ -78,7 +119,8 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
 
     rules = run.rules
     args = [dict(file_name=d.sub.file, verdict=d.sub.verdict or "", findings=d.sub.findings, now=run.as_of,
-                    version=d.sub.version or 1, item=d.sub.item, attachment_name=d.name) for d in due]
+                    version=d.sub.version or 1, item=d.sub.item, attachment_name=d.name, thread=d.thread)
+            for d in due]
     jobs = [tasks.Letter(d.data, d.sub.file, d.sub.findings, d.unit,
                          f"{d.unit.name} {rules.forms[d.sub.form].title} 校验结果", letter)
             for d, letter in zip(due, args, strict=True)]
@@ -92,10 +134,7 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
         annotated, eml_bytes, subject = got
         folder = outbox.safe_name(d.unit.name)
         atomic.write_bytes(outbox.inside(run.outbox, outbox.FEEDBACK_DIR, folder, d.name), annotated, durable=False)
-        eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{folder}_反馈_{d.key[-12:]}.eml")
-        atomic.write_bytes(eml, eml_bytes, durable=False)
-        written[i] = Letter(d.key, "feedback", d.unit.code, d.unit.email, d.sub.id, subject,
-                            eml.relative_to(run.outbox).as_posix(), message_id(eml_bytes), eml_bytes)
+        written[i] = _letters(run, d, eml_bytes, subject)
         done[0] += 1
         if tell:
             tell(done[0], len(due))
@@ -123,7 +162,7 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
         collecting.join()
     if failed:
         raise failed[0]
-    return written
+    return [one for each in written for one in each]
 
 
 def remind(run: Run) -> list[str]:

@@ -19,6 +19,10 @@ def current_status(run: Run) -> status.Status:
     for row in run.ledger.messages((MessageStatus.REFUSED, MessageStatus.UNKNOWN)):
         word = "邮件被拒收" if row["status"] == MessageStatus.REFUSED else "邮件是否送达不明"
         problems[row["unit"]] = f"{word}({row['recipient']}{':' + str(row['code']) if row['code'] else ''})"
+    for sub in run.ledger.submissions(values=False):
+        if sub.held and sub.unit:  # mailed from an address not on file: not counted until confirmed
+            said = f"{sub.file} 待确认({sub.held})"
+            problems[sub.unit] = f"{problems[sub.unit]};{said}" if sub.unit in problems else said
     seen = history.checked_by(run.ledger.submissions(values=False), run.as_of)
     return status.compute(run.rules, seen, run.as_of, run.level, problems, run.ledger.skipped())
 

@@ -28,6 +28,8 @@ def run(rules: Rules, folders: Folders, as_of: dt.datetime, *, level: str = PROV
         generation = this.ledger.generation()
         aside = overlap.WorkbookProcess()
         try:
+            if this.options.fetch:
+                fetch_mail(this)
             early = take_in(this)
             check(this, early, aside)
             ahead = give_feedback(this, aside)
@@ -53,6 +55,14 @@ def _refuse_a_lost_ledger(run: Run) -> None:
 
 def _large(run: Run) -> bool:
     return len(run.rules.children(run.level)) >= overlap.WorkbookProcess.UNITS
+
+
+def fetch_mail(run: Run) -> None:
+    """New messages from the campaign mailbox: their attachments into the inbox, before the intake."""
+    from pipeline.runs import fetching
+
+    with run.result.timed("收信"):
+        run.result.fetched = fetching.fetch(run, run.options.imap_password)
 
 
 def take_in(run: Run) -> overlap.EarlyCheck:
