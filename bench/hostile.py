@@ -43,18 +43,42 @@ def main() -> None:
                 path = build(case, rules, Path(tmp))
             start = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-c", WRAPPER, sys.executable, "-m", "pipeline", "check", "--json", str(path)],
-                cwd=ROOT, capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    "-c",
+                    WRAPPER,
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "check",
+                    "--json",
+                    str(path),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             seconds = time.perf_counter() - start
-            rss = next((int(line.split("=")[1]) for line in done.stderr.splitlines() if line.startswith("MAXRSS_KB=")), 0)
+            rss = next(
+                (
+                    int(line.split("=")[1])
+                    for line in done.stderr.splitlines()
+                    if line.startswith("MAXRSS_KB=")
+                ),
+                0,
+            )
             try:
                 (result,) = json.loads(done.stdout)
                 errors = [f for f in result["findings"] if f["severity"] == "error"] or [
-                    f for f in result["findings"] if f["rule"].startswith("F-")]
+                    f for f in result["findings"] if f["rule"].startswith("F-")
+                ]
                 verdict, rule = result["verdict"], (errors[0]["rule"] if errors else "")
             except (ValueError, KeyError):
-                verdict, rule = "CRASH", done.stderr.strip().splitlines()[-1][:40] if done.stderr.strip() else ""
+                verdict, rule = (
+                    "CRASH",
+                    done.stderr.strip().splitlines()[-1][:40] if done.stderr.strip() else "",
+                )
             rows.append((case, verdict, rule, f"{rss / 1024:.0f}", f"{seconds:.2f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:

@@ -100,8 +100,11 @@ def report(label: str, appended: dict[str, float], replies: Replies) -> None:
     if not waits:
         print(f"{label}: no reply arrived ({missing} missing)")
         return
-    print(f"{label}: {len(waits)} replies, median {statistics.median(waits):.2f} s, "
-          f"95th {percentile(waits, 0.95):.2f} s, max {max(waits):.2f} s" + (f", {missing} missing" if missing else ""))
+    print(
+        f"{label}: {len(waits)} replies, median {statistics.median(waits):.2f} s, "
+        f"95th {percentile(waits, 0.95):.2f} s, max {max(waits):.2f} s"
+        + (f", {missing} missing" if missing else "")
+    )
 
 
 def main() -> None:
@@ -120,15 +123,35 @@ def main() -> None:
     try:
         with running() as dovecot:
             rules_path = work / "rules.yaml"
-            rules_path.write_text(pointed_rules((ROOT / "rules.yaml").read_text(encoding="utf-8"), dovecot.port,
-                                                smtp_port), encoding="utf-8")
+            rules_path.write_text(
+                pointed_rules((ROOT / "rules.yaml").read_text(encoding="utf-8"), dovecot.port, smtp_port),
+                encoding="utf-8",
+            )
             (work / "inbox").mkdir()
             env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONUNBUFFERED": "1"}
             log = (work / "watch.log").open("wb")
             watch = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "watch", "--send", "--rules", str(rules_path), "--inbox",
-                 str(work / "inbox"), "--outbox", str(work / "outbox"), "--state", str(work / "state")],
-                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "watch",
+                    "--send",
+                    "--rules",
+                    str(rules_path),
+                    "--inbox",
+                    str(work / "inbox"),
+                    "--outbox",
+                    str(work / "outbox"),
+                    "--state",
+                    str(work / "state"),
+                ],
+                cwd=work,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 time.sleep(2.0)  # the watch connects and takes its first (empty) round
                 box = dovecot.client()
@@ -137,15 +160,38 @@ def main() -> None:
                     client = mailclients.CLIENTS[i % len(mailclients.CLIENTS)]
                     name = template.file_name(unit, rules.forms["warmth"])
                     mid = f"<bench.{i}.first@{unit.email.split('@')[1]}>"
-                    first.append((mid, mailclients.message(client, unit.email, [(name, sent)], name=unit.name,
-                                                           subject=f"{unit.name}送温暖统计表", message_id=mid)))
+                    first.append(
+                        (
+                            mid,
+                            mailclients.message(
+                                client,
+                                unit.email,
+                                [(name, sent)],
+                                name=unit.name,
+                                subject=f"{unit.name}送温暖统计表",
+                                message_id=mid,
+                            ),
+                        )
+                    )
                     if wrong:
                         fix = f"<bench.{i}.fix@{unit.email.split('@')[1]}>"
-                        fixes.append((fix, mailclients.message(client, unit.email, [(name, good)], name=unit.name,
-                                                               subject=f"{unit.name}送温暖统计表(改正)",
-                                                               message_id=fix)))
-                print(f"{len(first)} units send within {args.window:g} s ({len(fixes)} with an error); "
-                      f"{os.cpu_count()} cores")
+                        fixes.append(
+                            (
+                                fix,
+                                mailclients.message(
+                                    client,
+                                    unit.email,
+                                    [(name, good)],
+                                    name=unit.name,
+                                    subject=f"{unit.name}送温暖统计表(改正)",
+                                    message_id=fix,
+                                ),
+                            )
+                        )
+                print(
+                    f"{len(first)} units send within {args.window:g} s ({len(fixes)} with an error); "
+                    f"{os.cpu_count()} cores"
+                )
                 appended = send_all(box, first, args.window, rng)
                 wait_replies(replies, list(appended), 300)
                 report("first submissions, APPEND to reply accepted", appended, replies)
@@ -160,7 +206,11 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     os.killpg(watch.pid, signal.SIGKILL)
                 log.close()
-            rounds = [line for line in (work / "watch.log").read_text(encoding="utf-8").splitlines() if "用时" in line]
+            rounds = [
+                line
+                for line in (work / "watch.log").read_text(encoding="utf-8").splitlines()
+                if "用时" in line
+            ]
             print(f"watch: {len(rounds)} rounds; exit code {watch.returncode}")
     finally:
         controller.stop()

@@ -52,11 +52,17 @@ def unit_rows(n: int, kinds: list[str]) -> list[dict[str, str]]:
     rows = []
     for i in range(1, n + 1):
         code = f"U{i:04d}"
-        rows.append({
-            "code": code, "name": f"第{i:04d}号基层工会", "kind": kinds[(i - 1) % len(kinds)],
-            "reports_to": "province", "items": "warmth center report", "email": f"u{i:04d}@example.org",
-            "aliases": f"基层{i:04d}号 {code}工会",
-        })
+        rows.append(
+            {
+                "code": code,
+                "name": f"第{i:04d}号基层工会",
+                "kind": kinds[(i - 1) % len(kinds)],
+                "reports_to": "province",
+                "items": "warmth center report",
+                "email": f"u{i:04d}@example.org",
+                "aliases": f"基层{i:04d}号 {code}工会",
+            }
+        )
     return rows
 
 
@@ -66,7 +72,9 @@ def write_rules(case: Path, n: int) -> Path:
     data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
     kinds = list(data["unit_kinds"])
     with (case / "units.csv").open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["code", "name", "kind", "reports_to", "items", "email", "aliases"])
+        writer = csv.DictWriter(
+            fh, fieldnames=["code", "name", "kind", "reports_to", "items", "email", "aliases"]
+        )
         writer.writeheader()
         writer.writerows(unit_rows(n, kinds))
     data.pop("units", None)
@@ -129,9 +137,13 @@ def build_case(workdir: Path, n: int) -> tuple[Path, Path, int]:
     rules_path = write_rules(case, n)
     start = time.perf_counter()
     with Pool(2, initializer=_init, initargs=(str(rules_path),)) as pool:
-        planted = sum(pool.imap_unordered(_fill_unit, [(i, str(case / "inbox")) for i in range(n)], chunksize=16))
+        planted = sum(
+            pool.imap_unordered(_fill_unit, [(i, str(case / "inbox")) for i in range(n)], chunksize=16)
+        )
     done.write_text(str(planted))
-    print(f"generated case-{n}: {2 * n} files, {planted} with a planted error, in {time.perf_counter() - start:.1f} s")
+    print(
+        f"generated case-{n}: {2 * n} files, {planted} with a planted error, in {time.perf_counter() - start:.1f} s"
+    )
     return rules_path, case / "inbox", planted
 
 
@@ -252,10 +264,16 @@ def mib(b: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--units", type=int, default=3000)
-    parser.add_argument("--skip-baseline", action="store_true", help="do not measure (b), the slow naive baseline")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pipeline-national-bench")
+    parser.add_argument(
+        "--skip-baseline", action="store_true", help="do not measure (b), the slow naive baseline"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pipeline-national-bench"
+    )
     args = parser.parse_args()
     n = args.units
     if not 1 <= n <= 9999:
@@ -273,18 +291,35 @@ def main() -> None:
     (run_dir / "baseline.py").write_text(BASELINE, encoding="utf-8")
     py = sys.executable
     exe = str(Path(sys.executable).with_name("pipeline"))
-    run_cmd = [exe, "run", "--rules", str(rules_path), "--inbox", str(inbox), "--outbox", str(run_dir / "outbox"),
-               "--state", str(run_dir / "state"), "--as-of", AS_OF]
+    run_cmd = [
+        exe,
+        "run",
+        "--rules",
+        str(rules_path),
+        "--inbox",
+        str(inbox),
+        "--outbox",
+        str(run_dir / "outbox"),
+        "--state",
+        str(run_dir / "state"),
+        "--as-of",
+        AS_OF,
+    ]
     planned = [
         ("(a) floor: calamine", [py, str(run_dir / "floor.py"), str(inbox)], len(files)),
-        ("(b) baseline: pandas+pandera", [py, str(run_dir / "baseline.py"), str(inbox), str(run_dir / "b.xlsx")],
-         len(files)),
+        (
+            "(b) baseline: pandas+pandera",
+            [py, str(run_dir / "baseline.py"), str(inbox), str(run_dir / "b.xlsx")],
+            len(files),
+        ),
         ("(c) pipeline run", run_cmd, len(files)),
         ("(d) pipeline run again", run_cmd, len(files)),
         ("(e) pipeline check 1 file", [exe, "check", "--rules", str(rules_path), str(files[0])], 1),
     ]
-    print(f"N = {n} units, {len(files)} form files ({planted} with a planted error), "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, workdir {workdir}")
+    print(
+        f"N = {n} units, {len(files)} form files ({planted} with a planted error), "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, workdir {workdir}"
+    )
     results: dict[str, Measure] = {}
     for name, command, count in planned:
         key = name[:3]
@@ -293,9 +328,13 @@ def main() -> None:
             continue
         m = measure(name, command, count, run_dir / f"{key.strip('()')}.log")
         results[key] = m
-        rc_note = "" if m.rc == 0 or key == "(e)" else f"  EXIT {m.rc}, see {run_dir / (key.strip('()') + '.log')}"
-        print(f"{name:30} wall {m.wall:8.2f} s  {m.per_s:8.1f} files/s  peak RSS max {mib(m.rss_max)} MiB"
-              f"  tree {mib(m.rss_tree)} MiB  rc {m.rc}{rc_note}")
+        rc_note = (
+            "" if m.rc == 0 or key == "(e)" else f"  EXIT {m.rc}, see {run_dir / (key.strip('()') + '.log')}"
+        )
+        print(
+            f"{name:30} wall {m.wall:8.2f} s  {m.per_s:8.1f} files/s  peak RSS max {mib(m.rss_max)} MiB"
+            f"  tree {mib(m.rss_tree)} MiB  rc {m.rc}{rc_note}"
+        )
     for key in ("c", "d"):  # what the run itself says, with the wall time of each of its stages
         run_log = (run_dir / f"{key}.log").read_text(encoding="utf-8", errors="replace").splitlines()
         for line in run_log:
@@ -315,11 +354,14 @@ def main() -> None:
     else:
         print("  b/c =    n/a   target b/c >= 10       not measured (--skip-baseline)")
     print(f"  d/c = {d.wall / c.wall:6.3f}   target d <= 0.05 x c   {verdict(d.wall <= 0.05 * c.wall)}")
-    print(f"  RSS(c) = {c.rss_tree / 1024**2:.0f} MiB tree ({c.rss_max / 1024**2:.0f} MiB largest process)"
-          f"   target <= 1024 MiB   {verdict(c.rss_tree <= GIB)}")
+    print(
+        f"  RSS(c) = {c.rss_tree / 1024**2:.0f} MiB tree ({c.rss_max / 1024**2:.0f} MiB largest process)"
+        f"   target <= 1024 MiB   {verdict(c.rss_tree <= GIB)}"
+    )
     print(f"  e = {e.wall:.2f} s   target e <= 2 s   {verdict(e.wall <= 2)}")
     failed = [m.name for k, m in results.items() if k != "(e)" and m.rc != 0] + (
-        [e.name] if e.rc not in (0, 1) else [])
+        [e.name] if e.rc not in (0, 1) else []
+    )
     if failed:
         print("FAILED: " + ", ".join(failed))
         sys.exit(1)

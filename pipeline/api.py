@@ -43,8 +43,16 @@ class Campaign:
     level: str = PROVINCE
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, workspace: Path | None = None, inbox: Path | None = None,
-             outbox: Path | None = None, state: Path | None = None, level: str = PROVINCE) -> Campaign:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        workspace: Path | None = None,
+        inbox: Path | None = None,
+        outbox: Path | None = None,
+        state: Path | None = None,
+        level: str = PROVINCE,
+    ) -> Campaign:
         """Load a campaign: its rules.yaml, its rules compiled (`ConfigError` names the YAML path of a
         mistake), and the level's folders under the campaign folder (see io/workspace.py: `workspace`,
         else $PIPELINE_HOME, else the folder of `path`, else the current folder when it holds a rules.yaml,
@@ -65,8 +73,10 @@ class Campaign:
 
         state = self.folders.state
         if not (state / ledger.FILE).exists() and not ledger.backups(state):
-            raise Refused(f"{state} 中还没有台账:本级还没有运行过 pipeline run"
-                          "(或者不在活动文件夹中:请用 --workspace 指明活动文件夹)")
+            raise Refused(
+                f"{state} 中还没有台账:本级还没有运行过 pipeline run"
+                "(或者不在活动文件夹中:请用 --workspace 指明活动文件夹)"
+            )
 
     @property
     def workspace(self) -> Workspace:
@@ -96,20 +106,45 @@ class Campaign:
 
         return check.check_paths(paths, self.rules, isolated=isolated)
 
-    def run(self, as_of: str | dt.datetime | None = None, *, send: bool = False, final: bool = False,
-            password: str | None = None, sign: dict[str, object] | None = None, allow_missing: str = "",
-            progress: Progress | None = None, fetch: bool = False, imap_password: str | None = None) -> RunResult:
+    def run(
+        self,
+        as_of: str | dt.datetime | None = None,
+        *,
+        send: bool = False,
+        final: bool = False,
+        password: str | None = None,
+        sign: dict[str, object] | None = None,
+        allow_missing: str = "",
+        progress: Progress | None = None,
+        fetch: bool = False,
+        imap_password: str | None = None,
+    ) -> RunResult:
         """The weekly run (raises `RunLocked` when another holds the lock, `NotYetFinal` for --final before
         the deadline); with `fetch`, the campaign mailbox is fetched first."""
         from pipeline.runs import weekly
 
         when = self.moment(as_of)
-        options = Options(send=send, final=final, password=password, sign=dict(sign or {}),
-                          allow_missing=allow_missing, fetch=fetch, imap_password=imap_password)
-        return weekly.run(self.rules, self.folders, when, level=self.level, options=options, progress=progress)
+        options = Options(
+            send=send,
+            final=final,
+            password=password,
+            sign=dict(sign or {}),
+            allow_missing=allow_missing,
+            fetch=fetch,
+            imap_password=imap_password,
+        )
+        return weekly.run(
+            self.rules, self.folders, when, level=self.level, options=options, progress=progress
+        )
 
-    def fetch(self, as_of: str | dt.datetime | None = None, *, send: bool = False, password: str | None = None,
-              imap_password: str | None = None) -> tuple[Fetched, Counter[str]]:
+    def fetch(
+        self,
+        as_of: str | dt.datetime | None = None,
+        *,
+        send: bool = False,
+        password: str | None = None,
+        imap_password: str | None = None,
+    ) -> tuple[Fetched, Counter[str]]:
         """Take what is new in the campaign mailbox into the inbox (raises `imap.MailboxError` when it cannot
         be read); the notices it calls for are written, and sent with `send`. What was taken, and how the
         sending went."""
@@ -122,9 +157,16 @@ class Campaign:
             got = fetching.fetch(run, imap_password)
             return got, deliver(run)
 
-    def watch(self, stop: threading.Event, *, send: bool = False, password: str | None = None,
-              imap_password: str | None = None, report: Callable[[str], None] = print,
-              rounds: Callable[[Round], None] | None = None) -> None:
+    def watch(
+        self,
+        stop: threading.Event,
+        *,
+        send: bool = False,
+        password: str | None = None,
+        imap_password: str | None = None,
+        report: Callable[[str], None] = print,
+        rounds: Callable[[Round], None] | None = None,
+    ) -> None:
         """Answer the campaign mailbox as messages arrive, until `stop` is set (see runs/watch.py)."""
         from pipeline.runs import watch
 
@@ -151,8 +193,14 @@ class Campaign:
         with opened(self.rules, self.folders, self.moment(), self.level) as run:
             return senders.confirm(run, keys)
 
-    def send_templates(self, unit: str | None = None, as_of: str | dt.datetime | None = None, *,
-                       send: bool = False, password: str | None = None) -> tuple[list[str], Counter[str]]:
+    def send_templates(
+        self,
+        unit: str | None = None,
+        as_of: str | dt.datetime | None = None,
+        *,
+        send: bool = False,
+        password: str | None = None,
+    ) -> tuple[list[str], Counter[str]]:
         """Each unit its own blank templates by e-mail, once per template version; the units written to,
         and how the sending went."""
         from pipeline.runs import templates
@@ -170,8 +218,9 @@ class Campaign:
         with opened(self.rules, self.folders, self.moment(as_of), self.level, lock=False) as run:
             return reporting.current_status(run)
 
-    def remind(self, as_of: str | dt.datetime | None = None, *, send: bool = False,
-               password: str | None = None) -> list[str]:
+    def remind(
+        self, as_of: str | dt.datetime | None = None, *, send: bool = False, password: str | None = None
+    ) -> list[str]:
         """Reminders to the units still owing an item (once per unit and day); the names of those reminded."""
         from pipeline.runs import feedback
         from pipeline.runs.context import opened
@@ -207,13 +256,21 @@ class Campaign:
         from pipeline.runs.context import opened
 
         with opened(self.rules, self.folders, self.moment(), self.level) as run:
-            found = [r for r in run.ledger.messages((MessageStatus.UNKNOWN,))
-                     if r["key"] == key or r["key"].split(":")[-1].startswith(key)]
+            found = [
+                r
+                for r in run.ledger.messages((MessageStatus.UNKNOWN,))
+                if r["key"] == key or r["key"].split(":")[-1].startswith(key)
+            ]
             if len(found) != 1:
-                raise Refused(f"送达不明的邮件中{'没有' if not found else '有多封'}编号为 {key} 的邮件;"
-                              "请用 pipeline mail --unknown 查看编号")
-            status, detail = ((MessageStatus.SENT, "工作人员确认已送达") if sent
-                              else (MessageStatus.TEMPFAIL, "工作人员确认未送达,下次 --send 时重发"))
+                raise Refused(
+                    f"送达不明的邮件中{'没有' if not found else '有多封'}编号为 {key} 的邮件;"
+                    "请用 pipeline mail --unknown 查看编号"
+                )
+            status, detail = (
+                (MessageStatus.SENT, "工作人员确认已送达")
+                if sent
+                else (MessageStatus.TEMPFAIL, "工作人员确认未送达,下次 --send 时重发")
+            )
             run.ledger.set_message(found[0]["key"], status, run.as_of, detail=detail)
             return str(found[0]["subject"])
 

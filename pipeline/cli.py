@@ -37,8 +37,11 @@ RulesOption = Annotated[
 ]
 WorkspaceOption = Annotated[
     Path | None,
-    typer.Option("--workspace", help="活动文件夹(放 rules.yaml,收件箱、输出、台账都在其中);也可用环境变量 PIPELINE_HOME",
-                 envvar="PIPELINE_HOME"),
+    typer.Option(
+        "--workspace",
+        help="活动文件夹(放 rules.yaml,收件箱、输出、台账都在其中);也可用环境变量 PIPELINE_HOME",
+        envvar="PIPELINE_HOME",
+    ),
 ]
 
 
@@ -63,13 +66,21 @@ def _told(command: Callable[..., None]) -> Callable[..., None]:
     return told
 
 
-def _campaign(path: Path | None, workspace: Path | None = None, inbox: Path | None = None,
-              outbox: Path | None = None, state: Path | None = None, level: str = "province") -> Campaign:
+def _campaign(
+    path: Path | None,
+    workspace: Path | None = None,
+    inbox: Path | None = None,
+    outbox: Path | None = None,
+    state: Path | None = None,
+    level: str = "province",
+) -> Campaign:
     from pipeline.api import Campaign
     from pipeline.campaign import config
 
     try:
-        campaign = Campaign.load(path, workspace=workspace, inbox=inbox, outbox=outbox, state=state, level=level)
+        campaign = Campaign.load(
+            path, workspace=workspace, inbox=inbox, outbox=outbox, state=state, level=level
+        )
     except config.ConfigError as exc:
         _fail(f"配置文件 {path or 'rules.yaml'} 有误:\n  {exc}")
     for warning in campaign.rules.warnings:
@@ -80,7 +91,9 @@ def _campaign(path: Path | None, workspace: Path | None = None, inbox: Path | No
 @app.command()
 @_told
 def templates(
-    out: Annotated[Path | None, typer.Option("--out", help="模板输出目录,默认为输出目录下的 templates")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="模板输出目录,默认为输出目录下的 templates")
+    ] = None,
     unit: Annotated[str | None, typer.Option("--unit", help="只生成这个单位代码的模板,如 460100")] = None,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
@@ -100,7 +113,9 @@ def templates(
 @app.command()
 @_told
 def demo(
-    inbox: Annotated[Path | None, typer.Option("--inbox", help="演示收件箱目录,默认为活动文件夹中的 inbox")] = None,
+    inbox: Annotated[
+        Path | None, typer.Option("--inbox", help="演示收件箱目录,默认为活动文件夹中的 inbox")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="随机种子:同一种子生成完全相同的文件")] = 2017,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
@@ -183,7 +198,9 @@ def run(
     as_of: AsOfOption = None,
     send: SendOption = False,
     final: Annotated[bool, typer.Option("--final", help="截止后生成编号的终稿(不会被覆盖)")] = False,
-    allow_missing: Annotated[str, typer.Option("--allow-missing", help="终稿时仍有单位缺报:写明原因,才生成终稿")] = "",
+    allow_missing: Annotated[
+        str, typer.Option("--allow-missing", help="终稿时仍有单位缺报:写明原因,才生成终稿")
+    ] = "",
     for_unit: ForOption = None,
     leader: Annotated[str, typer.Option("--leader", help="汇总报表的单位负责人(与 --for 同用)")] = "",
     preparer: Annotated[str, typer.Option("--preparer", help="汇总报表的填表人(与 --for 同用)")] = "",
@@ -202,9 +219,17 @@ def run(
         _fail(f"找不到收件箱目录 {campaign.folders.inbox}")
     sign = {"leader": leader, "preparer": preparer, "phone": phone, "date": when.date()}
     with _progress() as progress:
-        result = campaign.run(when, send=send, final=final, password=_password(rules, send), sign=sign,
-                              allow_missing=allow_missing, progress=progress, fetch=fetch,
-                              imap_password=_imap_password(rules, fetch))
+        result = campaign.run(
+            when,
+            send=send,
+            final=final,
+            password=_password(rules, send),
+            sign=sign,
+            allow_missing=allow_missing,
+            progress=progress,
+            fetch=fetch,
+            imap_password=_imap_password(rules, fetch),
+        )
     if result.fetched is not None:
         _print_fetched(result.fetched)
     _print_run(result)
@@ -214,20 +239,30 @@ def _print_run(result: Any) -> None:
     from pipeline.model import MessageStatus, Verdict
 
     taken, when = result.intake, result.as_of
-    typer.echo(f"时点 {when:%Y-%m-%d %H:%M};收件箱 {taken.seen} 个文件,新文件 {len(taken.new)} 个,"
-               f"未变化 {taken.unchanged} 个,跳过 {len(taken.skipped)} 个")
+    typer.echo(
+        f"时点 {when:%Y-%m-%d %H:%M};收件箱 {taken.seen} 个文件,新文件 {len(taken.new)} 个,"
+        f"未变化 {taken.unchanged} 个,跳过 {len(taken.skipped)} 个"
+    )
     for skipped in taken.skipped:
         typer.echo(f"  跳过 {skipped.path}:{skipped.reason}")
     if result.checked:
         shown = {Verdict.RECEIVED: "报告已收到"}
-        typer.echo("校验:" + ",".join(f"{shown.get(Verdict(k), Verdict(k).label)} {v}"
-                                       for k, v in sorted(result.checked.items())))
+        typer.echo(
+            "校验:"
+            + ",".join(
+                f"{shown.get(Verdict(k), Verdict(k).label)} {v}" for k, v in sorted(result.checked.items())
+            )
+        )
     if result.messages:
-        typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(result.messages.items())))
+        typer.echo(
+            "邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(result.messages.items()))
+        )
     if result.status is not None:
         s = result.status
-        typer.echo(f"报送情况:{s.units_done()}/{len({r.unit for r in s.rows})} 个单位已全部报齐;"
-                   + ("已过截止时间" if s.past_deadline else f"距截止还有 {s.days_left} 天"))
+        typer.echo(
+            f"报送情况:{s.units_done()}/{len({r.unit for r in s.rows})} 个单位已全部报齐;"
+            + ("已过截止时间" if s.past_deadline else f"距截止还有 {s.days_left} 天")
+        )
     for path in result.outputs:
         typer.echo(f"  输出:{path}")
     typer.echo("用时:" + ",".join(f"{stage} {sec:.1f} 秒" for stage, sec in result.seconds.items()))
@@ -247,12 +282,23 @@ def _imap_password(rules: Rules, fetch: bool = True) -> str | None:
 def _print_fetched(got: Any) -> None:
     from pipeline.io.incoming import AUTO, BOUNCE, BULK
 
-    words = {"submission": "报送", "empty": "无附件", "unusable": "附件无法收取", BOUNCE: "退信", AUTO: "自动回复",
-             BULK: "群发", "duplicate": "重复投递"}
+    words = {
+        "submission": "报送",
+        "empty": "无附件",
+        "unusable": "附件无法收取",
+        BOUNCE: "退信",
+        AUTO: "自动回复",
+        BULK: "群发",
+        "duplicate": "重复投递",
+    }
     kinds = ",".join(f"{words.get(k, k)} {v}" for k, v in sorted(got.taken.items()))
-    typer.echo(f"邮箱:共 {got.in_mailbox} 封,新收 {sum(got.taken.values())} 封" + (f"({kinds})" if kinds else "")
-               + f",存入收件箱 {got.files} 个文件" + (f",确认 {got.confirmed} 个待确认文件" if got.confirmed else "")
-               + (f",退信对应到 {got.bounced} 封已发邮件" if got.bounced else ""))
+    typer.echo(
+        f"邮箱:共 {got.in_mailbox} 封,新收 {sum(got.taken.values())} 封"
+        + (f"({kinds})" if kinds else "")
+        + f",存入收件箱 {got.files} 个文件"
+        + (f",确认 {got.confirmed} 个待确认文件" if got.confirmed else "")
+        + (f",退信对应到 {got.bounced} 封已发邮件" if got.bounced else "")
+    )
     for line in got.notes:
         typer.echo(f"  {line}")
 
@@ -274,8 +320,9 @@ def fetch(
     campaign = _campaign(rules_path, workspace, inbox, outbox, state)
     rules = campaign.rules
     imap_password = _imap_password(rules)
-    got, sent = campaign.fetch(_moment(campaign, as_of), send=send, password=_password(rules, send),
-                               imap_password=imap_password)
+    got, sent = campaign.fetch(
+        _moment(campaign, as_of), send=send, password=_password(rules, send), imap_password=imap_password
+    )
     _print_fetched(got)
     if sent:
         typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(sent.items())))
@@ -310,8 +357,10 @@ def watch(
         taken = sum(round_.fetched.taken.values())
         checked = ",".join(f"{k} {v}" for k, v in sorted(round_.checked.items()))
         sent = ",".join(f"{k} {v}" for k, v in sorted(round_.messages.items()))
-        said(f"新收 {taken} 封邮件、{round_.fetched.files} 个文件;校验 {checked or '无'};邮件 {sent or '无'};"
-             f"用时 {round_.seconds:.1f} 秒")
+        said(
+            f"新收 {taken} 封邮件、{round_.fetched.files} 个文件;校验 {checked or '无'};邮件 {sent or '无'};"
+            f"用时 {round_.seconds:.1f} 秒"
+        )
         for line in round_.fetched.notes:
             said(f"  {line}")
 
@@ -323,7 +372,9 @@ def watch(
 @app.command()
 @_told
 def confirm(
-    numbers: Annotated[list[str] | None, typer.Argument(help="要确认的文件编号(不写则列出全部待确认文件)")] = None,
+    numbers: Annotated[
+        list[str] | None, typer.Argument(help="要确认的文件编号(不写则列出全部待确认文件)")
+    ] = None,
     state: StateOption = None,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
@@ -357,8 +408,9 @@ def send_templates(
     campaign = _campaign(rules_path, workspace, outbox=outbox, state=state)
     if unit is not None and not campaign.rules.has_unit(unit):
         _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
-    names, sent = campaign.send_templates(unit, _moment(campaign, as_of), send=send,
-                                          password=_password(campaign.rules, send))
+    names, sent = campaign.send_templates(
+        unit, _moment(campaign, as_of), send=send, password=_password(campaign.rules, send)
+    )
     typer.echo(f"模板邮件 {len(names)} 封:" + ("、".join(names) if names else "各单位都已发过这一版模板"))
     if sent:
         typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(sent.items())))
@@ -401,14 +453,19 @@ def remind(
     """给尚未报送或仍未通过的单位发催报邮件(每个单位每天最多一封)。"""
     campaign = _campaign(rules_path, workspace, outbox=outbox, state=state, level=for_unit or "province")
     reminded = campaign.remind(_moment(campaign, as_of), send=send, password=_password(campaign.rules, send))
-    typer.echo(f"催报 {len(reminded)} 个单位:" + ("、".join(reminded) if reminded else "今天已催报过或无需催报"))
+    typer.echo(
+        f"催报 {len(reminded)} 个单位:" + ("、".join(reminded) if reminded else "今天已催报过或无需催报")
+    )
 
 
 @app.command()
 @_told
 def verify(
     state: StateOption = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="台账损坏或丢失时:用最近一次自动备份恢复台账(损坏的文件改名保留)")] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="台账损坏或丢失时:用最近一次自动备份恢复台账(损坏的文件改名保留)"),
+    ] = False,
     for_unit: ForOption = None,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
@@ -429,8 +486,12 @@ def verify(
 @_told
 def mail_command(
     unknown: Annotated[bool, typer.Option("--unknown", help="列出是否送达不明的邮件")] = False,
-    resend: Annotated[list[str] | None, typer.Option("--resend", help="确认未送达:下次 --send 时重发这封邮件(写邮件编号)")] = None,
-    mark_sent: Annotated[list[str] | None, typer.Option("--mark-sent", help="确认已送达:不再发送这封邮件(写邮件编号)")] = None,
+    resend: Annotated[
+        list[str] | None, typer.Option("--resend", help="确认未送达:下次 --send 时重发这封邮件(写邮件编号)")
+    ] = None,
+    mark_sent: Annotated[
+        list[str] | None, typer.Option("--mark-sent", help="确认已送达:不再发送这封邮件(写邮件编号)")
+    ] = None,
     state: StateOption = None,
     for_unit: ForOption = None,
     rules_path: RulesOption = None,
@@ -445,8 +506,13 @@ def mail_command(
     rows = campaign.messages(("unknown",) if unknown or not (resend or mark_sent) else None)
     if unknown or not (resend or mark_sent):
         for row in rows:
-            typer.echo(f"  {row['key'].split(':')[-1][:12]}  {row['recipient']}  {row['subject']}\n      {row['detail'] or ''}")
-        typer.echo(f"送达不明的邮件 {len(rows)} 封" + ("(确认后用 --resend 或 --mark-sent 加邮件编号处理)" if rows else ""))
+            typer.echo(
+                f"  {row['key'].split(':')[-1][:12]}  {row['recipient']}  {row['subject']}\n      {row['detail'] or ''}"
+            )
+        typer.echo(
+            f"送达不明的邮件 {len(rows)} 封"
+            + ("(确认后用 --resend 或 --mark-sent 加邮件编号处理)" if rows else "")
+        )
 
 
 @contextmanager
@@ -492,7 +558,9 @@ def main() -> None:
 
         log = Path(tempfile.gettempdir()) / f"pipeline-error-{os.getpid()}.log"
         log.write_text(traceback.format_exc(), encoding="utf-8")
-        typer.echo(f"程序出错:{exc.__class__.__name__}: {exc}\n详细信息已写入 {log},请发给技术人员。", err=True)
+        typer.echo(
+            f"程序出错:{exc.__class__.__name__}: {exc}\n详细信息已写入 {log},请发给技术人员。", err=True
+        )
         sys.exit(3)
 
 

@@ -68,11 +68,17 @@ class _Filler:
         plan = rules.demo
         self.size_of: Compiled | None = (
             rulelang.compiled(plan.size, rulelang.Scope(forms={}, functions=demo_plan.FUNCTIONS), functions)
-            if plan.size is not None else None
+            if plan.size is not None
+            else None
         )
         self.steps = {
-            form: [(step, rulelang.compiled(step.expr, step.scope, functions) if step.expr and step.scope else None)
-                   for step in steps]
+            form: [
+                (
+                    step,
+                    rulelang.compiled(step.expr, step.scope, functions) if step.expr and step.scope else None,
+                )
+                for step in steps
+            ]
             for form, steps in plan.forms.items()
         }
 
@@ -81,16 +87,26 @@ class _Filler:
 
     def phone(self, area: str) -> str:
         rng = self.rng
-        return rng.choice([f"{area}-{rng.randint(62000000, 68999999)}", f"1{rng.choice('3589')}{rng.randint(100000000, 999999999)}"])
+        return rng.choice(
+            [
+                f"{area}-{rng.randint(62000000, 68999999)}",
+                f"1{rng.choice('3589')}{rng.randint(100000000, 999999999)}",
+            ]
+        )
 
     def typed_date(self, first: int, last: int) -> Any:
         """A day `first` to `last` days after the issue date, typed every which way people type dates (the
         reader accepts all of these)."""
         day = self.rules.campaign.issue_date + dt.timedelta(days=self.rng.randint(int(first), int(last)))
-        return self.rng.choice([
-            dt.datetime.combine(day, dt.time()), f"{day.year}年{day.month}月{day.day}日", f"{day.year}.{day.month}.{day.day}",
-            f"{day.year}-{day.month}-{day.day}", f"{day.year}/{day.month:02d}/{day.day:02d}",
-        ])
+        return self.rng.choice(
+            [
+                dt.datetime.combine(day, dt.time()),
+                f"{day.year}年{day.month}月{day.day}日",
+                f"{day.year}.{day.month}.{day.day}",
+                f"{day.year}-{day.month}-{day.day}",
+                f"{day.year}/{day.month:02d}/{day.day:02d}",
+            ]
+        )
 
     def size(self, unit: Unit, rng: random.Random) -> float:
         sizes = self.rules.demo.sizes
@@ -212,7 +228,9 @@ def as_xls(rules: Rules, form: Form, unit: Unit, values: Values) -> bytes:
                     if value is None:
                         continue
                 if isinstance(value, dt.datetime):
-                    sheet.write(cell.row - 1, cell.column - 1, value, xlwt.easyxf(num_format_str="yyyy-mm-dd"))
+                    sheet.write(
+                        cell.row - 1, cell.column - 1, value, xlwt.easyxf(num_format_str="yyyy-mm-dd")
+                    )
                 else:
                     sheet.write(cell.row - 1, cell.column - 1, value)
         if ws.sheet_state == "hidden":
@@ -279,22 +297,41 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
         os.utime(path, (stamp, stamp))
         demo.files.append(DemoFile(path, unit.code, item, note))
 
-    def send(day: dt.date, unit: Unit, item: str, size: float, mistake: demo_plan.Mistake | None,
-             note: str = CORRECT) -> None:
+    def send(
+        day: dt.date,
+        unit: Unit,
+        item: str,
+        size: float,
+        mistake: demo_plan.Mistake | None,
+        note: str = CORRECT,
+    ) -> None:
         form = rules.forms[rules.items[item].form or ""]
         values = filler.values(form.code, rng, size)
         name = template.file_name(unit, form)
         if mistake is None or mistake.form != form.code:
             put(day, name, template.fill(rules, form, unit, values), unit, item, note)
         elif mistake.kind == "xls_copy":
-            put(day, name.removesuffix(".xlsx") + ".xls", as_xls(rules, form, unit, values), unit, item, mistake.note)
+            put(
+                day,
+                name.removesuffix(".xlsx") + ".xls",
+                as_xls(rules, form, unit, values),
+                unit,
+                item,
+                mistake.note,
+            )
         elif mistake.kind == "resubmission":
             wrong = dict(values)
             filler.plant(wrong, mistake, rng)
             put(day, name, template.fill(rules, form, unit, wrong), unit, item, f"第1版:{mistake.note}")
             again = f"{unit.aliases[0] if unit.aliases else unit.name}{form.attachment}(修改后).xlsx"
-            put(day + dt.timedelta(days=mistake.days_later), again, template.fill(rules, form, unit, values), unit,
-                item, CORRECTED)
+            put(
+                day + dt.timedelta(days=mistake.days_later),
+                again,
+                template.fill(rules, form, unit, values),
+                unit,
+                item,
+                CORRECTED,
+            )
         else:
             filler.plant(values, mistake, rng)
             put(day, name, template.fill(rules, form, unit, values), unit, item, mistake.note)
@@ -307,7 +344,14 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
             if mistake is not None and (mistake.kind == "sends_nothing" or mistake.item == item):
                 demo.missing.append((unit.code, item))
             elif rules.items[item].form is None:
-                put(day, f"{unit.name}{rules.items[item].label}.docx", report_docx(unit, rules), unit, item, REPORT)
+                put(
+                    day,
+                    f"{unit.name}{rules.items[item].label}.docx",
+                    report_docx(unit, rules),
+                    unit,
+                    item,
+                    REPORT,
+                )
             else:
                 send(day, unit, item, size, mistake)
 

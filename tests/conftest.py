@@ -165,8 +165,13 @@ def fill(rules: config.Rules, tmp_path: Path) -> Callable[..., Path]:
     """
     from pipeline.render import template
 
-    def make(form: str = "warmth", unit: str = "460100", changes: dict[Key, object] | None = None,
-             name: str | None = None, seed: int = 1) -> Path:
+    def make(
+        form: str = "warmth",
+        unit: str = "460100",
+        changes: dict[Key, object] | None = None,
+        name: str | None = None,
+        seed: int = 1,
+    ) -> Path:
         values = correct_values(rules, form, unit, seed)
         changes = changes or {}
         for key in list(values):
@@ -220,11 +225,23 @@ def as_seen(data: bytes) -> dict:
             font, fill, al, border = cell.font, cell.fill, cell.alignment, cell.border
             sides = [getattr(border, s) for s in ("left", "right", "top", "bottom")]
             cells[cell.coordinate] = (
-                cell.value, results[ws.title][cell.coordinate].value, cell.data_type, cell.number_format,
-                fill.fill_type, _rgb(fill.fgColor),
-                font.name, font.b, font.sz, _rgb(font.color), font.u,
+                cell.value,
+                results[ws.title][cell.coordinate].value,
+                cell.data_type,
+                cell.number_format,
+                fill.fill_type,
+                _rgb(fill.fgColor),
+                font.name,
+                font.b,
+                font.sz,
+                _rgb(font.color),
+                font.u,
                 tuple((getattr(s, "style", None), _rgb(getattr(s, "color", None))) for s in sides),
-                al.horizontal, al.vertical, al.wrap_text, cell.quotePrefix, cell.protection.locked,
+                al.horizontal,
+                al.vertical,
+                al.wrap_text,
+                cell.quotePrefix,
+                cell.protection.locked,
                 (cell.comment.text, cell.comment.author) if cell.comment else None,
                 (cell.hyperlink.location, cell.hyperlink.target) if cell.hyperlink else None,
             )
@@ -240,9 +257,17 @@ def as_seen(data: bytes) -> dict:
             "frozen": ws.freeze_panes,
             "validations": sorted(str(dv.sqref) for dv in ws.data_validations.dataValidation),
             "print": (
-                ws.print_title_rows, ws.print_title_cols, ws.print_area, setup.orientation, setup.paperSize,
-                setup.scale, setup.fitToWidth, setup.fitToHeight, ws.sheet_properties.pageSetUpPr.fitToPage,
-                ws.print_options.horizontalCentered, [b.id for b in ws.col_breaks.brk],
+                ws.print_title_rows,
+                ws.print_title_cols,
+                ws.print_area,
+                setup.orientation,
+                setup.paperSize,
+                setup.scale,
+                setup.fitToWidth,
+                setup.fitToHeight,
+                ws.sheet_properties.pageSetUpPr.fitToPage,
+                ws.print_options.horizontalCentered,
+                [b.id for b in ws.col_breaks.brk],
                 (margins.left, margins.right, margins.top, margins.bottom, margins.header, margins.footer),
                 (ws.oddHeader.center.text, ws.oddFooter.center.text),
             ),

@@ -95,14 +95,23 @@ class Dovecot:
         client = self.client()
         try:
             client.select_folder("INBOX", readonly=True)
-            return sorted((uid, tuple(flags)) for uid, flags in client.get_flags(client.search(["ALL"])).items())
+            return sorted(
+                (uid, tuple(flags)) for uid, flags in client.get_flags(client.search(["ALL"])).items()
+            )
         finally:
             client.logout()
 
     def mail(self, rules: config.Rules) -> config.Mail:
         """The campaign's mail settings pointed at this server."""
-        return dataclasses.replace(rules.mail, imap_host="127.0.0.1", imap_port=self.port, imap_tls="none",
-                                   imap_user=USER, imap_password_env=PASSWORD_ENV, imap_folder="INBOX")
+        return dataclasses.replace(
+            rules.mail,
+            imap_host="127.0.0.1",
+            imap_port=self.port,
+            imap_tls="none",
+            imap_user=USER,
+            imap_password_env=PASSWORD_ENV,
+            imap_folder="INBOX",
+        )
 
 
 @contextlib.contextmanager
@@ -120,10 +129,12 @@ def running() -> Iterator[Dovecot]:
     (base / "mail").mkdir()
     os.chown(base / "mail", owner.pw_uid, owner.pw_gid)
     (base / "passwd").write_text(
-        f"{USER}:{{PLAIN}}{PASSWORD}:{owner.pw_uid}:{owner.pw_gid}::{base}/mail/{USER}\n", encoding="utf-8")
+        f"{USER}:{{PLAIN}}{PASSWORD}:{owner.pw_uid}:{owner.pw_gid}::{base}/mail/{USER}\n", encoding="utf-8"
+    )
     (base / "dovecot.conf").write_text(CONFIG.format(base=base, port=port), encoding="utf-8")
-    process = subprocess.Popen([binary, "-F", "-c", str(base / "dovecot.conf")], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [binary, "-F", "-c", str(base / "dovecot.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -133,7 +144,11 @@ def running() -> Iterator[Dovecot]:
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     out = process.stdout.read().decode(errors="replace") if process.stdout else ""
-                    log = (base / "dovecot.log").read_text(errors="replace") if (base / "dovecot.log").exists() else ""
+                    log = (
+                        (base / "dovecot.log").read_text(errors="replace")
+                        if (base / "dovecot.log").exists()
+                        else ""
+                    )
                     raise RuntimeError(f"dovecot did not start:\n{out}\n{log}") from None
                 time.sleep(0.05)
         yield Dovecot(port, base)
@@ -160,12 +175,17 @@ def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dovecot]:
 def pointed_rules(rules_text: str, imap_port: int, smtp_port: int) -> str:
     """rules.yaml's text with its mail settings pointed at a local IMAP and SMTP server (no TLS, no login)."""
     text = rules_text
-    for old, new in (("smtp_host: smtp.example.org", "smtp_host: 127.0.0.1"),
-                     ("smtp_port: 465", f"smtp_port: {smtp_port}"), ("  tls: ssl\n", "  tls: none\n"),
-                     ("  username: songwennuan@example.org\n", ""), ("imap_host: imap.example.org", "imap_host: 127.0.0.1"),
-                     ("imap_port: 993", f"imap_port: {imap_port}"), ("imap_tls: ssl ", "imap_tls: none "),
-                     ("imap_user: flbzb@sina.com", f"imap_user: {USER}"),
-                     ("imap_password_env: SONGWENNUAN_IMAP_PASSWORD", f"imap_password_env: {PASSWORD_ENV}")):
+    for old, new in (
+        ("smtp_host: smtp.example.org", "smtp_host: 127.0.0.1"),
+        ("smtp_port: 465", f"smtp_port: {smtp_port}"),
+        ("  tls: ssl\n", "  tls: none\n"),
+        ("  username: songwennuan@example.org\n", ""),
+        ("imap_host: imap.example.org", "imap_host: 127.0.0.1"),
+        ("imap_port: 993", f"imap_port: {imap_port}"),
+        ("imap_tls: ssl ", "imap_tls: none "),
+        ("imap_user: flbzb@sina.com", f"imap_user: {USER}"),
+        ("imap_password_env: SONGWENNUAN_IMAP_PASSWORD", f"imap_password_env: {PASSWORD_ENV}"),
+    ):
         if old not in text:
             raise ValueError(f"rules.yaml no longer holds {old!r}")
         text = text.replace(old, new)

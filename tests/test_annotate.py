@@ -332,7 +332,9 @@ def injection_findings(sheet: str) -> list[Finding]:
     ]
     # Echoed sheet names and messages are user text too; a control character must not break the file.
     found.append(
-        Finding("F-structure", Severity.WARNING, '=HYPERLINK("http://x","点我")', sheet="=1+1", value="响\x07铃")
+        Finding(
+            "F-structure", Severity.WARNING, '=HYPERLINK("http://x","点我")', sheet="=1+1", value="响\x07铃"
+        )
     )
     return found
 
@@ -534,11 +536,18 @@ def _mistakes(fill, rules):
     path = fill(changes=MISTAKES)
     findings = checked(path, rules)
     error = next(f for f in findings if f.is_error)
-    return path, [
-        *findings,
-        Finding("W-per-head", Severity.WARNING, "人均慰问金额偏高,请核对", sheet=error.sheet, cell=error.cell),
-        Finding("F-identity", Severity.WARNING, '文件名"x.xlsx"像是别的单位的'),
-    ], UNIT, TITLE
+    return (
+        path,
+        [
+            *findings,
+            Finding(
+                "W-per-head", Severity.WARNING, "人均慰问金额偏高,请核对", sheet=error.sheet, cell=error.cell
+            ),
+            Finding("F-identity", Severity.WARNING, '文件名"x.xlsx"像是别的单位的'),
+        ],
+        UNIT,
+        TITLE,
+    )
 
 
 def _odd_places(fill, rules):
@@ -546,14 +555,21 @@ def _odd_places(fill, rules):
     path = fill("center", changes={("sign", "", "phone"): "见附件"})
     sheet = rules.forms["center"].sheet
     places = ["C2", "B3", "G3", "K7", "B300", "XFE1", "第8行"]
-    return path, [
-        *checked(path, rules),
-        *(
-            Finding("R-type", Severity.ERROR if i % 2 else Severity.WARNING, f"说明 {p}", sheet=sheet, cell=p)
-            for i, p in enumerate(places)
-        ),
-        Finding("R-type", Severity.ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
-    ], "三亚市总工会", "三亚 帮扶中心 校验结果"
+    return (
+        path,
+        [
+            *checked(path, rules),
+            *(
+                Finding(
+                    "R-type", Severity.ERROR if i % 2 else Severity.WARNING, f"说明 {p}", sheet=sheet, cell=p
+                )
+                for i, p in enumerate(places)
+            ),
+            Finding("R-type", Severity.ERROR, "不存在的工作表", sheet="别的表", cell="B8"),
+        ],
+        "三亚市总工会",
+        "三亚 帮扶中心 校验结果",
+    )
 
 
 def _injections(fill, rules):
@@ -564,8 +580,11 @@ def _passed(fill, rules):
     return fill(), [], UNIT, TITLE
 
 
-@pytest.mark.parametrize("scenario", [_mistakes, _odd_places, _injections, _passed],
-                         ids=["mistakes", "odd-places", "injections", "passed"])
+@pytest.mark.parametrize(
+    "scenario",
+    [_mistakes, _odd_places, _injections, _passed],
+    ids=["mistakes", "odd-places", "injections", "passed"],
+)
 def test_both_ways_give_the_copy_a_user_sees_the_same(scenario, fill, rules, made, monkeypatch):
     path, findings, unit_name, title = scenario(fill, rules)
     by_xml = annotated(path, findings, unit_name=unit_name, title=title)
@@ -585,18 +604,65 @@ CONTENT_TYPES = "{http://schemas.openxmlformats.org/package/2006/content-types}"
 VML_X = "{urn:schemas-microsoft-com:office:excel}"
 # The order ECMA-376 gives a worksheet's and a workbook's children; Excel calls a file out of it corrupt.
 WORKSHEET_ORDER = (
-    "sheetPr", "dimension", "sheetViews", "sheetFormatPr", "cols", "sheetData", "sheetCalcPr",
-    "sheetProtection", "protectedRanges", "scenarios", "autoFilter", "sortState", "dataConsolidate",
-    "customSheetViews", "mergeCells", "phoneticPr", "conditionalFormatting", "dataValidations",
-    "hyperlinks", "printOptions", "pageMargins", "pageSetup", "headerFooter", "rowBreaks", "colBreaks",
-    "customProperties", "cellWatches", "ignoredErrors", "smartTags", "drawing", "legacyDrawing",
-    "legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls", "webPublishItems", "tableParts",
+    "sheetPr",
+    "dimension",
+    "sheetViews",
+    "sheetFormatPr",
+    "cols",
+    "sheetData",
+    "sheetCalcPr",
+    "sheetProtection",
+    "protectedRanges",
+    "scenarios",
+    "autoFilter",
+    "sortState",
+    "dataConsolidate",
+    "customSheetViews",
+    "mergeCells",
+    "phoneticPr",
+    "conditionalFormatting",
+    "dataValidations",
+    "hyperlinks",
+    "printOptions",
+    "pageMargins",
+    "pageSetup",
+    "headerFooter",
+    "rowBreaks",
+    "colBreaks",
+    "customProperties",
+    "cellWatches",
+    "ignoredErrors",
+    "smartTags",
+    "drawing",
+    "legacyDrawing",
+    "legacyDrawingHF",
+    "drawingHF",
+    "picture",
+    "oleObjects",
+    "controls",
+    "webPublishItems",
+    "tableParts",
     "extLst",
 )
 WORKBOOK_ORDER = (
-    "fileVersion", "fileSharing", "workbookPr", "workbookProtection", "bookViews", "sheets",
-    "functionGroups", "externalReferences", "definedNames", "calcPr", "oleSize", "customWorkbookViews",
-    "pivotCaches", "smartTagPr", "smartTagTypes", "webPublishing", "fileRecoveryPr", "webPublishObjects",
+    "fileVersion",
+    "fileSharing",
+    "workbookPr",
+    "workbookProtection",
+    "bookViews",
+    "sheets",
+    "functionGroups",
+    "externalReferences",
+    "definedNames",
+    "calcPr",
+    "oleSize",
+    "customWorkbookViews",
+    "pivotCaches",
+    "smartTagPr",
+    "smartTagTypes",
+    "webPublishing",
+    "fileRecoveryPr",
+    "webPublishObjects",
     "extLst",
 )
 
@@ -626,7 +692,9 @@ def package_problems(data: bytes) -> list[str]:
     zf = zipfile.ZipFile(io.BytesIO(data))
     names = set(zf.namelist())
     types = SafeET.fromstring(zf.read("[Content_Types].xml"))
-    defaults = {d.get("Extension").lower(): d.get("ContentType") for d in types.iter(f"{CONTENT_TYPES}Default")}
+    defaults = {
+        d.get("Extension").lower(): d.get("ContentType") for d in types.iter(f"{CONTENT_TYPES}Default")
+    }
     overrides = {
         o.get("PartName")[1:].lower(): o.get("ContentType") for o in types.iter(f"{CONTENT_TYPES}Override")
     }
@@ -727,7 +795,9 @@ def _as_excel_saves(xlsx: bytes) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.filterwarnings("ignore:Conditional Formatting extension is not supported")  # openpyxl reading ours
+@pytest.mark.filterwarnings(
+    "ignore:Conditional Formatting extension is not supported"
+)  # openpyxl reading ours
 def test_form_saved_by_excel_keeps_its_namespaces_and_untouched_parts(mistaken, made):
     path, findings = mistaken
     original = _as_excel_saves(path.read_bytes())
@@ -799,7 +869,9 @@ def _with_prefixed_namespace(path: Path, rules) -> None:
         for name in src.namelist():
             content = src.read(name)
             if name == "xl/worksheets/sheet1.xml":
-                text = re.sub(r"<(/?)(\w+)", r"<\1x:\2", content.decode()).replace(' xmlns="', ' xmlns:x="', 1)
+                text = re.sub(r"<(/?)(\w+)", r"<\1x:\2", content.decode()).replace(
+                    ' xmlns="', ' xmlns:x="', 1
+                )
                 content = text.encode()
             dst.writestr(name, content)
     path.write_bytes(out.getvalue())

@@ -42,13 +42,27 @@ def site(rules, tmp_path):
 def hashes(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
 def run_cli(inbox, outbox, state, *extra):
-    result = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
-                                 "--as-of", AS_OF, *extra])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--state",
+            str(state),
+            "--as-of",
+            AS_OF,
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -114,8 +128,20 @@ def test_rerun_with_nothing_new_does_not_rewrite_outputs_but_remakes_a_deleted_o
     run_cli(inbox, outbox, state)
     assert hashes(outbox) == first
     # A later moment changes the countdown in the status: the outputs are made again.
-    runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
-                        "--as-of", "2017-02-03T12:00"])
+    runner.invoke(
+        app,
+        [
+            "run",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--state",
+            str(state),
+            "--as-of",
+            "2017-02-03T12:00",
+        ],
+    )
     assert "距截止还有 2 天" in (outbox / names.STATUS_TXT).read_text(encoding="utf-8")
 
 
@@ -151,8 +177,11 @@ def test_corrected_resubmission_supersedes_the_rejected_file(rules, site):
     rows = {(r["unit"], r["item"]): r for r in json.loads(result.stdout)["rows"]}
     row = rows[(first.unit, "warmth")]
     assert row["versions"] == 2 and row["version_used"] == 2 and row["state_label"] == "已通过"
-    versions = sorted((s.version, s.verdict) for s in ledger.Ledger(state).submissions()
-                      if s.unit == first.unit and s.item == "warmth")
+    versions = sorted(
+        (s.version, s.verdict)
+        for s in ledger.Ledger(state).submissions()
+        if s.unit == first.unit and s.item == "warmth"
+    )
     assert versions == [(1, "rejected"), (2, "accepted")]
     text = runner.invoke(app, ["status", "--state", str(state), "--as-of", AS_OF]).output
     assert "共2版" in text
@@ -181,9 +210,23 @@ def test_late_file_is_flagged_and_still_processed(rules, site, fill):
     late.parent.mkdir()
     late.write_bytes(fill(unit="460200", seed=9).read_bytes())
     os.utime(late, (1486526400,) * 2)  # 2017-02-08 12:00 +08:00
-    runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
-                        "--as-of", "2017-02-10T09:00"])
-    rows = {(r.unit, r.item): r for r in campaign_at(rules, inbox, outbox, state).status("2017-02-10T09:00").rows}
+    runner.invoke(
+        app,
+        [
+            "run",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--state",
+            str(state),
+            "--as-of",
+            "2017-02-10T09:00",
+        ],
+    )
+    rows = {
+        (r.unit, r.item): r for r in campaign_at(rules, inbox, outbox, state).status("2017-02-10T09:00").rows
+    }
     assert rows[("460200", "warmth")].late
     assert any(r.state == ItemState.OVERDUE for r in rows.values())
 
@@ -191,7 +234,9 @@ def test_late_file_is_flagged_and_still_processed(rules, site, fill):
 def test_a_second_run_while_one_holds_the_lock_is_refused(rules, site):
     inbox, outbox, state, _ = site
     with locked(state):
-        result = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state)])
+        result = runner.invoke(
+            app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state)]
+        )
     assert result.exit_code == 2
     assert "另一个 pipeline 正在运行" in result.output
 
@@ -202,7 +247,9 @@ def test_verify_finds_a_changed_archive_file(rules, site):
     ok = runner.invoke(app, ["verify", "--state", str(state)])
     assert ok.exit_code == 0 and "全部一致" in ok.output
     with contextlib.closing(sqlite3.connect(state / "ledger.sqlite")) as db, db:
-        db.execute("UPDATE archive SET data = ? WHERE sha256 = (SELECT min(sha256) FROM archive)", (b"tampered",))
+        db.execute(
+            "UPDATE archive SET data = ? WHERE sha256 = (SELECT min(sha256) FROM archive)", (b"tampered",)
+        )
     bad = runner.invoke(app, ["verify", "--state", str(state)])
     assert bad.exit_code == 1 and "存档内容已改变" in bad.output
 
@@ -213,9 +260,13 @@ def test_killed_run_is_completed_by_the_next_with_the_same_result(rules, tmp_pat
     command = [sys.executable, "-m", "pipeline", "run", "--inbox", str(inbox), "--as-of", AS_OF]
 
     def start(name):
-        return subprocess.Popen(command + ["--outbox", str(tmp_path / name / "outbox"),
-                                           "--state", str(tmp_path / name / "state")],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            command
+            + ["--outbox", str(tmp_path / name / "outbox"), "--state", str(tmp_path / name / "state")],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     clean = start("clean")
     assert clean.wait(timeout=300) == 0
@@ -227,7 +278,10 @@ def test_killed_run_is_completed_by_the_next_with_the_same_result(rules, tmp_pat
     victim.wait()
     rerun = start("killed")
     assert rerun.wait(timeout=300) == 0
-    assert ledger.Ledger(tmp_path / "killed" / "state").dump() == ledger.Ledger(tmp_path / "clean" / "state").dump()
+    assert (
+        ledger.Ledger(tmp_path / "killed" / "state").dump()
+        == ledger.Ledger(tmp_path / "clean" / "state").dump()
+    )
     assert hashes(tmp_path / "killed" / "outbox") == hashes(tmp_path / "clean" / "outbox")
 
 
@@ -239,8 +293,9 @@ def test_a_federation_large_enough_for_the_workbooks_process_gets_the_same_files
     started = []
     start = overlap.WorkbookProcess.start
     monkeypatch.setattr(overlap.WorkbookProcess, "UNITS", 1)
-    monkeypatch.setattr(overlap.WorkbookProcess, "start",
-                        lambda self: (started.append(self.executor is None), start(self))[1])
+    monkeypatch.setattr(
+        overlap.WorkbookProcess, "start", lambda self: (started.append(self.executor is None), start(self))[1]
+    )
     large = outbox.parent / "large"
     run_cli(inbox, large / "outbox", large / "state")
     assert started[0] is True  # started, once the forms were read
@@ -288,12 +343,16 @@ def _draft_workbook(outbox: Path) -> bytes:
     return path.read_bytes()
 
 
-def _drafts(aside: overlap.WorkbookProcess, rules, site, times: int = 1, kill: bool = False) -> tuple[bytes, list[bytes]]:
+def _drafts(
+    aside: overlap.WorkbookProcess, rules, site, times: int = 1, kill: bool = False
+) -> tuple[bytes, list[bytes]]:
     """(the draft workbook a run wrote, the same built again `times` times through `aside`), `kill`ing its
     process first."""
     inbox, outbox, state, _ = site
     run_cli(inbox, outbox, state)
-    with opened(rules, Folders(inbox, outbox, state), campaign_at(rules, inbox, outbox, state).moment(AS_OF)) as run:
+    with opened(
+        rules, Folders(inbox, outbox, state), campaign_at(rules, inbox, outbox, state).moment(AS_OF)
+    ) as run:
         now = campaign_at(rules, inbox, outbox, state).status(AS_OF)
         aside.start()  # a run starts it from WorkbookProcess.UNITS units on; the demo has 21
         try:
@@ -336,7 +395,20 @@ def test_submissions_are_loaded_again_when_another_connection_changed_them(rules
     first = reader.submissions()
     assert reader.submissions(values=False) == first  # unchanged: the same objects again
     changed = first[0]
-    writer.record_checks([(changed.sha256, dict(kind=changed.kind, unit=changed.unit, item=changed.item,
-                                                form=changed.form, verdict="rejected", findings=[]))])
+    writer.record_checks(
+        [
+            (
+                changed.sha256,
+                dict(
+                    kind=changed.kind,
+                    unit=changed.unit,
+                    item=changed.item,
+                    form=changed.form,
+                    verdict="rejected",
+                    findings=[],
+                ),
+            )
+        ]
+    )
     again = {s.sha256: s for s in reader.submissions()}
     assert again[changed.sha256].verdict == "rejected" and changed.verdict != "rejected"

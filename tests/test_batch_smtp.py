@@ -42,7 +42,11 @@ def test_feedback_is_sent_once_per_unit_retried_after_451_and_550_is_shown(rules
         assert "【送温暖统计表" in message["Subject"] or "【帮扶中心统计表" in message["Subject"]
         # A reply goes where the unit sends its forms: the department, or ZX for the units below it.
         unit = next(u for u in rules.units if u.email == message["To"].addresses[0].addr_spec)
-        expected = rules.mail.reply_to_address if unit.reports_to == "province" else rules.unit(unit.reports_to).email
+        expected = (
+            rules.mail.reply_to_address
+            if unit.reports_to == "province"
+            else rules.unit(unit.reports_to).email
+        )
         assert message["Reply-To"].addresses[0].addr_spec == expected
         (attachment,) = list(message.iter_attachments())
         assert attachment.get_filename().endswith("_校验结果.xlsx")

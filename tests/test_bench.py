@@ -11,13 +11,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_national_bench_small(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "national.py"), "--units", "30", "--skip-baseline",
-         "--workdir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "national.py"),
+            "--units",
+            "30",
+            "--skip-baseline",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    for name in ("(a) floor", "(b) baseline", "(c) pipeline run", "(d) pipeline run again", "(e) pipeline check"):
+    for name in (
+        "(a) floor",
+        "(b) baseline",
+        "(c) pipeline run",
+        "(d) pipeline run again",
+        "(e) pipeline check",
+    ):
         assert name in out, name
     for ratio in ("c/a =", "b/c =", "d/c =", "RSS(c) =", "e ="):
         assert ratio in out, ratio
@@ -30,8 +47,16 @@ def test_mailbox_bench_small() -> None:
     from tests.conftest import require_program
 
     require_program("dovecot", "dovecot-imapd") if not Path("/usr/sbin/dovecot").exists() else None
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "mailbox.py"), "--window", "5"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mailbox.py"), "--window", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "first submissions, APPEND to reply accepted: 28 replies, median" in done.stdout, done.stdout
-    assert "corrected resubmissions, APPEND to reply accepted:" in done.stdout and "missing" not in done.stdout
+    assert (
+        "corrected resubmissions, APPEND to reply accepted:" in done.stdout and "missing" not in done.stdout
+    )

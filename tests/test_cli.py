@@ -73,7 +73,11 @@ def test_unknown_unit_is_refused_in_chinese(tmp_path):
 
 
 def test_bad_rules_file_names_the_yaml_path_without_traceback(tmp_path):
-    text = (ROOT / "rules.yaml").read_text(encoding="utf-8").replace("type: count, group: 慰问对象}", "type: int32, group: 慰问对象}", 1)
+    text = (
+        (ROOT / "rules.yaml")
+        .read_text(encoding="utf-8")
+        .replace("type: count, group: 慰问对象}", "type: int32, group: 慰问对象}", 1)
+    )
     bad = tmp_path / "rules.yaml"
     bad.write_text(text, encoding="utf-8")
     result = runner.invoke(app, ["templates", "--out", str(tmp_path / "out"), "--rules", str(bad)])
@@ -96,13 +100,21 @@ def test_demo_twice_with_one_seed_gives_identical_files(tmp_path):
 def test_python_dash_m_pipeline_runs_as_a_real_process(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "templates", "--out", str(tmp_path), "--unit", "ZX"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert len(list(tmp_path.glob("*.xlsx"))) == 2
     assert "已生成 2 个模板" in proc.stdout
     # A failing command's message reaches the pipe whole, and its exit code is kept.
     missing = tmp_path / "没有这个文件.xlsx"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "check", str(missing)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "check", str(missing)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert (proc.returncode, proc.stdout + proc.stderr) == (2, f"找不到文件:{missing}\n")

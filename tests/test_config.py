@@ -229,7 +229,9 @@ def test_key_of_another_kind_is_refused_with_the_keys_of_this_one(rules_text: st
 
 
 def test_message_quoting_what_the_rule_cannot_fill_is_refused(rules_text: str) -> None:
-    text, n = rule_edited(rules_text, "W-goods", lambda rule: rule.update(message="{cell} 慰问品 {amount} 万元"))
+    text, n = rule_edited(
+        rules_text, "W-goods", lambda rule: rule.update(message="{cell} 慰问品 {amount} 万元")
+    )
     error = refused(text)
     assert error.path == f"rules[{n}].message"
     assert "{amount}" in error.message and "{left}" in error.message
@@ -290,7 +292,9 @@ def test_real_rules_yaml_states_the_default_limits(rules: config.Rules) -> None:
     assert rules.limits == config.Limits()
 
 
-@pytest.mark.parametrize(("value", "words"), [(-1, "大于 0"), (0, "大于 0"), ("二十", "应为数字"), (".inf", "大于 0")])
+@pytest.mark.parametrize(
+    ("value", "words"), [(-1, "大于 0"), (0, "大于 0"), ("二十", "应为数字"), (".inf", "大于 0")]
+)
 def test_bad_file_size_limit_names_limits_max_file_mb(rules_text: str, value: object, words: str) -> None:
     text = edited(rules_text, lambda data: data.update(limits={"max_file_mb": value}))
     error = refused(text.replace("max_file_mb: '.inf'", "max_file_mb: .inf"))
@@ -308,6 +312,7 @@ def test_misspelt_limit_is_named(rules_text: str) -> None:
     error = refused(edited(rules_text, lambda data: data.update(limits={"max_file_size": 5})))
     assert error.path == "limits.max_file_size"
     assert "max_file_mb" in error.message
+
 
 # --- units kept in a separate contact list ------------------------------------------------------------
 

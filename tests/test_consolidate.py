@@ -278,7 +278,10 @@ def test_rejected_versions_and_other_levels_are_left_out(rules, batch, province)
     everything = consolidate.consolidate(rules, batch.versions, status.expected_units(rules))
     for name in ("by_unit", "by_industry", "pivot", "centers"):
         pd.testing.assert_frame_equal(everything[name], province[name])
-    assert everything.figures == province.figures and everything.tables["centers"].spans == province.tables["centers"].spans
+    assert (
+        everything.figures == province.figures
+        and everything.tables["centers"].spans == province.tables["centers"].spans
+    )
     used = {v.sha256 for v in province.used}
     assert all(v.verdict == Verdict.ACCEPTED and v.unit != "CY01" for v in province.used)
     resubmitted = [k for k in batch.rejected_files if k in batch.accepted_files]
@@ -309,11 +312,17 @@ def test_duty_days_are_counted_and_ranged_across_centres_never_summed(rules, bat
     table = province.tables["centers"]
     total_at = len(table.frame) - 1
     assert pd.isna(table.frame.iloc[total_at]["duty_days"]) and pd.isna(table.frame.iloc[total_at]["staff"])
-    assert table.spans[(total_at, "duty_days")] == consolidate.Span(sum(d > 0 for d in days), min(days), max(days))
-    assert table.spans[(total_at, "staff")] == consolidate.Span(sum(s > 0 for s in staff), min(staff), max(staff))
+    assert table.spans[(total_at, "duty_days")] == consolidate.Span(
+        sum(d > 0 for d in days), min(days), max(days)
+    )
+    assert table.spans[(total_at, "staff")] == consolidate.Span(
+        sum(s > 0 for s in staff), min(staff), max(staff)
+    )
     assert province.figures["duty_days"] == table.spans[(total_at, "duty_days")]
     # Everything else of the form is still a sum.
-    assert int(table.frame.iloc[total_at]["hotline"]) == sum(int(x[("services", "", "hotline")]) for x in files)
+    assert int(table.frame.iloc[total_at]["hotline"]) == sum(
+        int(x[("services", "", "hotline")]) for x in files
+    )
     # What a reader sees: the workbook's 合计 row and the report's sentence give the count and range.
     seen = as_seen(_workbook(rules, batch, province))["帮扶中心汇总"]["cells"]
     total_row = next(a1[1:] for a1, c in seen.items() if a1.startswith("A") and c[0] == "全省合计")
@@ -407,7 +416,12 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     zx = tmp_path / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
     zx.write_bytes(template.fill(rules, rules.forms["warmth"], rules.unit("ZX"), values))
     (result,) = check.check_paths([zx], rules, today=TODAY)
-    assert (result.unit, result.form, result.verdict, result.findings) == ("ZX", "warmth", Verdict.ACCEPTED, ())
+    assert (result.unit, result.form, result.verdict, result.findings) == (
+        "ZX",
+        "warmth",
+        Verdict.ACCEPTED,
+        (),
+    )
 
     # At the province ZX's form stands for its children: given both, nothing is counted twice.
     (zx_checked,) = validate.validate_reads([read.read_path(zx, rules)], rules, today=TODAY)
@@ -431,10 +445,10 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     )
     assert load_workbook(io.BytesIO(data)).sheetnames == list(sheet_names(rules))
     assert "本级没有应报帮扶中心统计表的单位。" in as_seen(data)["帮扶中心汇总"]["cells"]["A3"][0]
-    assert "帮扶中心(已汇总" not in text and "个帮扶中心" not in text  # the centres' paragraph is the province's
-    assert "海南省总工会:" in summary_markdown(
-        rules, at_zx, zx_status, as_of=zx_status.as_of, final=True
-    )
+    assert (
+        "帮扶中心(已汇总" not in text and "个帮扶中心" not in text
+    )  # the centres' paragraph is the province's
+    assert "海南省总工会:" in summary_markdown(rules, at_zx, zx_status, as_of=zx_status.as_of, final=True)
 
 
 # --- the workbook -----------------------------------------------------------------------------------------
@@ -577,7 +591,11 @@ def test_same_inputs_give_the_same_bytes(rules, batch, province):
 
 def test_a_text_longer_than_a_cell_holds_is_cut_where_excel_cuts_it(rules, batch, province):
     # 34,000 UTF-16 units (an emoji takes two), more than a cell's 32,767: cut to 16,383 emoji, none split
-    long = {"460200": [("长.xlsx", Finding("W-total", Severity.ERROR, "😀" * 17_000, sheet="送温暖统计表", cell="B18"))]}
+    long = {
+        "460200": [
+            ("长.xlsx", Finding("W-total", Severity.ERROR, "😀" * 17_000, sheet="送温暖统计表", cell="B18"))
+        ]
+    }
     data = consolidated_workbook(
         rules, province, batch.status, long, batch.versions, as_of=batch.as_of, final=False, edition=0
     )

@@ -43,8 +43,12 @@ INJECTED = {HYPERLINK, AT_SUM, HYPERLINK.lstrip("=")}
 # --- hostile files, built from a real filled form ----------------------------------------------------------
 
 
-def _rebuild(base: bytes, out: Path, replace: dict[str, bytes | None],
-             extra: Callable[[zipfile.ZipFile], None] | None = None) -> Path:
+def _rebuild(
+    base: bytes,
+    out: Path,
+    replace: dict[str, bytes | None],
+    extra: Callable[[zipfile.ZipFile], None] | None = None,
+) -> Path:
     """Copy the xlsx `base` into `out`, with parts replaced (None: written by `extra`)."""
     with zipfile.ZipFile(io.BytesIO(base)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
@@ -101,10 +105,16 @@ def billion_laughs(base: bytes, out: Path) -> Path:
         'spreadsheetml.sharedStrings+xml"/></Types>',
     )
     sheet = sheet.replace("</sheetData>", '<row r="60"><c r="A60" t="s"><v>0</v></c></row></sheetData>', 1)
-    return _rebuild(base, out, {
-        "xl/sharedStrings.xml": sst, "xl/_rels/workbook.xml.rels": rels.encode(),
-        "[Content_Types].xml": types.encode(), SHEET: sheet.encode(),
-    })
+    return _rebuild(
+        base,
+        out,
+        {
+            "xl/sharedStrings.xml": sst,
+            "xl/_rels/workbook.xml.rels": rels.encode(),
+            "[Content_Types].xml": types.encode(),
+            SHEET: sheet.encode(),
+        },
+    )
 
 
 def forged_dimension(base: bytes, out: Path) -> Path:
@@ -113,7 +123,8 @@ def forged_dimension(base: bytes, out: Path) -> Path:
     sheet = re.sub(r'<dimension ref="[^"]*"\s*/>', '<dimension ref="A1:XFD1048576"/>', sheet, count=1)
     sheet = sheet.replace(
         "</sheetData>",
-        '<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>', 1,
+        '<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>',
+        1,
     )
     return _rebuild(base, out, {SHEET: sheet.encode()})
 
@@ -149,13 +160,23 @@ def macro_enabled(base: bytes, out: Path) -> Path:
     types = types.replace(
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
         "application/vnd.ms-excel.sheet.macroEnabled.main+xml",
-    ).replace("</Types>", '<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/></Types>')
+    ).replace(
+        "</Types>", '<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/></Types>'
+    )
     assert "macroEnabled" in types
     # Not a working VBA project: nothing in the pipeline may try to run or even parse it.
-    vba = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"Sub Auto_Open(): Shell \"calc.exe\": End Sub".ljust(504, b"\0")
-    return _rebuild(base, out.with_suffix(".xlsm"), {
-        "xl/vbaProject.bin": vba, "xl/_rels/workbook.xml.rels": rels.encode(), "[Content_Types].xml": types.encode(),
-    })
+    vba = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b'Sub Auto_Open(): Shell "calc.exe": End Sub'.ljust(
+        504, b"\0"
+    )
+    return _rebuild(
+        base,
+        out.with_suffix(".xlsm"),
+        {
+            "xl/vbaProject.bin": vba,
+            "xl/_rels/workbook.xml.rels": rels.encode(),
+            "[Content_Types].xml": types.encode(),
+        },
+    )
 
 
 LINKED_CELL = "B8"  # 慰问困难职工(户) of 农业, in a fresh template (checked by the test)
@@ -173,7 +194,9 @@ def external_link(base: bytes, out: Path, *targets: str) -> Path:
     cell = re.search(rf'<c r="{LINKED_CELL}"([^>]*)><v>([^<]*)</v></c>', sheet)
     assert cell, "the template moved: LINKED_CELL no longer holds a plain number"
     formula = "+".join(f"[{i}]Sheet1!A1" for i in range(1, len(targets) + 1))
-    sheet = sheet.replace(cell.group(0), f'<c r="{LINKED_CELL}"{cell.group(1)}><f>{formula}</f><v>{cell.group(2)}</v></c>')
+    sheet = sheet.replace(
+        cell.group(0), f'<c r="{LINKED_CELL}"{cell.group(1)}><f>{formula}</f><v>{cell.group(2)}</v></c>'
+    )
     parts: dict[str, bytes | None] = {SHEET: sheet.encode()}
     refs = ""
     for i, target in enumerate(targets, start=1):
@@ -202,8 +225,13 @@ def external_link(base: bytes, out: Path, *targets: str) -> Path:
         )
         refs += f'<externalReference r:id="rIdExt{i}"/>'
     book = book.replace("</sheets>", f"</sheets><externalReferences>{refs}</externalReferences>", 1)
-    parts.update({"xl/workbook.xml": book.encode(), "xl/_rels/workbook.xml.rels": rels.encode(),
-                  "[Content_Types].xml": types.encode()})
+    parts.update(
+        {
+            "xl/workbook.xml": book.encode(),
+            "xl/_rels/workbook.xml.rels": rels.encode(),
+            "[Content_Types].xml": types.encode(),
+        }
+    )
     return _rebuild(base, out, parts)
 
 
@@ -229,7 +257,9 @@ def base_form(rules) -> bytes:
     from pipeline.render import template
     from tests.conftest import correct_values
 
-    return template.fill(rules, rules.forms["warmth"], rules.unit("460100"), correct_values(rules, "warmth", "460100"))
+    return template.fill(
+        rules, rules.forms["warmth"], rules.unit("460100"), correct_values(rules, "warmth", "460100")
+    )
 
 
 def build(case: str, rules, folder: Path) -> Path:
@@ -396,8 +426,22 @@ def test_file_over_the_size_limit_is_refused_in_the_same_words_by_a_run_and_by_c
     sent.write_bytes(path.read_bytes())
     received = dt.datetime(2017, 1, 30, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
     os.utime(sent, (received, received))  # received before the run's time
-    result = CliRunner().invoke(app, ["run", "--rules", str(strict.source), "--inbox", str(inbox), "--outbox",
-                                      str(outbox), "--state", str(state), "--as-of", "2017-02-01T12:00"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--rules",
+            str(strict.source),
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--state",
+            str(state),
+            "--as-of",
+            "2017-02-01T12:00",
+        ],
+    )
     assert result.exit_code == 0, result.output
     [stored] = Ledger(state).submissions()
     [finding] = stored.findings
@@ -435,8 +479,12 @@ def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules,
     fifo.parent.mkdir()
     os.mkfifo(fifo)
     port = server.getsockname()[1]
-    path = external_link(base_form(rules), tmp_path / "海口市总工会_附件1.xlsx",
-                         f"http://127.0.0.1:{port}/送温暖台账.xlsx", str(fifo))
+    path = external_link(
+        base_form(rules),
+        tmp_path / "海口市总工会_附件1.xlsx",
+        f"http://127.0.0.1:{port}/送温暖台账.xlsx",
+        str(fifo),
+    )
     try:
         (result,) = check.check_paths([path], rules, isolated=True)
         (sub,) = read_isolated(rules, [(path.read_bytes(), path.name)])
@@ -446,7 +494,11 @@ def test_external_links_are_never_followed_and_the_saved_figures_are_read(rules,
         server.close()
     assert (result.verdict, result.unit) == (Verdict.ACCEPTED, "460100"), result.findings
     [warning] = [f for f in result.findings if f.rule == F_LINK]
-    assert warning.severity == Severity.WARNING and "外部链接" in warning.message and "保存的数值" in warning.message
+    assert (
+        warning.severity == Severity.WARNING
+        and "外部链接" in warning.message
+        and "保存的数值" in warning.message
+    )
     assert cell_of(rules, "warmth", "visits", "agri", "households") == LINKED_CELL
     cell = sub.cells[("visits", "agri", "households")]
     assert cell.address == LINKED_CELL and cell.formula == "[1]Sheet1!A1+[2]Sheet1!A1"
@@ -517,13 +569,16 @@ def test_very_long_name_is_cut_by_bytes_keeping_its_extension():
     assert names.safe_name("..") == names.safe_name("") == "未命名"
 
 
-def test_form_checked_against_the_archived_other_form_reads_that_form_in_a_worker(rules, tmp_path, fill,
-                                                                                       monkeypatch):
+def test_form_checked_against_the_archived_other_form_reads_that_form_in_a_worker(
+    rules, tmp_path, fill, monkeypatch
+):
     """The cross-form check (X-archive) still warns when the 帮扶中心 form came in an earlier run, and the
     archived form is parsed in a worker process like any new file, never in the batch's own process."""
     inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
     level = campaign_at(rules, inbox, outbox, state)
-    center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
+    center = fill(
+        "center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0}
+    )
     (inbox / "2017-01-29").mkdir(parents=True)
     os.utime(center.rename(inbox / "2017-01-29" / center.name), (1485820800,) * 2)
     level.run("2017-02-01T12:00")  # the 帮扶中心 form is checked and archived
@@ -549,8 +604,14 @@ def test_form_checked_against_the_archived_other_form_reads_that_form_in_a_worke
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_mixed_inbox_run(rules, tmp_path, fill):
@@ -559,14 +620,25 @@ def test_mixed_inbox_run(rules, tmp_path, fill):
     hostile = inbox / "2017-01-30"
     for case in CASES:
         build(case, rules, hostile)
-    injected = fill(unit="460200", changes={("sign", "", "preparer"): HYPERLINK, ("sign", "", "leader"): AT_SUM})
+    injected = fill(
+        unit="460200", changes={("sign", "", "preparer"): HYPERLINK, ("sign", "", "leader"): AT_SUM}
+    )
     (hostile / injected.name).write_bytes(injected.read_bytes())
     received = dt.datetime(2017, 1, 30, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
     for path in hostile.iterdir():
         os.utime(path, (received, received))  # as received, before the run's time
 
-    run = _cli("run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state),
-               "--as-of", "2017-02-01T12:00")  # a hang fails here, at _cli's timeout
+    run = _cli(
+        "run",
+        "--inbox",
+        str(inbox),
+        "--outbox",
+        str(outbox),
+        "--state",
+        str(state),
+        "--as-of",
+        "2017-02-01T12:00",
+    )  # a hang fails here, at _cli's timeout
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
     assert list((outbox / "汇总").glob("*.xlsx"))
@@ -599,21 +671,36 @@ def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_the
 
     base = base_form(rules)
     rows = b"".join(
-        b'<row r="%d">' % r + b"".join(b'<c r="%s%d"><v>%d</v></c>' % (c, r, r) for c in (b"AA", b"AB", b"AC", b"AD", b"AE"))
-        + b"</row>" for r in range(1000, 301000)
+        b'<row r="%d">' % r
+        + b"".join(b'<c r="%s%d"><v>%d</v></c>' % (c, r, r) for c in (b"AA", b"AB", b"AC", b"AD", b"AE"))
+        + b"</row>"
+        for r in range(1000, 301000)
     )
     with zipfile.ZipFile(io.BytesIO(base)) as zf:
         sheet = zf.read(SHEET)
-    padded = _rebuild(base, tmp_path / "padded.xlsx", {SHEET: sheet.replace(b"</sheetData>", rows + b"</sheetData>")})
+    padded = _rebuild(
+        base, tmp_path / "padded.xlsx", {SHEET: sheet.replace(b"</sheetData>", rows + b"</sheetData>")}
+    )
     assert padded.stat().st_size < 20 * 2**20
     finding = Finding("R-sum", Severity.ERROR, "合计与分项之和不符", sheet="附件1", cell="C8")
     small = rules_with_limits(tmp_path / "small", worker_memory_mb=300)
     haikou = rules.unit("460100")
-    letters = [dict(file_name=name, verdict="rejected", findings=[finding], version=1, item="warmth",
-                    now=dt.datetime(2017, 2, 1, 12, tzinfo=rules.campaign.tz), attachment_name=f"{name}_校验结果.xlsx")
-               for name in ("padded", "ok")]
-    jobs = [tasks.Letter(padded.read_bytes(), "padded.xlsx", [finding], haikou, "校验结果", letters[0]),
-            tasks.Letter(base, "ok.xlsx", [finding], haikou, "校验结果", letters[1])]
+    letters = [
+        dict(
+            file_name=name,
+            verdict="rejected",
+            findings=[finding],
+            version=1,
+            item="warmth",
+            now=dt.datetime(2017, 2, 1, 12, tzinfo=rules.campaign.tz),
+            attachment_name=f"{name}_校验结果.xlsx",
+        )
+        for name in ("padded", "ok")
+    ]
+    jobs = [
+        tasks.Letter(padded.read_bytes(), "padded.xlsx", [finding], haikou, "校验结果", letters[0]),
+        tasks.Letter(base, "ok.xlsx", [finding], haikou, "校验结果", letters[1]),
+    ]
     pool = workers(small, memory_mb=300, seconds=small.limits.worker_seconds)
     try:
         big, (ok, eml, subject) = pool.map(tasks.annotate_file, jobs, tasks.listed_only)
@@ -622,7 +709,9 @@ def test_workbook_too_big_to_annotate_still_gets_its_findings_and_the_others_the
     # The worker that marked the second also wrote its e-mail; the first one's is written by the caller.
     assert isinstance(big, bytes) and "海口市总工会" in subject
     attached = email.message_from_bytes(eml, policy=email.policy.SMTP)
-    assert [(a.get_filename(), a.get_content()) for a in attached.iter_attachments()] == [("ok_校验结果.xlsx", ok)]
+    assert [(a.get_filename(), a.get_content()) for a in attached.iter_attachments()] == [
+        ("ok_校验结果.xlsx", ok)
+    ]
     listed = openpyxl.load_workbook(io.BytesIO(big))
     assert listed.sheetnames == [read.FEEDBACK_SHEET]  # the findings alone, not a half-marked copy
     texts = [str(c.value) for row in listed[read.FEEDBACK_SHEET].iter_rows() for c in row if c.value]

@@ -52,8 +52,11 @@ def raw_tree(folder: Path) -> dict[bytes, str]:
 
 
 def hashes(folder: Path) -> dict[str, str]:
-    return {os.fsencode(p.relative_to(folder)).decode("utf-8"): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        os.fsencode(p.relative_to(folder)).decode("utf-8"): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def without_identity(rules, data: bytes) -> bytes:
@@ -100,11 +103,18 @@ def test_gbk_named_files_are_checked_under_their_chinese_names_and_the_inbox_is_
     assert by_name["三亚市总工会送温暖工作报告.docx"].unit == "460200"
     assert by_name["三亚市总工会送温暖工作报告.docx"].verdict == "received"
     corrected = by_name["海口市总工会附件1更正.xlsx"]
-    assert (corrected.unit, corrected.form, corrected.version, corrected.verdict) == ("460100", "warmth", 2, "rejected")
+    assert (corrected.unit, corrected.form, corrected.version, corrected.verdict) == (
+        "460100",
+        "warmth",
+        2,
+        "rejected",
+    )
     # What staff and units see carries the Chinese names.
     status = json.loads((outbox / outbox_names.STATUS_JSON).read_text(encoding="utf-8"))
     assert [s["file"] for s in status["stray"]] == ["海南省教育工会附件1.xlsx"]
-    assert (outbox / outbox_names.FEEDBACK_DIR / "海口市总工会" / "海口市总工会附件1更正_校验结果.xlsx").is_file()
+    assert (
+        outbox / outbox_names.FEEDBACK_DIR / "海口市总工会" / "海口市总工会附件1更正_校验结果.xlsx"
+    ).is_file()
     (eml,) = [m["eml"] for m in book.messages() if m["unit"] == "460100"]
     message = email.message_from_bytes((outbox / eml).read_bytes(), policy=email.policy.default)
     assert "海口市总工会附件1更正.xlsx" in message.get_body(("plain",)).get_content()
@@ -158,11 +168,14 @@ def test_a_name_in_neither_utf8_nor_gbk_is_shown_with_replacement_marks(rules, s
     assert "\ufffd\ufffd附件.xlsx" in names
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("2017-01-20/海口市总工会附件1.xlsx".encode(), "2017-01-20/海口市总工会附件1.xlsx"),
-    ("2017-01-20/海口市总工会附件1.xlsx".encode("gb18030"), "2017-01-20/海口市总工会附件1.xlsx"),
-    ("转发/".encode() + "三亚.docx".encode("gbk"), "转发/三亚.docx"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("2017-01-20/海口市总工会附件1.xlsx".encode(), "2017-01-20/海口市总工会附件1.xlsx"),
+        ("2017-01-20/海口市总工会附件1.xlsx".encode("gb18030"), "2017-01-20/海口市总工会附件1.xlsx"),
+        ("转发/".encode() + "三亚.docx".encode("gbk"), "转发/三亚.docx"),
+    ],
+)
 def test_each_part_of_an_inbox_path_is_shown_in_its_own_encoding(raw, shown):
     assert intake.readable(os.fsdecode(raw)) == shown
 
@@ -219,8 +232,9 @@ def one_sent(tmp_path: Path, fill) -> tuple[Path, Path, bytes, ledger.Ledger]:
 def take(book: ledger.Ledger, inbox: Path) -> intake.Intake:
     import datetime as dt
 
-    return intake.take_in(book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))),
-                          20 * 2**20)
+    return intake.take_in(
+        book, inbox, dt.datetime(2017, 2, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))), 20 * 2**20
+    )
 
 
 def test_an_archive_copy_damaged_before_it_was_recorded_is_not_trusted(rules, tmp_path, fill):
@@ -253,7 +267,9 @@ def test_files_archived_one_by_one_by_an_earlier_version_are_still_read_and_veri
     book.close()
 
 
-def test_the_same_file_saved_under_several_names_is_one_submission_from_its_first_arrival(rules, tmp_path, fill):
+def test_the_same_file_saved_under_several_names_is_one_submission_from_its_first_arrival(
+    rules, tmp_path, fill
+):
     """A county forwards its form twice, or saves the attachment under another name: one submission, shown
     under the name and time of the copy that came first, whichever run or order finds them."""
     import datetime as dt

@@ -50,7 +50,9 @@ def test_values_stored_by_an_earlier_version_read_back_as_they_were(tmp_path):
 
 def fields(verdict: str = "accepted", **more: object) -> dict[str, object]:
     """What checking found of a 附件1 of 海口市总工会."""
-    return dict(kind="form", unit="460100", item="warmth", form="warmth", verdict=verdict, findings=[], **more)
+    return dict(
+        kind="form", unit="460100", item="warmth", form="warmth", verdict=verdict, findings=[], **more
+    )
 
 
 def test_what_a_run_keeps_after_checking_is_what_the_next_run_reads(tmp_path):
@@ -64,9 +66,21 @@ def test_what_a_run_keeps_after_checking_is_what_the_next_run_reads(tmp_path):
         ("sign", "", "leader"): "王 芳",
         ("sign", "", "date"): dt.date(2017, 1, 20),
     }
-    finding = Finding("R-sum", Severity.ERROR, "合计不等于各行之和", sheet="附件1", cell="C12", field="households", row="total")
-    book.record_checks([(accepted, fields(values=values, explained=True)),
-                        (rejected, fields("rejected") | dict(findings=[finding]))])
+    finding = Finding(
+        "R-sum",
+        Severity.ERROR,
+        "合计不等于各行之和",
+        sheet="附件1",
+        cell="C12",
+        field="households",
+        row="total",
+    )
+    book.record_checks(
+        [
+            (accepted, fields(values=values, explained=True)),
+            (rejected, fields("rejected") | dict(findings=[finding])),
+        ]
+    )
     kept = book.submissions()
     again = Ledger(tmp_path).submissions()
     assert kept == again

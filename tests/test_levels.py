@@ -30,13 +30,22 @@ AS_OF = "2017-02-01T12:00"
 
 
 def pipeline(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def tree(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -76,7 +85,10 @@ def test_an_industry_unions_form_at_the_province_is_sent_to_the_wrong_level(work
     assert body["Reply-To"].addresses[0].addr_spec == "bangfu@example.org"
     (copy,) = (workspace / "outbox" / names.FEEDBACK_DIR / "海南省教育工会").glob("*.xlsx")
     summary = openpyxl.load_workbook(copy)["校验结果"]
-    assert "结论:报送对象有误" in str(summary["A3"].value) and "通过" not in str(summary["A3"].value).split("结论")[1]
+    assert (
+        "结论:报送对象有误" in str(summary["A3"].value)
+        and "通过" not in str(summary["A3"].value).split("结论")[1]
+    )
     status = (workspace / "outbox" / names.STATUS_TXT).read_text(encoding="utf-8")
     assert "报送对象有误" in status and "bangfu@example.org" in status
 
@@ -94,13 +106,31 @@ def test_running_for_zx_in_the_province_folder_leaves_the_province_untouched(rul
     assert pipeline("run", "--as-of", AS_OF, cwd=workspace).returncode == 0
     before = tree(workspace / "outbox"), tree(workspace / "state")
     _children_inbox(rules, workspace / "levels" / "ZX" / "inbox", [u.code for u in rules.children("ZX")])
-    zx = pipeline("run", "--for", "ZX", "--as-of", AS_OF, "--leader", "王海涛", "--preparer", "李秀英",
-                  "--phone", "0898-66553663", cwd=workspace)
+    zx = pipeline(
+        "run",
+        "--for",
+        "ZX",
+        "--as-of",
+        AS_OF,
+        "--leader",
+        "王海涛",
+        "--preparer",
+        "李秀英",
+        "--phone",
+        "0898-66553663",
+        cwd=workspace,
+    )
     assert zx.returncode == 0, zx.stderr
     assert (tree(workspace / "outbox"), tree(workspace / "state")) == before
     assert "7/7 个单位已全部报齐" in zx.stdout
-    rollup = workspace / "levels" / "ZX" / "outbox" / names.SUMMARY_DIR / template.file_name(
-        rules.unit("ZX"), rules.forms["warmth"])
+    rollup = (
+        workspace
+        / "levels"
+        / "ZX"
+        / "outbox"
+        / names.SUMMARY_DIR
+        / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
+    )
     checked = pipeline("check", "--json", str(rollup), cwd=workspace)
     (result,) = json.loads(checked.stdout)
     assert (result["unit"], result["verdict"], result["findings"]) == ("ZX", "accepted", [])
@@ -111,15 +141,40 @@ def test_running_for_zx_in_the_province_folder_leaves_the_province_untouched(rul
 
 def test_a_rollup_that_leaves_units_out_is_a_warning_naming_them(rules, workspace):
     _children_inbox(rules, workspace / "levels" / "ZX" / "inbox", ["CY01"])
-    assert pipeline("run", "--for", "ZX", "--as-of", AS_OF, "--leader", "王海涛", "--preparer", "李秀英",
-                    "--phone", "0898-66553663", cwd=workspace).returncode == 0
-    rollup = workspace / "levels" / "ZX" / "outbox" / names.SUMMARY_DIR / template.file_name(
-        rules.unit("ZX"), rules.forms["warmth"])
+    assert (
+        pipeline(
+            "run",
+            "--for",
+            "ZX",
+            "--as-of",
+            AS_OF,
+            "--leader",
+            "王海涛",
+            "--preparer",
+            "李秀英",
+            "--phone",
+            "0898-66553663",
+            cwd=workspace,
+        ).returncode
+        == 0
+    )
+    rollup = (
+        workspace
+        / "levels"
+        / "ZX"
+        / "outbox"
+        / names.SUMMARY_DIR
+        / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
+    )
     sheet = openpyxl.load_workbook(rollup)[rules.forms["warmth"].sheet]
     assert any("已汇总 1/7 个下属单位" in str(c.value) for row in sheet.iter_rows() for c in row if c.value)
     (result,) = json.loads(pipeline("check", "--json", str(rollup), cwd=workspace).stdout)
     (warning,) = [f for f in result["findings"] if f["rule"] == "F-rollup"]
-    assert warning["severity"] == "warning" and "海南省卫生工会" in warning["message"] and "1/7" in warning["message"]
+    assert (
+        warning["severity"] == "warning"
+        and "海南省卫生工会" in warning["message"]
+        and "1/7" in warning["message"]
+    )
     # At the province, the warning goes with ZX's figures into the status.
     sent = workspace / "inbox" / "2017-02-01" / rollup.name
     sent.parent.mkdir(exist_ok=True)
@@ -134,18 +189,23 @@ def test_a_rollup_that_leaves_units_out_is_a_warning_naming_them(rules, workspac
 def test_a_rollup_naming_units_not_its_makers_is_an_error(rules, tmp_path):
     values = correct_values(rules, "warmth", "ZX")
     path = tmp_path / "ZX附件1.xlsx"
-    path.write_bytes(template.fill(rules, rules.forms["warmth"], rules.unit("ZX"), values, covers=("460100", "CY01")))
+    path.write_bytes(
+        template.fill(rules, rules.forms["warmth"], rules.unit("ZX"), values, covers=("460100", "CY01"))
+    )
     (result,) = json.loads(pipeline("check", "--json", str(path), cwd=ROOT).stdout)
     (error,) = [f for f in result["findings"] if f["rule"] == "F-rollup"]
     assert error["severity"] == "error" and "460100" in error["message"]
 
 
-def test_the_same_command_from_two_folders_gives_the_same_result_and_sends_nothing_twice(rules, workspace, tmp_path,
-                                                                                          server):  # noqa: F811
+def test_the_same_command_from_two_folders_gives_the_same_result_and_sends_nothing_twice(
+    rules, workspace, tmp_path, server
+):  # noqa: F811
     data = yaml.safe_load((workspace / "rules.yaml").read_text(encoding="utf-8"))
     data["mail"].update(smtp_host="127.0.0.1", smtp_port=server.mail.smtp_port, tls="none")
     data["mail"].pop("username", None)
-    (workspace / "rules.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (workspace / "rules.yaml").write_text(
+        yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
     elsewhere = tmp_path / "别处"
     elsewhere.mkdir()
     first = pipeline("run", "--as-of", AS_OF, "--send", cwd=workspace)
@@ -169,8 +229,10 @@ def test_a_workspace_that_does_not_exist_is_said_and_nothing_is_created(tmp_path
 
 
 def test_parents_that_go_round_in_a_circle_are_refused_with_the_yaml_path(rules_text):
-    circle = rules_text.replace("{code: ZX, name: 海南省职工服务(帮扶)中心, kind: 帮扶中心, reports_to: province,",
-                                "{code: ZX, name: 海南省职工服务(帮扶)中心, kind: 帮扶中心, reports_to: CY01,")
+    circle = rules_text.replace(
+        "{code: ZX, name: 海南省职工服务(帮扶)中心, kind: 帮扶中心, reports_to: province,",
+        "{code: ZX, name: 海南省职工服务(帮扶)中心, kind: 帮扶中心, reports_to: CY01,",
+    )
     with pytest.raises(checks.ConfigError) as refused:
         checks.loads(circle)
     assert refused.value.path.endswith("reports_to") and "循环" in refused.value.message
@@ -184,6 +246,8 @@ def test_status_and_its_text_give_each_items_on_time_rate(workspace):
     from pipeline.render.status_text import width
 
     rows = [line for line in text.splitlines() if line.endswith(("已收到", "未报送")) and "总工会" in line]
-    starts = {width(line[: line.index(next(s for s in ("未通过", "已通过", "未报送", "有警告") if s in line))])
-              for line in rows}
+    starts = {
+        width(line[: line.index(next(s for s in ("未通过", "已通过", "未报送", "有警告") if s in line))])
+        for line in rows
+    }
     assert len(starts) == 1

@@ -38,15 +38,18 @@ def level(rules: config.Rules, tmp_path: Path, dovecot: Dovecot, server: Server)
     return campaign_at(campaign, tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
 
 
-def form(rules: config.Rules, fill, form_code: str = "warmth", unit: str = "460100",
-         changes: dict | None = None) -> tuple[str, bytes]:
+def form(
+    rules: config.Rules, fill, form_code: str = "warmth", unit: str = "460100", changes: dict | None = None
+) -> tuple[str, bytes]:
     path = fill(form_code, unit, changes)
     return path.name, path.read_bytes()
 
 
 def received(smtp: Server) -> list[EmailMessage]:
-    return [message_from_bytes(e.original_content, _class=EmailMessage, policy=policy.default)
-            for e in smtp.script.received]
+    return [
+        message_from_bytes(e.original_content, _class=EmailMessage, policy=policy.default)
+        for e in smtp.script.received
+    ]
 
 
 def to(message: EmailMessage) -> str:
@@ -64,19 +67,28 @@ def ledger_of(level) -> Ledger:
 # --- fetching ---------------------------------------------------------------------------------------------
 
 
-def test_each_clients_attachments_are_taken_once_and_the_mailbox_is_left_as_it_was(rules, level, dovecot, fill):  # noqa: F811
+def test_each_clients_attachments_are_taken_once_and_the_mailbox_is_left_as_it_was(
+    rules, level, dovecot, fill
+):  # noqa: F811
     units = ["460100", "460200", "460400", "469001", "469002"]
     for i, (client, code) in enumerate(zip(mailclients.CLIENTS, units, strict=True)):
         unit = rules.unit(code)
-        raw = mailclients.message(client, unit.email, [form(rules, fill, unit=code)], name=unit.name,
-                                  subject=f"{unit.name}报送送温暖统计表")
+        raw = mailclients.message(
+            client,
+            unit.email,
+            [form(rules, fill, unit=code)],
+            name=unit.name,
+            subject=f"{unit.name}报送送温暖统计表",
+        )
         dovecot.append(raw, at(20, 10, i))
     before = dovecot.state()
 
     got, _ = level.fetch(AS_OF)
 
     assert got.taken == {"submission": 5} and got.files == 5
-    assert inbox_files(level) == sorted(template.file_name(rules.unit(c), rules.forms["warmth"]) for c in units)
+    assert inbox_files(level) == sorted(
+        template.file_name(rules.unit(c), rules.forms["warmth"]) for c in units
+    )
     assert dovecot.state() == before  # nothing deleted, moved or marked \Seen
     assert all(b"\\Seen" not in flags for _, flags in before)
     again, _ = level.fetch(AS_OF)
@@ -96,11 +108,19 @@ def test_each_clients_attachments_are_taken_once_and_the_mailbox_is_left_as_it_w
 
 def test_a_zip_with_gbk_names_and_a_forwarded_message_count(rules, level, dovecot, fill):  # noqa: F811
     unit = rules.unit("460200")
-    archive = mailclients.zipped([form(rules, fill, "warmth", "460200"), form(rules, fill, "center", "460200"),
-                                  ("三亚市总工会送温暖报告.docx", b"PK\x03\x04not really a docx")])
-    dovecot.append(mailclients.message("foxmail", unit.email, [("三亚报表.zip", archive)], name=unit.name), at(21, 9))
-    inner = mailclients.message("outlook", rules.unit("460400").email, [form(rules, fill, "warmth", "460400")],
-                                name="儋州市总工会")
+    archive = mailclients.zipped(
+        [
+            form(rules, fill, "warmth", "460200"),
+            form(rules, fill, "center", "460200"),
+            ("三亚市总工会送温暖报告.docx", b"PK\x03\x04not really a docx"),
+        ]
+    )
+    dovecot.append(
+        mailclients.message("foxmail", unit.email, [("三亚报表.zip", archive)], name=unit.name), at(21, 9)
+    )
+    inner = mailclients.message(
+        "outlook", rules.unit("460400").email, [form(rules, fill, "warmth", "460400")], name="儋州市总工会"
+    )
     dovecot.append(mailclients.forwarded(inner, rules.unit("460400").email), at(21, 10))
 
     got, _ = level.fetch(AS_OF)
@@ -115,15 +135,25 @@ def test_a_zip_with_gbk_names_and_a_forwarded_message_count(rules, level, doveco
     assert states[("460400", "warmth")] == ItemState.PASSED
 
 
-def test_a_rar_and_a_message_without_forms_get_a_how_to_and_the_fetch_goes_on(rules, level, dovecot, server, fill):  # noqa: F811
+def test_a_rar_and_a_message_without_forms_get_a_how_to_and_the_fetch_goes_on(
+    rules, level, dovecot, server, fill
+):  # noqa: F811
     haikou, sanya = rules.unit("460100"), rules.unit("460200")
-    dovecot.append(mailclients.message("qq", haikou.email, [("海口报表.rar", b"Rar!\x1a\x07\x00 rest")],
-                                       subject="海口报表"), at(20, 9))
+    dovecot.append(
+        mailclients.message(
+            "qq", haikou.email, [("海口报表.rar", b"Rar!\x1a\x07\x00 rest")], subject="海口报表"
+        ),
+        at(20, 9),
+    )
     dovecot.append(mailclients.message("netease", sanya.email, [], subject="三亚的报表"), at(20, 9, 5))
     (SAMPLES / "winmail_dat.eml").read_bytes()
     dovecot.append((SAMPLES / "winmail_dat.eml").read_bytes(), at(20, 9, 7))
-    dovecot.append(mailclients.message("outlook", rules.unit("460400").email, [form(rules, fill, unit="460400")],
-                                       name="儋州市总工会"), at(20, 9, 10))
+    dovecot.append(
+        mailclients.message(
+            "outlook", rules.unit("460400").email, [form(rules, fill, unit="460400")], name="儋州市总工会"
+        ),
+        at(20, 9, 10),
+    )
 
     got, sent = level.fetch(AS_OF, send=True)
 
@@ -154,11 +184,14 @@ def test_a_redelivered_copy_is_taken_once(rules, level, dovecot, fill):  # noqa:
 
 
 def test_a_fetch_killed_before_its_folder_is_in_place_is_completed_by_the_next(
-        rules, level, dovecot, fill, monkeypatch):  # noqa: F811
+    rules, level, dovecot, fill, monkeypatch
+):  # noqa: F811
     from pipeline.runs import fetching
 
     for i, code in enumerate(["460100", "460200"]):
-        dovecot.append(mailclients.message("qq", rules.unit(code).email, [form(rules, fill, unit=code)]), at(20, 9, i))
+        dovecot.append(
+            mailclients.message("qq", rules.unit(code).email, [form(rules, fill, unit=code)]), at(20, 9, i)
+        )
     real = fetching.os.rename
 
     def dies(*args, **kwargs):
@@ -198,10 +231,12 @@ def test_a_spoofed_sender_is_held_until_the_registered_address_confirms(rules, l
     assert to_spoof["In-Reply-To"] and not list(to_spoof.iter_attachments())
     assert haikou.email not in to_spoof.get_content()  # nothing of the unit's reaches the stranger
 
-    confirm = (f"From: {haikou.email}\r\nTo: flbzb@sina.com\r\nSubject: Re: {owner['Subject']}\r\n"
-               f"In-Reply-To: {owner['Message-ID']}\r\nReferences: {owner['Message-ID']}\r\n"
-               "Message-ID: <confirm.1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-               "确认\r\n\r\n> 原邮件\r\n").encode()
+    confirm = (
+        f"From: {haikou.email}\r\nTo: flbzb@sina.com\r\nSubject: Re: {owner['Subject']}\r\n"
+        f"In-Reply-To: {owner['Message-ID']}\r\nReferences: {owner['Message-ID']}\r\n"
+        "Message-ID: <confirm.1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "确认\r\n\r\n> 原邮件\r\n"
+    ).encode()
     dovecot.append(confirm, at(20, 11))
     level.run(AS_OF, send=True, fetch=True)
 
@@ -231,15 +266,20 @@ def test_staff_confirm_a_held_file(rules, level, dovecot, fill):  # noqa: F811
 
 
 def test_a_bounce_is_matched_to_our_message_and_neither_it_nor_a_vacation_reply_is_answered(
-        rules, level, dovecot, server, fill):  # noqa: F811
+    rules, level, dovecot, server, fill
+):  # noqa: F811
     sanya = rules.unit("460200")
     wrong = form(rules, fill, unit="460200", changes={("visits", "agri", "households_archived"): 999999})
     dovecot.append(mailclients.message("foxmail", sanya.email, [wrong], subject="三亚报表"), at(20, 9))
     level.run(AS_OF, send=True, fetch=True)
     [feedback] = received(server)
     assert feedback["Subject"] == "Re: 三亚报表" and feedback["In-Reply-To"]
-    dsn = (SAMPLES / "dsn_postfix.eml").read_bytes().replace(b"<ORIGINAL-ID>", feedback["Message-ID"].encode()) \
+    dsn = (
+        (SAMPLES / "dsn_postfix.eml")
+        .read_bytes()
+        .replace(b"<ORIGINAL-ID>", feedback["Message-ID"].encode())
         .replace(b"<RECIPIENT>", sanya.email.encode())
+    )
     dovecot.append(dsn, at(20, 9, 30))
     dovecot.append((SAMPLES / "vacation_qq.eml").read_bytes(), at(20, 9, 31))
     dovecot.append((SAMPLES / "vacation_outlook.eml").read_bytes(), at(20, 9, 32))
@@ -265,7 +305,12 @@ def test_a_mailbox_of_oddities_is_fetched_without_a_stop(rules, level, dovecot):
     assert sum(got.taken.values()) == len(samples)
     kinds = {Path(s).name: r["kind"] for s, r in zip(samples, mailbook.mails(ledger_of(level)), strict=True)}
     assert kinds["dsn_postfix.eml"] == kinds["bounce_qq_plain.eml"] == "bounce"
-    assert kinds["vacation_qq.eml"] == kinds["vacation_outlook.eml"] == kinds["no_from_header_only.eml"] == "auto"
+    assert (
+        kinds["vacation_qq.eml"]
+        == kinds["vacation_outlook.eml"]
+        == kinds["no_from_header_only.eml"]
+        == "auto"
+    )
     assert kinds["list_bulk.eml"] == "bulk" and kinds["winmail_dat.eml"] == "unusable"
     names = inbox_files(level)
     assert "临高县总工会送温暖报告.pdf" in names  # two forwards deep
@@ -277,8 +322,15 @@ def test_replies_mark_themselves_and_reuse_the_units_subject(rules):
     from pipeline.render import letters
 
     thread = letters.Thread("<a@b>", ("<r@b>",), "Re: 海口报表", ("x@qq.com", "haikou@example.org"))
-    message = letters.notice_message(rules, "empty", now=at(20, 10), received=at(20, 9), subject="海口报表",
-                                     thread=thread, sender="x@qq.com")
+    message = letters.notice_message(
+        rules,
+        "empty",
+        now=at(20, 10),
+        received=at(20, 9),
+        subject="海口报表",
+        thread=thread,
+        sender="x@qq.com",
+    )
     assert message["Subject"] == "Re: 海口报表"  # not "Re: Re:"
     assert message["References"] == "<r@b> <a@b>" and message["In-Reply-To"] == "<a@b>"
     assert message["Auto-Submitted"] == "auto-replied"
@@ -290,19 +342,27 @@ def test_replies_mark_themselves_and_reuse_the_units_subject(rules):
 
 def test_the_real_rules_yaml_names_the_campaign_mailbox(rules):
     mail = rules.mail
-    assert (mail.imap_host, mail.imap_port, mail.imap_tls, mail.imap_folder) == ("imap.example.org", 993, "ssl", "INBOX")
+    assert (mail.imap_host, mail.imap_port, mail.imap_tls, mail.imap_folder) == (
+        "imap.example.org",
+        993,
+        "ssl",
+        "INBOX",
+    )
     assert mail.imap_password_env == "SONGWENNUAN_IMAP_PASSWORD"
 
 
-@pytest.mark.parametrize(("change", "path", "words"), [
-    ({"imap_tls": "tls"}, "mail.imap_tls", "可选:ssl, starttls, none"),
-    ({"imap_port": 99999}, "mail.imap_port", "1–65535"),
-    ({"imap_password_env": "my password"}, "mail.imap_password_env", "环境变量的名字"),
-    ({"imap_user": None}, "mail.imap_user", "缺少此项"),
-    ({"imap_folder": "INBOX\r\nX"}, "mail.imap_folder", "不可用"),
-    ({"imap_host": None}, "mail.imap_port", "imap_host"),
-    ({"imap_server": "x"}, "mail.imap_server", "未知的键"),
-])
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        ({"imap_tls": "tls"}, "mail.imap_tls", "可选:ssl, starttls, none"),
+        ({"imap_port": 99999}, "mail.imap_port", "1–65535"),
+        ({"imap_password_env": "my password"}, "mail.imap_password_env", "环境变量的名字"),
+        ({"imap_user": None}, "mail.imap_user", "缺少此项"),
+        ({"imap_folder": "INBOX\r\nX"}, "mail.imap_folder", "不可用"),
+        ({"imap_host": None}, "mail.imap_port", "imap_host"),
+        ({"imap_server": "x"}, "mail.imap_server", "未知的键"),
+    ],
+)
 def test_a_wrong_mailbox_key_is_refused_with_its_yaml_path(rules_text, change, path, words):
     from tests.test_config import edited, refused
 

@@ -197,7 +197,12 @@ def test_text_in_count_cell_names_cell_and_text() -> None:
     (finding,) = told(cell("约50", "户"))
     assert finding.message == "E7 慰问困难职工(户)应填整数,实际填写“约50”。请只填写数字,没有发生的填 0"
     assert (finding.rule, finding.severity, finding.sheet, finding.cell, finding.field, finding.value) == (
-        "R-type", Severity.ERROR, "送温暖统计表", "E7", "households", "约50",
+        "R-type",
+        Severity.ERROR,
+        "送温暖统计表",
+        "E7",
+        "households",
+        "约50",
     )
 
 
@@ -305,15 +310,34 @@ def test_default_rules_match_rules_yaml(rules: config.Rules) -> None:
         for form in rules.forms:
             shipped = book.speaking(kind, form)
             assert shipped is not default  # rules.yaml declares it
-            ours = (default.rule.id, default.rule.severity, default.rule.message, getattr(default, "places", None))
-            assert ours == (shipped.rule.id, shipped.rule.severity, shipped.rule.message, getattr(shipped, "places", None))
+            ours = (
+                default.rule.id,
+                default.rule.severity,
+                default.rule.message,
+                getattr(default, "places", None),
+            )
+            assert ours == (
+                shipped.rule.id,
+                shipped.rule.severity,
+                shipped.rule.message,
+                getattr(shipped, "places", None),
+            )
 
 
 def test_rules_yaml_wording_is_used_when_given() -> None:
-    rule = replace(DEFAULTS["type"].rule, id="T-1", severity=Severity.WARNING, message="{cell}:{row}/{label} 不对({value})")
+    rule = replace(
+        DEFAULTS["type"].rule,
+        id="T-1",
+        severity=Severity.WARNING,
+        message="{cell}:{row}/{label} 不对({value})",
+    )
     reworded = TypeRule(rule)
     result = cell("约50", "户", row="agri", row_label="农业")
     (finding,) = told(result, {"type": reworded})
-    assert (finding.rule, finding.severity, finding.message) == ("T-1", Severity.WARNING, "E7:农业/慰问困难职工(户) 不对(约50)")
+    assert (finding.rule, finding.severity, finding.message) == (
+        "T-1",
+        Severity.WARNING,
+        "E7:农业/慰问困难职工(户) 不对(约50)",
+    )
     # kinds the caller did not give keep the shipped wording
     assert told(cell(12.345, "万元"), {"type": reworded})[0].rule == "R-decimals"

@@ -177,7 +177,10 @@ def test_each_copy_of_a_template_keeps_its_own_unit_and_cells(tmp_path: Path) ->
     other[cell_of(AGRI_HOUSEHOLDS)] = 7
     a = read_wb(first, tmp_path, "海口.xlsx")
     b = read_wb(second, tmp_path, "三亚.xlsx")
-    assert [(s.unit, s.identity_source, s.findings) for s in (a, b)] == [("460100", "_meta", []), ("460200", "_meta", [])]
+    assert [(s.unit, s.identity_source, s.findings) for s in (a, b)] == [
+        ("460100", "_meta", []),
+        ("460200", "_meta", []),
+    ]
     assert (values(a)[AGRI_HOUSEHOLDS], values(b)[AGRI_HOUSEHOLDS]) == (12, 7)
     assert b.cells[AGRI_HOUSEHOLDS].address == cell_of(AGRI_HOUSEHOLDS)
 
@@ -242,7 +245,10 @@ def test_two_forms_in_one_file_is_an_error_and_the_first_is_read(tmp_path: Path)
     assert (sub.form, sub.unit) == ("warmth", "460100")
     [f] = sub.findings
     assert (f.rule, f.severity) == (F_STRUCTURE, Severity.ERROR)
-    assert f.message == f"一个文件中有多张报表(《{WARMTH.title}》、《{CENTER.title}》),请每张报表单独保存为一个文件后分别报送"
+    assert (
+        f.message
+        == f"一个文件中有多张报表(《{WARMTH.title}》、《{CENTER.title}》),请每张报表单独保存为一个文件后分别报送"
+    )
     assert sub.cells[AGRI_HOUSEHOLDS].raw == 12
 
 
@@ -402,30 +408,65 @@ Case = tuple[str, Callable[[], bytes], str, str, str]
 
 REFUSED: list[Case] = [
     ("zero-byte", lambda: b"", "a.xlsx", F_UNREADABLE, "文件是空的(0 字节)"),
-    ("pdf", lambda: b"%PDF-1.4\n1 0 obj\n", "海口.xlsx", F_UNREADABLE, "内容实际是一个 PDF 文件,不是 Excel 表格"),
+    (
+        "pdf",
+        lambda: b"%PDF-1.4\n1 0 obj\n",
+        "海口.xlsx",
+        F_UNREADABLE,
+        "内容实际是一个 PDF 文件,不是 Excel 表格",
+    ),
     ("photo", lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "表.jpg", F_UNREADABLE, "这是一张图片(JPEG)"),
     ("truncated zip", truncated_xlsx, "海口.xlsx", F_UNREADABLE, "文件已损坏或不完整"),
     (
-        "text named xlsx", lambda: "单位,户数\n海口,12\n".encode(), "海口.xlsx", F_UNREADABLE,
+        "text named xlsx",
+        lambda: "单位,户数\n海口,12\n".encode(),
+        "海口.xlsx",
+        F_UNREADABLE,
         '内容实际是一个纯文本文件(开头是"单位,户数")',
     ),
-    ("word in a zip", lambda: zip_of("word/document.xml", b"<w/>"), "海口.docx", F_UNREADABLE, "文字处理文档"),
+    (
+        "word in a zip",
+        lambda: zip_of("word/document.xml", b"<w/>"),
+        "海口.docx",
+        F_UNREADABLE,
+        "文字处理文档",
+    ),
     ("encrypted xlsx", encrypted_bytes, "海口.xlsx", F_ENCRYPTED, "文件设置了打开密码,请取消密码后重新报送"),
     (
-        "word 97 named xls", lambda: renamed_stream(xls_bytes(openpyxl.Workbook()), "WordDocument"), "海口.xls",
-        F_UNREADABLE, "文件扩展名是 .xls,但内容实际是一个 Word 文档(.doc)",
+        "word 97 named xls",
+        lambda: renamed_stream(xls_bytes(openpyxl.Workbook()), "WordDocument"),
+        "海口.xls",
+        F_UNREADABLE,
+        "文件扩展名是 .xls,但内容实际是一个 Word 文档(.doc)",
     ),
     (
-        "powerpoint 97", lambda: renamed_stream(xls_bytes(openpyxl.Workbook()), "PowerPoint Document"), "海口.ppt",
-        F_UNREADABLE, "这是一个演示文稿(.ppt),不是 Excel 表格",
+        "powerpoint 97",
+        lambda: renamed_stream(xls_bytes(openpyxl.Workbook()), "PowerPoint Document"),
+        "海口.ppt",
+        F_UNREADABLE,
+        "这是一个演示文稿(.ppt),不是 Excel 表格",
     ),
-    ("ole header only", lambda: xls_bytes(openpyxl.Workbook())[:512], "海口.xls", F_UNREADABLE, "文件已损坏或不完整"),
-    ("too large", lambda: b"PK\x03\x04" + bytes(read.DEFAULT_LIMITS.max_bytes), "海口.xlsx", F_TOO_LARGE, "超过 20 MB 的上限"),
+    (
+        "ole header only",
+        lambda: xls_bytes(openpyxl.Workbook())[:512],
+        "海口.xls",
+        F_UNREADABLE,
+        "文件已损坏或不完整",
+    ),
+    (
+        "too large",
+        lambda: b"PK\x03\x04" + bytes(read.DEFAULT_LIMITS.max_bytes),
+        "海口.xlsx",
+        F_TOO_LARGE,
+        "超过 20 MB 的上限",
+    ),
     ("zip bomb", lambda: zip_of("xl/workbook.xml", bytes(4 * 2**20)), "海口.xlsx", F_TOO_LARGE, "压缩比高达"),
 ]
 
 
-@pytest.mark.parametrize(("data", "name", "rule", "words"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize(
+    ("data", "name", "rule", "words"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED]
+)
 def test_file_that_cannot_be_read_gets_one_clear_verdict(
     data: Callable[[], bytes], name: str, rule: str, words: str
 ) -> None:
@@ -439,7 +480,9 @@ def test_file_that_cannot_be_read_gets_one_clear_verdict(
 
 def test_xls_with_a_macro_project_is_read_with_a_warning() -> None:
     wb, _ = filled()
-    sub = read.read_submission(with_storages(xls_bytes(wb), "_VBA_PROJECT_CUR", "VBA"), "海口市总工会.xls", RULES)
+    sub = read.read_submission(
+        with_storages(xls_bytes(wb), "_VBA_PROJECT_CUR", "VBA"), "海口市总工会.xls", RULES
+    )
     assert (sub.form, sub.unit, sub.readable) == ("warmth", "460100", True)
     assert [(f.rule, f.severity) for f in sub.findings] == [(F_MACRO, Severity.WARNING)]
     assert sub.cells[AGRI_HOUSEHOLDS].raw == 12

@@ -35,15 +35,22 @@ JAN_31 = 1485820800  # 2017-01-31 08:00 +08:00, before AS_OF and after every dem
 FINAL_AS_OF = "2017-02-06T09:00"
 
 
-def cli(*args: str, cwd: Path = ROOT, without_root_powers: bool = False,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path = ROOT, without_root_powers: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """`pipeline …` as a real process. `without_root_powers`: even run as root, file permissions hold (the
     process loses the capabilities that let root read anything), as for staff's own account."""
     command = [sys.executable, "-m", "pipeline", *args]
     if without_root_powers and os.geteuid() == 0:
         command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def tree_bytes(folder: Path) -> bytes:
@@ -97,18 +104,33 @@ def test_every_odd_entry_in_the_inbox_is_listed_with_its_reason_and_the_run_fini
     _deeper_than_a_path_may_be(inbox / "转发")
     os.utime(day / "zero.xlsx", (JAN_31, JAN_31), follow_symlinks=False)
     try:
-        done = cli("run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state), "--as-of", AS_OF,
-                   without_root_powers=True)
+        done = cli(
+            "run",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--state",
+            str(state),
+            "--as-of",
+            AS_OF,
+            without_root_powers=True,
+        )
     finally:
         locked_folder.chmod(0o755)
         listener.close()
     assert done.returncode == 0, done.stderr
     assert f"新文件 {len(made.files)} 个" in done.stdout
-    reasons = {line.split(":", 1)[0].removeprefix("  跳过 "): line.split(":", 1)[1]
-               for line in done.stdout.splitlines() if line.startswith("  跳过 ")}
+    reasons = {
+        line.split(":", 1)[0].removeprefix("  跳过 "): line.split(":", 1)[1]
+        for line in done.stdout.splitlines()
+        if line.startswith("  跳过 ")
+    }
     assert "管道" in reasons["2017-01-25/海口市总工会_附件1(管道).xlsx"]
     assert "套接字" in reasons["2017-01-25/套接字.xlsx"]
-    assert "收件箱以外" in reasons["2017-01-25/zero.xlsx"] and "收件箱以外" in reasons["2017-01-25/urandom.xlsx"]
+    assert (
+        "收件箱以外" in reasons["2017-01-25/zero.xlsx"] and "收件箱以外" in reasons["2017-01-25/urandom.xlsx"]
+    )
     assert "收件箱以外" in reasons["2017-01-25/海口市总工会送温暖报告.docx"]
     assert "不存在" in reasons["2017-01-25/三亚已删除.xlsx"]
     assert "收件箱以外" in reasons["外部文件夹/"]
@@ -120,7 +142,9 @@ def test_every_odd_entry_in_the_inbox_is_listed_with_its_reason_and_the_run_fini
     assert "不该出现在台账里".encode() not in tree_bytes(state) + tree_bytes(outbox)
 
 
-def test_a_file_removed_while_intake_reads_it_is_skipped_and_the_others_are_taken(rules, tmp_path, monkeypatch):
+def test_a_file_removed_while_intake_reads_it_is_skipped_and_the_others_are_taken(
+    rules, tmp_path, monkeypatch
+):
     inbox = tmp_path / "inbox"
     made = demo.make(rules, inbox, seed=2017)
     victim = made.files[0].path
@@ -134,7 +158,9 @@ def test_a_file_removed_while_intake_reads_it_is_skipped_and_the_others_are_take
     monkeypatch.setattr(intake, "_read", vanishing)
     result = campaign_at(rules, inbox, tmp_path / "outbox", tmp_path / "state").run(AS_OF)
     assert len(result.intake.new) == len(made.files) - 1
-    assert [(s.path.split("/")[-1], s.reason) for s in result.intake.skipped] == [(victim.name, "文件在读取时被移走或删除")]
+    assert [(s.path.split("/")[-1], s.reason) for s in result.intake.skipped] == [
+        (victim.name, "文件在读取时被移走或删除")
+    ]
 
 
 def test_a_replacement_with_the_same_size_and_time_is_a_new_version(rules, tmp_path, fill):
@@ -150,8 +176,11 @@ def test_a_replacement_with_the_same_size_and_time_is_a_new_version(rules, tmp_p
     before = sent.stat()
     # The corrected count, among the first that compress to the very same size.
     forums, replacement = next(
-        (n, data) for n in range(8, 400)
-        if len(data := fill(unit="460100", changes={("activities", "", "forums"): n}, name="b.xlsx").read_bytes())
+        (n, data)
+        for n in range(8, 400)
+        if len(
+            data := fill(unit="460100", changes={("activities", "", "forums"): n}, name="b.xlsx").read_bytes()
+        )
         == before.st_size
     )
     sent.write_bytes(replacement)
@@ -162,10 +191,14 @@ def test_a_replacement_with_the_same_size_and_time_is_a_new_version(rules, tmp_p
     assert level.verify() == (2, [])
 
 
-def test_an_older_version_sent_again_after_a_newer_one_is_a_new_version_with_its_own_feedback(rules, tmp_path, fill):
+def test_an_older_version_sent_again_after_a_newer_one_is_a_new_version_with_its_own_feedback(
+    rules, tmp_path, fill
+):
     inbox, outbox, state = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state"
     (inbox / "1").mkdir(parents=True)
-    wrong = fill(unit="460100", changes={("activities", "", "forums"): "见附件"}, name="wrong.xlsx").read_bytes()
+    wrong = fill(
+        unit="460100", changes={("activities", "", "forums"): "见附件"}, name="wrong.xlsx"
+    ).read_bytes()
     right = fill(unit="460100", name="right.xlsx").read_bytes()
     for name, data, when in (("v1.xlsx", wrong, JAN_31 - 7200), ("v2.xlsx", right, JAN_31 - 3600)):
         (inbox / "1" / name).write_bytes(data)
@@ -176,7 +209,9 @@ def test_an_older_version_sent_again_after_a_newer_one_is_a_new_version_with_its
     (inbox / "2" / "海口附件1(再发).xlsx").write_bytes(wrong)  # the old file, sent again by mistake
     os.utime(inbox / "2" / "海口附件1(再发).xlsx", (JAN_31, JAN_31))
     again = level.run(AS_OF)
-    assert len(again.intake.new) == 1 and again.checked == {"rejected": 1} and again.messages == {"written": 1}
+    assert (
+        len(again.intake.new) == 1 and again.checked == {"rejected": 1} and again.messages == {"written": 1}
+    )
     row = {(r.unit, r.item): r for r in level.status(AS_OF).rows}[("460100", "warmth")]
     assert (row.versions, row.version_used, row.state.label) == (3, 2, "未通过")
 
@@ -223,12 +258,32 @@ def test_a_second_send_sends_nothing_and_a_lost_ledger_stops_the_run(rules, tmp_
     # The ledger is deleted (or another, empty one is pointed at): the run refuses instead of resending.
     for path in state.glob("ledger.sqlite*"):
         path.unlink()
-    refused = cli("run", "--inbox", str(level.folders.inbox), "--outbox", str(outbox), "--state", str(state),
-                  "--as-of", AS_OF)
-    assert refused.returncode == 2 and "verify --rebuild" in refused.stderr and "Traceback" not in refused.stderr
+    refused = cli(
+        "run",
+        "--inbox",
+        str(level.folders.inbox),
+        "--outbox",
+        str(outbox),
+        "--state",
+        str(state),
+        "--as-of",
+        AS_OF,
+    )
+    assert (
+        refused.returncode == 2 and "verify --rebuild" in refused.stderr and "Traceback" not in refused.stderr
+    )
     shutil.rmtree(state / ledger.BACKUPS)
-    empty = cli("run", "--inbox", str(level.folders.inbox), "--outbox", str(outbox), "--state", str(state),
-                "--as-of", AS_OF)
+    empty = cli(
+        "run",
+        "--inbox",
+        str(level.folders.inbox),
+        "--outbox",
+        str(outbox),
+        "--state",
+        str(state),
+        "--as-of",
+        AS_OF,
+    )
     assert empty.returncode == 2 and "为免重复发信" in empty.stderr
     assert len(server.script.received) == count
 
@@ -259,13 +314,28 @@ def test_a_killed_final_leaves_no_edition_or_a_complete_one(rules, tmp_path):
     assert cli(*args, "--as-of", AS_OF).returncode == 0
     summary = outbox / names.SUMMARY_DIR
     for delay in (0.0, 0.3, 0.6, 0.9, 1.2, 1.8, 2.5):
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--as-of", FINAL_AS_OF, "--final",
-                                    "--allow-missing", "测试"],
-                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                *args,
+                "--as-of",
+                FINAL_AS_OF,
+                "--final",
+                "--allow-missing",
+                "测试",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        editions = [p for p in summary.iterdir() if p.is_dir() and "终稿" in p.name and not p.name.startswith(".")]
+        editions = [
+            p for p in summary.iterdir() if p.is_dir() and "终稿" in p.name and not p.name.startswith(".")
+        ]
         for edition in editions:
             assert len(list(edition.iterdir())) == 3, edition  # complete, or not there at all
     assert cli(*args, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "测试").returncode == 0
@@ -274,7 +344,9 @@ def test_a_killed_final_leaves_no_edition_or_a_complete_one(rules, tmp_path):
     book = ledger.Ledger(state)
     recorded = [e["path"] for e in book.editions()]
     book.close()
-    assert recorded and all((outbox / path).is_dir() and len(list((outbox / path).iterdir())) == 3 for path in recorded)
+    assert recorded and all(
+        (outbox / path).is_dir() and len(list((outbox / path).iterdir())) == 3 for path in recorded
+    )
 
 
 def test_smtp_faults_end_within_the_run_deadline(rules, tmp_path):
@@ -285,8 +357,14 @@ def test_smtp_faults_end_within_the_run_deadline(rules, tmp_path):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # connections complete in the backlog; no greeting ever comes
-        mute = dataclasses.replace(rules.mail, smtp_host="127.0.0.1", smtp_port=silent.getsockname()[1], tls="none",
-                                   username="", send_seconds=3)
+        mute = dataclasses.replace(
+            rules.mail,
+            smtp_host="127.0.0.1",
+            smtp_port=silent.getsockname()[1],
+            tls="none",
+            username="",
+            send_seconds=3,
+        )
         level, outbox, state = _feedback_site(rules, tmp_path, mute)
         start = time.monotonic()
         result = level.run(AS_OF, send=True)
@@ -343,8 +421,11 @@ def test_an_old_ledger_is_brought_up_to_date_with_every_row_kept(tmp_path):
 def test_a_key_written_twice_in_rules_yaml_is_refused_with_its_path(rules_text):
     from pipeline import checks
 
-    twice = rules_text.replace("  deadline: 2017-02-05T23:59:59\n",
-                               "  deadline: 2017-02-05T23:59:59\n  deadline: 2017-03-05T23:59:59\n", 1)
+    twice = rules_text.replace(
+        "  deadline: 2017-02-05T23:59:59\n",
+        "  deadline: 2017-02-05T23:59:59\n  deadline: 2017-03-05T23:59:59\n",
+        1,
+    )
     with pytest.raises(checks.ConfigError) as refused:
         checks.loads(twice)
     assert refused.value.path == "campaign.deadline" and "写了两次" in refused.value.message
@@ -357,7 +438,9 @@ def test_rules_yaml_nested_far_too_deep_is_refused_in_words(rules_text, deep):
     if deep == "flow":
         extra = "shared:\n  deep: " + "[" * 10_000 + "]" * 10_000 + "\n"
     else:
-        extra = "shared:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)) + "  " * 201 + "end: 1\n"
+        extra = (
+            "shared:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)) + "  " * 201 + "end: 1\n"
+        )
     text = rules_text.replace("shared:\n", extra.replace("shared:\n", "shared:\n", 1) + "  x:\n", 1)
     with pytest.raises(checks.ConfigError) as refused:
         checks.loads(text)
@@ -370,8 +453,9 @@ def test_an_expression_of_a_megabyte_is_refused_with_the_rules_path(rules_text):
     from pipeline import checks
 
     huge = "visits.total.amount_goods <= " + " + ".join(["funds.fund_union"] * 60_000)
-    text = rules_text.replace("check: visits.total.amount_goods <= funds.fund_union + funds.fund_social",
-                              f"check: {huge}", 1)
+    text = rules_text.replace(
+        "check: visits.total.amount_goods <= funds.fund_union + funds.fund_social", f"check: {huge}", 1
+    )
     assert len(text) > 1_000_000
     with pytest.raises(checks.ConfigError) as refused:
         checks.loads(text)
@@ -380,9 +464,12 @@ def test_an_expression_of_a_megabyte_is_refused_with_the_rules_path(rules_text):
 
 
 def test_a_broken_rules_yaml_gives_its_message_through_the_cli_not_a_traceback(rules_text, tmp_path):
-    (tmp_path / "rules.yaml").write_text(rules_text.replace("  deadline: 2017-02-05T23:59:59\n",
-                                                            "  deadline: 2017-02-05T23:59:59\n  deadline: x\n", 1),
-                                         encoding="utf-8")
+    (tmp_path / "rules.yaml").write_text(
+        rules_text.replace(
+            "  deadline: 2017-02-05T23:59:59\n", "  deadline: 2017-02-05T23:59:59\n  deadline: x\n", 1
+        ),
+        encoding="utf-8",
+    )
     done = cli("status", "--rules", str(tmp_path / "rules.yaml"), "--state", str(tmp_path / "state"))
     assert done.returncode == 2 and "campaign.deadline" in done.stderr and "Traceback" not in done.stderr
 
@@ -402,7 +489,9 @@ def test_a_message_whose_fate_is_unknown_is_listed_and_resolved_by_staff(rules, 
     args = ["--state", str(state), "--rules", str(ROOT / "rules.yaml")]
     listed = cli("mail", "--unknown", *args)
     assert listed.returncode == 0 and "送达不明的邮件 2 封" in listed.stdout
-    numbers = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("  ") and "@" in line]
+    numbers = [
+        line.split()[0] for line in listed.stdout.splitlines() if line.startswith("  ") and "@" in line
+    ]
     done = cli("mail", "--resend", numbers[0], "--mark-sent", numbers[1], *args)
     assert done.returncode == 0 and "将重发" in done.stdout and "已标记为送达" in done.stdout
     book = ledger.Ledger(state)

@@ -6,7 +6,12 @@ from pipeline.runs import check
 
 
 def signature(result):
-    return result.verdict, result.unit, result.form, sorted((f.rule, f.severity, f.sheet, f.cell) for f in result.findings)
+    return (
+        result.verdict,
+        result.unit,
+        result.form,
+        sorted((f.rule, f.severity, f.sheet, f.cell) for f in result.findings),
+    )
 
 
 def test_resaved_and_converted_forms_give_the_same_findings(rules, fill, soffice_convert, tmp_path):
@@ -21,14 +26,23 @@ def test_resaved_and_converted_forms_give_the_same_findings(rules, fill, soffice
         ("sign", "", "date"): "2017.1.20",
     }
     original = fill(changes=mistakes, name="海口_附件1.xlsx")
-    center = fill("center", changes={("aid", "legal", "persons"): 0, ("aid", "legal", "amount"): 3.5},
-                  name="海口_附件2.xlsx")
+    center = fill(
+        "center",
+        changes={("aid", "legal", "persons"): 0, ("aid", "legal", "amount"): 3.5},
+        name="海口_附件2.xlsx",
+    )
     converted = []
     for fmt in ("xlsx", "xls", "ods"):
         converted += [(fmt, p) for p in soffice_convert([original, center], fmt, tmp_path / fmt)]
     baseline = check.check_paths([original, center], rules)
     assert baseline[0].verdict == "rejected"
-    assert {f.rule for f in baseline[0].findings} >= {"W-archived", "W-amount", "R-type", "W-funds", "R-required"}
+    assert {f.rule for f in baseline[0].findings} >= {
+        "W-archived",
+        "W-amount",
+        "R-type",
+        "W-funds",
+        "R-required",
+    }
     assert {f.rule for f in baseline[1].findings} == {"C-paid-nobody"}
     for fmt, path in converted:
         (again,) = check.check_paths([path], rules)

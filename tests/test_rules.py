@@ -43,7 +43,11 @@ def test_text_in_a_count_cell_is_r_type(rules, fill):
     (r,) = run(rules, fill(changes={("visits", "agri", "households"): "见附件"}))
     assert r.verdict == "rejected"
     (f,) = only(r, "R-type")
-    assert (f.sheet, f.cell, f.value) == ("送温暖统计表", cell_of(rules, "warmth", "visits", "agri", "households"), "见附件")
+    assert (f.sheet, f.cell, f.value) == (
+        "送温暖统计表",
+        cell_of(rules, "warmth", "visits", "agri", "households"),
+        "见附件",
+    )
     assert f.cell in f.message and "应填整数" in f.message
 
 
@@ -117,7 +121,10 @@ def test_blank_total_is_computed_not_an_error(rules, fill):
 
 
 def test_archived_more_than_households_is_w_archived(rules, fill):
-    (r,) = run(rules, fill(changes={("visits", "trade", "households"): 5, ("visits", "trade", "households_archived"): 9}))
+    (r,) = run(
+        rules,
+        fill(changes={("visits", "trade", "households"): 5, ("visits", "trade", "households_archived"): 9}),
+    )
     (f,) = only(r, "W-archived")
     assert f.cell == cell_of(rules, "warmth", "visits", "trade", "households_archived")
     assert "9" in f.message and "5" in f.message and r.verdict == "rejected"
@@ -143,26 +150,49 @@ def test_unspent_to_daily_above_unspent_is_w_funds(rules, fill):
 
 
 def test_goods_paid_from_fiscal_funds_is_w_goods(rules, fill, rules_text):
-    (r,) = run(rules, fill(changes={("funds", "", "fund_union"): 0.0, ("funds", "", "fund_social"): 0.0,
-                                   ("funds", "", "fund_central"): 1000.0}))
+    (r,) = run(
+        rules,
+        fill(
+            changes={
+                ("funds", "", "fund_union"): 0.0,
+                ("funds", "", "fund_social"): 0.0,
+                ("funds", "", "fund_central"): 1000.0,
+            }
+        ),
+    )
     (f,) = only(r, "W-goods")
     assert f.cell == cell_of(rules, "warmth", "visits", "total", "amount_goods")
     assert "不得通过发放实物" in f.message
 
 
 def test_spent_not_matching_visits_is_a_warning(rules, fill):
-    (r,) = run(rules, fill(changes={("funds", "", "fund_unspent"): 0.0, ("funds", "", "fund_unspent_to_daily"): 0.0,
-                                   ("funds", "", "fund_central"): 1000.0, ("funds", "", "fund_total"): 2000.0}))
+    (r,) = run(
+        rules,
+        fill(
+            changes={
+                ("funds", "", "fund_unspent"): 0.0,
+                ("funds", "", "fund_unspent_to_daily"): 0.0,
+                ("funds", "", "fund_central"): 1000.0,
+                ("funds", "", "fund_total"): 2000.0,
+            }
+        ),
+    )
     (f,) = only(r, "W-spent")
     assert f.severity == "warning"
     assert f.cell == cell_of(rules, "warmth", "funds", "", "fund_total")
 
 
 def test_amount_typed_in_yuan_is_w_per_head(rules, fill):
-    changes = {("visits", "agri", "amount_total"): 800.0, ("visits", "agri", "amount_cash"): 800.0,
-               ("visits", "agri", "amount_goods"): 0.0, ("visits", "agri", "households"): 100,
-               ("visits", "agri", "households_archived"): 50, ("visits", "agri", "migrant_workers"): 0,
-               ("visits", "agri", "model_workers"): 0, ("visits", "agri", "frontline_workers"): 0}
+    changes = {
+        ("visits", "agri", "amount_total"): 800.0,
+        ("visits", "agri", "amount_cash"): 800.0,
+        ("visits", "agri", "amount_goods"): 0.0,
+        ("visits", "agri", "households"): 100,
+        ("visits", "agri", "households_archived"): 50,
+        ("visits", "agri", "migrant_workers"): 0,
+        ("visits", "agri", "model_workers"): 0,
+        ("visits", "agri", "frontline_workers"): 0,
+    }
     (r,) = run(rules, fill(changes=changes))
     found = [f for f in only(r, "W-per-head") if f.row == "agri"]
     (f,) = found
@@ -171,15 +201,23 @@ def test_amount_typed_in_yuan_is_w_per_head(rules, fill):
 
 
 def test_new_archived_above_archived_is_c_new(rules, fill):
-    (r,) = run(rules, fill("center", changes={("archive", "", "archived_households"): 10,
-                                              ("archive", "", "new_archived"): 11}))
+    (r,) = run(
+        rules,
+        fill(
+            "center",
+            changes={("archive", "", "archived_households"): 10, ("archive", "", "new_archived"): 11},
+        ),
+    )
     (f,) = only(r, "C-new")
     assert f.cell == cell_of(rules, "center", "archive", "", "new_archived")
     assert r.verdict == "rejected"
 
 
 def test_placed_above_referrals_is_c_new(rules, fill):
-    (r,) = run(rules, fill("center", changes={("services", "", "job_referrals"): 3, ("services", "", "job_placed"): 4}))
+    (r,) = run(
+        rules,
+        fill("center", changes={("services", "", "job_referrals"): 3, ("services", "", "job_placed"): 4}),
+    )
     (f,) = only(r, "C-new")
     assert f.cell == cell_of(rules, "center", "services", "", "job_placed")
 
@@ -191,7 +229,9 @@ def test_aid_total_typed_wrong_is_c_total(rules, fill):
 
 
 def test_money_paid_to_nobody_is_c_paid_nobody(rules, fill):
-    (r,) = run(rules, fill("center", changes={("aid", "legal", "persons"): 0, ("aid", "legal", "amount"): 3.5}))
+    (r,) = run(
+        rules, fill("center", changes={("aid", "legal", "persons"): 0, ("aid", "legal", "amount"): 3.5})
+    )
     (f,) = only(r, "C-paid-nobody")
     assert f.cell == cell_of(rules, "center", "aid", "legal", "amount")
     assert "3.50" in f.message
@@ -206,7 +246,9 @@ def test_no_duty_roster_is_a_c_duty_warning(rules, fill, field):
 
 def test_archived_visits_above_center_archive_is_x_archive(rules, fill):
     warmth = fill("warmth", seed=3)
-    center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
+    center = fill(
+        "center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0}
+    )
     results = run(rules, warmth, center)
     (f,) = only(results[0], "X-archive")
     assert f.severity == "warning"
@@ -215,7 +257,9 @@ def test_archived_visits_above_center_archive_is_x_archive(rules, fill):
 
 
 def test_x_archive_needs_both_forms(rules, fill):
-    center = fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0})
+    center = fill(
+        "center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0}
+    )
     (r,) = run(rules, center)
     assert not [f for f in r.findings if f.rule == "X-archive"]
 
@@ -225,12 +269,15 @@ def test_values_handed_over_in_another_order_are_checked_the_same(rules, fill):
     normalisation gives them; values in any other order must be found just the same."""
     paths = [
         fill(changes={("visits", "total", "amount_cash"): 9999.5}, seed=3),
-        fill("center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0}),
+        fill(
+            "center", changes={("archive", "", "archived_households"): 1, ("archive", "", "new_archived"): 0}
+        ),
     ]
 
     def checked(reordered: bool) -> list[list[Finding]]:
-        prepared = [checks.prepare(read.read_submission(p.read_bytes(), p.name, rules), rules, TODAY)
-                    for p in paths]
+        prepared = [
+            checks.prepare(read.read_submission(p.read_bytes(), p.name, rules), rules, TODAY) for p in paths
+        ]
         for c in prepared:
             c.values = dict(reversed(c.values.items())) if reordered else c.values
         return [list(r.findings) for r in validate.validate(prepared, rules)]

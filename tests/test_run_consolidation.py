@@ -22,7 +22,9 @@ FINAL_AS_OF = "2017-02-06T09:00"
 
 
 def run(inbox: Path, outbox: Path, state: Path, *extra: str) -> str:
-    result = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state), *extra])
+    result = runner.invoke(
+        app, ["run", "--inbox", str(inbox), "--outbox", str(outbox), "--state", str(state), *extra]
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -39,14 +41,46 @@ def test_same_inbox_and_moment_give_byte_identical_consolidation(rules, tmp_path
 def test_final_is_refused_before_the_deadline_and_numbered_after(rules, tmp_path):
     inbox, out, state = tmp_path / "inbox", tmp_path / "out", tmp_path / "state"
     demo.make(rules, inbox, seed=3)
-    early = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(out), "--state", str(state),
-                                "--as-of", DRAFT_AS_OF, "--final"])
+    early = runner.invoke(
+        app,
+        [
+            "run",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(out),
+            "--state",
+            str(state),
+            "--as-of",
+            DRAFT_AS_OF,
+            "--final",
+        ],
+    )
     assert early.exit_code == 2 and "还没到截止时间" in early.output
-    incomplete = runner.invoke(app, ["run", "--inbox", str(inbox), "--outbox", str(out), "--state", str(state),
-                                     "--as-of", FINAL_AS_OF, "--final"])
-    assert incomplete.exit_code == 2 and "材料不全,终稿未生成" in incomplete.output and "--allow-missing" in incomplete.output
+    incomplete = runner.invoke(
+        app,
+        [
+            "run",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(out),
+            "--state",
+            str(state),
+            "--as-of",
+            FINAL_AS_OF,
+            "--final",
+        ],
+    )
+    assert (
+        incomplete.exit_code == 2
+        and "材料不全,终稿未生成" in incomplete.output
+        and "--allow-missing" in incomplete.output
+    )
     assert not (out / SUMMARY_DIR / "终稿第1版").exists()
-    run(inbox, out, state, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "个别单位因故缺报,已电话催报")
+    run(
+        inbox, out, state, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "个别单位因故缺报,已电话催报"
+    )
     first = hashes(out / SUMMARY_DIR / "终稿第1版")
     assert len(first) == 3
     run(inbox, out, state, "--as-of", FINAL_AS_OF)  # a later plain run: a new draft, the final untouched
@@ -70,8 +104,21 @@ def children_inbox(rules, inbox: Path) -> None:
 def test_rollup_for_the_help_center_passes_check_with_no_findings(rules, tmp_path):
     inbox, out, state = tmp_path / "zx-inbox", tmp_path / "zx-out", tmp_path / "zx-state"
     children_inbox(rules, inbox)
-    output = run(inbox, out, state, "--as-of", DRAFT_AS_OF, "--for", "ZX",
-                 "--leader", "王海涛", "--preparer", "李秀英", "--phone", "0898-66553663")
+    output = run(
+        inbox,
+        out,
+        state,
+        "--as-of",
+        DRAFT_AS_OF,
+        "--for",
+        "ZX",
+        "--leader",
+        "王海涛",
+        "--preparer",
+        "李秀英",
+        "--phone",
+        "0898-66553663",
+    )
     assert "7/7 个单位" in output
     rollup = out / SUMMARY_DIR / template.file_name(rules.unit("ZX"), rules.forms["warmth"])
     (result,) = check.check_paths([rollup], rules)
@@ -81,7 +128,9 @@ def test_rollup_for_the_help_center_passes_check_with_no_findings(rules, tmp_pat
 def test_province_totals_do_not_count_the_help_centers_children_again(rules, tmp_path):
     def totals(inbox: Path, name: str):
         run(inbox, tmp_path / name / "out", tmp_path / name / "state", "--as-of", DRAFT_AS_OF)
-        c = campaign_at(rules, inbox, tmp_path / name / "out", tmp_path / name / "state").consolidate(DRAFT_AS_OF)
+        c = campaign_at(rules, inbox, tmp_path / name / "out", tmp_path / name / "state").consolidate(
+            DRAFT_AS_OF
+        )
         return c["by_unit"]
 
     plain = tmp_path / "plain"

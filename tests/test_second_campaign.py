@@ -173,7 +173,9 @@ def test_run_consolidates_as_the_example_declares_and_final_writes_an_edition(ji
     assert code == 2 and "还没到截止时间" in output
     code, output = cli("run", *args, "--as-of", FINAL_AS_OF, "--final")
     assert code == 2 and "还有 6 个单位的材料不全,终稿未生成" in output
-    code, output = cli("run", *args, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "六个单位未按时报送")
+    code, output = cli(
+        "run", *args, "--as-of", FINAL_AS_OF, "--final", "--allow-missing", "六个单位未按时报送"
+    )
     assert code == 0, output
     final = sorted(p.name for p in (out / SUMMARY_DIR / "终稿第1版").iterdir())
     assert final == [

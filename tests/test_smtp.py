@@ -221,7 +221,9 @@ def test_connection_closed_before_the_final_reply_is_tried_again(
     assert "未确认收到" in outcome.detail and "下次运行时重试" in outcome.detail
 
 
-def test_no_answer_to_the_final_dot_by_the_deadline_is_unknown(rules: config.Rules, haikou: config.Unit) -> None:
+def test_no_answer_to_the_final_dot_by_the_deadline_is_unknown(
+    rules: config.Rules, haikou: config.Unit
+) -> None:
     """A server that takes the whole message and then says nothing: the wait ends at the run's deadline, and
     the message may have arrived: staff decide (pipeline mail --unknown)."""
     import threading
@@ -247,11 +249,17 @@ def test_no_answer_to_the_final_dot_by_the_deadline_is_unknown(rules: config.Rul
                         return
 
         threading.Thread(target=serve, daemon=True).start()
-        mute = dataclasses.replace(rules.mail, smtp_host="127.0.0.1", smtp_port=listener.getsockname()[1], tls="none")
+        mute = dataclasses.replace(
+            rules.mail, smtp_host="127.0.0.1", smtp_port=listener.getsockname()[1], tls="none"
+        )
         start = time.monotonic()
         [outcome] = smtp.send(mute, feedback(rules, haikou), timeout=30, deadline=time.monotonic() + 2)
     assert time.monotonic() - start < 5
-    assert outcome.status == "unknown" and "可能已经送达" in outcome.detail and "pipeline mail --unknown" in outcome.detail
+    assert (
+        outcome.status == "unknown"
+        and "可能已经送达" in outcome.detail
+        and "pipeline mail --unknown" in outcome.detail
+    )
 
 
 def test_nothing_listening_is_tempfail(rules: config.Rules, haikou: config.Unit) -> None:

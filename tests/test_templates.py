@@ -273,9 +273,7 @@ def test_meta_cells_sit_beside_the_labels_a_person_reads(opened: Opened) -> None
 # --- LibreOffice --------------------------------------------------------------------------------------
 
 
-def test_libreoffice_opens_every_template(
-    templates: list[Written], soffice_convert, tmp_path: Path
-) -> None:
+def test_libreoffice_opens_every_template(templates: list[Written], soffice_convert, tmp_path: Path) -> None:
     texts = soffice_convert([t.path for t in templates], "csv", tmp_path / "csv")
     assert len(texts) == len(templates)
     for t, text_path in zip(templates, texts, strict=True):

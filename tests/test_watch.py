@@ -34,15 +34,27 @@ def rules_file(tmp_path: Path, rules_text: str, imap: Dovecot, smtp: Server) -> 
 
 
 def folders(tmp_path: Path) -> list[str]:
-    return ["--inbox", str(tmp_path / "inbox"), "--outbox", str(tmp_path / "outbox"), "--state", str(tmp_path / "state")]
+    return [
+        "--inbox",
+        str(tmp_path / "inbox"),
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--state",
+        str(tmp_path / "state"),
+    ]
 
 
 def start_watch(tmp_path: Path, rules: Path, log: str) -> subprocess.Popen[bytes]:
     (tmp_path / "inbox").mkdir(exist_ok=True)
     env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "watch", "--send", "--rules", str(rules),
-                             *folders(tmp_path)], cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=(tmp_path / log).open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "watch", "--send", "--rules", str(rules), *folders(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=(tmp_path / log).open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for(condition, seconds: float = 120, what: str = "") -> None:
@@ -64,13 +76,16 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 def test_watch_answers_at_once_takes_turns_with_run_and_stops_on_sigterm(
-        rules, rules_text, tmp_path, dovecot, server, fill):  # noqa: F811
+    rules, rules_text, tmp_path, dovecot, server, fill
+):  # noqa: F811
     path = rules_file(tmp_path, rules_text, dovecot, server)
     watch = start_watch(tmp_path, path, "watch.log")
     try:
         wrong = form(rules, fill, unit="460200", changes={("visits", "agri", "households_archived"): 999999})
         sent_at = time.monotonic()
-        dovecot.append(mailclients.message("netease", rules.unit("460200").email, [wrong], subject="三亚报表"))
+        dovecot.append(
+            mailclients.message("netease", rules.unit("460200").email, [wrong], subject="三亚报表")
+        )
         wait_for(lambda: server.script.received, what="the feedback")
         answered = time.monotonic() - sent_at
         [reply] = received(server)
@@ -80,8 +95,14 @@ def test_watch_answers_at_once_takes_turns_with_run_and_stops_on_sigterm(
         # The weekly run takes its turn between the watch's rounds.
         env = {**os.environ, PASSWORD_ENV: PASSWORD}
         for _ in range(20):
-            done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--rules", str(path), *folders(tmp_path)],
-                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [sys.executable, "-m", "pipeline", "run", "--rules", str(path), *folders(tmp_path)],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if done.returncode != 2 or "正在运行" not in done.stderr:
                 break
             time.sleep(0.5)
@@ -140,11 +161,15 @@ def test_a_killed_watch_loses_nothing_and_doubles_nothing(rules, rules_text, tmp
 def test_fetch_and_confirm_through_the_cli(rules, rules_text, tmp_path, dovecot, server, fill, monkeypatch):  # noqa: F811
     path = rules_file(tmp_path, rules_text, dovecot, server)
     (tmp_path / "inbox").mkdir()
-    dovecot.append(mailclients.message("outlook", "clerk@163.com", [form(rules, fill)], subject="海口报表"), at(20, 9))
+    dovecot.append(
+        mailclients.message("outlook", "clerk@163.com", [form(rules, fill)], subject="海口报表"), at(20, 9)
+    )
     runner = CliRunner()
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
 
-    fetched = runner.invoke(app, ["fetch", "--rules", str(path), "--as-of", "2017-02-01T12:00", *folders(tmp_path)])
+    fetched = runner.invoke(
+        app, ["fetch", "--rules", str(path), "--as-of", "2017-02-01T12:00", *folders(tmp_path)]
+    )
     assert fetched.exit_code == 0, fetched.output
     assert "新收 1 封" in fetched.output and "clerk@163.com「海口报表」" in fetched.output
     ran = runner.invoke(app, ["run", "--rules", str(path), "--as-of", "2017-02-01T12:00", *folders(tmp_path)])
@@ -153,20 +178,27 @@ def test_fetch_and_confirm_through_the_cli(rules, rules_text, tmp_path, dovecot,
     assert "待确认的文件 1 个" in listed.output and "clerk@163.com" in listed.output
     number = re.search(r"^\s+([0-9a-f]{12})\s", listed.output, re.MULTILINE)
     assert number
-    confirmed = runner.invoke(app, ["confirm", number.group(1), "--rules", str(path), "--state", str(tmp_path / "state")])
+    confirmed = runner.invoke(
+        app, ["confirm", number.group(1), "--rules", str(path), "--state", str(tmp_path / "state")]
+    )
     assert confirmed.exit_code == 0 and "已确认" in confirmed.output
-    assert "待确认的文件 0 个" in runner.invoke(app, ["confirm", "--rules", str(path), "--state",
-                                                 str(tmp_path / "state")]).output
+    assert (
+        "待确认的文件 0 个"
+        in runner.invoke(app, ["confirm", "--rules", str(path), "--state", str(tmp_path / "state")]).output
+    )
 
     monkeypatch.delenv(PASSWORD_ENV)
     refused = runner.invoke(app, ["fetch", "--rules", str(path), *folders(tmp_path)])
     assert refused.exit_code == 2 and PASSWORD_ENV in refused.output
 
 
-def test_a_mailbox_that_cannot_be_reached_is_said_in_chinese(rules_text, tmp_path, dovecot, server, monkeypatch):  # noqa: F811
+def test_a_mailbox_that_cannot_be_reached_is_said_in_chinese(
+    rules_text, tmp_path, dovecot, server, monkeypatch
+):  # noqa: F811
     path = rules_file(tmp_path, rules_text, dovecot, server)
-    path.write_text(path.read_text(encoding="utf-8").replace(f"imap_user: {USER}", "imap_user: wrong"),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace(f"imap_user: {USER}", "imap_user: wrong"), encoding="utf-8"
+    )
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     result = CliRunner().invoke(app, ["fetch", "--rules", str(path), *folders(tmp_path)])
     assert result.exit_code == 2 and "登录收信服务器" in result.output and "Traceback" not in result.output
@@ -175,14 +207,27 @@ def test_a_mailbox_that_cannot_be_reached_is_said_in_chinese(rules_text, tmp_pat
 def test_send_templates_once_per_unit_and_version(rules, rules_text, tmp_path, dovecot, server):  # noqa: F811
     path = rules_file(tmp_path, rules_text, dovecot, server)
     runner = CliRunner()
-    args = ["send-templates", "--send", "--rules", str(path), "--outbox", str(tmp_path / "outbox"),
-            "--state", str(tmp_path / "state"), "--as-of", "2017-01-05"]
+    args = [
+        "send-templates",
+        "--send",
+        "--rules",
+        str(path),
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--state",
+        str(tmp_path / "state"),
+        "--as-of",
+        "2017-01-05",
+    ]
 
     one = runner.invoke(app, [*args, "--unit", "460100"])
     assert one.exit_code == 0, one.output
     [haikou] = received(server)
     names = sorted(a.get_filename() for a in haikou.iter_attachments())
-    assert names == ["海口市总工会_附件1_2016年工会送温暖统计表.xlsx", "海口市总工会_附件2_2016年度困难职工帮扶中心工作统计表.xlsx"]
+    assert names == [
+        "海口市总工会_附件1_2016年工会送温暖统计表.xlsx",
+        "海口市总工会_附件2_2016年度困难职工帮扶中心工作统计表.xlsx",
+    ]
     body = haikou.get_body(("plain",)).get_content()
     assert "flbzb@sina.com" in body and "2017年2月5日" in body and "送温暖报告" in body
     assert haikou["Auto-Submitted"] == "auto-generated"
@@ -195,20 +240,41 @@ def test_send_templates_once_per_unit_and_version(rules, rules_text, tmp_path, d
     newer = path.read_text(encoding="utf-8").replace('version: "2017.1"', 'version: "2017.2"', 1)
     path.write_text(newer, encoding="utf-8")
     assert runner.invoke(app, [*args, "--unit", "460100"]).exit_code == 0
-    assert len(server.script.received) == len(rules.children("province")) + 1  # a new template version goes out
+    assert (
+        len(server.script.received) == len(rules.children("province")) + 1
+    )  # a new template version goes out
 
 
 def test_a_fetch_killed_mid_way_takes_each_message_once(rules, rules_text, tmp_path, dovecot, server, fill):  # noqa: F811
     path = rules_file(tmp_path, rules_text, dovecot, server)
     codes = [u.code for u in rules.units][:24]
     for i, code in enumerate(codes):
-        dovecot.append(mailclients.message(mailclients.CLIENTS[i % 5], rules.unit(code).email,
-                                           [form(rules, fill, unit=code)]), at(20, 8, i))
+        dovecot.append(
+            mailclients.message(
+                mailclients.CLIENTS[i % 5], rules.unit(code).email, [form(rules, fill, unit=code)]
+            ),
+            at(20, 8, i),
+        )
     env = {**os.environ, PASSWORD_ENV: PASSWORD}
-    command = [sys.executable, "-m", "pipeline", "fetch", "--rules", str(path), "--as-of", "2017-02-01T12:00",
-               *folders(tmp_path)]
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "fetch",
+        "--rules",
+        str(path),
+        "--as-of",
+        "2017-02-01T12:00",
+        *folders(tmp_path),
+    ]
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     mail = tmp_path / "inbox" / "邮件"
     wait_for(lambda: mail.is_dir() and any(mail.iterdir()), seconds=60, what="the first message's folder")
     os.killpg(first.pid, signal.SIGKILL)

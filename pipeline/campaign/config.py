@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from pipeline.campaign.layout import Layout
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
-RULE_KEYS = ("id", "severity", "kind", "message", "form", "forms")  # every kind's; pipeline.checks knows the rest
+RULE_KEYS = (
+    "id",
+    "severity",
+    "kind",
+    "message",
+    "form",
+    "forms",
+)  # every kind's; pipeline.checks knows the rest
 TLS_MODES = ("ssl", "starttls", "none")
 PROVINCE = "province"
 CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -331,8 +338,16 @@ class Rules:
 
     def explanation_key(self, form: str) -> tuple[str, str, str] | None:
         """Where a form's explanation field (`explains: true`, 填报说明) is, if it has one."""
-        return next(((s.code, "", f.code) for s in self.forms[form].sections if not s.tabular
-                     for f in s.fields if f.explains), None)
+        return next(
+            (
+                (s.code, "", f.code)
+                for s in self.forms[form].sections
+                if not s.tabular
+                for f in s.fields
+                if f.explains
+            ),
+            None,
+        )
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -362,7 +377,9 @@ class Node:
     def keys(self, allowed: tuple[str, ...]) -> None:
         for key in self.mapping():
             if key not in allowed:
-                raise ConfigError(self._child_path(str(key)), f'未知的键 "{key}",可用的键:{", ".join(allowed)}')
+                raise ConfigError(
+                    self._child_path(str(key)), f'未知的键 "{key}",可用的键:{", ".join(allowed)}'
+                )
 
     def get(self, key: str, required: bool = True, default: Any = None) -> Node:
         m = self.mapping()
@@ -467,8 +484,16 @@ def _unique(nodes: list[Node], codes: list[str], what: str) -> None:
 def _campaign(node: Node, warnings: list[str]) -> Campaign:
     node.keys(
         (
-            "id", "title", "issuer", "department", "document_number", "issue_date",
-            "statistics_year", "deadline", "timezone", "contact_phone",
+            "id",
+            "title",
+            "issuer",
+            "department",
+            "document_number",
+            "issue_date",
+            "statistics_year",
+            "deadline",
+            "timezone",
+            "contact_phone",
         )
     )
     tz_node = node.get("timezone")
@@ -533,7 +558,9 @@ def _field(node: Node) -> Field:
         type=t,
         unit=opt("unit").text() if opt("unit").value is not None else "",
         required=opt("required").boolean() if opt("required").value is not None else True,
-        min=opt("min").number() if opt("min").value is not None else (0.0 if t in ("count", "money") else None),
+        min=opt("min").number()
+        if opt("min").value is not None
+        else (0.0 if t in ("count", "money") else None),
         max=opt("max").number() if opt("max").value is not None else None,
         group=opt("group").text() if opt("group").value is not None else "",
         wide=opt("wide").boolean() if opt("wide").value is not None else False,
@@ -555,7 +582,11 @@ def _section(code: str, node: Node) -> Section:
             rn.keys(("code", "label", "total"))
             total = rn.get("total", required=False)
             parsed.append(
-                Row(rn.get("code").code(), rn.get("label").text(), total.boolean() if total.value is not None else False)
+                Row(
+                    rn.get("code").code(),
+                    rn.get("label").text(),
+                    total.boolean() if total.value is not None else False,
+                )
             )
         _unique([rn.get("code") for rn in row_nodes], [r.code for r in parsed], "行代码")
         if sum(r.total for r in parsed) > 1:
@@ -619,7 +650,9 @@ def _note(node: Node) -> str:
         raise node.fail("花括号 { } 不配对;要写花括号本身请写成 {{ }}") from None
     unknown = sorted(names - set(NOTE_PLACEHOLDERS))
     if unknown:
-        raise node.fail(f"未知的占位符 {{{unknown[0]}}},可用:{'、'.join('{' + n + '}' for n in NOTE_PLACEHOLDERS)}")
+        raise node.fail(
+            f"未知的占位符 {{{unknown[0]}}},可用:{'、'.join('{' + n + '}' for n in NOTE_PLACEHOLDERS)}"
+        )
     return text
 
 
@@ -698,8 +731,13 @@ def _rule(node: Node, index: int, forms: Mapping[str, Form]) -> Rule:
         if fc not in forms:
             raise where.fail(f'规则引用了不存在的报表 "{fc}",已有:{", ".join(forms)}')
     return Rule(
-        id=node.get("id").text(), severity=severity, kind=node.get("kind").text(),
-        message=node.get("message").text(), forms=form_codes, index=index, node=node,
+        id=node.get("id").text(),
+        severity=severity,
+        kind=node.get("kind").text(),
+        message=node.get("message").text(),
+        forms=form_codes,
+        index=index,
+        node=node,
     )
 
 
@@ -708,8 +746,19 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _mail(node: Node) -> Mail:
-    node.keys(("sender", "reply_to", "smtp_host", "smtp_port", "tls", "username", "password_env", "send_seconds",
-               *IMAP_KEYS))
+    node.keys(
+        (
+            "sender",
+            "reply_to",
+            "smtp_host",
+            "smtp_port",
+            "tls",
+            "username",
+            "password_env",
+            "send_seconds",
+            *IMAP_KEYS,
+        )
+    )
     for key in ("sender", "reply_to"):
         value = node.get(key).text()
         if "\n" in value or "\r" in value:
@@ -753,11 +802,16 @@ def _imap(node: Node) -> dict[str, Any]:
         raise env.fail("应为环境变量的名字(如 IMAP_PASSWORD),不要把密码本身写在这里")
     folder = node.get("imap_folder", required=False)
     name = folder.text() if folder.value is not None else "INBOX"
-    if not name or any(c in name for c in "\r\n\"*%"):
+    if not name or any(c in name for c in '\r\n"*%'):
         raise folder.fail(f"邮箱文件夹名 {name!r} 不可用(不能为空,不能含换行、引号、* 或 %)")
-    return dict(imap_host=node.get("imap_host").text(), imap_tls=tls,
-                imap_port=port.integer() if port.value is not None else (993 if tls == "ssl" else 143),
-                imap_user=node.get("imap_user").text(), imap_password_env=env.text(), imap_folder=name)
+    return dict(
+        imap_host=node.get("imap_host").text(),
+        imap_tls=tls,
+        imap_port=port.integer() if port.value is not None else (993 if tls == "ssl" else 143),
+        imap_user=node.get("imap_user").text(),
+        imap_password_env=env.text(),
+        imap_folder=name,
+    )
 
 
 # The reader alone (Python, calamine, the rules) peaks near 100 MB resident (bench/hostile.py); below this
@@ -806,8 +860,19 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     root = Node(parsed, "")
     root.keys(
         (
-            "campaign", "items", "unit_kinds", "units", "units_file", "shared", "forms", "tolerance", "rules", "mail",
-            "limits", "consolidation", "demo",
+            "campaign",
+            "items",
+            "unit_kinds",
+            "units",
+            "units_file",
+            "shared",
+            "forms",
+            "tolerance",
+            "rules",
+            "mail",
+            "limits",
+            "consolidation",
+            "demo",
         )
     )
     warnings: list[str] = []
@@ -833,7 +898,9 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     codes = {u.code for u in units}
     for n, u in zip(unit_nodes, units, strict=True):
         if u.reports_to != PROVINCE and u.reports_to not in codes:
-            raise n.get("reports_to").fail(f'上级单位 "{u.reports_to}" 不在单位列表中(直报省总的写 {PROVINCE})')
+            raise n.get("reports_to").fail(
+                f'上级单位 "{u.reports_to}" 不在单位列表中(直报省总的写 {PROVINCE})'
+            )
         if u.reports_to == u.code:
             raise n.get("reports_to").fail("单位不能向自己报送")
         if u.kind not in kinds:

@@ -286,9 +286,7 @@ def _changes(node: Node, forms: Mapping[str, Form], typed: bool) -> tuple[str, t
     return owners.pop(), tuple(changes)
 
 
-def _mistake(
-    node: Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule_ids: set[str]
-) -> Mistake:
+def _mistake(node: Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule_ids: set[str]) -> Mistake:
     node.keys(("kind", "note", "item", "at", "section", "set", "cells", "rule", "form", "days_later"))
     kind = node.get("kind").text()
     if kind not in MISTAKE_KINDS:

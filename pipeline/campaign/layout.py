@@ -121,7 +121,9 @@ def _table(section: Section, r: int, slots: list[Slot], blocks: list[Block]) -> 
     for row, sheet_row in zip(section.rows, body, strict=True):
         for j, f in enumerate(section.fields, start=2):
             letters = column_letters(j)
-            slots.append(Slot(section, row, f, f"{letters}{sheet_row}", f"A{sheet_row}", f"{letters}{caption_row}"))
+            slots.append(
+                Slot(section, row, f, f"{letters}{sheet_row}", f"A{sheet_row}", f"{letters}{caption_row}")
+            )
     blocks.append(Block(section, title_row, headers, body))
     return body[-1] + 1
 

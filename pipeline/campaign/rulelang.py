@@ -73,7 +73,14 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Mult: operator.mul,
     ast.Div: operator.truediv,
 }
-_CMPOPS: dict[type, str] = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+_CMPOPS: dict[type, str] = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+}
 
 
 MAX_LENGTH = 2000  # the longest expression of the shipped rules is under 120 characters
@@ -81,7 +88,9 @@ MAX_LENGTH = 2000  # the longest expression of the shipped rules is under 120 ch
 
 def parse(source: str, scope: Scope) -> Expr:
     if len(source) > MAX_LENGTH:
-        raise ExprError(f"表达式有 {len(source)} 个字符,超过 {MAX_LENGTH} 个字符的上限;请拆成几条规则或用 let 定义中间量")
+        raise ExprError(
+            f"表达式有 {len(source)} 个字符,超过 {MAX_LENGTH} 个字符的上限;请拆成几条规则或用 let 定义中间量"
+        )
     try:
         tree = ast.parse(source.strip(), mode="eval").body
         refs: list[Ref] = []
@@ -104,7 +113,9 @@ def _walk(node: ast.AST, scope: Scope, refs: list[Ref], names: list[str], source
     if isinstance(node, ast.Call) and scope.functions:
         name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
         if name not in scope.functions or node.keywords:
-            raise ExprError(f'表达式 "{source}" 中的 "{name}(…)" 不可用,可用的函数:{", ".join(scope.functions)}')
+            raise ExprError(
+                f'表达式 "{source}" 中的 "{name}(…)" 不可用,可用的函数:{", ".join(scope.functions)}'
+            )
         for arg in node.args:
             _walk(arg, scope, refs, names, source)
         return
@@ -130,7 +141,9 @@ def _walk(node: ast.AST, scope: Scope, refs: list[Ref], names: list[str], source
         for v in node.values:
             _walk(v, scope, refs, names, source)
         return
-    raise ExprError(f'表达式 "{source}" 中有不支持的写法 "{ast.unparse(node)}":只能用 + - * /、比较、and/or/not')
+    raise ExprError(
+        f'表达式 "{source}" 中有不支持的写法 "{ast.unparse(node)}":只能用 + - * /、比较、and/or/not'
+    )
 
 
 def _dotted(node: ast.AST) -> list[str]:
@@ -165,7 +178,9 @@ def _resolve(node: ast.Name | ast.Attribute, scope: Scope, source: str) -> Ref |
             raise ExprError(f'"{text}" 不是 {form_code}.{section.code} 的字段,已有:{_codes(section.fields)}')
         return Ref(form_code, section.code, CURRENT_ROW, parts[0])
     if len(parts) not in (2, 3) or parts[0] not in sections:
-        raise ExprError(f'"{text}" 不是报表 {form_code} 的字段,应写成 节.字段 或 节.行.字段,节有:{_codes(form.sections)}')
+        raise ExprError(
+            f'"{text}" 不是报表 {form_code} 的字段,应写成 节.字段 或 节.行.字段,节有:{_codes(form.sections)}'
+        )
     section = sections[parts[0]]
     if len(parts) == 3:
         if not section.tabular or parts[1] not in [r.code for r in section.rows]:
@@ -176,7 +191,9 @@ def _resolve(node: ast.Name | ast.Attribute, scope: Scope, source: str) -> Ref |
     else:
         row = ""
     if parts[-1] not in [f.code for f in section.fields]:
-        raise ExprError(f'"{text}" 引用了不存在的字段 "{parts[-1]}",{section.code} 的字段有:{_codes(section.fields)}')
+        raise ExprError(
+            f'"{text}" 引用了不存在的字段 "{parts[-1]}",{section.code} 的字段有:{_codes(section.fields)}'
+        )
     if not section.field(parts[-1]).numeric:
         raise ExprError(f'"{text}" 不是数值字段,不能参与计算')
     return Ref(form_code, section.code, row, parts[-1])
@@ -233,7 +250,12 @@ def evaluate(
 
 
 def evaluate_node(
-    node: ast.expr, expr: Expr, lookup: Callable[[Ref], Any], names: Mapping[str, Any], scope: Scope, row: str = ""
+    node: ast.expr,
+    expr: Expr,
+    lookup: Callable[[Ref], Any],
+    names: Mapping[str, Any],
+    scope: Scope,
+    row: str = "",
 ) -> Any:
     """Evaluate one part of an expression (a side of a comparison), for quoting it in a message."""
     sub = Expr(source=expr.source, tree=node, refs=(), names=())
@@ -275,7 +297,9 @@ def compiled(
 
             def compare(lookup: Callable[[Ref], Any], names: Mapping[str, Any]) -> bool:
                 values = [p(lookup, names) for p in parts]
-                return all(_compare(op, a, b, tolerance) for op, a, b in zip(ops, values, values[1:], strict=False))
+                return all(
+                    _compare(op, a, b, tolerance) for op, a, b in zip(ops, values, values[1:], strict=False)
+                )
 
             return compare
         if isinstance(node, ast.BoolOp):

@@ -43,8 +43,11 @@ class YamlError(Exception):
 def parse(data: bytes, name: str) -> Any:
     """The data of a rules.yaml, or YamlError."""
     if len(data) > MAX_BYTES:
-        raise YamlError("", f"{name} 有 {len(data) / 2**20:.1f} MB,超过 {MAX_BYTES // 2**20} MB 的上限,不像是活动配置;"
-                            "单位名单请放在 units_file 指定的表格里")
+        raise YamlError(
+            "",
+            f"{name} 有 {len(data) / 2**20:.1f} MB,超过 {MAX_BYTES // 2**20} MB 的上限,不像是活动配置;"
+            "单位名单请放在 units_file 指定的表格里",
+        )
     try:
         _depth_within_limit(data, name)
         loader = _LOADER(data)
@@ -84,8 +87,12 @@ def _worded(exc: yaml.YAMLError, name: str) -> YamlError:
     return YamlError("", f"{name} {where}写法有误:{hint}(原始信息:{problem})")
 
 
-_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
-         yaml.FlowSequenceStartToken)
+_OPEN = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
 _CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
@@ -101,8 +108,11 @@ def _depth_within_limit(data: bytes, name: str) -> None:
                 keys.append("")
                 if depth > MAX_DEPTH:
                     path = ".".join(k for k in keys if k)
-                    raise YamlError(path, f"{name} 第 {token.start_mark.line + 1} 行:嵌套超过 {MAX_DEPTH} 层,"
-                                          "不像是活动配置;请检查缩进和括号")
+                    raise YamlError(
+                        path,
+                        f"{name} 第 {token.start_mark.line + 1} 行:嵌套超过 {MAX_DEPTH} 层,"
+                        "不像是活动配置;请检查缩进和括号",
+                    )
             elif isinstance(token, _CLOSE):
                 depth -= 1
                 keys.pop()

@@ -20,9 +20,12 @@ def wrong_level(rules: Rules, unit_code: str | None, level: str) -> Finding | No
         return None
     to, address = rules.name_of(unit.reports_to), rules.address_of(unit.reports_to)
     here = rules.name_of(level)
-    return Finding(F_LEVEL, Severity.ERROR,
-                   f"{unit.name}的报表应报送{to}({address}),由其汇总上报;这份报表发给了{here},"
-                   f"不计入本级汇总,请改发至 {address}")
+    return Finding(
+        F_LEVEL,
+        Severity.ERROR,
+        f"{unit.name}的报表应报送{to}({address}),由其汇总上报;这份报表发给了{here},"
+        f"不计入本级汇总,请改发至 {address}",
+    )
 
 
 def owing(rules: Rules, parent: str, form: str) -> list[Unit]:
@@ -39,8 +42,9 @@ def coverage_note(rules: Rules, parent: str, form: str, covers: tuple[str, ...])
     return f"已汇总 {len(expected) - len(missing)}/{len(expected)} 个下属单位;未汇总:{'、'.join(missing)}"
 
 
-def rollup_findings(rules: Rules, unit_code: str | None, form: str | None, covers: tuple[str, ...] | None
-                    ) -> list[Finding]:
+def rollup_findings(
+    rules: Rules, unit_code: str | None, form: str | None, covers: tuple[str, ...] | None
+) -> list[Finding]:
     """A roll-up form naming units that are not its maker's is an error; one that leaves some out is a
     warning naming them, carried wherever its figures are used."""
     if covers is None or not unit_code or not form or not rules.has_unit(unit_code):
@@ -49,11 +53,18 @@ def rollup_findings(rules: Rules, unit_code: str | None, form: str | None, cover
     children = {u.code for u in rules.children(unit.code)}
     strangers = [c for c in covers if c not in children]
     if strangers:
-        return [Finding(F_ROLLUP, Severity.ERROR,
-                        f"汇总表记录的下属单位 {'、'.join(strangers)} 不是{unit.name}的下属单位;"
-                        "请用本单位一级的 pipeline run --for 重新生成汇总表")]
+        return [
+            Finding(
+                F_ROLLUP,
+                Severity.ERROR,
+                f"汇总表记录的下属单位 {'、'.join(strangers)} 不是{unit.name}的下属单位;"
+                "请用本单位一级的 pipeline run --for 重新生成汇总表",
+            )
+        ]
     note = coverage_note(rules, unit.code, form, covers)
-    return [Finding(F_ROLLUP, Severity.WARNING, f"{unit.name}的汇总表{note},汇总数不含这些单位")] if note else []
+    return (
+        [Finding(F_ROLLUP, Severity.WARNING, f"{unit.name}的汇总表{note},汇总数不含这些单位")] if note else []
+    )
 
 
 def with_rollup(rules: Rules, report: Report) -> Report:

@@ -37,12 +37,20 @@ class ItemStatus:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "unit": self.unit, "unit_name": self.unit_name, "kind": self.kind, "item": self.item,
-            "item_label": self.item_label, "state": str(self.state), "state_label": self.state.label,
+            "unit": self.unit,
+            "unit_name": self.unit_name,
+            "kind": self.kind,
+            "item": self.item,
+            "item_label": self.item_label,
+            "state": str(self.state),
+            "state_label": self.state.label,
             "received": self.received.isoformat() if self.received else None,
             "first_received": self.first_received.isoformat() if self.first_received else None,
-            "versions": self.versions, "version_used": self.version_used, "late": self.late,
-            "note": self.note, "mail_problem": self.mail_problem,
+            "versions": self.versions,
+            "version_used": self.version_used,
+            "late": self.late,
+            "note": self.note,
+            "mail_problem": self.mail_problem,
         }
 
 
@@ -64,8 +72,14 @@ class Timeliness:
         return self.on_time / self.expected if self.expected else 0.0
 
     def as_json(self) -> dict[str, Any]:
-        return {"label": self.label, "on_time": self.on_time, "late": self.late, "missing": self.missing,
-                "expected": self.expected, "rate": round(self.rate, 4)}
+        return {
+            "label": self.label,
+            "on_time": self.on_time,
+            "late": self.late,
+            "missing": self.missing,
+            "expected": self.expected,
+            "rate": round(self.rate, 4),
+        }
 
 
 @dataclass(frozen=True)
@@ -138,20 +152,39 @@ def compute(
     for unit in expected:
         for item in unit.items:
             versions_of = by_pair.get((unit.code, item), [])
-            rows.append(_row(rules, unit, item, versions_of, as_of, deadline, (mail_problems or {}).get(unit.code, "")))
-    return Status(as_of, deadline, tuple(rows), tuple(sorted(stray, key=lambda v: (v.unit, v.received))),
-                  tuple(skipped))
+            rows.append(
+                _row(
+                    rules, unit, item, versions_of, as_of, deadline, (mail_problems or {}).get(unit.code, "")
+                )
+            )
+    return Status(
+        as_of, deadline, tuple(rows), tuple(sorted(stray, key=lambda v: (v.unit, v.received))), tuple(skipped)
+    )
 
 
-def _row(rules: Rules, unit: Unit, item: str, versions: Sequence[Submission], as_of: dt.datetime,
-         deadline: dt.datetime, mail_problem: str) -> ItemStatus:
+def _row(
+    rules: Rules,
+    unit: Unit,
+    item: str,
+    versions: Sequence[Submission],
+    as_of: dt.datetime,
+    deadline: dt.datetime,
+    mail_problem: str,
+) -> ItemStatus:
     label = rules.items[item].label
-    base = dict(unit=unit.code, unit_name=unit.name, kind=unit.kind, item=item, item_label=label,
-                mail_problem=mail_problem)
+    base = dict(
+        unit=unit.code,
+        unit_name=unit.name,
+        kind=unit.kind,
+        item=item,
+        item_label=label,
+        mail_problem=mail_problem,
+    )
     if not versions:
         state = OVERDUE if as_of > deadline else MISSING
-        return ItemStatus(**base, state=state, received=None, first_received=None, versions=0, version_used=None,
-                          late=False)
+        return ItemStatus(
+            **base, state=state, received=None, first_received=None, versions=0, version_used=None, late=False
+        )
     latest = versions[-1]
     used = history.used(versions)
     late = latest.received > deadline
@@ -170,6 +203,12 @@ def _row(rules: Rules, unit: Unit, item: str, versions: Sequence[Submission], as
     if late:
         note = "逾期报送" + (f";{note}" if note else "")
     return ItemStatus(
-        **base, state=state, received=latest.received, first_received=versions[0].received, versions=len(versions),
-        version_used=used.version if used and rules.items[item].form is not None else None, late=late, note=note,
+        **base,
+        state=state,
+        received=latest.received,
+        first_received=versions[0].received,
+        versions=len(versions),
+        version_used=used.version if used and rules.items[item].form is not None else None,
+        late=late,
+        note=note,
     )

@@ -50,8 +50,13 @@ class Mailbox:
         where = f"{mail.imap_host}:{mail.imap_port}"
         context = context or ssl.create_default_context()
         try:
-            self.client = IMAPClient(mail.imap_host, port=mail.imap_port, ssl=mail.imap_tls == "ssl",
-                                     ssl_context=context, timeout=TIMEOUT)
+            self.client = IMAPClient(
+                mail.imap_host,
+                port=mail.imap_port,
+                ssl=mail.imap_tls == "ssl",
+                ssl_context=context,
+                timeout=TIMEOUT,
+            )
         except (OSError, IMAPClientError) as exc:
             raise MailboxError(f"无法连接收信服务器 {where}:{_why(exc)}") from None
         self.client.normalise_times = False  # INTERNALDATE with its zone, not turned into local time
@@ -64,7 +69,9 @@ class Mailbox:
             self.close()
             text = str(exc)
             if "login" in text.lower() or "authenticat" in text.lower():
-                raise MailboxError(f"登录收信服务器 {where} 失败,请检查 mail.imap_user 和密码(授权码):{text}") from None
+                raise MailboxError(
+                    f"登录收信服务器 {where} 失败,请检查 mail.imap_user 和密码(授权码):{text}"
+                ) from None
             raise MailboxError(f"无法打开邮箱文件夹 {mail.imap_folder}:{text}") from None
         except (OSError, ssl.SSLError) as exc:
             self.close()
@@ -98,7 +105,9 @@ class Mailbox:
                 if data is None:  # expunged meanwhile
                     continue
                 when = data.get(b"INTERNALDATE")
-                yield Fetched(uid, bytes(data.get(b"BODY[]") or b""), when if isinstance(when, dt.datetime) else None)
+                yield Fetched(
+                    uid, bytes(data.get(b"BODY[]") or b""), when if isinstance(when, dt.datetime) else None
+                )
 
     def wait(self, seconds: float, stopped: Callable[[], bool] = lambda: False) -> bool:
         """Wait up to `seconds` for the server to announce a new message (IMAP IDLE); True when it did.
@@ -109,7 +118,10 @@ class Mailbox:
             try:
                 while not stopped() and time.monotonic() < end:
                     responses = self.client.idle_check(timeout=1.0)
-                    if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    if any(
+                        isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+                        for r in responses
+                    ):
                         return True
             finally:
                 self.client.idle_done()

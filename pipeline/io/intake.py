@@ -147,7 +147,12 @@ def candidates(inbox: os.PathLike[str] | str) -> Iterator[tuple[str, str, os.sta
         dirs.sort()
         for name in [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             dirs.remove(name)  # os.walk does not follow them either: said, not silently passed over
-            yield os.path.join(root, name), prefix + name + "/", None, _link_reason(top, os.path.join(root, name))
+            yield (
+                os.path.join(root, name),
+                prefix + name + "/",
+                None,
+                _link_reason(top, os.path.join(root, name)),
+            )
         for name in sorted(files):
             if name.lower() in SYSTEM_FILES:
                 continue
@@ -193,9 +198,14 @@ def take_in(
     # run finds and records.
     with ThreadPoolExecutor(max_workers=2) as pool:
         for batch in _batches(arriving):
-            got = [g for part in pool.map(lambda items: [_read(a.path, max_bytes) for a in items],
-                                          [batch[i : i + 256] for i in range(0, len(batch), 256)])
-                   for g in part]
+            got = [
+                g
+                for part in pool.map(
+                    lambda items: [_read(a.path, max_bytes) for a in items],
+                    [batch[i : i + 256] for i in range(0, len(batch), 256)],
+                )
+                for g in part
+            ]
             taken = []
             for item, read in zip(batch, got, strict=True):
                 if isinstance(read, str):
@@ -203,20 +213,27 @@ def take_in(
                 else:
                     taken.append((item, read))
             if read_files:
-                read_files([(r.sha256, r.data, PurePosixPath(a.shown).name) for a, r in taken if r.data is not None])
-            ledger.keep_many([(r.sha256, r.data) for _, r in taken if r.data is not None])  # not those over the limit
+                read_files(
+                    [(r.sha256, r.data, PurePosixPath(a.shown).name) for a, r in taken if r.data is not None]
+                )
+            ledger.keep_many(
+                [(r.sha256, r.data) for _, r in taken if r.data is not None]
+            )  # not those over the limit
             for item, read in taken:
                 if progress:
                     progress(item.shown)
-                kept.append((item.rel, read.signature, read.sha256, PurePosixPath(item.shown).name, item.received))
+                kept.append(
+                    (item.rel, read.signature, read.sha256, PurePosixPath(item.shown).name, item.received)
+                )
     if kept:
         result.new = ledger.record_files(kept, as_of)
     ledger.set_skipped([(s.path, s.reason) for s in result.skipped], as_of)
     return result
 
 
-def _arriving(ledger: Ledger, inbox: os.PathLike[str] | str, as_of: dt.datetime, result: Intake,
-              settle: float) -> list[_Arriving]:
+def _arriving(
+    ledger: Ledger, inbox: os.PathLike[str] | str, as_of: dt.datetime, result: Intake, settle: float
+) -> list[_Arriving]:
     """The regular files that are new or changed since the ledger last saw them; the others counted or
     listed as skipped in `result`."""
     tz = as_of.tzinfo

@@ -42,8 +42,11 @@ class Letter:
     message_id: str
     mime: bytes  # what is sent
 
-COLUMNS = ("id, sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, "
-           "explained, held")
+
+COLUMNS = (
+    "id, sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, "
+    "explained, held"
+)
 
 
 FILE = "ledger.sqlite"
@@ -97,8 +100,10 @@ class Ledger:
             self.db.close()
             owner = "省总" if row[0] == "province" else row[0]
             asked = "省总" if level == "province" else level
-            raise LedgerError(f"台账 {self.state} 属于{owner}一级,不能用于{asked}一级的运行;"
-                              "请检查 --state,或不写 --state 用本级默认的台账")
+            raise LedgerError(
+                f"台账 {self.state} 属于{owner}一级,不能用于{asked}一级的运行;"
+                "请检查 --state,或不写 --state 用本级默认的台账"
+            )
 
     def backup(self, keep: int = KEEP_BACKUPS) -> Path:
         """A consistent copy of the ledger under backup/, the last `keep` kept (SQLite's online backup)."""
@@ -151,8 +156,12 @@ class Ledger:
         for i in range(0, len(shas), 500):  # within SQLite's limit of parameters
             chunk = list(shas[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            out.update((sha, bytes(data)) for sha, data in
-                       self.db.execute(f"SELECT sha256, data FROM archive WHERE sha256 IN ({marks})", chunk))
+            out.update(
+                (sha, bytes(data))
+                for sha, data in self.db.execute(
+                    f"SELECT sha256, data FROM archive WHERE sha256 IN ({marks})", chunk
+                )
+            )
         for sha in shas:
             if sha not in out:  # kept by an earlier version, one file each
                 with contextlib.suppress(FileNotFoundError):
@@ -174,10 +183,14 @@ class Ledger:
 
     def known_files(self) -> dict[str, Signature]:
         """Inbox path -> its signature as last seen."""
-        return {_path(r["path"]): (r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"])
-                for r in self.db.execute("SELECT path, size, mtime_ns, ctime_ns, inode FROM files")}
+        return {
+            _path(r["path"]): (r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"])
+            for r in self.db.execute("SELECT path, size, mtime_ns, ctime_ns, inode FROM files")
+        }
 
-    def record_files(self, files: list[tuple[str, Signature, str, str, dt.datetime]], seen: dt.datetime) -> list[str]:
+    def record_files(
+        self, files: list[tuple[str, Signature, str, str, dt.datetime]], seen: dt.datetime
+    ) -> list[str]:
         """Record (path, signature, sha256, name, received) of files in one transaction; return the ids of
         the new submissions they are, in order.
 
@@ -185,12 +198,22 @@ class Ledger:
         the file name to show people.
         """
         with self.transaction() as db:
-            return [new for path, signature, sha, name, received in files
-                    if (new := self._record_file(db, path, signature, sha, name, received, seen))]
+            return [
+                new
+                for path, signature, sha, name, received in files
+                if (new := self._record_file(db, path, signature, sha, name, received, seen))
+            ]
 
     @staticmethod
-    def _record_file(db: sqlite3.Connection, path: str, signature: Signature, sha256: str, name: str,
-                     received: dt.datetime, seen: dt.datetime) -> str | None:
+    def _record_file(
+        db: sqlite3.Connection,
+        path: str,
+        signature: Signature,
+        sha256: str,
+        name: str,
+        received: dt.datetime,
+        seen: dt.datetime,
+    ) -> str | None:
         """The file recorded; the id of the submission it is, if it is a new one.
 
         The same bytes again are the same submission (a copy forwarded, saved under another name), unless
@@ -203,18 +226,27 @@ class Ledger:
             "ctime_ns = excluded.ctime_ns, inode = excluded.inode, sha256 = excluded.sha256",
             (key, *signature, sha256, seen.isoformat()),
         )
-        events = db.execute("SELECT id, received, unit, item FROM submissions WHERE sha256 = ? ORDER BY received",
-                            (sha256,)).fetchall()
+        events = db.execute(
+            "SELECT id, received, unit, item FROM submissions WHERE sha256 = ? ORDER BY received", (sha256,)
+        ).fetchall()
         if not events:
             new = sha256
         else:
             last = events[-1]
-            newest = db.execute("SELECT max(received) FROM submissions WHERE unit = ? AND item = ? AND sha256 != ?",
-                                (last["unit"], last["item"], sha256)).fetchone()[0] if last["unit"] else None
+            newest = (
+                db.execute(
+                    "SELECT max(received) FROM submissions WHERE unit = ? AND item = ? AND sha256 != ?",
+                    (last["unit"], last["item"], sha256),
+                ).fetchone()[0]
+                if last["unit"]
+                else None
+            )
             if newest is None or newest < last["received"] or received.isoformat() <= newest:
                 if len(events) == 1 and dt.datetime.fromisoformat(last["received"]) > received:
-                    db.execute("UPDATE submissions SET received = ?, file = ?, path = ? WHERE id = ?",
-                               (received.isoformat(), name, key, last["id"]))
+                    db.execute(
+                        "UPDATE submissions SET received = ?, file = ?, path = ? WHERE id = ?",
+                        (received.isoformat(), name, key, last["id"]),
+                    )
                 return None
             new = f"{sha256}#{len(events)}"
         db.execute(
@@ -225,16 +257,24 @@ class Ledger:
 
     def set_skipped(self, skipped: Sequence[tuple[str, str]], seen: dt.datetime) -> None:
         """What the last intake passed over, and why (shown in the status)."""
-        current = [(r["path"], r["reason"]) for r in self.db.execute("SELECT path, reason FROM skipped ORDER BY rowid")]
+        current = [
+            (r["path"], r["reason"])
+            for r in self.db.execute("SELECT path, reason FROM skipped ORDER BY rowid")
+        ]
         if current == list(skipped):
             return  # unchanged: the ledger's generation stays, and a rerun rewrites nothing
         with self.transaction() as db:
             db.execute("DELETE FROM skipped")
-            db.executemany("INSERT INTO skipped (path, reason, seen) VALUES (?, ?, ?)",
-                           [(path, reason, seen.isoformat()) for path, reason in skipped])
+            db.executemany(
+                "INSERT INTO skipped (path, reason, seen) VALUES (?, ?, ?)",
+                [(path, reason, seen.isoformat()) for path, reason in skipped],
+            )
 
     def skipped(self) -> list[tuple[str, str]]:
-        return [(r["path"], r["reason"]) for r in self.db.execute("SELECT path, reason FROM skipped ORDER BY rowid")]
+        return [
+            (r["path"], r["reason"])
+            for r in self.db.execute("SELECT path, reason FROM skipped ORDER BY rowid")
+        ]
 
     def unchecked(self) -> list[Submission]:
         return self._select("WHERE verdict IS NULL ORDER BY received, path")
@@ -252,13 +292,20 @@ class Ledger:
     def _submissions_generation(self) -> int:
         return int(self.db.execute("SELECT n FROM submissions_generation").fetchone()[0])
 
-    def _select(self, where: str, args: tuple[Any, ...] = (), values: bool = True,
-                decoded: dict[str, dict[Key, Any]] | None = None) -> list[Submission]:
+    def _select(
+        self,
+        where: str,
+        args: tuple[Any, ...] = (),
+        values: bool = True,
+        decoded: dict[str, dict[Key, Any]] | None = None,
+    ) -> list[Submission]:
         """Submissions as stored; `decoded`: values already at hand (as stored), by id, not read again."""
-        columns = "*" if values else f"{COLUMNS}, NULL AS \"values\""
+        columns = "*" if values else f'{COLUMNS}, NULL AS "values"'
         known = decoded or {}
-        return [_submission(r, known.get(r["id"]))
-                for r in self.db.execute(f"SELECT {columns} FROM submissions {where}", args)]
+        return [
+            _submission(r, known.get(r["id"]))
+            for r in self.db.execute(f"SELECT {columns} FROM submissions {where}", args)
+        ]
 
     def record_checks(self, results: list[tuple[str, dict[str, Any]]]) -> None:
         """Store verdicts of one batch and renumber the versions of each (unit, item) by time received.
@@ -269,12 +316,23 @@ class Ledger:
         stored = [(sid, fields, _stored_values(fields.get("values", {}))) for sid, fields in results]
         with self.transaction() as db:
             db.executemany(
-                'UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, '
+                "UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, "
                 '"values" = ?, explained = ?, held = ? WHERE id = ?',
-                [(fields["kind"], fields["unit"], fields["item"], fields["form"], fields["verdict"],
-                  json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
-                  text, int(fields.get("explained", False)), fields.get("held") or None, sid)
-                 for sid, fields, (_, text) in stored],
+                [
+                    (
+                        fields["kind"],
+                        fields["unit"],
+                        fields["item"],
+                        fields["form"],
+                        fields["verdict"],
+                        json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
+                        text,
+                        int(fields.get("explained", False)),
+                        fields.get("held") or None,
+                        sid,
+                    )
+                    for sid, fields, (_, text) in stored
+                ],
             )
             # One statement for every pair; only rows whose number changes are written.
             db.execute(
@@ -286,7 +344,11 @@ class Ledger:
             )
             # Read within the transaction, so that no other connection's change can slip in unseen.
             decoded = {sid: values for sid, _, (values, _) in stored}
-            loaded = (self._submissions_generation(), True, self._select("ORDER BY received, path", decoded=decoded))
+            loaded = (
+                self._submissions_generation(),
+                True,
+                self._select("ORDER BY received, path", decoded=decoded),
+            )
         self._loaded = loaded
 
     # --- messages ------------------------------------------------------------------------------------------
@@ -302,17 +364,39 @@ class Ledger:
             db.executemany(
                 "INSERT OR IGNORE INTO messages (key, kind, unit, recipient, sha256, subject, eml, message_id, mime, "
                 "status, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(r.key, r.kind, r.unit, r.recipient, r.submission, r.subject, r.eml, r.message_id, r.mime,
-                  when.isoformat()) for r in rows],
+                [
+                    (
+                        r.key,
+                        r.kind,
+                        r.unit,
+                        r.recipient,
+                        r.submission,
+                        r.subject,
+                        r.eml,
+                        r.message_id,
+                        r.mime,
+                        when.isoformat(),
+                    )
+                    for r in rows
+                ],
             )
 
     def set_messages(self, keys: list[str], status: str, when: dt.datetime) -> None:
         with self.transaction() as db:
-            db.executemany("UPDATE messages SET status = ?, updated = ? WHERE key = ?",
-                           [(status, when.isoformat(), key) for key in keys])
+            db.executemany(
+                "UPDATE messages SET status = ?, updated = ? WHERE key = ?",
+                [(status, when.isoformat(), key) for key in keys],
+            )
 
-    def set_message(self, key: str, status: str, when: dt.datetime, code: int | None = None, detail: str = "",
-                    attempt: bool = False) -> None:
+    def set_message(
+        self,
+        key: str,
+        status: str,
+        when: dt.datetime,
+        code: int | None = None,
+        detail: str = "",
+        attempt: bool = False,
+    ) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE messages SET status = ?, code = ?, detail = ?, updated = ?, attempts = attempts + ? "
@@ -328,7 +412,9 @@ class Ledger:
         if statuses is None:
             return list(self.db.execute("SELECT * FROM messages ORDER BY key"))
         marks = ",".join("?" * len(statuses))
-        return list(self.db.execute(f"SELECT * FROM messages WHERE status IN ({marks}) ORDER BY key", statuses))
+        return list(
+            self.db.execute(f"SELECT * FROM messages WHERE status IN ({marks}) ORDER BY key", statuses)
+        )
 
     # --- editions -----------------------------------------------------------------------------------------
 
@@ -337,7 +423,10 @@ class Ledger:
 
     def add_edition(self, number: int, as_of: dt.datetime, path: str) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO editions (number, as_of, path) VALUES (?, ?, ?)", (number, as_of.isoformat(), path))
+            db.execute(
+                "INSERT INTO editions (number, as_of, path) VALUES (?, ?, ?)",
+                (number, as_of.isoformat(), path),
+            )
 
     # --- what the outputs were made from ------------------------------------------------------------------
 
@@ -360,7 +449,12 @@ class Ledger:
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table as sorted plain rows: what tests compare between runs."""
         out = {}
-        for table, key in (("files", "path"), ("submissions", "id"), ("messages", "key"), ("editions", "number")):
+        for table, key in (
+            ("files", "path"),
+            ("submissions", "id"),
+            ("messages", "key"),
+            ("editions", "number"),
+        ):
             out[table] = [dict(r) for r in self.db.execute(f"SELECT * FROM {table} ORDER BY {key}")]
         return out
 
@@ -389,7 +483,9 @@ def _stored_values(values: dict[Key, Any]) -> tuple[dict[Key, Any], str]:
     keys, order, names = _key_order(tuple(values))
     held = list(values.values())
     plain = [_plain(held[i]) for i in order]
-    return dict(zip(keys, plain, strict=True)), json.dumps(dict(zip(names, plain, strict=True)), ensure_ascii=False)
+    return dict(zip(keys, plain, strict=True)), json.dumps(
+        dict(zip(names, plain, strict=True)), ensure_ascii=False
+    )
 
 
 @lru_cache(maxsize=64)
@@ -424,11 +520,23 @@ def _submission(row: sqlite3.Row, values: dict[Key, Any] | None = None) -> Submi
         # only accepted forms are consolidated, and they hold no unknowns
         values = dict(zip(map(_key, raw), raw.values(), strict=True))
     return Submission(
-        id=row["id"], sha256=row["sha256"], file=row["file"], path=_path(row["path"]), size=row["size"],
-        received=dt.datetime.fromisoformat(row["received"]), first_seen=dt.datetime.fromisoformat(row["first_seen"]),
-        kind=row["kind"] or "", unit=row["unit"] or "", item=row["item"] or "", form=row["form"] or "",
-        version=row["version"] or 0, verdict=Verdict(row["verdict"]) if row["verdict"] else None, findings=findings,
-        values=values, explained=bool(row["explained"]), held=row["held"] or "",
+        id=row["id"],
+        sha256=row["sha256"],
+        file=row["file"],
+        path=_path(row["path"]),
+        size=row["size"],
+        received=dt.datetime.fromisoformat(row["received"]),
+        first_seen=dt.datetime.fromisoformat(row["first_seen"]),
+        kind=row["kind"] or "",
+        unit=row["unit"] or "",
+        item=row["item"] or "",
+        form=row["form"] or "",
+        version=row["version"] or 0,
+        verdict=Verdict(row["verdict"]) if row["verdict"] else None,
+        findings=findings,
+        values=values,
+        explained=bool(row["explained"]),
+        held=row["held"] or "",
     )
 
 
@@ -455,8 +563,10 @@ def restore(state: Path) -> Path:
             if old.exists():
                 os.replace(old, state / f"{FILE}{suffix}.damaged-{stamp}")
         partial = path.with_suffix(".restoring")
-        with contextlib.closing(sqlite3.connect(f"file:{candidate}?mode=ro", uri=True)) as src, \
-                contextlib.closing(sqlite3.connect(partial)) as dst:
+        with (
+            contextlib.closing(sqlite3.connect(f"file:{candidate}?mode=ro", uri=True)) as src,
+            contextlib.closing(sqlite3.connect(partial)) as dst,
+        ):
             src.backup(dst)
         os.replace(partial, path)
         return candidate

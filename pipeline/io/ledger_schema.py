@@ -125,8 +125,10 @@ TRIGGERS = "".join(
     for op in ("INSERT", "UPDATE", "DELETE")
 )
 
-_SUBMISSION_COLUMNS = ('sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, '
-                       'findings, "values", explained')
+_SUBMISSION_COLUMNS = (
+    "sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, "
+    'findings, "values", explained'
+)
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
@@ -151,13 +153,21 @@ def migrate(db: sqlite3.Connection) -> None:
         for statement in TABLES.split(";"):
             if statement.strip():
                 db.execute(statement)
-        if "submissions_v1" in {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
-            db.execute(f"INSERT INTO submissions (id, {_SUBMISSION_COLUMNS}) "
-                       f"SELECT sha256, {_SUBMISSION_COLUMNS} FROM submissions_v1")
+        if "submissions_v1" in {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }:
+            db.execute(
+                f"INSERT INTO submissions (id, {_SUBMISSION_COLUMNS}) "
+                f"SELECT sha256, {_SUBMISSION_COLUMNS} FROM submissions_v1"
+            )
             db.execute("DROP TABLE submissions_v1")
-        for table, column, kind in (("files", "ctime_ns", "INTEGER"), ("files", "inode", "INTEGER"),
-                                    ("messages", "message_id", "TEXT"), ("messages", "mime", "BLOB"),
-                                    ("submissions", "held", "TEXT")):
+        for table, column, kind in (
+            ("files", "ctime_ns", "INTEGER"),
+            ("files", "inode", "INTEGER"),
+            ("messages", "message_id", "TEXT"),
+            ("messages", "mime", "BLOB"),
+            ("submissions", "held", "TEXT"),
+        ):
             if column not in _columns(db, table):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         db.execute(f"PRAGMA user_version = {VERSION}")

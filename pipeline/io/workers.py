@@ -52,7 +52,9 @@ def _start(memory_mb: int, setup: Callable[..., None], args: tuple[Any, ...]) ->
     setup(*args)
 
 
-def _run_chunk(function: Callable[[Any], Any], items: Sequence[Any], seconds: float, niceness: int) -> list[Any]:
+def _run_chunk(
+    function: Callable[[Any], Any], items: Sequence[Any], seconds: float, niceness: int
+) -> list[Any]:
     """In the worker: each item through `function`, under a CPU limit of `seconds` per item. A MemoryError
     is the item's own: it gets GaveUp("memory") and the others go on. `niceness` > 0 lets the worker give
     way to other processes (it only ever lowers the priority, which needs no privilege)."""
@@ -77,8 +79,15 @@ class Pool:
     """Limited worker processes, started on first use (or by `start`, to load while the caller is busy)
     and kept until `close`: a run reads, then annotates, and its workers load the rules once."""
 
-    def __init__(self, setup: Callable[..., None], setup_args: tuple[Any, ...] = (), *, memory_mb: int,
-                 seconds: float, workers: int = WORKERS):
+    def __init__(
+        self,
+        setup: Callable[..., None],
+        setup_args: tuple[Any, ...] = (),
+        *,
+        memory_mb: int,
+        seconds: float,
+        workers: int = WORKERS,
+    ):
         self.setup, self.setup_args = setup, setup_args
         self.memory_mb, self.seconds, self.workers = memory_mb, seconds, workers
         self._pool: pebble.ProcessPool | None = None
@@ -88,7 +97,8 @@ class Pool:
         with self._lock:
             if self._pool is None:
                 self._pool = pebble.ProcessPool(
-                    max_workers=self.workers, initializer=_start,
+                    max_workers=self.workers,
+                    initializer=_start,
                     initargs=(self.memory_mb, self.setup, self.setup_args),
                     # A fresh interpreter: a forked one would carry the parent's memory and threads.
                     context=multiprocessing.get_context("spawn"),
@@ -102,24 +112,41 @@ class Pool:
         for _ in range(self.workers):
             self._pool.schedule(function, timeout=self.seconds)
 
-    def begin(self, function: Callable[[T], R], items: Sequence[T], fallback: Callable[[T, GaveUp], R],
-              each: Callable[[int, R], Any] | None = None, chunk: int = CHUNK, niceness: int = 0) -> Pending[T, R]:
+    def begin(
+        self,
+        function: Callable[[T], R],
+        items: Sequence[T],
+        fallback: Callable[[T, GaveUp], R],
+        each: Callable[[int, R], Any] | None = None,
+        chunk: int = CHUNK,
+        niceness: int = 0,
+    ) -> Pending[T, R]:
         """Start `function` over `items` and return at once; `Pending.results()` waits for them."""
         self.start()
         return Pending(self, function, list(items), fallback, each, chunk, niceness)
 
-    def map(self, function: Callable[[T], R], items: Sequence[T], fallback: Callable[[T, GaveUp], R],
-            each: Callable[[int, R], Any] | None = None, chunk: int = CHUNK, niceness: int = 0) -> list[R]:
+    def map(
+        self,
+        function: Callable[[T], R],
+        items: Sequence[T],
+        fallback: Callable[[T, GaveUp], R],
+        each: Callable[[int, R], Any] | None = None,
+        chunk: int = CHUNK,
+        niceness: int = 0,
+    ) -> list[R]:
         """`function` over `items` in the workers, results in the order of `items`; `each(i, result)` is
         called as each result comes back (in this thread, while the workers go on)."""
         return self.begin(function, items, fallback, each, chunk, niceness).results()
 
-    def _schedule(self, function: Callable[[Any], Any], items: Sequence[Any],
-                  niceness: int = 0) -> concurrent.futures.Future[Any]:
+    def _schedule(
+        self, function: Callable[[Any], Any], items: Sequence[Any], niceness: int = 0
+    ) -> concurrent.futures.Future[Any]:
         """A chunk to a worker. Its time limit is one item's: ordinary items take milliseconds, so a chunk
         that needs longer holds one that does not belong, and is then tried item by item."""
         assert self._pool is not None
-        return self._pool.schedule(_run_chunk, args=(function, items, self.seconds, niceness), timeout=self.seconds)
+        return self._pool.schedule(
+            _run_chunk, args=(function, items, self.seconds, niceness), timeout=self.seconds
+        )
 
     def close(self) -> None:
         """End the workers: they finish what they hold, and are killed if that takes long."""
@@ -136,9 +163,16 @@ class Pool:
 class Pending(Generic[T, R]):
     """Work handed to the pool and not yet collected."""
 
-    def __init__(self, pool: Pool, function: Callable[[T], R], items: list[T],
-                 fallback: Callable[[T, GaveUp], R], each: Callable[[int, R], Any] | None, chunk: int,
-                 niceness: int):
+    def __init__(
+        self,
+        pool: Pool,
+        function: Callable[[T], R],
+        items: list[T],
+        fallback: Callable[[T, GaveUp], R],
+        each: Callable[[int, R], Any] | None,
+        chunk: int,
+        niceness: int,
+    ):
         self.pool, self.function, self.items, self.fallback, self.each = pool, function, items, fallback, each
         self.niceness = niceness
         self.chunks = [range(i, min(i + chunk, len(items))) for i in range(0, len(items), chunk)]

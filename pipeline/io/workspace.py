@@ -35,18 +35,28 @@ class Workspace:
     root: Path
     rules: Path
 
-    def folders(self, level: str = PROVINCE, *, inbox: Path | None = None, outbox: Path | None = None,
-                state: Path | None = None) -> Folders:
+    def folders(
+        self,
+        level: str = PROVINCE,
+        *,
+        inbox: Path | None = None,
+        outbox: Path | None = None,
+        state: Path | None = None,
+    ) -> Folders:
         """The level's folders; any given explicitly (as typed, relative to where the command runs) wins."""
         base = self.root if level == PROVINCE else self.root / "levels" / level
         chosen = Folders(inbox or base / "inbox", outbox or base / "outbox", state or base / "state")
         if level != PROVINCE:
             province = self.folders()
-            for mine, theirs, what in ((chosen.outbox, province.outbox, "输出目录"),
-                                       (chosen.state, province.state, "台账目录")):
+            for mine, theirs, what in (
+                (chosen.outbox, province.outbox, "输出目录"),
+                (chosen.state, province.state, "台账目录"),
+            ):
                 if _same(mine, theirs):
-                    raise Refused(f"{level} 一级的{what}不能是省总一级的 {theirs};"
-                                  f"不写 --outbox/--state 时默认用 {base} 下的文件夹")
+                    raise Refused(
+                        f"{level} 一级的{what}不能是省总一级的 {theirs};"
+                        f"不写 --outbox/--state 时默认用 {base} 下的文件夹"
+                    )
         return chosen
 
 
@@ -54,7 +64,9 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def find(workspace: Path | None = None, rules: Path | None = None, *, project: Path | None = None) -> Workspace:
+def find(
+    workspace: Path | None = None, rules: Path | None = None, *, project: Path | None = None
+) -> Workspace:
     """The campaign folder: --workspace, else $PIPELINE_HOME, else the folder of --rules, else the current
     folder when it holds a rules.yaml, else `project` (the checkout's own demo campaign)."""
     named = workspace or (Path(os.environ[HOME]) if os.environ.get(HOME) else None)

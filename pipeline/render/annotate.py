@@ -65,7 +65,12 @@ _BOX = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
 
 
 def annotated_workbook(
-    data: bytes, file_name: str, findings: Sequence[Finding], *, unit_name: str, title: str,
+    data: bytes,
+    file_name: str,
+    findings: Sequence[Finding],
+    *,
+    unit_name: str,
+    title: str,
     limits: Limits = read.DEFAULT_LIMITS,
 ) -> bytes:
     """The unit's workbook (`data`, as sent) as reproducible .xlsx bytes, marked with `findings`.
@@ -115,7 +120,9 @@ def findings_only(file_name: str, findings: Sequence[Finding], *, unit_name: str
 class _Book:
     wb: Workbook
     sheets: dict[str, str] = field(default_factory=dict)  # sheet name as the reader saw it -> title here
-    cached: dict[str, dict[str, read.Formula]] = field(default_factory=dict)  # title -> A1 -> formula as saved
+    cached: dict[str, dict[str, read.Formula]] = field(
+        default_factory=dict
+    )  # title -> A1 -> formula as saved
     notes: list[str] = field(default_factory=list)
 
 
@@ -193,10 +200,17 @@ def _opened(data: bytes) -> _Book:
     for ws in wb.worksheets:
         for cell in _cells(ws):
             if cell.data_type == "f" and not _harmless(cell.value):
-                _text(cell, cell.value if isinstance(cell.value, str) else str(getattr(cell.value, "text", "")))
+                _text(
+                    cell, cell.value if isinstance(cell.value, str) else str(getattr(cell.value, "text", ""))
+                )
                 continue
             got = saved.get(ws.title, {}).get(cell.coordinate)
-            if cell.data_type == "f" and got is not None and got.value and got.type in ("", "n", "b", "e", "str"):
+            if (
+                cell.data_type == "f"
+                and got is not None
+                and got.value
+                and got.type in ("", "n", "b", "e", "str")
+            ):
                 cached.setdefault(ws.title, {})[cell.coordinate] = got
     _clear_previous_round(wb)
     for ws in wb.worksheets:
@@ -209,10 +223,34 @@ def _opened(data: bytes) -> _Book:
 # The functions a form's own formulas use (totals and the like); any other formula a unit sends, such as
 # =HYPERLINK(…), =WEBSERVICE(…) or a DDE/external reference, is kept in our copy as text only, never as a
 # formula that would run when staff or the unit open it.
-SAFE_FUNCTIONS = frozenset({
-    "SUM", "SUMIF", "SUMIFS", "SUMPRODUCT", "ROUND", "ROUNDUP", "ROUNDDOWN", "INT", "ABS", "IF", "IFERROR",
-    "MAX", "MIN", "AVERAGE", "COUNT", "COUNTA", "COUNTIF", "COUNTIFS", "AND", "OR", "NOT", "DATE", "N", "VALUE",
-})
+SAFE_FUNCTIONS = frozenset(
+    {
+        "SUM",
+        "SUMIF",
+        "SUMIFS",
+        "SUMPRODUCT",
+        "ROUND",
+        "ROUNDUP",
+        "ROUNDDOWN",
+        "INT",
+        "ABS",
+        "IF",
+        "IFERROR",
+        "MAX",
+        "MIN",
+        "AVERAGE",
+        "COUNT",
+        "COUNTA",
+        "COUNTIF",
+        "COUNTIFS",
+        "AND",
+        "OR",
+        "NOT",
+        "DATE",
+        "N",
+        "VALUE",
+    }
+)
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
 
 
@@ -414,7 +452,9 @@ def _finish(
     for view in wb.views:
         view.firstSheet = 0
     _write(ws, _summary(book.notes, book.sheets, file_name, findings, where, unit_name, title))
-    cached = {title: {a1: (f.value, f.type) for a1, f in cells.items()} for title, cells in book.cached.items()}
+    cached = {
+        title: {a1: (f.value, f.type) for a1, f in cells.items()} for title, cells in book.cached.items()
+    }
     return xlsxpatch.saved(wb, cached)
 
 
@@ -459,13 +499,16 @@ def _summary(
             "原表中红色单元格为错误、黄色单元格为提醒,鼠标移到单元格上可查看说明;点击“单元格”一栏可跳到该处。"
             "可直接在本文件中改正后重新报送。"
         )
-    conclusion = ("报送对象有误" if any(f.rule == F_LEVEL for f in findings)
-                  else "未通过" if errors else "通过")
+    conclusion = (
+        "报送对象有误" if any(f.rule == F_LEVEL for f in findings) else "未通过" if errors else "通过"
+    )
     texts = [
         _at(1, 1, title, TITLE_STYLE),
         _at(2, 1, f"填报单位:{unit_name}    文件:{file_name}", LINE_STYLE),
         _at(
-            3, 1, f"共 {errors} 个错误、{warnings_} 个提醒;结论:{conclusion}",
+            3,
+            1,
+            f"共 {errors} 个错误、{warnings_} 个提醒;结论:{conclusion}",
             FAILED_STYLE if errors else PASSED_STYLE,
         ),
         _at(4, 1, "\n".join(notes), NOTES_STYLE),
@@ -476,7 +519,15 @@ def _summary(
     for i, f in enumerate(sorted(findings, key=lambda f: _order(f, order)), 1):
         r = HEADER_ROW + i
         target, address = where.get(f, ("", ""))
-        cells = (str(i), "错误" if f.is_error else "提醒", f.rule, f.sheet, address or f.cell, f.value, f.message)
+        cells = (
+            str(i),
+            "错误" if f.is_error else "提醒",
+            f.rule,
+            f.sheet,
+            address or f.cell,
+            f.value,
+            f.message,
+        )
         for j, text in enumerate(cells, 1):
             link = f"{_quote(target)}!{address}" if j == 5 and address else ""
             texts.append(_at(r, j, text, _body_style(j, f.is_error, bool(link)), link))

@@ -25,8 +25,12 @@ from pipeline.model import Finding, Severity, Verdict
 from pipeline.render.env import render
 
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-VERDICT_LABELS = {Verdict.ACCEPTED: "已通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取",
-                  Verdict.WRONG_LEVEL: "报送对象有误"}
+VERDICT_LABELS = {
+    Verdict.ACCEPTED: "已通过",
+    Verdict.REJECTED: "未通过",
+    Verdict.UNREADABLE: "无法读取",
+    Verdict.WRONG_LEVEL: "报送对象有误",
+}
 FEEDBACK_TEMPLATES = ("feedback_subject.txt.j2", "feedback_body.txt.j2")
 
 
@@ -184,8 +188,17 @@ def reminder_message(
 
 
 def notice_message(
-    rules: Rules, case: str, *, now: dt.datetime, received: dt.datetime, subject: str, thread: Thread | None,
-    unit: Unit | None = None, sender: str = "", files: Sequence[str] = (), ignored: Sequence[str] = (),
+    rules: Rules,
+    case: str,
+    *,
+    now: dt.datetime,
+    received: dt.datetime,
+    subject: str,
+    thread: Thread | None,
+    unit: Unit | None = None,
+    sender: str = "",
+    files: Sequence[str] = (),
+    ignored: Sequence[str] = (),
     unusable: Sequence[tuple[str, str]] = (),
 ) -> EmailMessage:
     """A short message about a unit's e-mail rather than a file's contents. `case`: "empty" (no form or report
@@ -206,23 +219,42 @@ def notice_message(
         "expected": "、".join(i.label for i in rules.items.values()),
     }
     title = _one_line(render("notice_subject.txt.j2", **context))
-    return _message(rules, unit, f"notice.{case}", title, render("notice_body.txt.j2", **context), now, None,
-                    thread if case != "held_owner" else None)
+    return _message(
+        rules,
+        unit,
+        f"notice.{case}",
+        title,
+        render("notice_body.txt.j2", **context),
+        now,
+        None,
+        thread if case != "held_owner" else None,
+    )
 
 
-def templates_message(rules: Rules, unit: Unit, blanks: Sequence[tuple[str, str, bytes]],
-                      now: dt.datetime) -> EmailMessage:
+def templates_message(
+    rules: Rules, unit: Unit, blanks: Sequence[tuple[str, str, bytes]], now: dt.datetime
+) -> EmailMessage:
     """A unit's own blank templates, (form code, file name, bytes) each, with the notice's request: what to
     send, to which address, by when."""
     by_form = {form: attachment_name(name) for form, name, _ in blanks}
     context = {
         **_campaign_context(rules, unit, now),
-        "items": [{"label": rules.items[i].label, "attachment": by_form.get(rules.items[i].form or "", "")}
-                  for i in unit.items],
+        "items": [
+            {"label": rules.items[i].label, "attachment": by_form.get(rules.items[i].form or "", "")}
+            for i in unit.items
+        ],
     }
     subject = _one_line(render("templates_subject.txt.j2", **context))
-    return _message(rules, unit, "templates", subject, render("templates_body.txt.j2", **context), now, None,
-                    more=[(attachment_name(name), data) for _, name, data in blanks])
+    return _message(
+        rules,
+        unit,
+        "templates",
+        subject,
+        render("templates_body.txt.j2", **context),
+        now,
+        None,
+        more=[(attachment_name(name), data) for _, name, data in blanks],
+    )
 
 
 def _campaign_context(rules: Rules, unit: Unit | None, now: dt.datetime) -> dict[str, Any]:
@@ -300,8 +332,17 @@ def _message(
     files = ([attachment] if attachment else []) + list(more)
     date = format_datetime(now.astimezone(rules.campaign.tz))
     threading = (thread.message_id, *thread.references) if thread else ()
-    digest = _digest(kind, str(sender), *map(str, to), str(reply_to), date, subject, body, *threading,
-                     *(part for file in files for part in file))
+    digest = _digest(
+        kind,
+        str(sender),
+        *map(str, to),
+        str(reply_to),
+        date,
+        subject,
+        body,
+        *threading,
+        *(part for file in files for part in file),
+    )
 
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = sender
@@ -315,8 +356,9 @@ def _message(
     message["Message-ID"] = f"<{kind}.{digest[:32]}@{sender.domain}>"
     if thread is not None:
         message["In-Reply-To"] = thread.message_id
-        message["References"] = " ".join((*[r for r in thread.references if r != thread.message_id],
-                                          thread.message_id)[-20:])
+        message["References"] = " ".join(
+            (*[r for r in thread.references if r != thread.message_id], thread.message_id)[-20:]
+        )
     # RFC 3834: vacation responders stay quiet; an answer to a unit's message says it is one.
     message["Auto-Submitted"] = "auto-replied" if thread is not None else "auto-generated"
     # base64 keeps the message 7-bit clean for servers without 8BITMIME.

@@ -44,12 +44,16 @@ def render_text(status: Status, rules: Rules) -> str:
         counts[r.state.label] = counts.get(r.state.label, 0) + 1
     lines += ["", "合计:" + ",".join(f"{k} {v}" for k, v in counts.items())]
     for t in status.timeliness().values():
-        lines.append(f"按时报送率:{t.label} {t.on_time}/{t.expected}({t.rate:.1%}),逾期 {t.late},未报 {t.missing}")
+        lines.append(
+            f"按时报送率:{t.label} {t.on_time}/{t.expected}({t.rate:.1%}),逾期 {t.late},未报 {t.missing}"
+        )
     for v in status.stray:
         name = rules.unit(v.unit).name if rules.has_unit(v.unit) else v.unit
         parent = rules.unit(v.unit).reports_to if rules.has_unit(v.unit) else "province"
-        lines.append(f"报送对象有误:{v.file}({name}应报送{rules.name_of(parent)} {rules.address_of(parent)},"
-                     "不计入本级汇总)")
+        lines.append(
+            f"报送对象有误:{v.file}({name}应报送{rules.name_of(parent)} {rules.address_of(parent)},"
+            "不计入本级汇总)"
+        )
     for path, reason in status.skipped:
         lines.append(f"跳过:{path}:{reason}")
     return "\n".join(lines)

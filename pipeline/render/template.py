@@ -109,7 +109,13 @@ def blank_forms(rules: Rules, unit_code: str | None = None) -> Iterator[BlankFor
 
 
 def _style(
-    cell: Any, *, bold: bool = False, size: int = 11, align: Alignment = CENTER, fill: Any = None, border: bool = True
+    cell: Any,
+    *,
+    bold: bool = False,
+    size: int = 11,
+    align: Alignment = CENTER,
+    fill: Any = None,
+    border: bool = True,
 ) -> None:
     cell.font = Font(name=FONT, bold=bold, size=size)
     cell.alignment = align
@@ -269,11 +275,18 @@ def _validation_for(f: Field, rules: Rules) -> DataValidation:
     if f.type == "date":
         c = rules.campaign
         return DataValidation(
-            type="date", operator="between", formula1=str(_serial(c.issue_date)),
-            formula2=str(_serial(c.deadline.date() + dt.timedelta(days=60))), allow_blank=True,
-            errorStyle="warning", showInputMessage=True, showErrorMessage=True,
-            promptTitle="填报日期", prompt="请填写日期,例如 2017-1-20",
-            errorTitle="日期有误", error=f"填报日期应在发文日期 {c.issue_date:%Y-%m-%d} 之后。",
+            type="date",
+            operator="between",
+            formula1=str(_serial(c.issue_date)),
+            formula2=str(_serial(c.deadline.date() + dt.timedelta(days=60))),
+            allow_blank=True,
+            errorStyle="warning",
+            showInputMessage=True,
+            showErrorMessage=True,
+            promptTitle="填报日期",
+            prompt="请填写日期,例如 2017-1-20",
+            errorTitle="日期有误",
+            error=f"填报日期应在发文日期 {c.issue_date:%Y-%m-%d} 之后。",
         )
     low = int(f.min or 0)
     whole = f.type == "count"
@@ -286,10 +299,18 @@ def _validation_for(f: Field, rules: Rules) -> DataValidation:
         operator, formula2 = "greaterThanOrEqual", None
         rng = f"不小于 {low} 的"
     return DataValidation(
-        type="whole" if whole else "decimal", operator=operator, formula1=str(low), formula2=formula2,
-        allow_blank=True, showInputMessage=True, showErrorMessage=True, errorStyle="stop",
-        promptTitle=what[:32], prompt=f"请填写{rng}{kind};没有发生的填 0。",
-        errorTitle="填写有误", error=f"{what} 应为{rng}{kind}。",
+        type="whole" if whole else "decimal",
+        operator=operator,
+        formula1=str(low),
+        formula2=formula2,
+        allow_blank=True,
+        showInputMessage=True,
+        showErrorMessage=True,
+        errorStyle="stop",
+        promptTitle=what[:32],
+        prompt=f"请填写{rng}{kind};没有发生的填 0。",
+        errorTitle="填写有误",
+        error=f"{what} 应为{rng}{kind}。",
     )
 
 
@@ -334,7 +355,9 @@ def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit, covers: tu
         meta.append(["covers", " ".join(covers)])
     meta.append(list(META_HEADER))
     for slot in lay.slots:
-        meta.append([lay.form.sheet, slot.cell, slot.section.code, slot.row.code if slot.row else "", slot.field.code])
+        meta.append(
+            [lay.form.sheet, slot.cell, slot.section.code, slot.row.code if slot.row else "", slot.field.code]
+        )
     for row in meta.iter_rows():
         for cell in row:
             cell.number_format = "@"  # codes such as 460100 stay text
@@ -342,8 +365,13 @@ def _meta(wb: Workbook, rules: Rules, lay: layout.Layout, unit: Unit, covers: tu
     meta.protection.sheet = True
 
 
-def fill(rules: Rules, form: Form, unit: Unit, values: Mapping[tuple[str, str, str], Any],
-         covers: tuple[str, ...] | None = None) -> bytes:
+def fill(
+    rules: Rules,
+    form: Form,
+    unit: Unit,
+    values: Mapping[tuple[str, str, str], Any],
+    covers: tuple[str, ...] | None = None,
+) -> bytes:
     """The unit's template with `values` typed in, saved as Excel would save it (formulas with results):
     a unit's filled form in the demo and the tests, a level's roll-up form (with the units it `covers`)."""
     wb = build(rules, form, unit, covers)

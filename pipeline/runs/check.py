@@ -55,18 +55,21 @@ class FileResult:
         }
 
 
-def check_paths(paths: Sequence[Path], rules: Rules, today: dt.date | None = None, *,
-                isolated: bool = False) -> list[FileResult]:
+def check_paths(
+    paths: Sequence[Path], rules: Rules, today: dt.date | None = None, *, isolated: bool = False
+) -> list[FileResult]:
     """Check files as one batch, so a unit's two forms are also checked against each other.
 
     `isolated` reads each file in a limited worker process (pipeline.io.workers), so a file built to
     exhaust resources gets a verdict instead of taking the process down.
     """
-    reads = (_read_isolated(paths, rules) if isolated
-             else [read.read_path(p, rules, readable(p.name)) for p in paths])
+    reads = (
+        _read_isolated(paths, rules)
+        if isolated
+        else [read.read_path(p, rules, readable(p.name)) for p in paths]
+    )
     reports = [levels.with_rollup(rules, r) for r in validate.validate_reads(reads, rules, today)]
     return [FileResult(readable(str(p)), r) for p, r in zip(paths, reports, strict=True)]
-
 
 
 def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[Read]:
@@ -81,10 +84,14 @@ def _read_isolated(paths: Sequence[Path], rules: Rules) -> list[Read]:
             with p.open("rb") as fh:
                 data = fh.read(limits.max_bytes + 1)
         except OSError:
-            out.append(read.read_path(p, rules, readable(p.name)))  # the same verdict as unisolated: cannot open
+            out.append(
+                read.read_path(p, rules, readable(p.name))
+            )  # the same verdict as unisolated: cannot open
             continue
         if len(data) > limits.max_bytes:
-            out.append(read.read_path(p, rules, readable(p.name)))  # refused by size alone, without reading it
+            out.append(
+                read.read_path(p, rules, readable(p.name))
+            )  # refused by size alone, without reading it
             continue
         out.append(None)
         items.append(tasks.FileToCheck(data, readable(p.name), today))

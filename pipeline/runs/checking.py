@@ -18,8 +18,9 @@ from pipeline.runs.context import Run
 from pipeline.submission import refusal, reports
 
 
-def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = None,
-                  read: Any = None) -> Counter[str]:
+def check_pending(
+    run: Run, early: Mapping[tuple[str, str], Checked] | None = None, read: Any = None
+) -> Counter[str]:
     """Check every submission without a verdict; `early`: forms already read and normalised, by (sha256,
     file name); `read()` is called once the workers have read the forms, before validating here."""
     rules, ledger = run.rules, run.ledger
@@ -35,12 +36,17 @@ def check_pending(run: Run, early: Mapping[tuple[str, str], Checked] | None = No
     results += [(sub.id, _too_large(run, sub)) for sub in todo if sub.sha256 not in kept]
     forms = [sub for sub in forms if (sub.sha256, sub.file) in early or sub.sha256 in kept]
     today = run.as_of.date()
-    fresh = iter(run.workers().map(
-        tasks.check_file, [tasks.FileToCheck(kept[sub.sha256], sub.file, today) for sub in todo if sub.sha256 in kept],
-        tasks.unchecked(rules.limits),
-    ))
+    fresh = iter(
+        run.workers().map(
+            tasks.check_file,
+            [tasks.FileToCheck(kept[sub.sha256], sub.file, today) for sub in todo if sub.sha256 in kept],
+            tasks.unchecked(rules.limits),
+        )
+    )
     prepared = [early.get((sub.sha256, sub.file)) or next(fresh) for sub in forms]
-    run.workers().warm(tasks.load_for_annotating)  # the workers would otherwise sit idle until copies to mark come
+    run.workers().warm(
+        tasks.load_for_annotating
+    )  # the workers would otherwise sit idle until copies to mark come
     if read:
         read()
     loading.join()
@@ -62,14 +68,21 @@ def _report_fields(run: Run, sub: Submission) -> dict[str, Any]:
     item = reports.report_item(run.rules)
     if unit and item:
         return dict(kind="report", unit=unit, item=item, form=None, verdict=Verdict.RECEIVED, findings=[])
-    finding = Finding(F_UNRECOGNISED, Severity.ERROR,
-                      f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”")
-    return dict(kind="report", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
+    finding = Finding(
+        F_UNRECOGNISED,
+        Severity.ERROR,
+        f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”",
+    )
+    return dict(
+        kind="report", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding]
+    )
 
 
 def _too_large(run: Run, sub: Submission) -> dict[str, Any]:
     finding = refusal.too_large(sub.size, run.rules.limits)
-    return dict(kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding])
+    return dict(
+        kind="unknown", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding]
+    )
 
 
 def _form_fields(run: Run, c: Report) -> dict[str, Any]:
@@ -82,9 +95,13 @@ def _form_fields(run: Run, c: Report) -> dict[str, Any]:
     explanation = rules.explanation_key(read.form) if read.form else None
     note = c.values.get(explanation) if explanation else None
     return dict(
-        kind="form" if read.form else "unknown", unit=read.unit,
-        item=rules.item_for_form(read.form).code if read.form else None, form=read.form, verdict=verdict,
-        findings=findings, values=c.values if verdict == Verdict.ACCEPTED else {},
+        kind="form" if read.form else "unknown",
+        unit=read.unit,
+        item=rules.item_for_form(read.form).code if read.form else None,
+        form=read.form,
+        verdict=verdict,
+        findings=findings,
+        values=c.values if verdict == Verdict.ACCEPTED else {},
         explained=bool(note and str(note).strip()),
     )
 
@@ -97,13 +114,20 @@ def _companions(run: Run, reads: Sequence[Read], new: set[str]) -> list[Checked]
 
     cross = {form.code for rule in Ruleset.of(rules).across_forms for form in rule.forms}
     arriving = {(r.unit, r.form) for r in reads}
-    wanted = [(unit, other) for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross)
-              for other in sorted(cross - {form}) if (unit, other) not in arriving]
+    wanted = [
+        (unit, other)
+        for unit, form in sorted((u, f) for u, f in arriving if u and f and f in cross)
+        for other in sorted(cross - {form})
+        if (unit, other) not in arriving
+    ]
     if not wanted:
         return []
     latest = history.latest(ledger.submissions(values=False))
-    found = [last for unit, other in wanted
-             if (last := latest.get((unit, rules.item_for_form(other).code))) is not None and last.id not in new]
+    found = [
+        last
+        for unit, other in wanted
+        if (last := latest.get((unit, rules.item_for_form(other).code))) is not None and last.id not in new
+    ]
     kept = ledger.kept_bytes([sub.sha256 for sub in found])
     today = run.as_of.date()
     items = [tasks.FileToCheck(kept[sub.sha256], sub.file, today) for sub in found if sub.sha256 in kept]

@@ -39,7 +39,9 @@ class Options:
     send: bool = False  # really send e-mail (else only .eml files)
     final: bool = False  # a numbered final edition instead of the draft
     password: str | None = None  # for the SMTP server
-    sign: dict[str, object] = field(default_factory=dict)  # a roll-up form's footer (leader, preparer, phone, date)
+    sign: dict[str, object] = field(
+        default_factory=dict
+    )  # a roll-up form's footer (leader, preparer, phone, date)
     allow_missing: str = ""  # --final with units missing: staff's explanation, printed in the edition
     fetch: bool = False  # take what the campaign mailbox holds before the intake
     imap_password: str | None = None  # for the mailbox (else from the environment variable rules.yaml names)
@@ -54,7 +56,9 @@ class RunResult:
     messages: Counter[str] = field(default_factory=Counter)
     status: Status | None = None
     outputs: list[Path] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage, for the run's last line
+    seconds: dict[str, float] = field(
+        default_factory=dict
+    )  # wall time of each stage, for the run's last line
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -134,8 +138,15 @@ def locked(state: Path) -> Iterator[None]:
 
 
 @contextmanager
-def opened(rules: Rules, folders: Folders, as_of: dt.datetime, level: str = PROVINCE,
-           options: Options | None = None, progress: Progress | None = None, lock: bool = True) -> Iterator[Run]:
+def opened(
+    rules: Rules,
+    folders: Folders,
+    as_of: dt.datetime,
+    level: str = PROVINCE,
+    options: Options | None = None,
+    progress: Progress | None = None,
+    lock: bool = True,
+) -> Iterator[Run]:
     """A run holding the level's lock (unless it only reads: `lock=False`) and ledger; its workers end
     with it."""
     with locked(folders.state) if lock else nullcontext():

@@ -25,8 +25,12 @@ def deliver(run: Run) -> Counter[str]:
     counts: Counter[str] = Counter()
     for row in ledger.messages((MessageStatus.SENDING,)):
         # The previous run died while talking to the server: the message may have gone. Staff decide.
-        ledger.set_message(row["key"], MessageStatus.UNKNOWN, as_of,
-                           detail="上次发送时中断,无法确定是否已送达;请用 pipeline mail --unknown 核对")
+        ledger.set_message(
+            row["key"],
+            MessageStatus.UNKNOWN,
+            as_of,
+            detail="上次发送时中断,无法确定是否已送达;请用 pipeline mail --unknown 核对",
+        )
     pending = [row["key"] for row in ledger.messages((MessageStatus.PENDING,))]
     if pending:
         ledger.set_messages(pending, MessageStatus.WRITTEN, as_of)
@@ -52,8 +56,13 @@ def _send_due(run: Run) -> Counter[str]:
             counts[MessageStatus.TEMPFAIL] += 1
             continue
         ledger.set_message(row["key"], MessageStatus.SENDING, as_of)
-        outcome = smtp.send(mail, _message(run, row), recipients=[row["recipient"]],
-                            password=run.options.password, deadline=deadline)[0]
+        outcome = smtp.send(
+            mail,
+            _message(run, row),
+            recipients=[row["recipient"]],
+            password=run.options.password,
+            deadline=deadline,
+        )[0]
         ledger.set_message(row["key"], outcome.status, as_of, outcome.code, outcome.detail, attempt=True)
         counts[outcome.status] += 1
         if not outcome.reached:

@@ -30,7 +30,9 @@ def missing(now: status.Status) -> list[str]:
     """Each expected unit whose figures are not all in, with what is missing and why."""
     out: dict[str, list[str]] = {}
     for r in now.rows:
-        if r.state in (ItemState.MISSING, ItemState.OVERDUE) or (r.state == ItemState.FAILED and r.version_used is None):
+        if r.state in (ItemState.MISSING, ItemState.OVERDUE) or (
+            r.state == ItemState.FAILED and r.version_used is None
+        ):
             out.setdefault(r.unit_name, []).append(f"{r.item_label}({r.state.label})")
     return [f"{name}:{'、'.join(items)}" for name, items in out.items()]
 
@@ -47,12 +49,15 @@ def refuse_incomplete(run: Run, now: status.Status) -> None:
     gaps = missing(now)
     if run.options.final and gaps and not run.options.allow_missing.strip():
         listed = "\n".join(f"  {g}" for g in gaps)
-        raise Refused(f"还有 {len(gaps)} 个单位的材料不全,终稿未生成:\n{listed}\n"
-                      '如确需在缺报的情况下出终稿,请加 --allow-missing "缺报原因",该说明会写入终稿的说明和总结')
+        raise Refused(
+            f"还有 {len(gaps)} 个单位的材料不全,终稿未生成:\n{listed}\n"
+            '如确需在缺报的情况下出终稿,请加 --allow-missing "缺报原因",该说明会写入终稿的说明和总结'
+        )
 
 
-def consolidation(run: Run, now: status.Status, made: Made | None = None,
-                  aside: WorkbookProcess | None = None) -> list[Path]:
+def consolidation(
+    run: Run, now: status.Status, made: Made | None = None, aside: WorkbookProcess | None = None
+) -> list[Path]:
     """The consolidated workbook, the HTML report and the summary draft; a numbered 终稿 with --final.
     `made`: the same, already built by `started` for this very status; else built now, the workbook by
     `aside`'s process if given."""
@@ -73,7 +78,9 @@ def consolidation(run: Run, now: status.Status, made: Made | None = None,
     return list(paths)
 
 
-def _open_findings(latest: dict[tuple[str, str], Submission], codes: set[str]) -> dict[str, list[tuple[str, Finding]]]:
+def _open_findings(
+    latest: dict[tuple[str, str], Submission], codes: set[str]
+) -> dict[str, list[tuple[str, Finding]]]:
     """Each expected unit's findings in the latest version of each item, with the file they are in."""
     findings: dict[str, list[tuple[str, Finding]]] = {}
     for (unit, _), v in sorted(latest.items()):
@@ -114,16 +121,25 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     # The workbook lists the versions, not their figures: the second process need not be sent them.
     bare = [replace(v, values={}) for v in every]
     book = (aside or WorkbookProcess()).workbook(
-        rules, replace(c, used=tuple(replace(v, values={}) for v in c.used)), now, findings, bare,
-        as_of=as_of, final=final, edition=edition)
+        rules,
+        replace(c, used=tuple(replace(v, values={}) for v in c.used)),
+        now,
+        findings,
+        bare,
+        as_of=as_of,
+        final=final,
+        edition=edition,
+    )
     # The report and the summary while the workbook is being built.
     workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
     paths = {
         workbook: b"",  # listed first
         folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
-            rules, c, now, findings, as_of=as_of, final=final, edition=edition).encode("utf-8"),
+            rules, c, now, findings, as_of=as_of, final=final, edition=edition
+        ).encode("utf-8"),
         folder / f"{level}{title}总结(初稿){suffix}.md": summary.summary_markdown(
-            rules, c, now, as_of=as_of, final=final).encode("utf-8"),
+            rules, c, now, as_of=as_of, final=final
+        ).encode("utf-8"),
     }
 
     def finish() -> Made:
@@ -133,11 +149,18 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
                 form = rules.forms[item.form or ""]
                 values = consolidate.rollup_values(rules, run.level, form.code, every, run.options.sign)
                 # What it covers goes with it: in `_meta` for the level above to check, and in its 填报说明.
-                covers = tuple(history.used_forms(every, levels.owing(rules, run.level, form.code), form.code))
-                note, explanation = levels.coverage_note(rules, run.level, form.code, covers), rules.explanation_key(form.code)
+                covers = tuple(
+                    history.used_forms(every, levels.owing(rules, run.level, form.code), form.code)
+                )
+                note, explanation = (
+                    levels.coverage_note(rules, run.level, form.code, covers),
+                    rules.explanation_key(form.code),
+                )
                 if note and explanation is not None:
                     values[explanation] = ";".join(str(x) for x in (values.get(explanation), note) if x)
-                paths[folder / template.file_name(unit, form)] = template.fill(rules, form, unit, values, covers)
+                paths[folder / template.file_name(unit, form)] = template.fill(
+                    rules, form, unit, values, covers
+                )
         paths[workbook] = book()
         return paths, edition, folder
 
@@ -146,8 +169,14 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
 
 def outputs_key(run: Run) -> str:
     """What the status files and the draft consolidation are made from, as one digest."""
-    made_from = [VERSION, run.rules.sha256, run.ledger.generation(), run.as_of.isoformat(), run.level,
-                 sorted((k, str(v)) for k, v in run.options.sign.items())]
+    made_from = [
+        VERSION,
+        run.rules.sha256,
+        run.ledger.generation(),
+        run.as_of.isoformat(),
+        run.level,
+        sorted((k, str(v)) for k, v in run.options.sign.items()),
+    ]
     return hashlib.sha256(repr(made_from).encode("utf-8")).hexdigest()
 
 

@@ -50,8 +50,11 @@ def _due(run: Run) -> list[_Due]:
     thread whatever its verdict) and no message yet, and whose bytes are kept (not one over the size
     limit). A file held as 待确认 is not answered until it is confirmed."""
     known = {u.code: u for u in run.rules.units}
-    forms = [s for s in run.ledger.submissions(values=False)
-             if s.kind == "form" and s.unit in known and s.verdict and not s.held]
+    forms = [
+        s
+        for s in run.ledger.submissions(values=False)
+        if s.kind == "form" and s.unit in known and s.verdict and not s.held
+    ]
     origins = mailbook.origins(run.ledger)
     unsent = []
     for (code, _), sub in sorted(history.latest(forms).items()):
@@ -63,8 +66,18 @@ def _due(run: Run) -> list[_Due]:
             if any(run.ledger.message(key) is None for key, _ in keys):
                 unsent.append((sub, unit, keys, thread))
     kept = run.ledger.kept_bytes([sub.sha256 for sub, _, _, _ in unsent])
-    return [_Due(sub, unit, keys, f"{outbox.safe_name(Path(sub.file).stem)}_校验结果.xlsx", kept[sub.sha256], thread)
-            for sub, unit, keys, thread in unsent if sub.sha256 in kept]
+    return [
+        _Due(
+            sub,
+            unit,
+            keys,
+            f"{outbox.safe_name(Path(sub.file).stem)}_校验结果.xlsx",
+            kept[sub.sha256],
+            thread,
+        )
+        for sub, unit, keys, thread in unsent
+        if sub.sha256 in kept
+    ]
 
 
 def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None) -> Counter[str]:
@@ -87,10 +100,24 @@ def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None
 def _letters(run: Run, d: _Due, eml_bytes: bytes, subject: str) -> list[Letter]:
     """One ledger row per recipient of the same message (the unit's sender, then its registered address),
     and its copy for people in the outbox."""
-    eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(d.unit.name)}_反馈_{d.key[-12:]}.eml")
+    eml = outbox.inside(
+        run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(d.unit.name)}_反馈_{d.key[-12:]}.eml"
+    )
     atomic.write_bytes(eml, eml_bytes, durable=False)
-    return [Letter(key, "feedback", d.unit.code, recipient, d.sub.id, subject, eml.relative_to(run.outbox).as_posix(),
-                   message_id(eml_bytes), eml_bytes) for key, recipient in d.keys]
+    return [
+        Letter(
+            key,
+            "feedback",
+            d.unit.code,
+            recipient,
+            d.sub.id,
+            subject,
+            eml.relative_to(run.outbox).as_posix(),
+            message_id(eml_bytes),
+            eml_bytes,
+        )
+        for key, recipient in d.keys
+    ]
 
 
 def _receipts(run: Run, due: list[_Due]) -> list[Letter]:
@@ -100,8 +127,17 @@ def _receipts(run: Run, due: list[_Due]) -> list[Letter]:
     written: list[Letter] = []
     for d in due:
         message = letters.feedback_message(
-            run.rules, d.unit, file_name=d.sub.file, verdict=d.sub.verdict or "", findings=(), attachment=None,
-            now=run.as_of, version=d.sub.version or 1, item=d.sub.item, thread=d.thread)
+            run.rules,
+            d.unit,
+            file_name=d.sub.file,
+            verdict=d.sub.verdict or "",
+            findings=(),
+            attachment=None,
+            now=run.as_of,
+            version=d.sub.version or 1,
+            item=d.sub.item,
+            thread=d.thread,
+        )
         written += _letters(run, d, letters.write_eml(message), str(message["Subject"]))
     return written
 
@@ -118,22 +154,44 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
     from pipeline.render import letters
 
     rules = run.rules
-    args = [dict(file_name=d.sub.file, verdict=d.sub.verdict or "", findings=d.sub.findings, now=run.as_of,
-                    version=d.sub.version or 1, item=d.sub.item, attachment_name=d.name, thread=d.thread)
-            for d in due]
-    jobs = [tasks.Letter(d.data, d.sub.file, d.sub.findings, d.unit,
-                         f"{d.unit.name} {rules.forms[d.sub.form].title} 校验结果", letter)
-            for d, letter in zip(due, args, strict=True)]
+    args = [
+        dict(
+            file_name=d.sub.file,
+            verdict=d.sub.verdict or "",
+            findings=d.sub.findings,
+            now=run.as_of,
+            version=d.sub.version or 1,
+            item=d.sub.item,
+            attachment_name=d.name,
+            thread=d.thread,
+        )
+        for d in due
+    ]
+    jobs = [
+        tasks.Letter(
+            d.data,
+            d.sub.file,
+            d.sub.findings,
+            d.unit,
+            f"{d.unit.name} {rules.forms[d.sub.form].title} 校验结果",
+            letter,
+        )
+        for d, letter in zip(due, args, strict=True)
+    ]
     tell = run.tell("标注")
     done = [0]
 
     def write(i: int, got: Any) -> None:
         d = due[i]
-        if isinstance(got, bytes):  # the worker gave up: its findings listed here, and the e-mail written here
+        if isinstance(
+            got, bytes
+        ):  # the worker gave up: its findings listed here, and the e-mail written here
             got = (got, *letters.feedback_eml(rules, {**args[i], "unit": d.unit}, got))
         annotated, eml_bytes, subject = got
         folder = outbox.safe_name(d.unit.name)
-        atomic.write_bytes(outbox.inside(run.outbox, outbox.FEEDBACK_DIR, folder, d.name), annotated, durable=False)
+        atomic.write_bytes(
+            outbox.inside(run.outbox, outbox.FEEDBACK_DIR, folder, d.name), annotated, durable=False
+        )
         written[i] = _letters(run, d, eml_bytes, subject)
         done[0] += 1
         if tell:
@@ -142,8 +200,9 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
     written: list[Any] = [None] * len(due)
     # The annotated copies are not what the step waits for when a workbook is built meanwhile: the workers
     # give way to it.
-    pending = run.workers().begin(tasks.annotate_file, jobs, tasks.listed_only, chunk=4,
-                                  niceness=10 if meanwhile else 0)
+    pending = run.workers().begin(
+        tasks.annotate_file, jobs, tasks.listed_only, chunk=4, niceness=10 if meanwhile else 0
+    )
     failed: list[BaseException] = []
 
     def collect() -> None:
@@ -183,11 +242,26 @@ def remind(run: Run) -> list[str]:
         if run.ledger.message(key) is not None:
             continue
         message = letters.reminder_message(rules, unit, items=items, now=as_of)
-        eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(unit.name)}_催报_{as_of:%Y%m%d}.eml")
+        eml = outbox.inside(
+            run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(unit.name)}_催报_{as_of:%Y%m%d}.eml"
+        )
         mime = letters.write_eml(message)
-        run.ledger.add_messages([Letter(key, "reminder", code, unit.email, None, str(message["Subject"]),
-                                        eml.relative_to(run.outbox).as_posix(), str(message["Message-ID"]), mime)],
-                                as_of)
+        run.ledger.add_messages(
+            [
+                Letter(
+                    key,
+                    "reminder",
+                    code,
+                    unit.email,
+                    None,
+                    str(message["Subject"]),
+                    eml.relative_to(run.outbox).as_posix(),
+                    str(message["Message-ID"]),
+                    mime,
+                )
+            ],
+            as_of,
+        )
         reminded.append(unit.name)
     deliver(run)
     return reminded

@@ -52,8 +52,12 @@ def mailbox_password_of(rules: Rules, password: str | None) -> str:
     return value
 
 
-def fetch(run: Run, password: str | None = None, stop: Callable[[], bool] = lambda: False,
-          box: imap.Mailbox | None = None) -> Fetched:
+def fetch(
+    run: Run,
+    password: str | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    box: imap.Mailbox | None = None,
+) -> Fetched:
     """Take every message not yet taken (`stop()` is asked between messages); `box`: a connection already
     open (watch keeps one), else one is opened and closed here."""
     result = Fetched()
@@ -82,8 +86,19 @@ def _take(run: Run, box: imap.Mailbox, got: imap.Fetched, result: Fetched) -> No
     mail = incoming.parse(got.raw, rules.limits, reports, own)
     # When the server took it in (its clock may run ahead of ours: never later than now), else its Date.
     received = min(got.received or mail.date or run.as_of, run.as_of).astimezone(rules.campaign.tz)
-    record = mailbook.Taken(box.name, box.uidvalidity, got.uid, mail.message_id, mail.sender, mail.sender_name,
-                            mail.date, received, mail.subject, mail.references, mail.kind)
+    record = mailbook.Taken(
+        box.name,
+        box.uidvalidity,
+        got.uid,
+        mail.message_id,
+        mail.sender,
+        mail.sender_name,
+        mail.date,
+        received,
+        mail.subject,
+        mail.references,
+        mail.kind,
+    )
     earlier = mailbook.by_message_id(run.ledger, mail.message_id)
     if earlier is not None:
         note = f"与第 {earlier['id']} 封是同一封邮件(Message-ID 相同,重复投递),不再收取"
@@ -99,13 +114,22 @@ def _take(run: Run, box: imap.Mailbox, got: imap.Fetched, result: Fetched) -> No
     _save(run, mail, record, received, result)
 
 
-def _record(run: Run, record: mailbook.Taken, kind: str, note: str, result: Fetched,
-            paths: list[str] | None = None, folder: str | None = None) -> None:
+def _record(
+    run: Run,
+    record: mailbook.Taken,
+    kind: str,
+    note: str,
+    result: Fetched,
+    paths: list[str] | None = None,
+    folder: str | None = None,
+) -> None:
     from dataclasses import replace
 
     mailbook.record(run.ledger, replace(record, kind=kind, note=note, folder=folder), paths or [], run.as_of)
     result.taken[kind] += 1
-    result.notes.append(f"{record.received:%m-%d %H:%M} {record.sender or '(无发件人)'}「{record.subject}」:{note}")
+    result.notes.append(
+        f"{record.received:%m-%d %H:%M} {record.sender or '(无发件人)'}「{record.subject}」:{note}"
+    )
 
 
 def _bounced(run: Run, mail: incoming.Incoming, result: Fetched) -> str:
@@ -125,7 +149,9 @@ def _bounced(run: Run, mail: incoming.Incoming, result: Fetched) -> str:
     return f"退信:发给 {ours['recipient']} 的“{ours['subject']}”未送达({bounce.reason})"
 
 
-def _save(run: Run, mail: incoming.Incoming, record: mailbook.Taken, received: dt.datetime, result: Fetched) -> None:
+def _save(
+    run: Run, mail: incoming.Incoming, record: mailbook.Taken, received: dt.datetime, result: Fetched
+) -> None:
     """The message's files into the inbox and its notices into the ledger, then the message recorded."""
     digest = hashlib.sha256(f"{record.mailbox}|{mail.message_id}".encode()).hexdigest()[:10]
     folder = f"{MAIL_FOLDER}/{received:%Y%m%d-%H%M%S}-{digest}"
@@ -188,9 +214,18 @@ def _notices(run: Run, mail: incoming.Incoming, received: dt.datetime, names: li
     if run.ledger.message(key) is not None:
         return []
     thread = letters.Thread(mail.message_id, mail.references, mail.subject, (mail.sender,))
-    message = letters.notice_message(run.rules, case, now=run.as_of, received=received, subject=mail.subject,
-                                     thread=thread, sender=mail.sender, files=names, ignored=mail.ignored,
-                                     unusable=[(u.name, u.reason) for u in mail.unusable])
+    message = letters.notice_message(
+        run.rules,
+        case,
+        now=run.as_of,
+        received=received,
+        subject=mail.subject,
+        thread=thread,
+        sender=mail.sender,
+        files=names,
+        ignored=mail.ignored,
+        unusable=[(u.name, u.reason) for u in mail.unusable],
+    )
     unit = next((u.code for u in run.rules.units if u.email.lower() == mail.sender), "")
     return [senders.letter(run, key, f"notice.{case}", unit, mail.sender, None, message, mail.sender)]
 

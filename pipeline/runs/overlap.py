@@ -108,7 +108,8 @@ class WorkbookProcess:
     def start(self) -> None:
         if self.executor is None and not self.used:
             self.executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
             self.executor.submit(_load_workbook_imports)
 
     def workbook(self, *args: Any, **options: Any) -> Callable[[], bytes]:

@@ -36,7 +36,9 @@ def thread(origin: sqlite3.Row | None, unit: Unit) -> Thread | None:
     return Thread(origin["message_id"], tuple((origin["refs"] or "").split()), origin["subject"] or "", to)
 
 
-def hold_unconfirmed(run: Run, pending: Sequence[Submission], results: list[tuple[str, dict[str, Any]]]) -> None:
+def hold_unconfirmed(
+    run: Run, pending: Sequence[Submission], results: list[tuple[str, dict[str, Any]]]
+) -> None:
     """Mark in `results` (id, fields as about to be recorded) each file whose unit's registered address is
     not the address it was mailed from, and whose message no one has confirmed."""
     origins = mailbook.origins(run.ledger)
@@ -60,7 +62,9 @@ def notify_held(run: Run) -> None:
     from pipeline.render.letters import Thread
     from pipeline.runs.feedback import message_key
 
-    rows = [r for r in mailbook.held(run.ledger) if r["mail"] is not None and run.rules.has_unit(r["unit"] or "")]
+    rows = [
+        r for r in mailbook.held(run.ledger) if r["mail"] is not None and run.rules.has_unit(r["unit"] or "")
+    ]
     if not rows:
         return
     origins = {r["id"]: r for r in mailbook.mails(run.ledger)}
@@ -70,30 +74,69 @@ def notify_held(run: Run) -> None:
         answer = thread(origin, unit)
         cases: list[tuple[str, str, Thread | None]] = [("held_owner", unit.email, None)]
         if answer is not None:
-            cases.append(("held_sender", origin["sender"], Thread(answer.message_id, answer.references,
-                                                                  answer.subject, (origin["sender"],))))
+            cases.append(
+                (
+                    "held_sender",
+                    origin["sender"],
+                    Thread(answer.message_id, answer.references, answer.subject, (origin["sender"],)),
+                )
+            )
         for case, recipient, in_thread in cases:
             key = message_key(f"hold.{case}", row["submission"], recipient)
             if run.ledger.message(key) is not None:
                 continue
             message = letters.notice_message(
-                run.rules, case, now=run.as_of, received=dt.datetime.fromisoformat(origin["received"]),
-                subject=origin["subject"] or "", thread=in_thread, unit=unit, sender=origin["sender"],
-                files=[row["file"]])
-            written.append(letter(run, key, f"hold.{case}", unit.code, recipient, row["submission"], message,
-                                  unit.name if case == "held_owner" else origin["sender"]))
+                run.rules,
+                case,
+                now=run.as_of,
+                received=dt.datetime.fromisoformat(origin["received"]),
+                subject=origin["subject"] or "",
+                thread=in_thread,
+                unit=unit,
+                sender=origin["sender"],
+                files=[row["file"]],
+            )
+            written.append(
+                letter(
+                    run,
+                    key,
+                    f"hold.{case}",
+                    unit.code,
+                    recipient,
+                    row["submission"],
+                    message,
+                    unit.name if case == "held_owner" else origin["sender"],
+                )
+            )
     if written:
         run.ledger.add_messages(written, run.as_of)
 
 
-def letter(run: Run, key: str, kind: str, unit: str, recipient: str, submission: str | None,
-           message: EmailMessage, who: str) -> Letter:
+def letter(
+    run: Run,
+    key: str,
+    kind: str,
+    unit: str,
+    recipient: str,
+    submission: str | None,
+    message: EmailMessage,
+    who: str,
+) -> Letter:
     """A built message as the ledger keeps it, its copy for people named after `who`."""
     from pipeline.render import letters
 
     eml = outbox.inside(run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(who)}_{kind}_{key[-12:]}.eml")
-    return Letter(key, kind, unit, recipient, submission, str(message["Subject"]),
-                  eml.relative_to(run.outbox).as_posix(), str(message["Message-ID"]), letters.write_eml(message))
+    return Letter(
+        key,
+        kind,
+        unit,
+        recipient,
+        submission,
+        str(message["Subject"]),
+        eml.relative_to(run.outbox).as_posix(),
+        str(message["Message-ID"]),
+        letters.write_eml(message),
+    )
 
 
 def confirmed_by_reply(run: Run, mail: incoming.Incoming) -> list[str]:
@@ -103,10 +146,16 @@ def confirmed_by_reply(run: Run, mail: incoming.Incoming) -> list[str]:
     marks = ",".join("?" * len(mail.references))
     notices = run.ledger.db.execute(
         f"SELECT sha256, unit FROM messages WHERE kind = 'hold.held_owner' AND message_id IN ({marks})",
-        mail.references).fetchall()
+        mail.references,
+    ).fetchall()
     held = {r["submission"] for r in mailbook.held(run.ledger)}
-    chosen = [r["sha256"] for r in notices if r["sha256"] in held and run.rules.has_unit(r["unit"])
-              and run.rules.unit(r["unit"]).email.lower() == mail.sender]
+    chosen = [
+        r["sha256"]
+        for r in notices
+        if r["sha256"] in held
+        and run.rules.has_unit(r["unit"])
+        and run.rules.unit(r["unit"]).email.lower() == mail.sender
+    ]
     if chosen:
         mailbook.confirm(run.ledger, chosen, mail.sender, run.as_of)
     return chosen
@@ -120,8 +169,10 @@ def confirm(run: Run, keys: Sequence[str]) -> list[sqlite3.Row]:
     for key in keys:
         found = [r for r in held if r["submission"].startswith(key)]
         if len(found) != 1:
-            raise Refused(f"待确认的文件中{'没有' if not found else '有多个'}编号为 {key} 的文件;"
-                          "请用 pipeline confirm 查看编号")
+            raise Refused(
+                f"待确认的文件中{'没有' if not found else '有多个'}编号为 {key} 的文件;"
+                "请用 pipeline confirm 查看编号"
+            )
         chosen.append(found[0])
     mailbook.confirm(run.ledger, [r["submission"] for r in chosen], "工作人员", run.as_of)
     return chosen

@@ -34,8 +34,12 @@ def _rules() -> Rules:
 def pool(rules: Rules) -> Pool:
     """The workers for one campaign, with the limits its rules.yaml sets."""
     limits = rules.limits
-    return Pool(setup, (str(Path(rules.source).resolve()),), memory_mb=limits.worker_memory_mb,
-                seconds=limits.worker_seconds)
+    return Pool(
+        setup,
+        (str(Path(rules.source).resolve()),),
+        memory_mb=limits.worker_memory_mb,
+        seconds=limits.worker_seconds,
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -113,8 +117,9 @@ def annotate_file(job: Letter) -> tuple[bytes, bytes, str] | bytes:
     from pipeline.render import annotate
 
     rules = _rules()
-    marked = annotate.annotated_workbook(job.data, job.file, job.findings, unit_name=job.unit.name,
-                                         title=job.title, limits=rules.limits)
+    marked = annotate.annotated_workbook(
+        job.data, job.file, job.findings, unit_name=job.unit.name, title=job.title, limits=rules.limits
+    )
     if job.letter is None:
         return marked
     from pipeline.render import letters

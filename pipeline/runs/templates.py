@@ -42,8 +42,9 @@ def mail_all(run: Run, unit_code: str | None = None) -> tuple[list[str], Counter
             continue
         blanks = [(b.form.code, b.name, b.data) for b in template.blank_forms(rules, unit.code)]
         message = letters.templates_message(rules, unit, blanks, run.as_of)
-        written.append(senders.letter(run, key, "templates", unit.code, unit.email, None, message,
-                                      f"{unit.name}_模板"))
+        written.append(
+            senders.letter(run, key, "templates", unit.code, unit.email, None, message, f"{unit.name}_模板")
+        )
         names.append(unit.name)
     if written:
         run.ledger.add_messages(written, run.as_of)

@@ -36,8 +36,16 @@ class Round:
     seconds: float = 0.0
 
 
-def watch(rules: Rules, folders: Folders, options: Options, stop: threading.Event, *, level: str = PROVINCE,
-          report: Callable[[str], None] = print, rounds: Callable[[Round], None] | None = None) -> None:
+def watch(
+    rules: Rules,
+    folders: Folders,
+    options: Options,
+    stop: threading.Event,
+    *,
+    level: str = PROVINCE,
+    report: Callable[[str], None] = print,
+    rounds: Callable[[Round], None] | None = None,
+) -> None:
     """Answer the mailbox until `stop` is set. `report` gets a line of Chinese for each event worth telling
     staff; `rounds` each round that took anything."""
     password = fetching.mailbox_password_of(rules, options.imap_password)
@@ -61,8 +69,17 @@ def watch(rules: Rules, folders: Folders, options: Options, stop: threading.Even
             workers.close()  # type: ignore[attr-defined]
 
 
-def _serve(rules: Rules, folders: Folders, options: Options, level: str, box: imap.Mailbox, stop: threading.Event,
-           pool: list[object], report: Callable[[str], None], rounds: Callable[[Round], None] | None) -> None:
+def _serve(
+    rules: Rules,
+    folders: Folders,
+    options: Options,
+    level: str,
+    box: imap.Mailbox,
+    stop: threading.Event,
+    pool: list[object],
+    report: Callable[[str], None],
+    rounds: Callable[[Round], None] | None,
+) -> None:
     pending = True  # what arrived while no one watched is taken first
     while not stop.is_set():
         if pending:
@@ -77,8 +94,15 @@ def _serve(rules: Rules, folders: Folders, options: Options, level: str, box: im
         pending = box.wait(IDLE_SECONDS, stop.is_set)
 
 
-def one_round(rules: Rules, folders: Folders, options: Options, level: str, box: imap.Mailbox,
-              stop: threading.Event, pool: list[object]) -> Round | None:
+def one_round(
+    rules: Rules,
+    folders: Folders,
+    options: Options,
+    level: str,
+    box: imap.Mailbox,
+    stop: threading.Event,
+    pool: list[object],
+) -> Round | None:
     """Fetch, take in, check and answer what is new, and whatever a killed round left undone; None when
     there was nothing to do."""
     start = time.perf_counter()
@@ -92,8 +116,9 @@ def one_round(rules: Rules, folders: Folders, options: Options, level: str, box:
             early = overlap.EarlyCheck(run)
             from pipeline.io import intake
 
-            run.result.intake = intake.take_in(run.ledger, folders.inbox, run.as_of, rules.limits.max_bytes,
-                                               settle=0, read_files=early.check)
+            run.result.intake = intake.take_in(
+                run.ledger, folders.inbox, run.as_of, rules.limits.max_bytes, settle=0, read_files=early.check
+            )
             checked = checking.check_pending(run, early=early.results())
             messages = feedback.feedback(run)
             if not (sum(got.taken.values()) or checked or messages):

@@ -20,8 +20,15 @@ from pipeline.runs.context import Folders, Options, Progress, Run, RunResult, op
 from pipeline.runs.feedback import feedback
 
 
-def run(rules: Rules, folders: Folders, as_of: dt.datetime, *, level: str = PROVINCE,
-        options: Options | None = None, progress: Progress | None = None) -> RunResult:
+def run(
+    rules: Rules,
+    folders: Folders,
+    as_of: dt.datetime,
+    *,
+    level: str = PROVINCE,
+    options: Options | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     with overlap.frozen(), opened(rules, folders, as_of, level, options, progress) as this:
         editions.refuse_too_early(this)
         _refuse_a_lost_ledger(this)
@@ -69,16 +76,23 @@ def take_in(run: Run) -> overlap.EarlyCheck:
     """New files from the inbox into the ledger; the workers start checking each batch as it is read."""
     early = overlap.EarlyCheck(run)
     with run.result.timed("收取"):
-        run.result.intake = inbox.take_in(run.ledger, run.folders.inbox, run.as_of, run.rules.limits.max_bytes,
-                                          arriving_files=run.workers().start, read_files=early.check)
+        run.result.intake = inbox.take_in(
+            run.ledger,
+            run.folders.inbox,
+            run.as_of,
+            run.rules.limits.max_bytes,
+            arriving_files=run.workers().start,
+            read_files=early.check,
+        )
     return early
 
 
 def check(run: Run, early: overlap.EarlyCheck, aside: overlap.WorkbookProcess) -> None:
     with run.result.timed("校验"):
         # The workbook's process loads its imports on the core the schema run leaves idle.
-        run.result.checked = checking.check_pending(run, early=early.results(),
-                                                    read=aside.start if _large(run) else None)
+        run.result.checked = checking.check_pending(
+            run, early=early.results(), read=aside.start if _large(run) else None
+        )
 
 
 Ahead = list[tuple[status.Status, Callable[[], editions.Made]]]  # the draft begun during feedback, if any
@@ -88,7 +102,9 @@ def give_feedback(run: Run, aside: overlap.WorkbookProcess) -> Ahead:
     """Feedback to the units; meanwhile the draft for the status as it stands is begun (see `_draft_ahead`)."""
     ahead: Ahead = []
     with run.result.timed("反馈"):
-        run.result.messages = feedback(run, meanwhile=None if run.options.final else _draft_ahead(run, aside, ahead))
+        run.result.messages = feedback(
+            run, meanwhile=None if run.options.final else _draft_ahead(run, aside, ahead)
+        )
     return ahead
 
 
@@ -131,5 +147,8 @@ def consolidate(run: Run, ahead: Ahead, aside: overlap.WorkbookProcess) -> None:
         run.result.outputs += reporting.write_status(run, now)
         run.result.outputs += editions.consolidation(run, now, made, aside)
         if not run.options.final:
-            run.ledger.set_outputs(scope, key, {p.relative_to(run.outbox).as_posix(): editions.sha256_of(p)
-                                                for p in run.result.outputs})
+            run.ledger.set_outputs(
+                scope,
+                key,
+                {p.relative_to(run.outbox).as_posix(): editions.sha256_of(p) for p in run.result.outputs},
+            )

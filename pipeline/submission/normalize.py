@@ -63,7 +63,9 @@ class Normalized:
 # assorted dashes and spaces. One translation table maps them to ASCII before any pattern is tried.
 _FOLD_MAP: dict[int, int | str | None] = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}
 _FOLD_MAP.update({0x3000: " ", 0x00A0: " ", 0x2007: " ", 0x202F: " "})
-_FOLD_MAP.update({c: "-" for c in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0x2E3A, 0xFE58, 0xFE63)})
+_FOLD_MAP.update(
+    {c: "-" for c in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0x2E3A, 0xFE58, 0xFE63)}
+)
 _FOLD_MAP.update({c: None for c in (0x200B, 0x200C, 0x200D, 0xFEFF)})  # invisible, pasted from web pages
 _FOLD = str.maketrans(_FOLD_MAP)
 
@@ -85,10 +87,37 @@ _NUM_JUNK_RE = re.compile(r"[\s,]")
 # A unit a person may write instead of the column's own, meaning the same thing.
 _UNIT_ALIASES: Mapping[str, tuple[str, ...]] = {"万元": ("万",), "人": ("名",), "天": ("日",)}
 # Money units in 元, so 35000元 in a 万元 column can come with the converted value.
-_MONEY_SCALE: Mapping[str, int] = {"元": 1, "块": 1, "千元": 1000, "万元": 10000, "万": 10000, "亿元": 10**8, "亿": 10**8}
+_MONEY_SCALE: Mapping[str, int] = {
+    "元": 1,
+    "块": 1,
+    "千元": 1000,
+    "万元": 10000,
+    "万": 10000,
+    "亿元": 10**8,
+    "亿": 10**8,
+}
 # Units of measure that make "5人 in a 户 column" a wrong unit rather than stray text.
 _KNOWN_UNITS = frozenset(
-    {"户", "人", "名", "位", "人次", "次", "家", "件", "天", "日", "个", "场", "项", "所", "张", "份", "期", "小时"}
+    {
+        "户",
+        "人",
+        "名",
+        "位",
+        "人次",
+        "次",
+        "家",
+        "件",
+        "天",
+        "日",
+        "个",
+        "场",
+        "项",
+        "所",
+        "张",
+        "份",
+        "期",
+        "小时",
+    }
 ) | frozenset(_MONEY_SCALE)
 
 # Formula results carry binary noise (0.1 + 0.2 = 0.30000000000000004); below this relative distance a
@@ -116,8 +145,24 @@ _DATE_RE = re.compile(
     r"(?:(?:\s+|T)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
 )
 _DIGITS_DATE_RE = re.compile(r"\d+(?:\.0*)?")
-_CN_DIGITS = {"〇": 0, "零": 0, "○": 0, "O": 0, "0": 0, "一": 1, "二": 2, "三": 3, "四": 4,
-              "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "元": 1, "正": 1}  # 元月/正月: January
+_CN_DIGITS = {
+    "〇": 0,
+    "零": 0,
+    "○": 0,
+    "O": 0,
+    "0": 0,
+    "一": 1,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "元": 1,
+    "正": 1,
+}  # 元月/正月: January
 _CN_DATE_RE = re.compile(
     r"(?P<y>[〇零○O0一二三四五六七八九]{4})\s*年\s*(?P<m>[元正一二三四五六七八九十]{1,2})\s*月\s*(?P<d>[一二三四五六七八九十]{1,3})\s*[日号]?"
 )
@@ -168,10 +213,14 @@ def normalize(
     """
     if formula_without_value:
         shown = raw.strip() if isinstance(raw, str) and raw.strip() else "公式"
-        said = _Said("type", shown, {
-            "expected": _EXPECTED.get(field.type, "数值"),
-            "hint": "该单元格是公式但没有计算结果(文件可能由程序生成),请用 Excel 或 WPS 打开后保存再报送",
-        })
+        said = _Said(
+            "type",
+            shown,
+            {
+                "expected": _EXPECTED.get(field.type, "数值"),
+                "hint": "该单元格是公式但没有计算结果(文件可能由程序生成),请用 Excel 或 WPS 打开后保存再报送",
+            },
+        )
         return _located(None, (said,), field, sheet, cell, row, row_label)
 
     kind = field.type
@@ -205,7 +254,13 @@ def fmt_number(value: float | int | Decimal, field: Field, places: int = 2) -> s
         return str(value)  # a caller's NaN for an unreadable cell must not break the message about another
     if field.type == "count" and value == int(value):
         return str(int(value))
-    d = value if isinstance(value, Decimal) else Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    d = (
+        value
+        if isinstance(value, Decimal)
+        else Decimal(value)
+        if isinstance(value, int)
+        else Decimal(repr(value))
+    )
     q = d.quantize(_quantum(places), rounding=ROUND_HALF_UP)
     return f"{abs(q) if q == 0 else q:f}"  # never "-0.00"
 
@@ -228,7 +283,9 @@ def _numeric_cell(raw: object, field: Field, places: int) -> _Result:
         return _type_error(field, as_typed(raw), "请只填写数字")
     if isinstance(raw, dt.date):  # datetime included: someone typed 1-2 and the spreadsheet made a date
         return _type_error(
-            field, as_typed(raw), "单元格被识别成了日期(可能输入了“1-2”之类的内容),请把单元格格式设为“数值”后重新填写"
+            field,
+            as_typed(raw),
+            "单元格被识别成了日期(可能输入了“1-2”之类的内容),请把单元格格式设为“数值”后重新填写",
         )
     if isinstance(raw, dt.time | dt.timedelta):
         return _type_error(field, as_typed(raw), "单元格被识别成了时间,请把单元格格式设为“数值”后重新填写")
@@ -251,7 +308,9 @@ def _numeric_text(raw: str, field: Field, places: int) -> _Result:
         column = field.unit
         if unit in _MONEY_SCALE and column in _MONEY_SCALE:
             converted = number * _MONEY_SCALE[unit] / _MONEY_SCALE[column]
-            return _type_error(field, shown, f"本栏单位为{column},应填 {fmt_number(converted, field, places)}")
+            return _type_error(
+                field, shown, f"本栏单位为{column},应填 {fmt_number(converted, field, places)}"
+            )
         if unit in _KNOWN_UNITS and column:
             return _type_error(field, shown, f"本栏单位为{column},请只填写数字")
         return _type_error(field, shown, "请只填写数字,没有发生的填 0")
@@ -415,7 +474,11 @@ def _date_from_number(x: float | int) -> dt.date | None:
             return None
         if not x.is_integer():
             # A serial with a time of day; a fractional 20170120.5 means nothing.
-            return _EXCEL_EPOCH + dt.timedelta(days=math.floor(x)) if _MIN_SERIAL <= x < _MAX_SERIAL + 1 else None
+            return (
+                _EXCEL_EPOCH + dt.timedelta(days=math.floor(x))
+                if _MIN_SERIAL <= x < _MAX_SERIAL + 1
+                else None
+            )
         x = int(x)
     if 19000101 <= x <= 99991231:  # typed as 20170120
         return _valid_date(x // 10000, x // 100 % 100, x % 100)
@@ -504,9 +567,16 @@ def submission(
             values[slot.key] = None
             continue
         result = normalize(
-            cell.raw, slot.field, sheet=cell.sheet, cell=cell.address, row=slot.key[1],
-            row_label=slot.row.label if slot.row else "", formula_without_value=cell.formula_without_value,
-            issue_date=issue_date, run_date=today, places=places,
+            cell.raw,
+            slot.field,
+            sheet=cell.sheet,
+            cell=cell.address,
+            row=slot.key[1],
+            row_label=slot.row.label if slot.row else "",
+            formula_without_value=cell.formula_without_value,
+            issue_date=issue_date,
+            run_date=today,
+            places=places,
         )
         issues.extend(result.issues)
         value = result.value

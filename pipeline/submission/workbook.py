@@ -103,8 +103,13 @@ class Meta:
         return self.form, self.version, self.rules
 
 
-_META_ATTRS = {"form": "form", "unit": "unit", "template_version": "version", "rules_sha256": "rules",
-               "covers": "covers"}
+_META_ATTRS = {
+    "form": "form",
+    "unit": "unit",
+    "template_version": "version",
+    "rules_sha256": "rules",
+    "covers": "covers",
+}
 
 
 def read_meta(grid: Grid) -> Meta:
