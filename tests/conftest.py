@@ -12,8 +12,9 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,3 +285,28 @@ def campaign_at(rules: config.Rules, inbox: Path, outbox: Path, state: Path, lev
     from pipeline.runs.context import Folders
 
     return Campaign(rules, Folders(Path(inbox), Path(outbox), Path(state)), level)
+
+
+# --- real servers on 127.0.0.1 ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(rules: config.Rules) -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd) for one test; `server.mail` is rules.yaml's mail pointed at it."""
+    from tests.smtpserver import serving
+
+    with serving(rules.mail) as running:
+        yield running
+
+
+@pytest.fixture
+def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real Dovecot IMAP server for one test, its password in the environment variable rules.yaml names."""
+    from tests.dovecot import PASSWORD, PASSWORD_ENV, running
+
+    try:
+        with running() as mailbox:
+            monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+            yield mailbox
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

@@ -21,8 +21,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from pipeline.campaign import config
 from tests.conftest import require_program
 
@@ -160,16 +158,6 @@ def running() -> Iterator[Dovecot]:
             process.kill()
             process.wait()
         shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def dovecot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dovecot]:
-    try:
-        with running() as server:
-            monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-            yield server
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
 
 
 def pointed_rules(rules_text: str, imap_port: int, smtp_port: int) -> str:

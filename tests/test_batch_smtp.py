@@ -10,7 +10,6 @@ from pipeline.io import ledger
 from pipeline.io.outbox import SUMMARY_DIR
 from pipeline.render import status_text
 from tests.conftest import campaign_at
-from tests.test_smtp import server  # noqa: F401  (the real SMTP server fixture)
 
 AS_OF = "2017-02-01T12:00"
 

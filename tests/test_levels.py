@@ -23,7 +23,6 @@ from pipeline.io import ledger
 from pipeline.io import outbox as names
 from pipeline.render import template
 from tests.conftest import correct_values
-from tests.test_smtp import server  # noqa: F401  (the real SMTP server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2017-02-01T12:00"

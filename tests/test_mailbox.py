@@ -19,8 +19,8 @@ from pipeline.model import ItemState, MessageStatus
 from pipeline.render import template
 from tests import mailclients
 from tests.conftest import campaign_at
-from tests.dovecot import Dovecot, dovecot  # noqa: F401  (the real IMAP server fixture)
-from tests.test_smtp import Server, server  # noqa: F401  (the real SMTP server fixture)
+from tests.dovecot import Dovecot
+from tests.smtpserver import Server
 
 AS_OF = "2017-02-01T12:00"
 TZ = dt.timezone(dt.timedelta(hours=8))

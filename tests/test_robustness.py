@@ -27,7 +27,6 @@ from pipeline import demo
 from pipeline.io import intake, ledger
 from pipeline.io import outbox as names
 from tests.conftest import campaign_at
-from tests.test_smtp import server  # noqa: F401  (the real SMTP server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2017-02-01T12:00"

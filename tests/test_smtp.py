@@ -7,7 +7,6 @@ import dataclasses
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,12 +14,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope
 
 from pipeline.campaign import config
 from pipeline.io import smtp
 from pipeline.render import letters
 from tests.conftest import require_program
+from tests.smtpserver import Script, Server, free_port
 from tests.test_mail import ANNOTATED, WORKBOOK, attachments, feedback, parsed
 
 
@@ -37,75 +36,6 @@ def test_password_comes_from_the_environment(rules: config.Rules, monkeypatch: p
 
 
 # --- a real SMTP server ----------------------------------------------------------------------------------
-
-
-class Script:
-    """An aiosmtpd handler that keeps what it received and answers as a test tells it to."""
-
-    def __init__(self) -> None:
-        self.received: list[Envelope] = []
-        self.rcpt: dict[str, str] = {}  # address -> reply instead of 250
-        self.data: list[str] = []  # replies to the coming ends of DATA, in turn; "drop" hangs up instead
-        self.logins: list[tuple[bytes, bytes]] = []
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address in self.rcpt:
-            return self.rcpt[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Envelope) -> str:
-        action = self.data.pop(0) if self.data else "250 2.0.0 OK queued"
-        if action == "drop":
-            # The whole message arrived; the answer never leaves.
-            self.received.append(envelope)
-            server.transport.abort()
-            return "250 OK"
-        if action.startswith("2"):
-            self.received.append(envelope)
-        return action
-
-    def authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        self.logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.password == b"s3cret", handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclasses.dataclass
-class Server:
-    script: Script
-    mail: config.Mail
-
-
-@pytest.fixture
-def server(rules: config.Rules) -> Iterator[Server]:
-    script = Script()
-    port = free_port()
-    controller = Controller(
-        script,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=script.authenticate,
-        auth_require_tls=False,
-        ready_timeout=5,
-    )
-    controller.start()
-    try:
-        yield Server(
-            script,
-            dataclasses.replace(rules.mail, smtp_host="127.0.0.1", smtp_port=port, tls="none", username=""),
-        )
-    finally:
-        controller.stop()
 
 
 def two_recipients(message: EmailMessage) -> EmailMessage:

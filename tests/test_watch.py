@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.io.ledger import Ledger
 from tests import mailclients
-from tests.dovecot import PASSWORD, PASSWORD_ENV, USER, Dovecot, dovecot, pointed_rules  # noqa: F401
+from tests.dovecot import PASSWORD, PASSWORD_ENV, USER, Dovecot, pointed_rules
+from tests.smtpserver import Server
 from tests.test_mailbox import at, form, received
-from tests.test_smtp import Server, server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 
