@@ -279,6 +279,19 @@ def as_seen(data: bytes) -> dict:
 # --- a level's folders, run through the library's face -----------------------------------------------------
 
 
+def docx_text(data: bytes) -> str:
+    """A Word document's text as python-docx reads it: its paragraphs, then each table's cells row by row."""
+    import io
+
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
+    lines = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        lines += ["  ".join(cell.text for cell in row.cells) for row in table.rows]
+    return "\n".join(lines)
+
+
 def campaign_at(rules: config.Rules, inbox: Path, outbox: Path, state: Path, level: str = "province"):
     """The library's `Campaign` over these folders: what `pipeline run --inbox … --outbox … --state …` runs."""
     from pipeline import Campaign

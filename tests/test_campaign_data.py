@@ -18,7 +18,7 @@ from pipeline.campaign import config
 from pipeline.checks import validate
 from pipeline.consolidation import consolidate, status
 from pipeline.render.html import html_report
-from pipeline.render.summary import summary_markdown
+from pipeline.render.summary import written_summary
 from pipeline.render.workbook import consolidated_workbook
 from pipeline.submission import read
 from tests.conftest import as_seen
@@ -274,8 +274,9 @@ def test_both_sections_may_be_left_out(rules_text) -> None:
     assert as_seen(data)["sheets"] == ["说明", "报送情况", "校验问题", "数据来源"]
     text = html_report(rules, c, now, {}, as_of=as_of, final=False, edition=0)
     assert "三、尚未解决的校验问题" in text and "图表" not in text
-    assert "根据海南省总工会琼工发〔2016〕33号文件要求" in summary_markdown(
-        rules, c, now, as_of=as_of, final=False
+    assert (
+        "根据海南省总工会琼工发〔2016〕33号文件要求"
+        in written_summary(rules, c, now, as_of=as_of, final=False).text()
     )
 
 

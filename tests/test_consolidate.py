@@ -32,7 +32,7 @@ from pipeline.consolidation import consolidate, status
 from pipeline.model import Finding, Report, Severity, Submission, Verdict, column_letters
 from pipeline.render import template
 from pipeline.render.html import html_report
-from pipeline.render.summary import summary_markdown
+from pipeline.render.summary import written_summary
 from pipeline.render.workbook import consolidated_workbook, sheet_names
 from pipeline.runs import check
 from pipeline.submission import read
@@ -448,7 +448,9 @@ def test_rollup_of_zx_is_an_accepted_form_without_findings(rules, tmp_path):
     assert (
         "帮扶中心(已汇总" not in text and "个帮扶中心" not in text
     )  # the centres' paragraph is the province's
-    assert "海南省总工会:" in summary_markdown(rules, at_zx, zx_status, as_of=zx_status.as_of, final=True)
+    assert (
+        "海南省总工会:" in written_summary(rules, at_zx, zx_status, as_of=zx_status.as_of, final=True).text()
+    )
 
 
 # --- the workbook -----------------------------------------------------------------------------------------
@@ -585,8 +587,8 @@ def test_same_inputs_give_the_same_bytes(rules, batch, province):
     assert first == html_report(
         rules, again, batch.status, batch.findings_by_unit, as_of=batch.as_of, final=False, edition=0
     )
-    md = summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
-    assert md == summary_markdown(rules, again, batch.status, as_of=batch.as_of, final=False)
+    words = written_summary(rules, province, batch.status, as_of=batch.as_of, final=False)
+    assert words == written_summary(rules, again, batch.status, as_of=batch.as_of, final=False)
 
 
 def test_a_text_longer_than_a_cell_holds_is_cut_where_excel_cuts_it(rules, batch, province):
@@ -699,12 +701,12 @@ def test_html_tables_show_money_to_the_cent(rules, batch, province):
     assert f"{province['by_unit'][fund].iloc[-1]:.2f}" in cells  # the total of the first money column
 
 
-def test_summary_markdown_is_a_draft_with_the_figures(rules, batch, province):
-    md = summary_markdown(rules, province, batch.status, as_of=batch.as_of, final=False)
-    assert md.startswith("# 关于2017年元旦春节送温暖活动情况的报告(草稿)")
+def test_written_summary_is_a_draft_with_the_figures(rules, batch, province):
+    text = written_summary(rules, province, batch.status, as_of=batch.as_of, final=False).text()
+    assert text.startswith("关于2017年元旦春节送温暖活动情况的报告\n草稿")
     for figure in _headline_texts(rules, province):
-        assert figure in md
-    assert "琼工发〔2016〕33号" in md and "〔请填写。〕" in md
+        assert figure in text
+    assert "琼工发〔2016〕33号" in text and "〔请填写。〕" in text
 
 
 def test_html_report_renders_in_headless_chromium(rules, batch, province, tmp_path):

@@ -269,4 +269,4 @@ def test_html_is_escaped_and_text_is_not() -> None:
     auto = environment.autoescape
     assert callable(auto)
     assert auto("report.html.j2") and auto("feedback_body.html.j2") and auto("x.html")
-    assert not auto("feedback_body.txt.j2") and not auto("summary.md.j2")
+    assert not auto("feedback_body.txt.j2") and not auto("reminder_body.txt.j2")

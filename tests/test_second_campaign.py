@@ -17,6 +17,7 @@ from pipeline.campaign import config
 from pipeline.cli import app
 from pipeline.io.outbox import SUMMARY_DIR
 from pipeline.render.workbook import sheet_names
+from tests.conftest import docx_text
 from tests.test_consolidate import file_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def test_run_consolidates_as_the_example_declares_and_final_writes_an_edition(ji
     report = next((out / SUMMARY_DIR).glob("*情况报告(草稿).html")).read_text(encoding="utf-8")
     assert f"全省各级工会在金秋助学活动中共资助困难职工和农民工子女 {int(students)} 人" in report
     assert "分学段资助学生人数" in report and "送温暖" not in report and "帮扶中心" not in report
-    summary = next((out / SUMMARY_DIR).glob("*总结(初稿)(草稿).md")).read_text(encoding="utf-8")
+    summary = docx_text(next((out / SUMMARY_DIR).glob("*总结(草稿).docx")).read_bytes())
     assert "根据全总关于做好2017年金秋助学活动的通知" in summary and "受助学生回访" in summary
 
     code, output = cli("run", *args, "--as-of", DRAFT_AS_OF, "--final")
@@ -179,7 +180,7 @@ def test_run_consolidates_as_the_example_declares_and_final_writes_an_edition(ji
     assert code == 0, output
     final = sorted(p.name for p in (out / SUMMARY_DIR / "终稿第1版").iterdir())
     assert final == [
-        "2017年金秋助学活动总结(初稿)(终稿第1版).md",
+        "2017年金秋助学活动总结(终稿第1版).docx",
         "2017年金秋助学活动情况报告(终稿第1版).html",
         "2017年金秋助学活动汇总表(终稿第1版).xlsx",
     ]

@@ -9,14 +9,14 @@ The consolidation and the renderings read these objects and spell no campaign co
 from __future__ import annotations
 
 import ast
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from pipeline.campaign import rulelang
+from pipeline.campaign import review_plan, rulelang, summary_plan
 
 # The loader's own YAML node: this module is the part of the loader that reads one section.
 from pipeline.campaign.config import Field, Form, Node, Section
+from pipeline.campaign.summary_plan import Summary, placeholders
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 
@@ -32,7 +32,6 @@ FIXED_SHEETS = (README_SHEET, STATUS_SHEET, PROBLEMS_SHEET, SOURCES_SHEET)
 LEVEL_PLACEHOLDERS = ("scope", "where")
 # What a paragraph about one form (`form:`) may name besides: how many units owe it, and how many are in.
 FORM_PLACEHOLDERS = ("units", "coverage")
-SUMMARY_PLACEHOLDERS = ("year", "issuer", "document_number", "title")
 
 
 @dataclass(frozen=True)
@@ -123,17 +122,6 @@ class ReportTable:
 
 
 @dataclass(frozen=True)
-class Summary:
-    """The written summary's frame: to whom, the opening sentence at the top level and below it, and the hint
-    where staff write what was done."""
-
-    recipient: str = "上级单位"
-    opening: str = "根据{issuer}{document_number}文件要求,现将{title}有关情况报告如下。"
-    opening_below: str = "根据{issuer}{document_number}文件要求,我单位汇总了所属各单位的有关情况,现报告如下。"
-    practices: str = "请结合各单位书面报告填写。"
-
-
-@dataclass(frozen=True)
 class Plan:
     """The `consolidation:` section as a whole."""
 
@@ -145,6 +133,7 @@ class Plan:
     report_table: ReportTable | None = None
     charts: tuple[Chart, ...] = ()
     summary: Summary = Summary()
+    review: review_plan.Review = review_plan.Review()  # last year's workbook, the outliers to verify
     forms: tuple[str, ...] = ()  # the forms consolidated (a table's, a figure's or a share's), in rules order
 
     def table(self, code: str) -> Table:
@@ -219,7 +208,20 @@ def parse(node: Node, forms: Mapping[str, Form]) -> Plan:
     """The `consolidation:` section (absent: nothing declared, the workbook has its fixed sheets only)."""
     if node.value is None:
         return Plan()
-    node.keys(("tables", "aggregate", "figures", "shares", "paragraphs", "report_table", "charts", "summary"))
+    node.keys(
+        (
+            "tables",
+            "aggregate",
+            "figures",
+            "shares",
+            "paragraphs",
+            "report_table",
+            "charts",
+            "summary",
+            "previous",
+            "outliers",
+        )
+    )
     aggregates = _aggregates(node.get("aggregate", required=False), forms)
     tables = _tables(node.get("tables", required=False), forms, aggregates)
     figures = _figures(node.get("figures", required=False), forms, aggregates)
@@ -243,7 +245,20 @@ def parse(node: Node, forms: Mapping[str, Form]) -> Plan:
         paragraphs=paragraphs,
         report_table=report_table,
         charts=charts,
-        summary=_summary(node.get("summary", required=False)),
+        summary=summary_plan.parse(
+            node.get("summary", required=False),
+            forms,
+            known,
+            {f.name for f in figures},
+            set(FORM_PLACEHOLDERS),
+        ),
+        review=review_plan.parse(
+            node.get("previous", required=False),
+            node.get("outliers", required=False),
+            forms,
+            {f.name for f in figures},
+            _path,
+        ),
         forms=tuple(code for code in forms if code in used),
     )
 
@@ -428,23 +443,6 @@ def _shares(node: Node, forms: Mapping[str, Form]) -> tuple[Share, ...]:
     return tuple(shares)
 
 
-def placeholders(node: Node, allowed: set[str] | frozenset[str]) -> str:
-    """A text with {placeholders}, each one of `allowed`."""
-    text = node.text()
-    try:
-        fields = [
-            (name, spec, conversion)
-            for _, name, spec, conversion in string.Formatter().parse(text)
-            if name is not None
-        ]
-    except ValueError:
-        raise node.fail("花括号 { } 不成对;要写花括号本身,请写 {{ 或 }}") from None
-    for name, spec, conversion in fields:
-        if name not in allowed or spec or conversion:
-            raise node.fail(f"未知的名称 {{{name}}},可用的名称:{', '.join(sorted(allowed))}")
-    return text
-
-
 def _paragraphs(node: Node, forms: Mapping[str, Form], known: set[str]) -> tuple[Paragraph, ...]:
     if node.value is None:
         return ()
@@ -519,17 +517,3 @@ def _charts(node: Node, tables: Mapping[str, Table], shares: Mapping[str, Share]
             )
         )
     return tuple(charts)
-
-
-def _summary(node: Node) -> Summary:
-    if node.value is None:
-        return Summary()
-    node.keys(("recipient", "opening", "opening_below", "practices"))
-    default = Summary()
-    values = {}
-    for key in ("recipient", "opening", "opening_below", "practices"):
-        n = node.get(key, required=False)
-        values[key] = (
-            placeholders(n, set(SUMMARY_PLACEHOLDERS)) if n.value is not None else getattr(default, key)
-        )
-    return Summary(**values)

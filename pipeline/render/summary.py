@@ -1,36 +1,227 @@
-"""The summary draft (总结(初稿).md): the written report to the level above, its figures filled in from the
-consolidation, for staff to edit and send. Rendered from templates/summary.md.j2; its opening, recipient
-and paragraphs are rules.yaml's (`consolidation.summary`, `consolidation.paragraphs`).
+"""The written summary (总结): the report to the level above, in the layout of a federation document, its
+figures filled in from the consolidation with their coverage and their change from last year, for staff to
+finish and send. Its frame (to whom, the opening, the sections in the notice's order) is rules.yaml's
+(`consolidation.summary`, `consolidation.paragraphs`); `docx.py` writes it as a Word document.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pipeline.campaign.config import PROVINCE, Rules
+from pipeline.campaign.summary_plan import Section
 from pipeline.consolidation.consolidate import Consolidation
-from pipeline.consolidation.status import Status
-from pipeline.render.env import render
-from pipeline.render.words import local, overview
+from pipeline.consolidation.lastyear import LastYear, change_text
+from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, Status
+from pipeline.render.words import (
+    caveat,
+    figure_text,
+    figure_words,
+    filled,
+    local,
+    owing,
+    scope,
+    stamp,
+    when,
+)
+
+NUMERALS = "一二三四五六七八九十"
+FIGURE_HEADERS = ("指标", "本年", "上年", "增减", "汇总范围")
 
 
-def summary_markdown(
-    rules: Rules, c: Consolidation, status: Status, *, as_of: dt.datetime, final: bool
-) -> str:
-    """A draft of the written report to the federation above, figures filled in, for staff to edit."""
-    context = overview(rules, c, status, as_of, final, edition=0)
+@dataclass(frozen=True)
+class Part:
+    """One section of the body as printed: its heading, sentences, figure rows and hint."""
+
+    heading: str
+    text: tuple[str, ...]
+    figures: tuple[tuple[str, ...], ...]  # rows under FIGURE_HEADERS
+    hint: str
+
+
+@dataclass(frozen=True)
+class Written:
+    """The summary as words, before any file format: what the Word document shows, top to bottom."""
+
+    title: str
+    stamp: str
+    notes: tuple[str, ...]  # 编辑说明: what staff check and delete before sending
+    recipient: str
+    opening: str
+    parts: tuple[Part, ...]
+    checks: tuple[str, ...]  # 需核实: figures that stand out, one line each
+    table: tuple[tuple[str, ...], ...]  # 附表: a header row, then a row per unit (may be empty)
+    attachments: tuple[str, ...]
+    author: str
+    date: str
+
+    def text(self) -> str:
+        """Every line in reading order (what a reader of the PDF sees, for tests and a quick look)."""
+        lines = [self.title, self.stamp, *self.notes, f"{self.recipient}:", self.opening]
+        for p in self.parts:
+            lines += [p.heading, *p.text, *("  ".join(r) for r in p.figures), *([p.hint] if p.hint else [])]
+        lines += list(self.checks)
+        lines += ["  ".join(r) for r in self.table]
+        lines += [*self.attachments, self.author, self.date]
+        return "\n".join(lines)
+
+
+def _default_sections(rules: Rules) -> tuple[Section, ...]:
+    """No `summary.sections` declared: the report's paragraphs under 基本情况, then places to write."""
+    plan = rules.consolidation
+    return (
+        Section(
+            "基本情况",
+            tuple(p.text for p in plan.paragraphs if not p.form),
+            tuple(f.name for f in plan.figures if f.card),
+        ),
+        *(Section("基本情况", (p.text,), (), "", p.form) for p in plan.paragraphs if p.form),
+        Section("主要做法", hint=plan.summary.practices),
+        Section("存在的问题", hint="请填写。"),
+        Section("下一步工作打算", hint="请填写。"),
+    )
+
+
+def figure_rows(
+    rules: Rules, c: Consolidation, names: Sequence[str], last: LastYear | None
+) -> tuple[tuple[str, ...], ...]:
+    """Each named figure: label, this year's figure with its unit, last year's, the change, its coverage."""
+    by_name = {f.name: f for f in rules.consolidation.figures}
+    rows = []
+    for name in names:
+        f = by_name[name]
+        done, owed = c.coverage.get(f.form, (0, 0))
+        if not owed:
+            continue
+        value = c.figures[f.name]
+        before = last.total(f.form, f.key) if last is not None else None
+        rows.append(
+            (
+                f.label,
+                f"{figure_text(value, f.type)} {f.unit}".strip(),
+                "—"
+                if last is None
+                else (f"{figure_text(before, f.type)} {f.unit}".strip() if before is not None else "上年无"),
+                "—" if last is None or f.aggregate != "sum" else change_text(value, before),
+                f"已汇总 {done}/{owed}",
+            )
+        )
+    return tuple(rows)
+
+
+def _notes(
+    rules: Rules, c: Consolidation, status: Status, as_of: dt.datetime, last: LastYear | None
+) -> list[str]:
+    notes = [
+        f"本稿由汇总程序根据各单位报表生成,数据截至 {when(rules, as_of)};汇总范围:{scope(rules, c)}。",
+        f"{c.units_reported}/{c.units_expected} 个单位有报表纳入汇总"
+        + "".join(f";{rules.item_for_form(f).label} {d}/{o}" for f, (d, o) in c.coverage.items() if o)
+        + "。",
+        f"上年数据取自:{last.source}。"
+        if last is not None
+        else "未配置上年汇总表(rules.yaml consolidation.previous),不作同比。",
+    ]
+    if caveat(rules, c):
+        notes.append(f"注意:{caveat(rules, c)}")
+    missing = owing(status, (MISSING, OVERDUE))
+    if missing:
+        who = ";".join(f"{m.name}({'、'.join(m.items)})" for m in missing)
+        notes.append(f"{'逾期未报' if status.past_deadline else '尚未报送'}:{who}。")
+    failed = [r for r in status.rows if r.state == FAILED]
+    if failed:
+        notes.append(
+            "未通过校验、待改正重报:" + ";".join(f"{r.unit_name}({r.item_label})" for r in failed) + "。"
+        )
+    notes.append("请核对数字,补写〔 〕中的内容,上报前删去本段编辑说明。")
+    return notes
+
+
+def written_summary(
+    rules: Rules,
+    c: Consolidation,
+    status: Status,
+    *,
+    as_of: dt.datetime,
+    final: bool,
+    edition: int = 0,
+    last: LastYear | None = None,
+    checks: Sequence[str] = (),
+    table: Sequence[tuple[str, ...]] = (),
+    attachments: Sequence[str] = (),
+) -> Written:
+    """The summary of one level's consolidation as words: rules.yaml's frame with the figures filled in."""
     plan, camp = rules.consolidation.summary, rules.campaign
     top = c.parent == PROVINCE
-    words = dict(
-        year=local(rules, as_of).year,
-        issuer=camp.issuer,
-        document_number=camp.document_number,
-        title=camp.title,
+    year = local(rules, as_of).year
+    words = dict(year=year, issuer=camp.issuer, document_number=camp.document_number, title=camp.title)
+    figures = figure_words(rules, c)
+    parts: list[Part] = []
+    for section in plan.sections or _default_sections(rules):
+        if section.form and not c.coverage.get(section.form, (0, 0))[1]:
+            continue
+        text = tuple(t for t in (filled(x, section.form, figures, c) for x in section.text) if t is not None)
+        rows = figure_rows(rules, c, section.figures, last)
+        hint = f"〔{section.hint.format_map(words)}〕" if section.hint else ""
+        if parts and parts[-1].heading == section.heading:  # the default frame's form paragraphs
+            prev = parts.pop()
+            text, rows, hint = prev.text + text, prev.figures + rows, prev.hint or hint
+        parts.append(Part(section.heading, text, rows, hint))
+    numbered = tuple(
+        Part(f"{NUMERALS[i] if i < len(NUMERALS) else i + 1}、{p.heading}", p.text, p.figures, p.hint)
+        for i, p in enumerate(parts)
     )
-    context["stamp"] = "终稿" if final else "草稿"
-    context["opening"] = (plan.opening if top else plan.opening_below).format_map(words)
-    context["practices"] = plan.practices.format_map(words)
-    context["recipient"] = plan.recipient.format_map(words) if top else camp.issuer
-    context["author"] = rules.campaign.issuer if c.parent == PROVINCE else rules.unit(c.parent).name
-    context["date_cn"] = f"{local(rules, as_of):%Y年%m月%d日}".replace("年0", "年").replace("月0", "月")
-    return render("summary.md.j2", **context)
+    return Written(
+        title=f"关于{camp.title}情况的报告",
+        stamp=stamp(final, edition),
+        notes=tuple(_notes(rules, c, status, as_of, last)),
+        recipient=plan.recipient.format_map(words) if top else camp.issuer,
+        opening=(plan.opening if top else plan.opening_below).format_map(words),
+        parts=numbered,
+        checks=tuple(checks),
+        table=tuple(table),
+        attachments=tuple(attachments),
+        author=camp.issuer if top else rules.unit(c.parent).name,
+        date=f"{local(rules, as_of):%Y年%m月%d日}".replace("年0", "年").replace("月0", "月"),
+    )
+
+
+def unit_table(rules: Rules, c: Consolidation, last: LastYear | None) -> tuple[tuple[str, ...], ...]:
+    """The report's few columns of the by_unit table (rules.yaml's `report_table`), a row per unit and the
+    subtotals and total, and for its first column last year's figure and the change; empty when none is
+    declared."""
+    plan = rules.consolidation.report_table
+    if plan is None:
+        return ()
+    table = c.tables[plan.table]
+    known = {col.name: col for col in table.columns}
+    columns = [(known[name], short) for name, short in plan.columns]
+    first = columns[0][0]
+    header = ("单位", *(short for _, short in columns), *((f"{columns[0][1]}上年", "增减") if last else ()))
+    form = table.plan.form
+    rows = [header]
+    for row in table.frame.to_dict("records"):
+        missing = row["level"] == "unit" and not row["reported"]
+        cells = [
+            "未汇总" if missing and i == 0 else figure_text(row[col.name], col.type)
+            for i, (col, _) in enumerate(columns)
+        ]
+        if last is not None:
+            if row["level"] == "unit":
+                before = last.unit(row["code"], form, first.key)
+            elif row["level"] == "total":
+                before = last.total(form, first.key)
+            else:
+                before = None
+            shown = (
+                figure_text(before, first.type)
+                if before is not None
+                else ("上年无" if row["level"] != "subtotal" else "")
+            )
+            cells += [
+                shown,
+                "" if missing or row["level"] == "subtotal" else change_text(row[first.name], before),
+            ]
+        rows.append((row["name"], *cells))
+    return tuple(rows)

@@ -112,8 +112,8 @@ def field_label(caption: str) -> str:
     return re.sub(r"[((][^()()]*[))]$", "", caption)
 
 
-def paragraphs(rules: Rules, c: Consolidation) -> list[str]:
-    """rules.yaml's paragraphs with the level's figures in them; one about a form only where units owe it."""
+def figure_words(rules: Rules, c: Consolidation) -> dict[str, str]:
+    """What a paragraph's {names} stand for at this level: the figures, shares and who they are of."""
     plan = rules.consolidation
     words: dict[str, str] = {"scope": scope(rules, c), "where": "全省 " if c.parent == PROVINCE else ""}
     for f in plan.figures:
@@ -123,16 +123,26 @@ def paragraphs(rules: Rules, c: Consolidation) -> list[str]:
             words[f"{f.name}_units"] = str(value.units) if isinstance(value, Span) else "0"
     for share in plan.shares:
         words[share.name] = share_text(share, c.shares[share.name])
-    out = []
-    for p in plan.paragraphs:
-        if not p.form:
-            out.append(p.text.format_map(words))
-            continue
-        done, owed = c.coverage.get(p.form, (0, 0))
-        if owed:
-            coverage = f"(已汇总 {done} 个)" if done < owed else ""
-            out.append(p.text.format_map({**words, "units": str(owed), "coverage": coverage}))
-    return out
+    return words
+
+
+def filled(text: str, form: str, words: Mapping[str, str], c: Consolidation) -> str | None:
+    """A paragraph with its {names} filled in; one about a form (`form`) only where units owe it (else None),
+    with {units} and {coverage} besides."""
+    if not form:
+        return text.format_map(words)
+    done, owed = c.coverage.get(form, (0, 0))
+    if not owed:
+        return None
+    coverage = f"(已汇总 {done} 个)" if done < owed else ""
+    return text.format_map({**words, "units": str(owed), "coverage": coverage})
+
+
+def paragraphs(rules: Rules, c: Consolidation) -> list[str]:
+    """rules.yaml's paragraphs with the level's figures in them; one about a form only where units owe it."""
+    words = figure_words(rules, c)
+    out = (filled(p.text, p.form, words, c) for p in rules.consolidation.paragraphs)
+    return [text for text in out if text is not None]
 
 
 def cards(rules: Rules, c: Consolidation) -> list[tuple[str, str, str]]:

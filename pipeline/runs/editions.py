@@ -109,12 +109,14 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
     from pipeline.consolidation import consolidate
-    from pipeline.render import html, summary, template
+    from pipeline.io import previous
+    from pipeline.render import html, summary, template, wordfile
 
     rules, as_of, final = run.rules, run.as_of, run.options.final
     expected = rules.children(run.level)
     every = history.checked_by(run.ledger.submissions(), as_of)
     c = consolidate.consolidate(rules, every, expected)
+    last = previous.read(rules)
     findings = _open_findings(history.latest(every), {u.code for u in expected})
     folder, edition, level, suffix = _folder(run)
     title = rules.campaign.title
@@ -137,10 +139,20 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
         folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
             rules, c, now, findings, as_of=as_of, final=final, edition=edition
         ).encode("utf-8"),
-        folder / f"{level}{title}总结(初稿){suffix}.md": summary.summary_markdown(
-            rules, c, now, as_of=as_of, final=final
-        ).encode("utf-8"),
     }
+    paths[folder / f"{level}{title}总结{suffix}.docx"] = wordfile.summary_docx(
+        summary.written_summary(
+            rules,
+            c,
+            now,
+            as_of=as_of,
+            final=final,
+            edition=edition,
+            last=last,
+            table=summary.unit_table(rules, c, last),
+            attachments=[p.name for p in paths],
+        )
+    )
 
     def finish() -> Made:
         if run.level != PROVINCE:
