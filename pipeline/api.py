@@ -95,10 +95,17 @@ class Campaign:
         return templates.write_all(self.rules, out, unit)
 
     def demo(self, inbox: Path | None = None, seed: int = 2017) -> DemoInbox:
-        """A demo inbox filled the way units fill their forms, mistakes included."""
+        """A demo inbox filled the way units fill their forms, mistakes included; and last year's consolidated
+        workbook where rules.yaml names one (`consolidation.previous`) and the demo declares it."""
         from pipeline import demo
+        from pipeline.io import atomic, previous
 
-        return demo.make(self.rules, inbox or self.folders.inbox, seed)
+        made = demo.make(self.rules, inbox or self.folders.inbox, seed)
+        last, path = demo.previous_year(self.rules, made), previous.path_of(self.rules)
+        if last is not None and path is not None:
+            atomic.write_bytes(path, last)
+            made.previous = path
+        return made
 
     def check(self, paths: Sequence[Path], *, isolated: bool = True) -> list[FileResult]:
         """Check files as one batch; `isolated` reads each in a limited worker process."""

@@ -127,6 +127,8 @@ def demo(
     made = campaign.demo(inbox, seed)
     for f in made.files:
         typer.echo(f"  {f.path.relative_to(inbox)}  ——  {f.note}")
+    if made.previous is not None:
+        typer.echo(f"上年汇总表(演示,供同比):{made.previous}")
     names = {u.code: u.name for u in rules.units}
     missing = "、".join(f"{names[c]}({rules.items[i].label})" for c, i in made.missing)
     typer.echo(f"已在 {inbox}/ 生成 {len(made.files)} 个文件;未报送:{missing or '无'}")

@@ -42,6 +42,9 @@ class DemoFile:
 class DemoInbox:
     files: list[DemoFile] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (unit code, item)
+    previous: Path | None = None  # last year's consolidated workbook, when the demo wrote one
+    # each unit's correct figures of each form, before any mistake is planted: last year's are made from them
+    values: dict[tuple[str, str], Values] = field(default_factory=dict)
 
 
 Compiled = Callable[[Callable[[rulelang.Ref], Any], Mapping[str, Any]], Any]
@@ -307,6 +310,7 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
     ) -> None:
         form = rules.forms[rules.items[item].form or ""]
         values = filler.values(form.code, rng, size)
+        demo.values[(unit.code, form.code)] = dict(values)
         name = template.file_name(unit, form)
         if mistake is None or mistake.form != form.code:
             put(day, name, template.fill(rules, form, unit, values), unit, item, note)
@@ -362,3 +366,65 @@ def make(rules: Rules, inbox: Path, seed: int = 2017) -> DemoInbox:
         for item in (i for i in unit.items if rules.items[i].form is not None):
             send(first_day + dt.timedelta(days=3), unit, item, size, None, note)
     return demo
+
+
+# --- last year ------------------------------------------------------------------------------------------------
+
+
+def previous_year(rules: Rules, made: DemoInbox | None = None, seed: int = 2016) -> bytes | None:
+    """Last year's final consolidated workbook as the demo imagines it (rules.yaml's `demo.previous`): each
+    unit's correct figures in `made` (drawn afresh for a unit that sent none) with every number scaled by a
+    factor of its own, written by the project's own workbook writer as last year's final edition. None when
+    rules.yaml declares no previous year."""
+    from pipeline.consolidation import consolidate, status
+    from pipeline.model import Submission, Verdict
+    from pipeline.render.workbook import consolidated_workbook
+
+    plan = rules.demo.previous
+    if plan is None or not rules.consolidation.review.previous:
+        return None
+    rng = random.Random(seed)
+    filler = _filler(rules)
+    deadline = rules.campaign.deadline
+    as_of = deadline.replace(year=deadline.year - 1)
+    versions = []
+    for unit in rules.units:
+        size = filler.size(unit, rng)
+        factor = plan.far.get(unit.code, rng.uniform(plan.low, plan.high))
+        for item in unit.items:
+            form = rules.forms.get(rules.items[item].form or "")
+            if form is None or unit.code in plan.absent:
+                continue
+            drawn = made.values.get((unit.code, form.code)) if made is not None else None
+            values = _scaled(form, drawn or filler.values(form.code, rng, size), factor)
+            versions.append(
+                Submission(
+                    sha256=f"{unit.code}-{item}-previous",
+                    unit=unit.code,
+                    item=item,
+                    form=form.code,
+                    file=template.file_name(unit, form),
+                    received=as_of,
+                    version=1,
+                    verdict=Verdict.ACCEPTED,
+                    values=values,
+                )
+            )
+    c = consolidate.consolidate(rules, versions, status.expected_units(rules))
+    now = status.compute(rules, versions, as_of)
+    return consolidated_workbook(rules, c, now, {}, versions, as_of=as_of, final=True, edition=1)
+
+
+def _scaled(form: Form, values: Values, factor: float) -> Values:
+    """Every number of a filled form times `factor`: whole for a count, to the cent for money."""
+    out = dict(values)
+    for section in form.sections:
+        for f in section.fields:
+            if not f.numeric:
+                continue
+            for row in section.rows or (None,):
+                key = (section.code, row.code if row else "", f.code)
+                value = values.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    out[key] = round(value * factor, 2) if f.type == "money" else round(value * factor)
+    return out

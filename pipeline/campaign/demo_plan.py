@@ -82,6 +82,18 @@ class Mistake:
 
 
 @dataclass(frozen=True)
+class Previous:
+    """Last year's figures the demo makes (`demo.previous`): each unit's this year's scaled by a factor drawn
+    between `low` and `high`; `absent` units did not report last year; `far` units' factors are given, so
+    that the demo shows a change beyond the outlier threshold."""
+
+    low: float = 0.85
+    high: float = 1.15
+    absent: tuple[str, ...] = ()
+    far: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Plan:
     """The `demo:` section as a whole."""
 
@@ -89,6 +101,9 @@ class Plan:
     sizes: Mapping[str, float] = field(default_factory=dict)
     forms: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
     mistakes: tuple[Mistake, ...] = ()
+    previous: Previous | None = (
+        None  # last year's consolidated workbook, when `consolidation.previous` names one
+    )
 
 
 # --- parsing ---------------------------------------------------------------------------------------------
@@ -99,7 +114,7 @@ def parse(node: Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule
     zeros = {code: _ordered(form, {}, {}, node) for code, form in forms.items()}
     if node.value is None:
         return Plan(forms=zeros)
-    node.keys(("size", "sizes", "forms", "mistakes"))
+    node.keys(("size", "sizes", "forms", "mistakes", "previous"))
     none: Mapping[str, Form] = {}
     size_node = node.get("size", required=False)
     size = (
@@ -123,7 +138,29 @@ def parse(node: Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule
     mistakes = (
         tuple(_mistake(n, forms, items, rule_ids) for n in mistakes_node.seq()) if mistakes_node.value else ()
     )
-    return Plan(size, sizes, steps, mistakes)
+    return Plan(size, sizes, steps, mistakes, _previous(node.get("previous", required=False)))
+
+
+def _previous(node: Node) -> Previous | None:
+    if node.value is None:
+        return None
+    node.keys(("factor", "absent", "far"))
+    default = Previous()
+    factor = node.get("factor", required=False)
+    low, high = default.low, default.high
+    if factor.value is not None:
+        pair = factor.seq()
+        if len(pair) != 2 or not 0 < pair[0].number() <= pair[1].number():
+            raise factor.fail("应写成 [最小, 最大],两个大于 0 的数")
+        low, high = pair[0].number(), pair[1].number()
+    absent = node.get("absent", required=False)
+    far = node.get("far", required=False)
+    return Previous(
+        low,
+        high,
+        absent.strings() if absent.value is not None else (),
+        {code: n.number() for code, n in far.items()} if far.value is not None else {},
+    )
 
 
 def _expr(node: Node, scope: rulelang.Scope) -> rulelang.Expr:

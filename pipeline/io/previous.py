@@ -19,7 +19,6 @@ from pipeline.campaign.consolidation_plan import Column
 from pipeline.campaign.consolidation_plan import Table as TablePlan
 from pipeline.consolidation.consolidate import PROVINCE_TOTAL_LABEL, TOTAL_LABEL
 from pipeline.consolidation.lastyear import FormKey, LastYear, number
-from pipeline.model import Refused
 
 HEADER_SEARCH = 12  # rows above a table's header (its title, the scope line) are fewer than this
 
@@ -33,24 +32,23 @@ def path_of(rules: Rules) -> Path | None:
     return (rules.source.parent / name) if name else None
 
 
-def read(rules: Rules) -> LastYear | None:
-    """Last year's figures, or None when rules.yaml names no previous workbook."""
+def read(rules: Rules) -> tuple[LastYear | None, str]:
+    """Last year's figures (None when rules.yaml names no previous workbook or it cannot be read) and, when
+    it cannot, why, in words for the documents' notes: the run goes on without the comparison."""
     path = path_of(rules)
     if path is None:
-        return None
+        return None, ""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise Refused(
-            f"读不到上年汇总表 {path}({exc.strerror}):请检查 rules.yaml 中 consolidation.previous 的文件名"
-            "(相对于 rules.yaml 所在文件夹),或删去这一项"
-        ) from None
+        return None, (
+            f"读不到上年汇总表 {path.name}({exc.strerror}),本次不作同比:请检查 rules.yaml 中"
+            " consolidation.previous 的文件名(相对于 rules.yaml 所在文件夹)"
+        )
     try:
-        return figures(rules, data, path.name)
+        return figures(rules, data, path.name), ""
     except Exception as exc:  # a damaged or foreign file: said plainly, never a traceback
-        raise Refused(
-            f"上年汇总表 {path.name} 无法读取({type(exc).__name__}),请确认它是本程序生成的汇总表"
-        ) from None
+        return None, f"上年汇总表 {path.name} 无法读取({type(exc).__name__}),本次不作同比"
 
 
 def figures(rules: Rules, data: bytes, source: str) -> LastYear:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.campaign.config import PROVINCE, Rules
+from pipeline.campaign.consolidation_plan import SUM
 from pipeline.campaign.summary_plan import Section
 from pipeline.consolidation.consolidate import Consolidation
-from pipeline.consolidation.lastyear import LastYear, change_text
+from pipeline.consolidation.lastyear import ABSENT, Key, LastYear, change_text
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, Status
 from pipeline.render.words import (
     caveat,
@@ -84,10 +85,21 @@ def _default_sections(rules: Rules) -> tuple[Section, ...]:
     )
 
 
+def last_figure(c: Consolidation, form: str, key: Key, last: LastYear) -> tuple[float | None, int]:
+    """Last year's figure for the units consolidated this year (同口径), and how many of them have none
+    last year; last year's 合计 when its workbook holds no unit rows."""
+    units = [v.unit for v in c.used if v.form == form]
+    if not last.units:
+        return last.total(form, key), 0
+    found = [x for x in (last.unit(u, form, key) for u in units) if x is not None]
+    return (sum(found) if found else None), len(units) - len(found)
+
+
 def figure_rows(
     rules: Rules, c: Consolidation, names: Sequence[str], last: LastYear | None
 ) -> tuple[tuple[str, ...], ...]:
-    """Each named figure: label, this year's figure with its unit, last year's, the change, its coverage."""
+    """Each named figure: label, this year's figure with its unit, last year's for the same units, the
+    change, and its coverage (已汇总 15/21; units with no figure last year are named as such)."""
     by_name = {f.name: f for f in rules.consolidation.figures}
     rows = []
     for name in names:
@@ -96,32 +108,36 @@ def figure_rows(
         if not owed:
             continue
         value = c.figures[f.name]
-        before = last.total(f.form, f.key) if last is not None else None
+        coverage = f"已汇总 {done}/{owed}"
+        if last is None or f.aggregate != SUM:
+            rows.append((f.label, f"{figure_text(value, f.type)} {f.unit}".strip(), "—", "—", coverage))
+            continue
+        before, absent = last_figure(c, f.form, f.key, last)
+        if absent:
+            coverage += f",其中 {absent} 个上年无"
         rows.append(
             (
                 f.label,
                 f"{figure_text(value, f.type)} {f.unit}".strip(),
-                "—"
-                if last is None
-                else (f"{figure_text(before, f.type)} {f.unit}".strip() if before is not None else "上年无"),
-                "—" if last is None or f.aggregate != "sum" else change_text(value, before),
-                f"已汇总 {done}/{owed}",
+                f"{figure_text(before, f.type)} {f.unit}".strip() if before is not None else ABSENT,
+                change_text(value, before),
+                coverage,
             )
         )
     return tuple(rows)
 
 
 def _notes(
-    rules: Rules, c: Consolidation, status: Status, as_of: dt.datetime, last: LastYear | None
+    rules: Rules, c: Consolidation, status: Status, as_of: dt.datetime, last: LastYear | None, unread: str
 ) -> list[str]:
     notes = [
         f"本稿由汇总程序根据各单位报表生成,数据截至 {when(rules, as_of)};汇总范围:{scope(rules, c)}。",
         f"{c.units_reported}/{c.units_expected} 个单位有报表纳入汇总"
         + "".join(f";{rules.item_for_form(f).label} {d}/{o}" for f, (d, o) in c.coverage.items() if o)
         + "。",
-        f"上年数据取自:{last.source}。"
+        f"上年数据取自:{last.source};上年数为本次纳入汇总的同一批单位的上年数(同口径)。"
         if last is not None
-        else "未配置上年汇总表(rules.yaml consolidation.previous),不作同比。",
+        else unread or "未配置上年汇总表(rules.yaml consolidation.previous),不作同比。",
     ]
     if caveat(rules, c):
         notes.append(f"注意:{caveat(rules, c)}")
@@ -147,6 +163,7 @@ def written_summary(
     final: bool,
     edition: int = 0,
     last: LastYear | None = None,
+    unread: str = "",
     checks: Sequence[str] = (),
     table: Sequence[tuple[str, ...]] = (),
     attachments: Sequence[str] = (),
@@ -175,7 +192,7 @@ def written_summary(
     return Written(
         title=f"关于{camp.title}情况的报告",
         stamp=stamp(final, edition),
-        notes=tuple(_notes(rules, c, status, as_of, last)),
+        notes=tuple(_notes(rules, c, status, as_of, last, unread)),
         recipient=plan.recipient.format_map(words) if top else camp.issuer,
         opening=(plan.opening if top else plan.opening_below).format_map(words),
         parts=numbered,
@@ -211,7 +228,7 @@ def unit_table(rules: Rules, c: Consolidation, last: LastYear | None) -> tuple[t
             if row["level"] == "unit":
                 before = last.unit(row["code"], form, first.key)
             elif row["level"] == "total":
-                before = last.total(form, first.key)
+                before = last_figure(c, form, first.key, last)[0]
             else:
                 before = None
             shown = (

@@ -116,7 +116,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     expected = rules.children(run.level)
     every = history.checked_by(run.ledger.submissions(), as_of)
     c = consolidate.consolidate(rules, every, expected)
-    last = previous.read(rules)
+    last, unread = previous.read(rules)
     findings = _open_findings(history.latest(every), {u.code for u in expected})
     folder, edition, level, suffix = _folder(run)
     title = rules.campaign.title
@@ -149,6 +149,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
             final=final,
             edition=edition,
             last=last,
+            unread=unread,
             table=summary.unit_table(rules, c, last),
             attachments=[p.name for p in paths],
         )
