@@ -833,8 +833,12 @@ def _with_relationships_prefix_on_each_sheet(xlsx: bytes) -> bytes:
             content = src.read(name)
             if name == "xl/workbook.xml":
                 text = content.decode()
-                assert text.count(declaration) == 1 and text.startswith("<workbook ")
-                text = text.replace(declaration, "", 1).replace("<sheet ", f"<sheet{declaration} ")
+                if text.count(declaration) != text.count(
+                    "<sheet "
+                ):  # with lxml, openpyxl writes it so itself
+                    assert text.count(declaration) == 1 and text.startswith("<workbook ")
+                    text = text.replace(declaration, "", 1).replace("<sheet ", f"<sheet{declaration} ")
+                assert declaration not in text.split("<sheets>")[0]
                 content = text.encode()
             dst.writestr(name, content)
     return out.getvalue()

@@ -13,15 +13,37 @@ from typing import Any
 from pipeline.campaign.config import Rules
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import Consolidation
+from pipeline.consolidation.lastyear import LastYear
 from pipeline.consolidation.status import Status
 from pipeline.render.charts import report_charts
 from pipeline.render.env import render
-from pipeline.render.words import FindingEntry, field_label, figure, figure_text, open_problems, overview
+from pipeline.render.summary import figure_rows, unit_table
+from pipeline.render.words import (
+    FindingEntry,
+    cards,
+    field_label,
+    figure,
+    figure_text,
+    open_problems,
+    overview,
+)
 
 
-def _table(rules: Rules, c: Consolidation) -> dict[str, Any] | None:
+def _cards(rules: Rules, c: Consolidation, last: LastYear | None) -> list[tuple[str, str, str, str]]:
+    """The headline cards: label, figure, unit of measure, and last year's figure and change for the same
+    units ("" without last year)."""
+    rows = {row[0]: row for row in figure_rows(rules, c, [f.name for f in rules.consolidation.figures], last)}
+    out = []
+    for label, value, unit in cards(rules, c):
+        row = rows.get(label)
+        prior = f"上年 {row[2]} · {row[3]}" if last is not None and row is not None and row[2] != "—" else ""
+        out.append((label, value, unit, prior))
+    return out
+
+
+def _table(rules: Rules, c: Consolidation, last: LastYear | None = None) -> dict[str, Any] | None:
     """A few columns of a by_unit table (rules.yaml's `consolidation.report_table`), with its 小计 and 合计
-    rows; None when none is declared."""
+    rows, and with last year the first column's 上年 and 增减; None when none is declared."""
     plan = rules.consolidation.report_table
     if plan is None:
         return None
@@ -29,16 +51,23 @@ def _table(rules: Rules, c: Consolidation) -> dict[str, Any] | None:
     known = {col.name: col for col in table.columns}
     columns = [(known[name], short) for name, short in plan.columns]
     rows = []
+    compared = unit_table(rules, c, last) if last is not None else ()
     for position, row in enumerate(table.frame.to_dict("records")):
+        cells = [_cell(table, position, row, col) for col, _ in columns]
+        if compared:
+            cells += list(compared[position + 1][-2:])
         rows.append(
             dict(
                 name=row["name"],
                 level=row["level"],
-                cells=[_cell(table, position, row, col) for col, _ in columns],
+                cells=cells,
                 missing=row["level"] == "unit" and not row["reported"],
             )
         )
-    return dict(headers=[(short, _unit_of(col)) for col, short in columns], rows=rows)
+    headers = [(short, _unit_of(col)) for col, short in columns]
+    if compared:
+        headers += [(f"{columns[0][1]}上年", _unit_of(columns[0][0])), ("增减", "%")]
+    return dict(headers=headers, rows=rows)
 
 
 def _cell(table: consolidate.Table, position: int, row: Mapping[Any, Any], col: consolidate.Column) -> str:
@@ -59,8 +88,11 @@ def html_report(
     as_of: dt.datetime,
     final: bool,
     edition: int,
+    checks: Sequence[str] = (),
+    last: LastYear | None = None,
 ) -> str:
-    """A self-contained HTML report (inline CSS and SVG, nothing fetched), printable on A4."""
+    """A self-contained HTML report (inline CSS and SVG, nothing fetched), printable on A4. `checks`: the
+    figures to verify (需核实), one line each; `last`: last year's figures, beside the cards and the table."""
     problems = open_problems(rules, c, findings_by_unit)
     grouped: list[dict[str, Any]] = []  # unit → file → findings
     for p in problems:
@@ -81,8 +113,11 @@ def html_report(
         )
     context = overview(rules, c, status, as_of, final, edition)
     context.update(
+        cards=_cards(rules, c, last),
+        checks=list(checks),
+        outlier_rule=rules.consolidation.review.outliers,
         charts=report_charts(rules, c),
-        table=_table(rules, c),
+        table=_table(rules, c, last),
         problems=grouped,
         errors=sum(p.finding.is_error for p in problems),
         warnings=sum(not p.finding.is_error for p in problems),

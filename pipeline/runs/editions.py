@@ -108,7 +108,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     """What `consolidation` writes, begun: the forms summed, the workbook under way (by `aside`'s process if
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
-    from pipeline.consolidation import consolidate
+    from pipeline.consolidation import consolidate, outliers
     from pipeline.io import previous
     from pipeline.render import html, summary, template, wordfile
 
@@ -118,6 +118,15 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     c = consolidate.consolidate(rules, every, expected)
     last, unread = previous.read(rules)
     findings = _open_findings(history.latest(every), {u.code for u in expected})
+    stand_out = outliers.outliers(rules, c, last)
+    files = {(v.unit, v.form): v.file for v in c.used}
+    for o in stand_out:  # with the unit's other open findings in the report and the workbook
+        if o.finding is not None:
+            findings.setdefault(o.unit, []).append((files.get((o.unit, o.form), ""), o.finding))
+    explained = {(v.unit, v.form) for v in c.used if v.explained}
+    checks = [
+        o.line + ("(单位已在填报说明中说明)" if (o.unit, o.form) in explained else "") for o in stand_out
+    ]
     folder, edition, level, suffix = _folder(run)
     title = rules.campaign.title
     # The workbook lists the versions, not their figures: the second process need not be sent them.
@@ -137,7 +146,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     paths = {
         workbook: b"",  # listed first
         folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
-            rules, c, now, findings, as_of=as_of, final=final, edition=edition
+            rules, c, now, findings, as_of=as_of, final=final, edition=edition, checks=checks, last=last
         ).encode("utf-8"),
     }
     paths[folder / f"{level}{title}总结{suffix}.docx"] = wordfile.summary_docx(
@@ -150,6 +159,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
             edition=edition,
             last=last,
             unread=unread,
+            checks=checks,
             table=summary.unit_table(rules, c, last),
             attachments=[p.name for p in paths],
         )
