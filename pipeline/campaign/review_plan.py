@@ -34,11 +34,14 @@ class Outliers:
     """The thresholds of docs/OUTLIERS.md. `peers`: the modified z-score beyond which a ratio stands out
     (Iglewicz–Hoaglin's 3.5); `least`: fewer units with the ratio than this and none is compared; `change`:
     the relative change from a unit's own last year beyond which a figure of `compare` is flagged, `floor`
-    the smaller of the two years it must reach (so 2 households becoming 4 is not news)."""
+    the larger of the two years must reach (so 2 households becoming 4 is not news); `apart`: how far from the
+    peers' median, relatively, a ratio must also be (where units are much alike, MAD is tiny and a score
+    above 3.5 can be a few per cent)."""
 
     ratios: tuple[Ratio, ...] = ()
     compare: tuple[str, ...] = ()  # figure names
     peers: float = 3.5
+    apart: float = 0.25
     least: int = 8
     change: float = 0.5
     floor: float = 10.0
@@ -57,7 +60,7 @@ def parse(
     prior = previous.text() if previous.value is not None else ""
     if outliers.value is None:
         return Review(prior)
-    outliers.keys(("ratios", "compare", "peers", "least", "change", "floor"))
+    outliers.keys(("ratios", "compare", "peers", "apart", "least", "change", "floor"))
     ratios = []
     for n in (
         outliers.get("ratios", required=False).seq() if outliers.get("ratios", required=False).value else ()
@@ -101,6 +104,7 @@ def parse(
             ratios=tuple(ratios),
             compare=compare.strings() if compare.value else (),
             peers=number("peers"),
+            apart=number("apart"),
             least=int(number("least")),
             change=number("change"),
             floor=number("floor"),

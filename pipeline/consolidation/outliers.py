@@ -103,7 +103,8 @@ def _cell(rules: Rules, form: str, key: tuple[str, str, str]) -> str:
 
 
 def peers(rules: Rules, c: Consolidation, figures: pd.DataFrame) -> list[Outlier]:
-    """Each declared ratio of each unit whose modified z-score is beyond the threshold."""
+    """Each declared ratio of each unit whose modified z-score is beyond the threshold and which is also
+    `apart` (relatively) from the peers' median."""
     plan = rules.consolidation.review.outliers
     names = {u.code: u.name for u in rules.units}
     out = []
@@ -114,7 +115,8 @@ def peers(rules: Rules, c: Consolidation, figures: pd.DataFrame) -> list[Outlier
         scores = modified_z(ratio)
         median = float(ratio.median())
         sheet = rules.forms[r.form].sheet
-        for code in scores.index[scores.abs() > plan.peers]:
+        apart = (ratio - median).abs() > plan.apart * abs(median)
+        for code in scores.index[(scores.abs() > plan.peers) & apart]:
             value, score = float(ratio[code]), float(scores[code])
             side = "偏高" if score > 0 else "偏低"
             message = (
@@ -205,7 +207,7 @@ def against_last_year(
                         cell=_cell(rules, f.form, f.key),
                         field=f.key[2],
                         row=f.key[1],
-                        value=str(value),
+                        value=_number(value, ""),
                     ),
                 )
             )
