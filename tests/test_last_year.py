@@ -87,3 +87,21 @@ def test_without_last_years_workbook_the_run_goes_on_and_says_so(tmp_path):
     text = docx_text((tmp_path / "outbox" / SUMMARY_DIR / SUMMARY).read_bytes())
     assert "读不到上年汇总表 2016年元旦春节送温暖活动汇总表(终稿第1版).xlsx" in text
     assert "上年无" not in text  # no comparison at all, rather than every figure "absent"
+
+
+def test_the_workbook_compares_each_unit_and_each_industry_with_last_year(campaign):
+    import openpyxl
+
+    book = openpyxl.load_workbook(
+        campaign / "outbox" / SUMMARY_DIR / "2017年元旦春节送温暖活动汇总表(草稿).xlsx"
+    )
+    assert {"送温暖汇总(上年)", "分行业汇总(上年)", "帮扶中心汇总(上年)"} <= set(book.sheetnames)
+    units = {row[0]: row for row in book["送温暖汇总(上年)"].iter_rows(min_row=5, values_only=True)}
+    sanya = units["三亚市总工会"]
+    assert sanya[3] == pytest.approx((sanya[1] - sanya[2]) / sanya[2])
+    assert units["洋浦经济开发区工会"][2] == "上年无" and units["洋浦经济开发区工会"][3] in ("", None)
+    haikou = units["海口市总工会"]  # not consolidated this year, known last year
+    assert haikou[1] is None and haikou[2] > 0 and haikou[3] is None
+    industries = {row[0]: row for row in book["分行业汇总(上年)"].iter_rows(min_row=5, values_only=True)}
+    agri = industries["农、林、牧、渔业"]
+    assert isinstance(agri[2], int) and agri[3] == pytest.approx((agri[1] - agri[2]) / agri[2])

@@ -92,7 +92,7 @@ def last_figure(c: Consolidation, form: str, key: Key, last: LastYear) -> tuple[
     if not last.units:
         return last.total(form, key), 0
     found = [x for x in (last.unit(u, form, key) for u in units) if x is not None]
-    return (sum(found) if found else None), len(units) - len(found)
+    return (round(sum(found), 2) if found else None), len(units) - len(found)
 
 
 def figure_rows(

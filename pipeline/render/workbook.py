@@ -29,9 +29,10 @@ from pipeline.campaign.consolidation_plan import (
 )
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
+from pipeline.consolidation.lastyear import LastYear
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
 from pipeline.model import Submission, Verdict
-from pipeline.render import xlsxpatch
+from pipeline.render import xlsxpatch, yearsheet
 from pipeline.render.sheets import (
     CENTER_ALIGN,
     DATETIME_FORMAT,
@@ -109,8 +110,10 @@ class _Book:
         as_of: dt.datetime,
         final: bool,
         edition: int,
+        last: LastYear | None = None,
     ):
         self.rules, self.c, self.status, self.problems, self.sources = rules, c, status, problems, sources
+        self.last = last
         self.as_of, self.final, self.edition = as_of, final, edition
         self.info = (
             f"汇总范围:{level_name(rules, c)}    数据截至:{when(rules, as_of)}    {stamp(final, edition)}"
@@ -142,6 +145,8 @@ class _Book:
                 self.by_row(table)
             else:
                 self.pivot(table)
+        if self.last is not None:
+            yearsheet.year_sheets(self.rules, self.c, self.last, self.sheet, self.info)
         self.status_sheet()
         self.problems_sheet()
         self.sources_sheet()
@@ -587,15 +592,17 @@ def consolidated_workbook(
     as_of: dt.datetime,
     final: bool,
     edition: int,
+    last: LastYear | None = None,
 ) -> bytes:
-    """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `sheet_names`, in that order.
+    """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `sheet_names`, in that order
+    (with `last`, last year's figures: a `(上年)` sheet after the declared tables, see yearsheet.py).
 
     `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
     are the versions to list under 数据来源 (those consolidated are marked 采用).
     """
     problems = open_problems(rules, c, findings_by_unit)
     with _collector_paused():
-        return _Book(rules, c, status, problems, sources, as_of, final, edition).build()
+        return _Book(rules, c, status, problems, sources, as_of, final, edition, last).build()
 
 
 @contextlib.contextmanager

@@ -140,6 +140,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
         as_of=as_of,
         final=final,
         edition=edition,
+        last=last,
     )
     # The report and the summary while the workbook is being built.
     workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
