@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pipeline.consolidation import history, levels
@@ -57,9 +58,50 @@ def check_pending(
     validated = validate.validate(prepared + companions, rules)[: len(prepared)]
     for sub, report in zip(forms, validated, strict=True):
         results.append((sub.id, _form_fields(run, report)))
+    _against_others(run, {sub.id: sub for sub in forms}, results)
     senders.hold_unconfirmed(run, pending, results)  # recorded with the verdicts: never counted meanwhile
     ledger.record_checks(results)
     return Counter(fields["verdict"] for _, fields in results)
+
+
+def _against_others(
+    run: Run, new: Mapping[str, Submission], results: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """The cross-unit step: each newly accepted form's figures that stand out from the other units' latest
+    accepted ones, or from the unit's own last year (consolidation/outliers.py), join its findings as
+    warnings, so that its feedback tells it and it may explain them in its 填报说明."""
+    plan = run.rules.consolidation.review
+    if not (plan.outliers.ratios or (plan.previous and plan.outliers.compare)):
+        return
+    before = history.checked_by(run.ledger.submissions(), run.as_of)
+    # The batch's versions rank after every version already in the ledger: they are each unit's latest.
+    after = max((v.version for v in before), default=0) + 1
+    accepted = {
+        sub_id: replace(
+            new[sub_id],
+            unit=f["unit"],
+            item=f["item"],
+            form=f["form"],
+            verdict=Verdict.ACCEPTED,
+            values=f["values"],
+            version=after,
+        )
+        for sub_id, f in results
+        if sub_id in new and f["verdict"] == Verdict.ACCEPTED and f["unit"] and f["form"]
+    }
+    if not accepted:
+        return
+    from pipeline.consolidation import consolidate, outliers
+    from pipeline.io import previous
+
+    every = [*before, *accepted.values()]
+    c = consolidate.consolidate(run.rules, every, run.rules.children(run.level))
+    flagged = outliers.by_unit(outliers.outliers(run.rules, c, previous.read(run.rules)[0]))
+    for sub_id, fields in results:
+        mine = accepted.get(sub_id)
+        if mine is not None and mine.unit in flagged:
+            sheet = run.rules.forms[mine.form].sheet
+            fields["findings"] = [*fields["findings"], *(f for f in flagged[mine.unit] if f.sheet == sheet)]
 
 
 def _report_fields(run: Run, sub: Submission) -> dict[str, Any]:
