@@ -22,6 +22,7 @@ from pipeline.consolidation.lastyear import FormKey, LastYear
 from pipeline.model import Finding, Severity
 
 PEERS_RULE, CHANGE_RULE = "O-peers", "O-change"
+RULES = (PEERS_RULE, CHANGE_RULE)
 Z_SCALE = 0.6745  # the normal distribution's MAD in standard deviations: M is then comparable with a z-score
 MEAN_AD_SCALE = 1.253314  # MAD is 0 (most units alike): the mean absolute deviation stands in, so scaled
 

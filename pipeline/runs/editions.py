@@ -119,6 +119,9 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     last, unread = previous.read(rules)
     findings = _open_findings(history.latest(every), {u.code for u in expected})
     stand_out = outliers.outliers(rules, c, last)
+    # What stood out when a form was checked is told as it stands now, once: the peers have changed since.
+    for entries in findings.values():
+        entries[:] = [(file, f) for file, f in entries if f.rule not in outliers.RULES]
     files = {(v.unit, v.form): v.file for v in c.used}
     for o in stand_out:  # with the unit's other open findings in the report and the workbook
         if o.finding is not None:
