@@ -1,4 +1,5 @@
-"""Time of the consolidated workbook, the HTML report and the summary draft for N units, in this process.
+"""Time of the consolidated workbook, the HTML report, the Word summary and the outliers to verify for N
+units, in this process.
 
 Run: .venv/bin/python bench/workbook.py [--units N] [--runs R] [--out DIR]
 
@@ -96,8 +97,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    from pipeline.consolidation.outliers import outliers
     from pipeline.render.html import html_report
-    from pipeline.render.summary import summary_markdown
+    from pipeline.render.summary import written_summary
+    from pipeline.render.wordfile import summary_docx
     from pipeline.render.workbook import consolidated_workbook
 
     with tempfile.TemporaryDirectory() as folder:
@@ -106,17 +109,18 @@ def main() -> None:
     renderings: dict[str, Callable[[], object]] = {
         "workbook.xlsx": lambda: consolidated_workbook(rules, c, now, findings, versions, **options),
         "report.html": lambda: html_report(rules, c, now, findings, **options),
-        "summary.md": lambda: summary_markdown(rules, c, now, as_of=as_of, final=False),
+        "summary.docx": lambda: summary_docx(written_summary(rules, c, now, as_of=as_of, final=False)),
+        "outliers": lambda: outliers(rules, c),
     }
     print(f"{args.units} units, {args.runs} runs each (best / median)")
     for name, build in renderings.items():
         walls, cpus, result = timed(build, args.runs)
-        size = len(result if isinstance(result, bytes) else str(result).encode("utf-8"))
+        size = len(result if isinstance(result, bytes | str) else repr(result).encode("utf-8"))
         print(
             f"  {name:14} wall {min(walls):.3f} / {statistics.median(walls):.3f} s   "
             f"cpu {min(cpus):.3f} / {statistics.median(cpus):.3f} s   {size / 1e6:.2f} MB"
         )
-        if args.out:
+        if args.out and isinstance(result, bytes | str):
             args.out.mkdir(parents=True, exist_ok=True)
             data = result if isinstance(result, bytes) else str(result).encode("utf-8")
             (args.out / name).write_bytes(data)

@@ -16,4 +16,4 @@ fi
 
 # The demo's files are dated January 2017: run at a moment of that campaign, before its deadline.
 .venv/bin/pipeline run --inbox inbox --outbox outbox --state state --as-of 2017-02-01T12:00
-echo "输出:outbox/templates/(空白模板)、outbox/报送情况.txt、outbox/反馈/(批注后的工作簿)、outbox/邮件/(.eml)、outbox/汇总/(汇总表、情况报告、总结初稿);台账:state/"
+echo "输出:outbox/templates/(空白模板)、outbox/报送情况.txt、outbox/反馈/(批注后的工作簿)、outbox/邮件/(.eml)、outbox/汇总/(汇总表、情况报告、总结 .docx);上年/(演示用的上年汇总表);台账:state/"
