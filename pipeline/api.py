@@ -100,11 +100,18 @@ class Campaign:
         from pipeline import demo
         from pipeline.io import atomic, previous
 
-        made = demo.make(self.rules, inbox or self.folders.inbox, seed)
-        last, path = demo.previous_year(self.rules, made), previous.path_of(self.rules)
-        if last is not None and path is not None:
-            atomic.write_bytes(path, last)
-            made.previous = path
+        target = inbox or self.folders.inbox
+        made = demo.make(self.rules, target, seed)
+        path = previous.path_of(self.rules)
+        # Last year's workbook goes beside rules.yaml, so only when the demo fills this campaign folder's own
+        # inbox: a demo inbox elsewhere (a test's, a trial's) leaves the campaign as it was.
+        if path is not None and Path(target).resolve().is_relative_to(
+            Path(self.rules.source).resolve().parent
+        ):
+            last = demo.previous_year(self.rules, made)
+            if last is not None:
+                atomic.write_bytes(path, last)
+                made.previous = path
         return made
 
     def check(self, paths: Sequence[Path], *, isolated: bool = True) -> list[FileResult]:

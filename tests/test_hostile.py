@@ -223,7 +223,11 @@ def external_link(base: bytes, out: Path, *targets: str) -> Path:
             f'<Override PartName="/xl/externalLinks/externalLink{i}.xml" ContentType="application/'
             'vnd.openxmlformats-officedocument.spreadsheetml.externalLink+xml"/></Types>',
         )
-        refs += f'<externalReference r:id="rIdExt{i}"/>'
+        # The prefix declared here: openpyxl with lxml declares it on each <sheet>, not on the root.
+        refs += (
+            '<externalReference xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships" '
+            f'r:id="rIdExt{i}"/>'
+        )
     book = book.replace("</sheets>", f"</sheets><externalReferences>{refs}</externalReferences>", 1)
     parts.update(
         {
