@@ -323,6 +323,7 @@ def _form(code: str, node: Node) -> Form:
     )
 
 
+# What a form's note may name, filled for each unit's own template (Rules.notes_for).
 NOTE_PLACEHOLDERS = ("deadline", "send_to", "address", "with_others", "phone")
 
 

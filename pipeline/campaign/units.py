@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.campaign.declared import PROVINCE, Item, Unit
 from pipeline.campaign.node import ConfigError, Node, unique
+from pipeline.model import EMAIL_ADDRESS
 
 
 def read(
@@ -48,12 +48,11 @@ def read(
 
 def _address(node: Node) -> str:
     email = node.text()
-    if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", email):
+    if not EMAIL_ADDRESS.fullmatch(email):
         raise node.fail(f'电子邮箱 "{email}" 格式不对')
     return email
 
 
-# What a form's note may name, filled for each unit's own template (Rules.notes_for).
 def _unit_from_mapping(node: Node) -> Unit:
     node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases", "mailbox"))
     email = _address(node.get("email"))

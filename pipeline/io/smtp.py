@@ -22,7 +22,7 @@ from email.utils import getaddresses
 
 from pipeline.campaign.config import Mail
 from pipeline.io import network
-from pipeline.model import MessageStatus
+from pipeline.model import EMAIL_ADDRESS, MessageStatus
 
 SENT = MessageStatus.SENT
 TEMPFAIL = MessageStatus.TEMPFAIL  # nothing was delivered: try again on the next run
@@ -213,15 +213,11 @@ def _transaction(
     return rest(UNKNOWN, code, f"邮件服务器的回答无法识别:{_reply(code, text)},请人工确认是否送达")
 
 
-# An envelope address is one plain address: nothing that could end the SMTP command or name a second one.
-_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
-
-
 def _address(addr: str, what: str) -> str:
     """A header's address as the envelope carries it; ValueError for anything but one plain address (the
     message may have been read back from an .eml file that someone edited)."""
     addr = addr.strip()
-    if not _ADDR_SPEC.fullmatch(addr):
+    if not EMAIL_ADDRESS.fullmatch(addr):
         raise ValueError(f"{what}的邮箱地址 {addr!r} 不是一个有效地址,应形如 name@example.org")
     return addr
 
