@@ -128,6 +128,11 @@ def cell_name(row: int, col: int) -> str:
     return f"{column_letters(col + 1)}{row + 1}"
 
 
+# One plain e-mail address (what a header, an envelope or rules.yaml may carry): nothing that could end an
+# SMTP command or name a second address.
+EMAIL_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
+
+
 _A1 = re.compile(r"\$?([A-Za-z]{1,3})\$?(\d{1,7})")
 
 

@@ -8,25 +8,54 @@ rule only what every kind shares is read here; `pipeline.checks.load` also compi
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import functools
 import hashlib
-import io
 import math
 import re
-from collections.abc import Iterator, Mapping
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.campaign import yamlfile
+from pipeline.campaign import consolidation_plan, demo_plan, yamlfile
+from pipeline.campaign import units as units_section
+from pipeline.campaign.declared import (
+    PROVINCE,
+    Campaign,
+    Field,
+    Form,
+    Item,
+    Limits,
+    Mail,
+    Row,
+    Rule,
+    Section,
+    Unit,
+)
+from pipeline.campaign.node import CODE_RE, ConfigError, Node, choice, optional_text, unique
 from pipeline.model import Severity
 
-if TYPE_CHECKING:
-    from pipeline.campaign import consolidation_plan, demo_plan
-    from pipeline.campaign.layout import Layout
+__all__ = [  # the campaign's face: load() and what it returns
+    "CODE_RE",
+    "PROVINCE",
+    "Campaign",
+    "ConfigError",
+    "Field",
+    "Form",
+    "Item",
+    "Limits",
+    "Mail",
+    "Node",
+    "Row",
+    "Rule",
+    "Rules",
+    "Section",
+    "Unit",
+    "load",
+    "loads",
+]
 
 FIELD_TYPES = ("count", "money", "text", "phone", "date")
 RULE_KEYS = (
@@ -38,215 +67,6 @@ RULE_KEYS = (
     "forms",
 )  # every kind's; pipeline.checks knows the rest
 TLS_MODES = ("ssl", "starttls", "none")
-PROVINCE = "province"
-CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-class ConfigError(Exception):
-    """A mistake in rules.yaml (or the units file it names), located by its YAML path."""
-
-    def __init__(self, path: str, message: str):
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
-
-
-@dataclass(frozen=True)
-class Campaign:
-    id: str
-    title: str
-    issuer: str
-    department: str
-    document_number: str
-    issue_date: dt.date
-    statistics_year: int
-    deadline: dt.datetime  # aware, in `timezone`
-    timezone: str
-    contact_phone: str
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-@dataclass(frozen=True)
-class Item:
-    code: str
-    label: str
-    form: str | None  # the form this item is, or None for a written report tracked for receipt only
-    extensions: tuple[str, ...] = ()
-    rollup: bool = False  # a unit with units below it makes this form by summing theirs (ZX's 附件1)
-
-
-@dataclass(frozen=True)
-class Unit:
-    code: str
-    name: str
-    kind: str
-    reports_to: str  # PROVINCE or a unit code
-    items: tuple[str, ...]
-    email: str
-    aliases: tuple[str, ...]
-    mailbox: str = ""  # where the units below it send their forms, if not `email`
-
-    def owes(self, item: str) -> bool:
-        return item in self.items
-
-
-@dataclass(frozen=True)
-class Field:
-    code: str
-    label: str
-    type: str
-    unit: str = ""
-    required: bool = True
-    min: float | None = None
-    max: float | None = None
-    group: str = ""
-    wide: bool = False
-    explains: bool = False  # filled in, it explains the unit's warnings (填报说明)
-
-    @property
-    def numeric(self) -> bool:
-        return self.type in ("count", "money")
-
-    @property
-    def caption(self) -> str:
-        """The column header a person reads: label and unit of measure, as in 慰问困难职工(户)."""
-        return f"{self.label}({self.unit})" if self.unit else self.label
-
-    @property
-    def header(self) -> str:
-        """The caption as drawn in a narrow header cell, the unit on its own line."""
-        return f"{self.label}\n({self.unit})" if self.unit else self.label
-
-
-@dataclass(frozen=True)
-class Row:
-    code: str
-    label: str
-    total: bool = False
-
-
-@dataclass(frozen=True)
-class Section:
-    code: str
-    title: str
-    fields: tuple[Field, ...]
-    rows: tuple[Row, ...] = ()  # empty for a section of single values
-    row_header: str = ""
-    value_label: str = ""
-    footer: bool = False
-
-    @property
-    def tabular(self) -> bool:
-        return bool(self.rows)
-
-    @property
-    def total_row(self) -> Row | None:
-        return next((r for r in self.rows if r.total), None)
-
-    @property
-    def detail_rows(self) -> tuple[Row, ...]:
-        return tuple(r for r in self.rows if not r.total)
-
-    def field(self, code: str) -> Field:
-        return next(f for f in self.fields if f.code == code)
-
-
-@dataclass(frozen=True)
-class Form:
-    code: str
-    attachment: str
-    title: str
-    sheet: str
-    version: str
-    sections: tuple[Section, ...]
-    notes: tuple[str, ...] = ()
-
-    def section(self, code: str) -> Section:
-        return next(s for s in self.sections if s.code == code)
-
-    @functools.cached_property
-    def layout(self) -> Layout:
-        """Where each value sits in the form's template (see campaign/layout.py), worked out once."""
-        from pipeline.campaign.layout import lay_out
-
-        return lay_out(self)
-
-    def slots(self) -> Iterator[tuple[Section, Row | None, Field]]:
-        """Every value of the form in reading order: (section, row or None, field)."""
-        for section in self.sections:
-            if section.tabular:
-                for row in section.rows:
-                    for f in section.fields:
-                        yield section, row, f
-            else:
-                for f in section.fields:
-                    yield section, None, f
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What every rule of rules.yaml declares, whatever its kind. The kind's own keys (`places`, `section`,
-    `check` …) are parsed by pipeline.checks from `node`, which keeps the YAML path for its complaints."""
-
-    id: str
-    severity: Severity
-    kind: str
-    message: str
-    forms: tuple[str, ...]  # empty: applies to every form
-    index: int = 0  # position in rules.yaml
-    node: Node | None = field(default=None, compare=False, repr=False)  # the rule as written, at rules[index]
-
-    @property
-    def path(self) -> str:
-        return self.node.path if self.node is not None else ""
-
-
-@dataclass(frozen=True)
-class Mail:
-    sender: str
-    reply_to: str
-    smtp_host: str
-    smtp_port: int
-    tls: str
-    username: str
-    password_env: str
-    send_seconds: float = 300  # all sending of one run ends by then; what is left goes on the next run
-    # The campaign mailbox units send their files to, read over IMAP (never changed there): no host, no mailbox.
-    imap_host: str = ""
-    imap_port: int = 993
-    imap_tls: str = "ssl"
-    imap_user: str = ""
-    imap_password_env: str = ""
-    imap_folder: str = "INBOX"
-
-    @property
-    def reply_to_address(self) -> str:
-        """The address alone of `reply_to` (which may carry a display name)."""
-        from email.utils import parseaddr
-
-        return parseaddr(self.reply_to)[1] or self.reply_to
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much an untrusted file may cost before it is refused (F-too-large); `limits:` in rules.yaml."""
-
-    max_file_mb: float = 20  # a filled form is tens of KB; a file a thousand times that is not one
-    max_unzipped_mb: float = 200  # what the parts of an .xlsx may add up to once decompressed
-    max_ratio: float = 100  # real workbooks compress 5-20 times; zip bombs a thousand and more
-    worker_memory_mb: int = 1024  # address space of the child process that parses one file
-    worker_seconds: float = 20  # wall time for one file in that child
-
-    @property
-    def max_bytes(self) -> int:
-        return int(self.max_file_mb * 2**20)
-
-    @property
-    def max_unzipped(self) -> int:
-        return int(self.max_unzipped_mb * 2**20)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: caches key on the loaded campaign
@@ -265,8 +85,10 @@ class Rules:
     sha256: str
     warnings: tuple[str, ...] = field(default=())
     limits: Limits = field(default=Limits())
-    consolidation: consolidation_plan.Plan = field(default_factory=lambda: _plans()[0])  # `consolidation:`
-    demo: demo_plan.Plan = field(default_factory=lambda: _plans()[1])  # `demo:`
+    consolidation: consolidation_plan.Plan = field(
+        default_factory=consolidation_plan.Plan
+    )  # `consolidation:`
+    demo: demo_plan.Plan = field(default_factory=demo_plan.Plan)  # `demo:`
 
     def unit(self, code: str) -> Unit:
         try:
@@ -350,134 +172,6 @@ class Rules:
         )
 
 
-# --- reading ---------------------------------------------------------------------------------------
-
-
-class Node:
-    """A value of the parsed YAML together with its path, so every complaint can say where (pipeline.checks
-    parses each rule's own keys with it)."""
-
-    def __init__(self, value: Any, path: str):
-        self.value = value
-        self.path = path
-
-    def fail(self, message: str) -> ConfigError:
-        return ConfigError(self.path, message)
-
-    def _child_path(self, key: str | int) -> str:
-        if isinstance(key, int):
-            return f"{self.path}[{key}]"
-        return f"{self.path}.{key}" if self.path else key
-
-    def mapping(self) -> dict[str, Any]:
-        if not isinstance(self.value, dict):
-            raise self.fail(f"应为键值表,实际是 {_kind(self.value)}")
-        return self.value
-
-    def keys(self, allowed: tuple[str, ...]) -> None:
-        for key in self.mapping():
-            if key not in allowed:
-                raise ConfigError(
-                    self._child_path(str(key)), f'未知的键 "{key}",可用的键:{", ".join(allowed)}'
-                )
-
-    def get(self, key: str, required: bool = True, default: Any = None) -> Node:
-        m = self.mapping()
-        if key not in m or m[key] is None:
-            if required:
-                raise ConfigError(self._child_path(key), "缺少此项")
-            return Node(default, self._child_path(key))
-        return Node(m[key], self._child_path(key))
-
-    def items(self) -> Iterator[tuple[str, Node]]:
-        for key, value in self.mapping().items():
-            yield str(key), Node(value, self._child_path(str(key)))
-
-    def seq(self) -> list[Node]:
-        if not isinstance(self.value, list):
-            raise self.fail(f"应为列表,实际是 {_kind(self.value)}")
-        return [Node(v, self._child_path(i)) for i, v in enumerate(self.value)]
-
-    def text(self) -> str:
-        if isinstance(self.value, bool) or not isinstance(self.value, str | int | float):
-            raise self.fail(f"应为文字,实际是 {_kind(self.value)}")
-        return str(self.value).strip()
-
-    def code(self) -> str:
-        text = self.text()
-        if not CODE_RE.match(text) and not text.isdigit():
-            raise self.fail(f'代码 "{text}" 只能由英文字母、数字和下划线组成')
-        return text
-
-    def integer(self) -> int:
-        if isinstance(self.value, bool) or not isinstance(self.value, int):
-            raise self.fail(f"应为整数,实际是 {self.value!r}")
-        return self.value
-
-    def number(self) -> float:
-        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
-            raise self.fail(f"应为数字,实际是 {self.value!r}")
-        return float(self.value)
-
-    def boolean(self) -> bool:
-        if not isinstance(self.value, bool):
-            raise self.fail(f"应为 true 或 false,实际是 {self.value!r}")
-        return self.value
-
-    def strings(self) -> tuple[str, ...]:
-        if isinstance(self.value, str):
-            return tuple(s for s in re.split(r"[,,、;;\s]+", self.value) if s)
-        return tuple(n.text() for n in self.seq())
-
-    def date(self) -> dt.date:
-        v = self.value
-        if isinstance(v, dt.datetime):
-            return v.date()
-        if isinstance(v, dt.date):
-            return v
-        try:
-            return dt.date.fromisoformat(str(v))
-        except ValueError:
-            raise self.fail(f'日期 "{v}" 应写成 2016-12-23 的格式') from None
-
-    def datetime(self) -> dt.datetime:
-        v = self.value
-        if isinstance(v, dt.datetime):
-            return v
-        if isinstance(v, dt.date):
-            return dt.datetime.combine(v, dt.time(23, 59, 59))
-        try:
-            return dt.datetime.fromisoformat(str(v))
-        except ValueError:
-            raise self.fail(f'时间 "{v}" 应写成 2017-02-05T23:59:59 的格式') from None
-
-
-def _kind(value: Any) -> str:
-    return {dict: "键值表", list: "列表", str: "文字", int: "整数", float: "数字", bool: "布尔值"}.get(
-        type(value), "空值" if value is None else type(value).__name__
-    )
-
-
-def _optional_str(node: Node, key: str) -> str:
-    value = node.get(key, required=False)
-    return value.text() if value.value is not None else ""
-
-
-def _choice(node: Node, choices: tuple[str, ...], what: str) -> str:
-    text = node.text()
-    if text not in choices:
-        raise node.fail(f'未知{what} "{text}",可选:{", ".join(choices)}')
-    return text
-
-
-def _unique(nodes: list[Node], codes: list[str], what: str) -> None:
-    seen: dict[str, int] = {}
-    for i, c in enumerate(codes):
-        if c in seen:
-            raise ConfigError(nodes[i].path, f'{what} "{c}" 重复,与第 {seen[c] + 1} 项相同')
-        seen[c] = i
-
-
 # --- sections of the file ----------------------------------------------------------------------------
 
 
@@ -513,13 +207,13 @@ def _campaign(node: Node, warnings: list[str]) -> Campaign:
         id=node.get("id").text(),
         title=node.get("title").text(),
         issuer=node.get("issuer").text(),
-        department=_optional_str(node, "department"),
+        department=optional_text(node, "department"),
         document_number=node.get("document_number").text(),
         issue_date=issue_date,
         statistics_year=node.get("statistics_year").integer(),
         deadline=deadline,
         timezone=tz_name,
-        contact_phone=_optional_str(node, "contact_phone"),
+        contact_phone=optional_text(node, "contact_phone"),
     )
 
 
@@ -572,7 +266,7 @@ def _section(code: str, node: Node) -> Section:
     node.keys(("title", "fields", "rows", "row_header", "value_label", "footer"))
     field_nodes = node.get("fields").seq()
     fields = tuple(_field(n) for n in field_nodes)
-    _unique([n.get("code") for n in field_nodes], [f.code for f in fields], "字段代码")
+    unique([n.get("code") for n in field_nodes], [f.code for f in fields], "字段代码")
     rows: tuple[Row, ...] = ()
     rows_node = node.get("rows", required=False)
     if rows_node.value is not None:
@@ -588,7 +282,7 @@ def _section(code: str, node: Node) -> Section:
                     total.boolean() if total.value is not None else False,
                 )
             )
-        _unique([rn.get("code") for rn in row_nodes], [r.code for r in parsed], "行代码")
+        unique([rn.get("code") for rn in row_nodes], [r.code for r in parsed], "行代码")
         if sum(r.total for r in parsed) > 1:
             raise rows_node.fail("只能有一个合计行")
         rows = tuple(parsed)
@@ -629,20 +323,11 @@ def _form(code: str, node: Node) -> Form:
     )
 
 
-def _address(node: Node) -> str:
-    email = node.text()
-    if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", email):
-        raise node.fail(f'电子邮箱 "{email}" 格式不对')
-    return email
-
-
 # What a form's note may name, filled for each unit's own template (Rules.notes_for).
 NOTE_PLACEHOLDERS = ("deadline", "send_to", "address", "with_others", "phone")
 
 
 def _note(node: Node) -> str:
-    import string
-
     text = node.text()
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
@@ -656,70 +341,10 @@ def _note(node: Node) -> str:
     return text
 
 
-def _unit_from_mapping(node: Node) -> Unit:
-    node.keys(("code", "name", "kind", "reports_to", "items", "email", "aliases", "mailbox"))
-    email = _address(node.get("email"))
-    mailbox = node.get("mailbox", required=False)
-    aliases = node.get("aliases", required=False)
-    return Unit(
-        mailbox=_address(mailbox) if mailbox.value is not None else "",
-        code=node.get("code").code(),
-        name=node.get("name").text(),
-        kind=node.get("kind").text(),
-        reports_to=node.get("reports_to").text(),
-        items=node.get("items").strings(),
-        email=email,
-        aliases=aliases.strings() if aliases.value is not None else (),
-    )
-
-
-UNIT_COLUMNS = ("code", "name", "kind", "reports_to", "items", "email", "aliases", "mailbox")
-
-
-def _units_file(node: Node, base: Path) -> tuple[list[Node], bytes]:
-    """Read the contact list staff keep in Excel or CSV into nodes that locate each cell."""
-    path = base / node.text()
-    if not path.is_file():
-        raise node.fail(f"找不到单位通讯录文件 {path}")
-    raw = path.read_bytes()
-    rows: list[list[Any]]
-    if path.suffix.lower() == ".csv":
-        text = raw.decode("utf-8-sig") if not raw.startswith(b"\xff\xfe") else raw.decode("utf-16")
-        rows = [r for r in csv.reader(io.StringIO(text))]
-    else:
-        from python_calamine import CalamineWorkbook
-
-        try:
-            book = CalamineWorkbook.from_filelike(io.BytesIO(raw))
-            rows = book.get_sheet_by_index(0).to_python(skip_empty_area=False)
-        except Exception as exc:  # calamine raises several exception types for unreadable files
-            raise node.fail(f"单位通讯录 {path.name} 无法读取:{exc}") from None
-    if not rows:
-        raise node.fail(f"单位通讯录 {path.name} 是空的")
-    header = [str(h).strip().lower() for h in rows[0]]
-    missing = [c for c in UNIT_COLUMNS if c not in header and c not in ("aliases", "mailbox")]
-    if missing:
-        raise node.fail(f"单位通讯录 {path.name} 第1行缺少列:{', '.join(missing)}")
-    nodes = []
-    for i, r in enumerate(rows[1:], start=2):
-        values = {h: (r[j] if j < len(r) else "") for j, h in enumerate(header) if h in UNIT_COLUMNS}
-        if not any(str(v).strip() for v in values.values()):
-            continue
-        for k, v in values.items():
-            if isinstance(v, float) and v.is_integer():
-                values[k] = str(int(v))  # a code like 460100 typed as a number
-            elif v == "":
-                values[k] = None
-            else:
-                values[k] = str(v)
-        nodes.append(Node(values, f"{node.path}({path.name} 第{i}行)"))
-    return nodes, raw
-
-
 def _rule(node: Node, index: int, forms: Mapping[str, Form]) -> Rule:
     """The common part of a rule; pipeline.checks parses the rest for its kind and refuses unknown keys."""
     node.mapping()
-    severity = Severity(_choice(node.get("severity"), tuple(Severity), "严重程度"))
+    severity = Severity(choice(node.get("severity"), tuple(Severity), "严重程度"))
     form_codes: tuple[str, ...] = ()
     if node.get("form", required=False).value is not None:
         form_codes = (node.get("form").text(),)
@@ -779,7 +404,7 @@ def _mail(node: Node) -> Mail:
         reply_to=node.get("reply_to").text(),
         smtp_host=node.get("smtp_host").text(),
         smtp_port=port.integer(),
-        tls=_choice(node.get("tls"), TLS_MODES, "加密方式"),
+        tls=choice(node.get("tls"), TLS_MODES, "加密方式"),
         username=username.text() if username.value is not None else "",
         password_env=env,
         **_imap(node),
@@ -793,7 +418,7 @@ def _imap(node: Node) -> dict[str, Any]:
             if node.get(key, required=False).value is not None:
                 raise node.get(key).fail("要收取邮箱,请同时填写 imap_host(收信服务器);不收取邮箱时请删去此项")
         return {}
-    tls = _choice(node.get("imap_tls"), TLS_MODES, "加密方式")
+    tls = choice(node.get("imap_tls"), TLS_MODES, "加密方式")
     port = node.get("imap_port", required=False)
     if port.value is not None and not 0 < port.integer() < 65536:
         raise port.fail(f"端口 {port.value} 不在 1–65535 之间")
@@ -884,32 +509,9 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
             raise ConfigError(f"items.{code}.form", f'不存在的报表 "{item.form}",已有:{", ".join(forms)}')
 
     digest = hashlib.sha256(data)
-    if root.get("units_file", required=False).value is not None:
-        if root.get("units", required=False).value is not None:
-            raise ConfigError("units_file", "units 与 units_file 只能二选一")
-        unit_nodes, units_raw = _units_file(root.get("units_file"), source.parent)
-        digest.update(units_raw)
-    else:
-        unit_nodes = root.get("units").seq()
-    units = tuple(_unit_from_mapping(n) for n in unit_nodes)
-    _unique([n.get("code") for n in unit_nodes], [u.code for u in units], "单位代码")
-    kinds_node = root.get("unit_kinds")
-    kinds = kinds_node.strings()
-    codes = {u.code for u in units}
-    for n, u in zip(unit_nodes, units, strict=True):
-        if u.reports_to != PROVINCE and u.reports_to not in codes:
-            raise n.get("reports_to").fail(
-                f'上级单位 "{u.reports_to}" 不在单位列表中(直报省总的写 {PROVINCE})'
-            )
-        if u.reports_to == u.code:
-            raise n.get("reports_to").fail("单位不能向自己报送")
-        if u.kind not in kinds:
-            raise n.get("kind").fail(f'单位类别 "{u.kind}" 不在 unit_kinds 中:{", ".join(kinds)}')
-        for owed in u.items:
-            if owed not in items:
-                raise n.get("items").fail(f'未知的报送事项 "{owed}",可选:{", ".join(items)}')
-    _check_aliases(unit_nodes, units)
-    _check_chains(unit_nodes, units)
+    kinds = root.get("unit_kinds").strings()
+    units, units_raw = units_section.read(root, source.parent, kinds, items)
+    digest.update(units_raw)
 
     tolerance = root.get("tolerance", required=False)
     rule_nodes = root.get("rules").seq()
@@ -933,44 +535,11 @@ def loads(raw: bytes | str, source: Path = Path("rules.yaml")) -> Rules:
     )
 
 
-def _check_chains(nodes: list[Node], units: tuple[Unit, ...]) -> None:
-    """Every unit's chain of parents ends at the province: a cycle would leave its forms with nowhere to go."""
-    parent = {u.code: u.reports_to for u in units}
-    for n, u in zip(nodes, units, strict=True):
-        seen, code = [u.code], u.reports_to
-        while code != PROVINCE:
-            if code in seen:
-                chain = " → ".join([*seen, code])
-                raise n.get("reports_to").fail(f"上级单位形成了循环({chain}),报表将无处可报")
-            seen.append(code)
-            code = parent[code]
-
-
 def _declared(
     root: Node, forms: Mapping[str, Form], items: Mapping[str, Item], rule_ids: set[str]
 ) -> tuple[consolidation_plan.Plan, demo_plan.Plan]:
     """The `consolidation:` and `demo:` sections, each read by its own module of the loader."""
-    # Imported here: they read their nodes with this module's Node.
-    from pipeline.campaign import consolidation_plan, demo_plan
-
     return (
         consolidation_plan.parse(root.get("consolidation", required=False), forms),
         demo_plan.parse(root.get("demo", required=False), forms, items, rule_ids),
     )
-
-
-def _plans() -> tuple[consolidation_plan.Plan, demo_plan.Plan]:
-    """Nothing declared: the defaults of Rules made without the loader."""
-    from pipeline.campaign import consolidation_plan, demo_plan
-
-    return consolidation_plan.Plan(), demo_plan.Plan()
-
-
-def _check_aliases(nodes: list[Node], units: tuple[Unit, ...]) -> None:
-    """An alias that names two units would make file names ambiguous; refuse it at load time."""
-    owner: dict[str, str] = {}
-    for n, u in zip(nodes, units, strict=True):
-        for alias in (u.name, *u.aliases):
-            if alias in owner and owner[alias] != u.code:
-                raise n.get("aliases").fail(f'别名 "{alias}" 同时属于单位 {owner[alias]} 和 {u.code}')
-            owner[alias] = u.code

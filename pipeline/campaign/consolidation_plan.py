@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pipeline.campaign import review_plan, rulelang, summary_plan
 
 # The loader's own YAML node: this module is the part of the loader that reads one section.
-from pipeline.campaign.config import Field, Form, Node, Section
+from pipeline.campaign.declared import Field, Form, Section
+from pipeline.campaign.node import Node
 from pipeline.campaign.summary_plan import Summary, placeholders
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key

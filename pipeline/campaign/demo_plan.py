@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pipeline.campaign import rulelang
 
 # The loader's own YAML node: this module is the part of the loader that reads one section.
-from pipeline.campaign.config import Form, Item, Node, Section
+from pipeline.campaign.declared import Form, Item, Section
+from pipeline.campaign.node import Node
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 

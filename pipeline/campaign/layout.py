@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.campaign.config import Field, Form, Row, Section
+from pipeline.campaign.declared import Field, Form, Row, Section
 from pipeline.model import column_letters
 
 MIN_COLUMNS = 8  # the footer lays four label/value pairs across

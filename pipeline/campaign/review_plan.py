@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from pipeline.campaign.config import Form, Node, Section
+from pipeline.campaign.declared import Form, Section
+from pipeline.campaign.node import Node
 
 Key = tuple[str, str, str]  # (section, row, field), as layout.Slot.key
 PathOf = Callable[[Node, Mapping[str, Form]], tuple[Form, Section, str, str]]

@@ -10,7 +10,8 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.campaign.config import Form, Node
+from pipeline.campaign.declared import Form
+from pipeline.campaign.node import Node
 
 SUMMARY_PLACEHOLDERS = ("year", "issuer", "document_number", "title")
 

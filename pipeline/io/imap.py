@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.campaign.config import Mail
+from pipeline.io import network
 from pipeline.model import Refused
 
 TIMEOUT = 60.0  # seconds for connecting and for each command
@@ -137,12 +137,4 @@ class Mailbox:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "连接被拒绝(服务器未开启或端口不对)"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "连接超时(服务器没有应答)"
-    if isinstance(exc, socket.gaierror):
-        return "找不到该服务器(域名解析失败)"
-    if isinstance(exc, ssl.SSLError):
-        return f"加密连接失败({getattr(exc, 'reason', None) or exc}),请检查 mail.imap_tls 设置"
-    return f"{type(exc).__name__}: {exc}"
+    return network.why(exc, "mail.imap_tls")

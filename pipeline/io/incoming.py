@@ -405,35 +405,11 @@ def _take(
 def _unzip(name: str, data: bytes, incoming: Incoming, limits: Limits, usable: tuple[str, ...]) -> None:
     """A zip's files, with the limits a workbook gets (size, unzipped size, ratio) and a count; no link, no
     path: each member is taken by its base name alone. Names without the UTF-8 flag are GBK (Windows)."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        incoming.unusable.append(Unusable(name, "压缩包已损坏或不完整,无法打开;请直接把报表作为附件重新发送"))
+    opened = _opened_zip(data, limits)
+    if isinstance(opened, str):
+        incoming.unusable.append(Unusable(name, opened))
         return
-    if any(i.flag_bits & 0x1 for i in infos):
-        incoming.unusable.append(
-            Unusable(name, "压缩包设置了密码,无法打开;请不要加密,直接把报表作为附件重新发送")
-        )
-        return
-    total = sum(i.file_size for i in infos)
-    ratio = total / max(sum(i.compress_size for i in infos), 1)
-    if (
-        len(infos) > MAX_ZIP_FILES
-        or total > limits.max_unzipped
-        or total > 2**20
-        and ratio > limits.max_ratio
-    ):
-        incoming.unusable.append(
-            Unusable(
-                name,
-                (
-                    f"压缩包内文件过多或解压后过大({len(infos)} 个文件,解压后 {total / 2**20:.1f} MB),不像是报表,"
-                    "为安全起见不予打开;请直接把报表作为附件发送"
-                ),
-            )
-        )
-        return
+    archive, infos = opened
     for info in infos:
         member = _member_name(info)
         base = PurePosixPath(member.replace("\\", "/")).name
@@ -463,6 +439,30 @@ def _unzip(name: str, data: bytes, incoming: Incoming, limits: Limits, usable: t
             incoming.files.append(Attachment(base, inner))
         else:
             incoming.ignored.append(f"{name}/{base}")
+
+
+def _opened_zip(data: bytes, limits: Limits) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]] | str:
+    """The archive and its files, or why it is not opened (damaged, encrypted, too many or too large)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return "压缩包已损坏或不完整,无法打开;请直接把报表作为附件重新发送"
+    if any(i.flag_bits & 0x1 for i in infos):
+        return "压缩包设置了密码,无法打开;请不要加密,直接把报表作为附件重新发送"
+    total = sum(i.file_size for i in infos)
+    ratio = total / max(sum(i.compress_size for i in infos), 1)
+    if (
+        len(infos) > MAX_ZIP_FILES
+        or total > limits.max_unzipped
+        or total > 2**20
+        and ratio > limits.max_ratio
+    ):
+        return (
+            f"压缩包内文件过多或解压后过大({len(infos)} 个文件,解压后 {total / 2**20:.1f} MB),不像是报表,"
+            "为安全起见不予打开;请直接把报表作为附件发送"
+        )
+    return archive, infos
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import smtplib
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 
 from pipeline.campaign.config import Mail
-from pipeline.model import MessageStatus
+from pipeline.io import network
+from pipeline.model import EMAIL_ADDRESS, MessageStatus
 
 SENT = MessageStatus.SENT
 TEMPFAIL = MessageStatus.TEMPFAIL  # nothing was delivered: try again on the next run
@@ -141,9 +141,7 @@ def _transaction(
     except smtplib.SMTPResponseException as exc:
         return rest(TEMPFAIL, exc.smtp_code, f"邮件服务器拒绝了会话:{_reply(exc.smtp_code, exc.smtp_error)}")
     except ssl.SSLError as exc:
-        return rest(
-            TEMPFAIL, None, f"与邮件服务器建立加密连接失败:{_network_error(exc)},请检查 mail.tls 设置"
-        )
+        return rest(TEMPFAIL, None, f"与邮件服务器建立加密连接失败:{_network_error(exc)}")
     except (OSError, smtplib.SMTPException) as exc:
         return rest(TEMPFAIL, None, f"发送前与邮件服务器的连接中断:{_network_error(exc)},下次运行时重试")
     if code != 250:
@@ -215,15 +213,11 @@ def _transaction(
     return rest(UNKNOWN, code, f"邮件服务器的回答无法识别:{_reply(code, text)},请人工确认是否送达")
 
 
-# An envelope address is one plain address: nothing that could end the SMTP command or name a second one.
-_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
-
-
 def _address(addr: str, what: str) -> str:
     """A header's address as the envelope carries it; ValueError for anything but one plain address (the
     message may have been read back from an .eml file that someone edited)."""
     addr = addr.strip()
-    if not _ADDR_SPEC.fullmatch(addr):
+    if not EMAIL_ADDRESS.fullmatch(addr):
         raise ValueError(f"{what}的邮箱地址 {addr!r} 不是一个有效地址,应形如 name@example.org")
     return addr
 
@@ -267,18 +261,6 @@ def _reply(code: int, text: bytes | str) -> str:
 def _network_error(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(exc.__context__, OSError):
         exc = exc.__context__  # smtplib turns a timeout or a reset into "Connection unexpectedly closed"
-    if isinstance(exc, ConnectionRefusedError):
-        return "连接被拒绝(服务器未开启或端口不对)"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "连接超时(服务器没有应答)"
-    if isinstance(exc, socket.gaierror):
-        return "找不到该服务器(域名解析失败)"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"服务器证书校验失败({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"加密连接失败({exc.reason or exc})"
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return f"服务器断开了连接({exc})" if str(exc) else "服务器断开了连接"
-    if isinstance(exc, ConnectionError):
-        return f"连接被对方重置或中断({exc.strerror or exc})"
-    return f"{type(exc).__name__}: {exc}"
+    return network.why(exc, "mail.tls")

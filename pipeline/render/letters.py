@@ -21,7 +21,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from pipeline.campaign.config import PROVINCE, Rules, Unit
-from pipeline.model import Finding, Severity, Verdict
+from pipeline.model import EMAIL_ADDRESS, Finding, Severity, Verdict
 from pipeline.render.env import render
 
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
@@ -40,7 +40,6 @@ def _one_line(text: str) -> str:
 
 # --- header values ---------------------------------------------------------------------------------------
 
-_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
 _MAILBOX = re.compile(r'\s*"?(?P<name>[^<>"]*?)"?\s*<(?P<addr>[^<>]*)>\s*')
 
 
@@ -64,7 +63,7 @@ def mailbox(display_name: str, addr_spec: str, what: str) -> Address:
         raise ValueError(f"{what}的邮箱地址含有换行符,已拒绝(可能是伪造邮件头):{addr!r}")
     if any(c in addr for c in ',;<>"') or any(unicodedata.category(c) == "Cc" for c in addr):
         raise ValueError(f"{what}的邮箱地址只能是一个地址,不能含逗号、分号、引号、尖括号或控制字符:{addr!r}")
-    if not _ADDR_SPEC.fullmatch(addr):
+    if not EMAIL_ADDRESS.fullmatch(addr):
         raise ValueError(f'{what}的邮箱地址 "{header_text(addr)}" 格式不对,应形如 name@example.org')
     return Address(display_name=header_text(display_name), addr_spec=addr)
 
