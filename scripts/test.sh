@@ -15,20 +15,23 @@ done
 if ! have dovecot && [ ! -x /usr/sbin/dovecot ]; then
   need_packages=1
 fi
+if have dpkg-query && ! dpkg-query -W -f='${Status}' libreoffice-writer-nogui 2>/dev/null | grep -q "ok installed"; then
+  need_packages=1  # the Word summary is converted to PDF by LibreOffice Writer
+fi
 if have fc-list && [ -z "$(fc-list :lang=zh family 2>/dev/null)" ]; then
   need_packages=1  # without a CJK font, PDFs of the forms print empty boxes
 fi
 if [ "$need_packages" -eq 1 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
-    echo "scripts/test.sh: installing LibreOffice Calc, Chromium, CJK fonts, poppler and Dovecot (apt-get)…"
+    echo "scripts/test.sh: installing LibreOffice Calc and Writer, Chromium, CJK fonts, poppler and Dovecot (apt-get)…"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui fonts-noto-cjk poppler-utils chromium openssl dovecot-imapd >/dev/null
+    apt-get install -y -qq --no-install-recommends libreoffice-calc-nogui libreoffice-writer-nogui fonts-noto-cjk poppler-utils chromium openssl dovecot-imapd >/dev/null
     # The package's own service is not wanted: the tests start their own Dovecot on a free port.
   else
     echo "scripts/test.sh: soffice, poppler or CJK fonts missing and not root: LibreOffice tests will be" \
       "skipped (or fail under CI=true). As root: apt-get install --no-install-recommends" \
-      "libreoffice-calc-nogui fonts-noto-cjk poppler-utils dovecot-imapd" >&2
+      "libreoffice-calc-nogui libreoffice-writer-nogui fonts-noto-cjk poppler-utils dovecot-imapd" >&2
   fi
 fi
 
