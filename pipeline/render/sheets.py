@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -17,6 +18,7 @@ from openpyxl.styles import Alignment, PatternFill
 from xlsxwriter.worksheet import Worksheet
 
 from pipeline.consolidation import consolidate
+from pipeline.model import column_letters
 from pipeline.render import template
 from pipeline.render.words import width
 
@@ -29,7 +31,8 @@ LEFT_ALIGN = template.LEFT
 RIGHT_ALIGN = template.RIGHT
 TOP_LEFT = Alignment(horizontal="left", vertical="top", wrap_text=True)
 INFO_ALIGN = Alignment(horizontal="left", vertical="center")
-NUMBER_FORMATS = {"count": "0", "money": "0.00"}
+# Thousands separators: a national total in 万元 or persons runs to six or seven digits.
+NUMBER_FORMATS = {"count": "#,##0", "money": "#,##0.00"}
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 MONEY_UNIT = "金额单位:万元"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -38,7 +41,17 @@ TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
 # openpyxl's vertical alignments in xlsxwriter's words: the looks are given in the templates' style objects.
 _VERTICAL = {"center": "vcenter", "top": "top", "bottom": "bottom"}
 
-Value = str | int | float | dt.datetime | None
+
+@dataclass(frozen=True, slots=True)
+class Formula:
+    """A total as a formula (=SUM(…)) with the figure it gives now: a figure typed in later updates it, and a
+    program that does not calculate (a viewer, pandas) still reads the figure."""
+
+    text: str
+    value: int | float | None
+
+
+Value = str | int | float | dt.datetime | Formula | None
 # A cell's look but its quote prefix: bold, size, alignment, fill, border, font color, number format.
 Look = tuple[bool, int, Alignment, PatternFill | None, bool, str | None, str | None]
 
@@ -119,7 +132,7 @@ class Sheet:
             self.max_row = row
 
     def place_row(
-        self, row: int, first_col: int, values: Sequence[int | float | None], formats: Sequence[Any]
+        self, row: int, first_col: int, values: Sequence[int | float | Formula | None], formats: Sequence[Any]
     ) -> None:
         """Numbers (or nothing) from `first_col` rightwards, each in its format from `look`: the way of the
         large tables' two hundred thousand cells."""
@@ -154,6 +167,9 @@ class Sheet:
                     write_string(r - 1, c - 1, value, fmt)
                 elif isinstance(value, dt.datetime):
                     ws.write_datetime(r - 1, c - 1, value, fmt)
+                elif isinstance(value, Formula):
+                    cached = "" if value.value is None else value.value
+                    ws.write_formula(r - 1, c - 1, value.text, fmt, cached)
                 else:
                     write_number(r - 1, c - 1, value, fmt)
 
@@ -346,6 +362,24 @@ def _scale(widths: Sequence[float], breaks: Sequence[int]) -> int:
         # to 9: plan for the wider, so that the page holds its columns in every program.
         widest = max(widest, 25.4 / 96 * sum(9 * w + 5 for w in page))
     return max(10, min(100, int(usable * 100 / widest))) if widest else 100
+
+
+def sum_formula(col: int, ranges: Sequence[tuple[int, int]], value: int | float | None) -> Formula:
+    """=SUM over the rows `ranges` (first, last; 1-based, inclusive) of sheet column `col`."""
+    letters = column_letters(col)
+    parts = [f"{letters}{a}" if a == b else f"{letters}{a}:{letters}{b}" for a, b in ranges]
+    return Formula(f"=SUM({','.join(parts)})", value)
+
+
+def runs(rows: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as (first, last) runs of consecutive rows."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][1] == r - 1:
+            out[-1] = (out[-1][0], r)
+        else:
+            out.append((r, r))
+    return out
 
 
 def section_starts(columns: Sequence[consolidate.Column], offset: int = 2) -> list[int]:

@@ -30,7 +30,7 @@ from pipeline.campaign.consolidation_plan import (
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
-from pipeline.model import Submission, Verdict
+from pipeline.model import Submission, Verdict, column_letters
 from pipeline.render import xlsxpatch
 from pipeline.render.sheets import (
     CENTER_ALIGN,
@@ -44,15 +44,17 @@ from pipeline.render.sheets import (
     TITLE_ROWS,
     TOP_LEFT,
     TOTAL_FILL,
+    Formula,
     Looks,
     Sheet,
     headers,
     heading,
     name_width,
     page,
-    put_number,
     put_text,
+    runs,
     section_starts,
+    sum_formula,
     written,
 )
 from pipeline.render.words import (
@@ -297,8 +299,19 @@ class _Book:
                 span = table.spans.get((position, col.name))
                 if span is not None:
                     put_text(ws, r, j, _span_cell(span, col.type), bold=total, fill=fill, align=RIGHT_ALIGN)
-                else:
-                    put_number(ws, r, j, row[col.name], col.type, bold=total, fill=fill, align=RIGHT_ALIGN)
+                    continue
+                value: Any = written(row[col.name], col.type)
+                if total and r > body and col.aggregate == SUM:
+                    value = sum_formula(j, [(body, r - 1)], value)
+                ws.put(
+                    r,
+                    j,
+                    value,
+                    bold=total,
+                    fill=fill,
+                    align=RIGHT_ALIGN,
+                    number_format=NUMBER_FORMATS.get(col.type),
+                )
             r += 1
         labels = list(table.frame["label"])
         page(ws, ncols, body - 1, [name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
@@ -345,13 +358,22 @@ class _Book:
                 ]
                 for total in (False, True)
             }
+            first = r
+            summed = rules.consolidation.aggregate(form.code, section.code, code) == SUM
             for position, ((unit, name), values) in enumerate(
                 zip(frame.index, frame[code].itertuples(index=False), strict=True)
             ):
                 total = unit == ""
                 fill = TOTAL_FILL if total else None
                 put_text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
-                ws.place_row(r, 2, [written(value, f.type) for value in values], formats[total])
+                cells: list[Any] = [written(value, f.type) for value in values]
+                if summed and total and r > first:
+                    cells = [sum_formula(j, [(first, r - 1)], v) for j, v in enumerate(cells, start=2)]
+                elif summed and rows[-1] in totals and cells[-1] is not None and len(rows) > 1:
+                    # a unit's 合计 column adds up its own row, so that a late detail figure reaches it
+                    across = f"B{r}:{column_letters(ncols - 1)}{r}"
+                    cells[-1] = Formula(f"=SUM({across})", cells[-1])
+                ws.place_row(r, 2, cells, formats[total])
                 for j, row_code in enumerate(rows, start=2):
                     span = table.spans.get((position, (code, row_code)))
                     if span is not None:
@@ -388,10 +410,20 @@ class _Book:
             spans.setdefault(position, []).append(
                 (position_of[name], _span_cell(span, columns[position_of[name] - 2].type))
             )
+        added = [j for j, col in enumerate(columns) if col.aggregate == SUM]
+        unit_rows: dict[str, list[int]] = {}  # kind -> the sheet rows of its units, for the formulas
         for position, row in enumerate(frame.to_dict("records")):
             level = row["level"]
             fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
             summed = level != UNIT_ROW
+            if summed:
+                over = (
+                    unit_rows.get(row.get("kind", ""), [])
+                    if level == SUBTOTAL_ROW
+                    else sorted(r for rows in unit_rows.values() for r in rows)
+                )
+            else:
+                unit_rows.setdefault(row.get("kind", ""), []).append(r)  # per_unit: no kinds
             put_text(
                 ws, r, 1, row["name"], bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN
             )
@@ -406,7 +438,12 @@ class _Book:
                     )
                     for col in columns
                 ]
-            ws.place_row(r, 2, [written(row[name], kind) for name, kind in fields], formats)
+            values: list[Any] = [written(row[name], kind) for name, kind in fields]
+            if summed:
+                ranges = runs(over)
+                for j in added:
+                    values[j] = sum_formula(j + 2, ranges, values[j])
+            ws.place_row(r, 2, values, formats)
             for j, text in spans.get(position, ()):
                 put_text(ws, r, j, text, bold=True, fill=fill, align=RIGHT_ALIGN)
             note = "" if summed else self.note(row["code"], form_code)
