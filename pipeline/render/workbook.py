@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import gc
 import io
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
 from pipeline.model import Submission, Verdict, column_letters
-from pipeline.render import xlsxpatch
+from pipeline.render import coverage, xlsxpatch
 from pipeline.render.sheets import (
     CENTER_ALIGN,
     DATETIME_FORMAT,
@@ -292,9 +293,12 @@ class _Book:
         for position, row in enumerate(table.frame.to_dict("records")):
             total = row["code"] == (section.total_row.code if section.total_row else None)
             fill = TOTAL_FILL if total else None
-            put_text(
-                ws, r, 1, row["label"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN
+            label = (
+                coverage.total_label(self.c, form.code)
+                if total and coverage.short(self.c, form.code)
+                else row["label"]
             )
+            put_text(ws, r, 1, label, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
             for j, col in enumerate(columns, start=2):
                 span = table.spans.get((position, col.name))
                 if span is not None:
@@ -314,7 +318,9 @@ class _Book:
                 )
             r += 1
         labels = list(table.frame["label"])
-        page(ws, ncols, body - 1, [name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
+        widths = [name_width(labels, cap=34), *[12] * len(columns)]
+        self.left_out(ws, r, form.code, widths)
+        page(ws, ncols, body - 1, widths, freeze=f"B{body}")
 
     # pivot: unit × the rows of a section, a block per field
     def pivot(self, table: Table) -> None:
@@ -365,6 +371,7 @@ class _Book:
             ):
                 total = unit == ""
                 fill = TOTAL_FILL if total else None
+                name = coverage.total_label(self.c, form.code) if total else name
                 put_text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
                 cells: list[Any] = [written(value, f.type) for value in values]
                 if summed and total and r > first:
@@ -380,7 +387,9 @@ class _Book:
                         put_text(ws, r, j, _span_cell(span, f.type), bold=True, fill=fill, align=RIGHT_ALIGN)
                 r += 1
         names = [name for _, name in frame.index]
-        page(ws, ncols, body - 1, [name_width(names), *[10] * len(rows)], freeze=f"B{body}")
+        widths = [name_width(names), *[10] * len(rows)]
+        self.left_out(ws, r, form.code, widths)
+        page(ws, ncols, body - 1, widths, freeze=f"B{body}")
 
     def _unit_table(
         self,
@@ -416,6 +425,7 @@ class _Book:
             level = row["level"]
             fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
             summed = level != UNIT_ROW
+            name = coverage.total_label(self.c, form_code) if level == TOTAL_ROW else row["name"]
             if summed:
                 over = (
                     unit_rows.get(row.get("kind", ""), [])
@@ -424,9 +434,7 @@ class _Book:
                 )
             else:
                 unit_rows.setdefault(row.get("kind", ""), []).append(r)  # per_unit: no kinds
-            put_text(
-                ws, r, 1, row["name"], bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN
-            )
+            put_text(ws, r, 1, name, bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN)
             formats = looks.get((level, summed))
             if formats is None:
                 formats = looks[(level, summed)] = [
@@ -450,7 +458,26 @@ class _Book:
             put_text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1
         widths = [name_width(list(frame["name"])), *[column_width] * len(columns), 16]
+        self.left_out(ws, r, form_code, widths, breaks)
         page(ws, ncols, body - 1, widths, freeze=f"B{body}", breaks=breaks)
+
+    def left_out(
+        self, ws: Sheet, r: int, form: str, widths: Sequence[float], breaks: Sequence[int] = ()
+    ) -> None:
+        """Under a total short of units, at row `r`: who is not in it and why, over each printed page's
+        columns, so that the page with the total names them."""
+        line = coverage.left_out_line(self.rules, self.c, self.status, form)
+        if not line:
+            return
+        edges = [1, *breaks, len(widths) + 1]
+        room = 0.0
+        for first, end in zip(edges, edges[1:], strict=False):
+            ws.merge(r, first, r, end - 1)
+            ws.put(r, first, line, align=TOP_LEFT, border=False, color="C00000")
+            room = (
+                sum(widths[first - 1 : end - 1]) if not room else min(room, sum(widths[first - 1 : end - 1]))
+            )
+        ws.heights[r] = 13.5 * math.ceil(width(line) / max(1.0, room - 2)) + 6
 
     # 报送情况
     def status_sheet(self) -> None:
