@@ -30,7 +30,7 @@ from pipeline.campaign.config import Rules
 from pipeline.checks import validate
 from pipeline.consolidation import consolidate, status
 from pipeline.model import Finding, Report, Severity, Submission, Verdict, column_letters
-from pipeline.render import template
+from pipeline.render import coverage, template
 from pipeline.render.html import html_report
 from pipeline.render.summary import summary_markdown
 from pipeline.render.workbook import consolidated_workbook, sheet_names
@@ -329,7 +329,8 @@ def test_duty_days_are_counted_and_ranged_across_centres_never_summed(rules, bat
     )
     # What a reader sees: the workbook's 合计 row and the report's sentence give the count and range.
     seen = as_seen(_workbook(rules, batch, province))["帮扶中心汇总"]["cells"]
-    total_row = next(a1[1:] for a1, c in seen.items() if a1.startswith("A") and c[0] == "全省合计")
+    label = coverage.total_label(province, "center")  # 全省合计, or 已汇总单位合计(n/21) when short
+    total_row = next(a1[1:] for a1, c in seen.items() if a1.startswith("A") and c[0] == label)
     column = [c.name for c in table.columns].index("duty_days") + 2  # after the units' names in A
     assert seen[f"{column_letters(column)}{total_row}"][0] == f"{len(days)} 个单位,{min(days)}–{max(days)}"
     text = html_report(rules, province, batch.status, {}, as_of=batch.as_of, final=False, edition=0)
@@ -497,7 +498,9 @@ def test_workbook_has_the_eight_sheets_and_the_figures(rules, batch, province):
     assert next(c.value for c in ws[1] if c.value) == "2016年工会送温暖统计汇总表"
     assert ws.freeze_panes is not None and ws.print_title_rows
     assert ws.page_setup.orientation == "landscape" and int(ws.page_setup.paperSize) == 9  # A4
-    total_row = next(r for r in range(1, ws.max_row + 1) if ws.cell(r, 1).value == "全省合计")
+    done, owed = province.coverage["warmth"]
+    label = "全省合计" if done == owed else f"已汇总单位合计({done}/{owed})"
+    total_row = next(r for r in range(1, ws.max_row + 1) if ws.cell(r, 1).value == label)
     columns = province.columns["by_unit"]
     total = province["by_unit"].iloc[-1]
     cached = load_workbook(io.BytesIO(data), data_only=True)["送温暖汇总"]
@@ -576,7 +579,7 @@ def test_workbook_prints_in_libreoffice(rules, batch, province, tmp_path, soffic
     h = province.figures
     for figure in (
         "2016年工会送温暖统计汇总表",
-        "全省合计",
+        coverage.total_label(province, "warmth"),
         "第 1 页",
         f"{h['households']:,}",  # with the thousands separator
         f"{h['fund_total']:,.2f}",
@@ -643,7 +646,7 @@ def test_workbook_sheets_look_as_staff_print_them(rules, batch, province):
         assert look[a1][5] == "right" and cells[a1][11] == (("thin", "FF808080"),) * 4
     assert look[f"A{row}"][3:6] == (False, 10, "left")
     # 小计 and 全省合计 bold on their fills, centred
-    total = next(a1 for a1, c in cells.items() if c[0] == "全省合计")
+    total = next(a1 for a1, c in cells.items() if c[0] == coverage.total_label(province, "warmth"))
     assert look[total][1:4] == ("solid", "E7E6E6", True) and look[total][5] == "center"
     subtotal = next(a1 for a1, c in cells.items() if str(c[0]).endswith("小计"))
     assert look[subtotal][1:4] == ("solid", "F2F2F2", True)
@@ -783,8 +786,8 @@ def test_a_figure_typed_in_late_updates_its_subtotal_and_total(
     names = {ws.cell(r, 1).value: r for r in range(1, ws.max_row + 1)}
     frame = province["by_unit"]
     unit = frame[(frame["level"] == "unit") & (frame["kind"] == "市县")].iloc[0]
-    total = frame[frame["level"] == "total"].iloc[0]
-    row, subtotal_row, total_row = names[unit["name"]], names["市县小计"], names[total["name"]]
+    label = coverage.total_label(province, "warmth")
+    row, subtotal_row, total_row = names[unit["name"]], names["市县小计"], names[label]
     before = {
         r: load_workbook(path, data_only=True)["送温暖汇总"].cell(r, 2).value
         for r in (subtotal_row, total_row)

@@ -31,10 +31,12 @@ LEFT_ALIGN = template.LEFT
 RIGHT_ALIGN = template.RIGHT
 TOP_LEFT = Alignment(horizontal="left", vertical="top", wrap_text=True)
 INFO_ALIGN = Alignment(horizontal="left", vertical="center")
+WRAPPED_INFO = Alignment(horizontal="left", vertical="center", wrap_text=True)  # a scope line, wrapped
 # Thousands separators: a national total in 万元 or persons runs to six or seven digits.
 NUMBER_FORMATS = {"count": "#,##0", "money": "#,##0.00"}
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 MONEY_UNIT = "金额单位:万元"
+INFO_GAP = "    "  # between the parts of a sheet's scope line
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_TEXT = 32767
 TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
@@ -294,6 +296,10 @@ def headers(ws: Sheet, top: int, paths: Sequence[Sequence[str]]) -> int:
 A4_LANDSCAPE_MM = 297.0
 A4_PAPER = 9
 SIDE_MARGIN_IN = 0.4
+TOP_MARGIN_IN, BOTTOM_MARGIN_IN = 0.6, 0.75
+PRINTABLE_HEIGHT_PT = 595.3 - 72 * (TOP_MARGIN_IN + BOTTOM_MARGIN_IN)  # A4 landscape's short side
+SPILL = 0.25  # a last page this full or less is a spill page worth saving
+CHARACTER_PT = 10  # a width() unit (half a CJK character) at font size 10 takes about one column character
 CHARACTER_PX = 7  # a column width counts characters of 7 px (Calibri 11), the unit `_scale` plans with
 
 
@@ -319,15 +325,82 @@ def page(
     if breaks:
         sheet.set_v_pagebreaks([first - 1 for first in breaks])
         sheet.repeat_columns(0)
-        sheet.set_print_scale(_scale(widths, breaks))
-    else:
-        sheet.fit_to_pages(1, 0)
+    _fit_heading(ws, widths, breaks)
+    _fit_rows(ws, header_end + 1, widths)
+    scale, pages = _no_spill(ws, header_end, _scale(widths, breaks))
+    if breaks:
+        sheet.set_print_scale(scale)
+    else:  # the program fits the width itself, and the height to one page fewer when that saves a spill page
+        sheet.fit_to_pages(1, pages)
     sheet.center_horizontally()
-    sheet.set_margins(left=SIDE_MARGIN_IN, right=SIDE_MARGIN_IN, top=0.6, bottom=0.75)
+    sheet.set_margins(left=SIDE_MARGIN_IN, right=SIDE_MARGIN_IN, top=TOP_MARGIN_IN, bottom=BOTTOM_MARGIN_IN)
     sheet.set_header("", {"margin": 0.5})
     sheet.set_footer("&C第 &P 页,共 &N 页", {"margin": 0.3})
-    _fit_rows(ws, header_end + 1, widths)
     sheet.print_area(0, 0, max(ws.max_row, header_end) - 1, ncols - 1)
+
+
+def _pages_down(heights: Sequence[float], repeated: float, scale: int) -> tuple[int, float]:
+    """Pages a column of rows takes at `scale` % with `repeated` points of title rows atop each page, and
+    how full the last page is (0–1)."""
+    room = PRINTABLE_HEIGHT_PT * 100 / scale - repeated
+    pages, used = 1, 0.0
+    for h in heights:
+        if used + h > room and used:
+            pages, used = pages + 1, 0.0
+        used += h
+    return pages, used / room
+
+
+def _no_spill(ws: Sheet, header_end: int, scale: int) -> tuple[int, int]:
+    """The print scale, lowered as far as a fifth if that saves a nearly empty last page (a table that runs
+    a few rows over a page is printed a little smaller rather than on a page of its own), and the pages
+    down it then takes (0: as many as it takes)."""
+    heights = [ws.heights.get(r, 18) for r in range(header_end + 1, ws.max_row + 1)]
+    repeated = sum(ws.heights.get(r, 18) for r in range(1, header_end + 1))
+    pages, last = _pages_down(heights, repeated, scale)
+    if pages == 1 or last > SPILL:
+        return scale, 0
+    for smaller in range(scale - 1, max(10, int(scale * 0.8)) - 1, -1):
+        if _pages_down(heights, repeated, smaller)[0] < pages:
+            return smaller, pages - 1
+    return scale, 0
+
+
+def _fit_heading(ws: Sheet, widths: Sequence[float], breaks: Sequence[int]) -> None:
+    """The title and the scope line each on one line within the columns they stand over: a smaller title
+    font, the scope line wrapped, rather than a title cut or spilling onto a second line."""
+    first_page = widths[: (breaks[0] - 1 if breaks else len(widths))]
+    room = sum(first_page) if not breaks else sum(first_page) - widths[0]
+    titles = [(c, v, fmt) for c, (v, fmt) in sorted(ws.cells.get(1, {}).items()) if isinstance(v, str)]
+    if titles:
+        col, text, fmt = titles[0]
+        bold, size, *rest = ws.looks.of[id(fmt)]
+        need = width(text) * size / CHARACTER_PT
+        if need > room:
+            smaller = max(11, int(size * room / need))
+            ws.cells[1][col] = (text, ws.looks.format((bold, smaller, *rest)))
+    money = first_page[-1]  # 金额单位 stands in the first page's last column
+    for col, (info, fmt) in list(ws.cells.get(2, {}).items()):
+        if not isinstance(info, str) or info == MONEY_UNIT or not info:
+            continue
+        look = ws.looks.of[id(fmt)]
+        span = room - (money if any(v[0] == MONEY_UNIT for v in ws.cells[2].values()) else 0)
+        if width(info) * look[1] / CHARACTER_PT > span:
+            lines = _packed(info.split(INFO_GAP), span * CHARACTER_PT / look[1])
+            wrapped = (look[0], look[1], WRAPPED_INFO, *look[3:])
+            ws.cells[2][col] = ("\n".join(lines), ws.looks.format(wrapped))
+            ws.heights[2] = 14 * len(lines) + 6
+
+
+def _packed(parts: Sequence[str], room: float) -> list[str]:
+    """The parts of a scope line (汇总范围, 数据截至, the edition) as few lines as fit `room`, none cut."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and width(lines[-1] + INFO_GAP + part) <= room:
+            lines[-1] += INFO_GAP + part
+        else:
+            lines.append(part)
+    return lines
 
 
 def _fit_rows(ws: Sheet, first: int, widths: Sequence[float]) -> None:
