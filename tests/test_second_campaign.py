@@ -164,7 +164,11 @@ def test_run_consolidates_as_the_example_declares_and_final_writes_an_edition(ji
     )
 
     report = next((out / SUMMARY_DIR).glob("*情况报告(草稿).html")).read_text(encoding="utf-8")
-    assert f"全省各级工会在金秋助学活动中共资助困难职工和农民工子女 {int(students)} 人" in report
+    # 8 of 14 units are in: the sentence says so instead of 全省各级工会
+    assert (
+        f"已汇总的 8 个单位(应报 14 个)在金秋助学活动中共资助困难职工和农民工子女 {int(students)} 人"
+        in report
+    )
     assert "分学段资助学生人数" in report and "送温暖" not in report and "帮扶中心" not in report
     summary = next((out / SUMMARY_DIR).glob("*总结(初稿)(草稿).md")).read_text(encoding="utf-8")
     assert "根据全总关于做好2017年金秋助学活动的通知" in summary and "受助学生回访" in summary

@@ -14,6 +14,7 @@ from pipeline.campaign.config import Rules
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import Consolidation
 from pipeline.consolidation.status import Status
+from pipeline.render import coverage
 from pipeline.render.charts import report_charts
 from pipeline.render.env import render
 from pipeline.render.words import FindingEntry, field_label, figure, figure_text, open_problems, overview
@@ -41,6 +42,24 @@ def _table(rules: Rules, c: Consolidation) -> dict[str, Any] | None:
     return dict(headers=[(short, _unit_of(col)) for col, short in columns], rows=rows)
 
 
+def _coverage(rules: Rules, c: Consolidation, status: Status) -> list[dict[str, Any]]:
+    """Per form: how many units its totals hold, as a bar (green only when all), and who is left out why."""
+    out = []
+    for form, (done, owed) in c.coverage.items():
+        if owed:
+            out.append(
+                dict(
+                    label=rules.item_for_form(form).label,
+                    done=done,
+                    owed=owed,
+                    percent=round(100 * done / owed, 1),
+                    whole=done == owed,
+                    left_out=coverage.left_out_line(rules, c, status, form),
+                )
+            )
+    return out
+
+
 def _cell(table: consolidate.Table, position: int, row: Mapping[Any, Any], col: consolidate.Column) -> str:
     span = table.spans.get((position, col.name))
     return figure_text(span, col.type) if span is not None else figure(row[col.name], col.type)
@@ -59,8 +78,10 @@ def html_report(
     as_of: dt.datetime,
     final: bool,
     edition: int,
+    allow_missing: str = "",
 ) -> str:
-    """A self-contained HTML report (inline CSS and SVG, nothing fetched), printable on A4."""
+    """A self-contained HTML report (inline CSS and SVG, nothing fetched), printable on A4. `allow_missing`:
+    staff's explanation of a final edition made with units missing (run --allow-missing)."""
     problems = open_problems(rules, c, findings_by_unit)
     grouped: list[dict[str, Any]] = []  # unit → file → findings
     for p in problems:
@@ -86,5 +107,12 @@ def html_report(
         problems=grouped,
         errors=sum(p.finding.is_error for p in problems),
         warnings=sum(not p.finding.is_error for p in problems),
+        coverage=_coverage(rules, c, status),
+        allow_missing=allow_missing.strip(),
+        timeliness=[
+            dict(label=t.label, on_time=t.on_time, late=t.late, missing=t.missing, rate=f"{t.rate:.0%}")
+            for t in status.timeliness().values()
+            if t.expected
+        ],
     )
     return render("report.html.j2", **context)

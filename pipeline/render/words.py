@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import string
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,25 +124,34 @@ def paragraphs(rules: Rules, c: Consolidation) -> list[str]:
             words[f"{f.name}_units"] = str(value.units) if isinstance(value, Span) else "0"
     for share in plan.shares:
         words[share.name] = share_text(share, c.shares[share.name])
+    form_of = {f.name: f.form for f in plan.figures} | {s.name: s.form for s in plan.shares}
     out = []
     for p in plan.paragraphs:
-        if not p.form:
-            out.append(p.text.format_map(words))
+        names = {name for _, name, _, _ in string.Formatter().parse(p.text) if name}
+        forms = {p.form} if p.form else {form_of[n] for n in names if n in form_of}
+        if p.form and not c.coverage.get(p.form, (0, 0))[1]:
             continue
-        done, owed = c.coverage.get(p.form, (0, 0))
-        if owed:
-            coverage = f"(已汇总 {done} 个)" if done < owed else ""
-            out.append(p.text.format_map({**words, "units": str(owed), "coverage": coverage}))
+        short = [c.coverage[f] for f in sorted(forms) if c.coverage.get(f, (0, 0))[0] < c.coverage[f][1]]
+        done, owed = short[0] if short else c.coverage.get(p.form, (0, 0))
+        own = dict(words, units=str(owed), coverage=f"(已汇总 {done} 个)" if short else "")
+        text = p.text
+        if short and "scope" in names:  # the subject says whose figures these are: not the whole level's
+            own.update(scope=f"已汇总的 {done} 个单位(应报 {owed} 个)", where="")
+        elif short and "coverage" not in names:
+            text = text + f"(以上为已汇总的 {done} 个单位的数据,应报 {owed} 个。)"
+        out.append(text.format_map(own))
     return out
 
 
 def cards(rules: Rules, c: Consolidation) -> list[tuple[str, str, str]]:
     """The figures shown as cards at the top of the report: (label, figure, unit of measure)."""
-    return [
-        (f.label, figure_text(c.figures[f.name], f.type), f.unit)
-        for f in rules.consolidation.figures
-        if f.card and c.coverage.get(f.form, (0, 0))[1]
-    ]
+    out = []
+    for f in rules.consolidation.figures:
+        done, owed = c.coverage.get(f.form, (0, 0))
+        if f.card and owed:
+            label = f.label + (f"(已汇总 {done}/{owed} 个单位)" if done < owed else "")
+            out.append((label, figure_text(c.figures[f.name], f.type), f.unit))
+    return out
 
 
 # --- who has not reported --------------------------------------------------------------------------------

@@ -112,7 +112,9 @@ class _Book:
         as_of: dt.datetime,
         final: bool,
         edition: int,
+        note_missing: str,
     ):
+        self.note_missing = note_missing
         self.rules, self.c, self.status, self.problems, self.sources = rules, c, status, problems, sources
         self.as_of, self.final, self.edition = as_of, final, edition
         self.info = (
@@ -217,6 +219,12 @@ class _Book:
                 if owed
             ],
             ("报齐全部材料", f"{self.status.units_done()} / {c.units_expected} 个单位"),
+            *[
+                (f"未纳入{rules.item_for_form(form).label}汇总", line)
+                for form in c.coverage
+                if (line := coverage.left_out_line(rules, c, self.status, form))
+            ],
+            *([("缺报说明", self.note_missing)] if self.note_missing else []),
             ("规则文件 SHA-256", rules.sha256),
             ("合计的算法", "各小计、合计均由各单位报表的明细行重新计算,不采用报表中填写的合计数。"),
             *self._not_summed(),
@@ -651,15 +659,19 @@ def consolidated_workbook(
     as_of: dt.datetime,
     final: bool,
     edition: int,
+    allow_missing: str = "",
 ) -> bytes:
     """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `sheet_names`, in that order.
 
     `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
-    are the versions to list under 数据来源 (those consolidated are marked 采用).
+    are the versions to list under 数据来源 (those consolidated are marked 采用); `allow_missing`: staff's
+    explanation of a final edition made with units missing (run --allow-missing), printed in 说明.
     """
     problems = open_problems(rules, c, findings_by_unit)
     with _collector_paused():
-        return _Book(rules, c, status, problems, sources, as_of, final, edition).build()
+        return _Book(
+            rules, c, status, problems, sources, as_of, final, edition, allow_missing.strip()
+        ).build()
 
 
 @contextlib.contextmanager

@@ -129,13 +129,21 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
         as_of=as_of,
         final=final,
         edition=edition,
+        allow_missing=run.options.allow_missing if final else "",
     )
     # The report and the summary while the workbook is being built.
     workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
     paths = {
         workbook: b"",  # listed first
         folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
-            rules, c, now, findings, as_of=as_of, final=final, edition=edition
+            rules,
+            c,
+            now,
+            findings,
+            as_of=as_of,
+            final=final,
+            edition=edition,
+            allow_missing=run.options.allow_missing if final else "",
         ).encode("utf-8"),
         folder / f"{level}{title}总结(初稿){suffix}.md": summary.summary_markdown(
             rules, c, now, as_of=as_of, final=final
