@@ -351,6 +351,7 @@ class _Book:
         )
         body = headers(ws, TITLE_ROWS + 1, [["单位"], *[[labels[r]] for r in rows]])
         ws.heights[body - 1] = 58
+        widths = [name_width([name for _, name in frame.index]), *[10] * len(rows)]
         r = body
         for number, code in enumerate(fields, start=1):
             f = section.field(code)
@@ -394,9 +395,7 @@ class _Book:
                     if span is not None:
                         put_text(ws, r, j, _span_cell(span, f.type), bold=True, fill=fill, align=RIGHT_ALIGN)
                 r += 1
-        names = [name for _, name in frame.index]
-        widths = [name_width(names), *[10] * len(rows)]
-        self.left_out(ws, r, form.code, widths)
+            r += self.left_out(ws, r, form.code, widths)  # under each block's total: blocks print apart
         page(ws, ncols, body - 1, widths, freeze=f"B{body}")
 
     def _unit_table(
@@ -471,21 +470,20 @@ class _Book:
 
     def left_out(
         self, ws: Sheet, r: int, form: str, widths: Sequence[float], breaks: Sequence[int] = ()
-    ) -> None:
+    ) -> int:
         """Under a total short of units, at row `r`: who is not in it and why, over each printed page's
-        columns, so that the page with the total names them."""
+        columns, so that the page with the total names them. Returns the rows taken (0 or 1)."""
         line = coverage.left_out_line(self.rules, self.c, self.status, form)
         if not line:
-            return
+            return 0
         edges = [1, *breaks, len(widths) + 1]
-        room = 0.0
+        rooms = []
         for first, end in zip(edges, edges[1:], strict=False):
             ws.merge(r, first, r, end - 1)
             ws.put(r, first, line, align=TOP_LEFT, border=False, color="C00000")
-            room = (
-                sum(widths[first - 1 : end - 1]) if not room else min(room, sum(widths[first - 1 : end - 1]))
-            )
-        ws.heights[r] = 13.5 * math.ceil(width(line) / max(1.0, room - 2)) + 6
+            rooms.append(sum(widths[first - 1 : end - 1]))
+        ws.heights[r] = 13.5 * math.ceil(width(line) / max(1.0, min(rooms) - 2)) + 6
+        return 1
 
     # 报送情况
     def status_sheet(self) -> None:
