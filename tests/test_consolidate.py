@@ -472,7 +472,7 @@ def _workbook(rules, batch, c, **kw):
     )
 
 
-def test_workbook_has_the_eight_sheets_and_the_figures(rules, batch, province):
+def test_workbook_has_the_nine_sheets_and_the_figures(rules, batch, province):
     data = _workbook(rules, batch, province, final=True, edition=2)
     wb = load_workbook(io.BytesIO(data))
     assert wb.sheetnames == [
@@ -481,6 +481,7 @@ def test_workbook_has_the_eight_sheets_and_the_figures(rules, batch, province):
         "分行业汇总",
         "市县×行业",
         "帮扶中心汇总",
+        "明细",
         "报送情况",
         "校验问题",
         "数据来源",
@@ -804,3 +805,33 @@ def test_a_figure_typed_in_late_updates_its_subtotal_and_total(
     after = load_workbook(again, data_only=True)["送温暖汇总"]
     for r in (subtotal_row, total_row):
         assert after.cell(r, 2).value == before[r] + 1000
+
+
+def test_the_flat_detail_sheet_holds_every_figure_once_for_a_pivot_table(rules, batch, province):
+    """明细: a row per unit and figure, with an autofilter; summing a field over it gives the total."""
+    wb = load_workbook(io.BytesIO(_workbook(rules, batch, province)))
+    ws = wb["明细"]
+    head = [c.value for c in ws[3]]
+    assert head[:4] == ["单位", "单位代码", "上级单位", "类别"] and "数值" in head and "审核状态" in head
+    assert ws.auto_filter.ref == f"A3:M{ws.max_row}" and ws.print_title_rows
+    rows = [dict(zip(head, r, strict=True)) for r in ws.iter_rows(min_row=4, values_only=True)]
+    households = [r for r in rows if r["栏目"] == "慰问困难职工" and r["报表"].startswith("附件1")]
+    assert len({r["单位代码"] for r in households}) == province.coverage["warmth"][0]
+    assert sum(r["数值"] for r in households) == province.figures["households"]  # no 合计 row counted twice
+    assert all(r["单元格"] and r["来源文件"].endswith((".xlsx", ".xls")) for r in rows)
+
+
+def test_the_flat_table_goes_to_a_csv_excel_reads_when_it_is_large(rules, batch, province):
+    from pipeline.render import detail
+
+    table = list(detail.rows(rules, province.used))
+    data = detail.to_csv(table)
+    assert data.startswith(b"\xef\xbb\xbf")  # the BOM: Excel reads the Chinese as UTF-8
+    lines = data.decode("utf-8-sig").splitlines()
+    assert lines[0].split(",")[:2] == ["单位", "单位代码"] and len(lines) == len(table) + 1
+    assert detail.csv_name("X汇总表(终稿第1版).xlsx") == "X汇总表明细(终稿第1版).csv"
+    data = consolidated_workbook(
+        rules, province, batch.status, {}, [], as_of=batch.as_of, final=False, edition=0, detail_csv="X.csv"
+    )
+    ws = load_workbook(io.BytesIO(data))["明细"]
+    assert any("“X.csv”" in str(c.value) for row in ws.iter_rows() for c in row)

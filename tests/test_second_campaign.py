@@ -127,6 +127,7 @@ def test_run_consolidates_as_the_example_declares_and_final_writes_an_edition(ji
             "金秋助学汇总",
             "分学段汇总",
             "单位×学段",
+            "明细",
             "报送情况",
             "校验问题",
             "数据来源",

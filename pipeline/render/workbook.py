@@ -32,7 +32,7 @@ from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
 from pipeline.model import Submission, Verdict, column_letters
-from pipeline.render import coverage, xlsxpatch
+from pipeline.render import coverage, detail, xlsxpatch
 from pipeline.render.sheets import (
     CENTER_ALIGN,
     DATETIME_FORMAT,
@@ -81,9 +81,10 @@ STATE_FILLS = {
 
 
 def sheet_names(rules: Rules) -> tuple[str, ...]:
-    """The workbook's sheets in order: 说明, the declared tables, 报送情况, 校验问题, 数据来源."""
+    """The workbook's sheets in order: 说明, the declared tables, 明细, 报送情况, 校验问题, 数据来源."""
     tables = tuple(t.sheet for t in rules.consolidation.tables)
-    return (README_SHEET, *tables, STATUS_SHEET, PROBLEMS_SHEET, SOURCES_SHEET)
+    flat = (detail.SHEET,) if tables else ()  # a campaign that consolidates no table has no figures to list
+    return (README_SHEET, *tables, *flat, STATUS_SHEET, PROBLEMS_SHEET, SOURCES_SHEET)
 
 
 def _field_of(rules: Rules, form: str, key: tuple[str, str, str]) -> Field:
@@ -113,8 +114,10 @@ class _Book:
         final: bool,
         edition: int,
         note_missing: str,
+        detail_csv: str,
     ):
-        self.note_missing = note_missing
+        self.note_missing, self.detail_csv = note_missing, detail_csv
+        self.detail_rows = [] if detail_csv else list(detail.rows(rules, c.used))
         self.rules, self.c, self.status, self.problems, self.sources = rules, c, status, problems, sources
         self.as_of, self.final, self.edition = as_of, final, edition
         self.info = (
@@ -147,6 +150,8 @@ class _Book:
                 self.by_row(table)
             else:
                 self.pivot(table)
+        if self.c.tables:
+            detail.write_sheet(self.sheet(detail.SHEET), self.detail_rows, self.info, self.detail_csv)
         self.status_sheet()
         self.problems_sheet()
         self.sources_sheet()
@@ -244,6 +249,9 @@ class _Book:
             rows.append(("避免重复计算", f"{names}报送的{rolled}已汇总其所属单位,所属单位不再单列。"))
         rows += [(t.sheet, t.description) for t in rules.consolidation.tables]
         rows += [
+            *[(detail.SHEET, "每个单位每项数据一行(不含合计行),带筛选,可直接做数据透视表。")][
+                : len(c.tables)
+            ],
             (STATUS_SHEET, "每个单位每项材料的报送状态、版本与采用的版本。"),
             (PROBLEMS_SHEET, "各单位报表尚未解决的错误与提醒。"),
             (SOURCES_SHEET, "汇总所用及收到的每个文件及其 SHA-256。"),
@@ -658,18 +666,22 @@ def consolidated_workbook(
     final: bool,
     edition: int,
     allow_missing: str = "",
+    detail_csv: str = "",
 ) -> bytes:
     """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `sheet_names`, in that order.
 
     `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
     are the versions to list under 数据来源 (those consolidated are marked 采用); `allow_missing`: staff's
-    explanation of a final edition made with units missing (run --allow-missing), printed in 说明.
+    explanation of a final edition made with units missing (run --allow-missing), printed in 说明;
+    `detail_csv`: the file the flat table went to instead of the 明细 sheet (at national scale), or "" to
+    write it from the figures of `c.used`.
     """
     problems = open_problems(rules, c, findings_by_unit)
     with _collector_paused():
-        return _Book(
-            rules, c, status, problems, sources, as_of, final, edition, allow_missing.strip()
-        ).build()
+        book = _Book(
+            rules, c, status, problems, sources, as_of, final, edition, allow_missing.strip(), detail_csv
+        )
+        return book.build()
 
 
 @contextlib.contextmanager

@@ -109,7 +109,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
     from pipeline.consolidation import consolidate
-    from pipeline.render import html, summary, template
+    from pipeline.render import detail, html, summary, template
 
     rules, as_of, final = run.rules, run.as_of, run.options.final
     expected = rules.children(run.level)
@@ -118,11 +118,15 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     findings = _open_findings(history.latest(every), {u.code for u in expected})
     folder, edition, level, suffix = _folder(run)
     title = rules.campaign.title
-    # The workbook lists the versions, not their figures: the second process need not be sent them.
+    # The workbook lists the versions, not their figures: the second process need not be sent them, but for
+    # its 明细 sheet when the flat table is small; a large one goes to a CSV made here meanwhile.
     bare = [replace(v, values={}) for v in every]
+    workbook = folder / f"{level}{rules.campaign.title}汇总表{suffix}.xlsx"
+    small = sum(len(v.values) for v in c.used) <= detail.SHEET_LIMIT
+    flat = "" if small else detail.csv_name(workbook.name)
     book = (aside or WorkbookProcess()).workbook(
         rules,
-        replace(c, used=tuple(replace(v, values={}) for v in c.used)),
+        c if small else replace(c, used=tuple(replace(v, values={}) for v in c.used)),
         now,
         findings,
         bare,
@@ -130,9 +134,9 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
         final=final,
         edition=edition,
         allow_missing=run.options.allow_missing if final else "",
+        detail_csv=flat,
     )
     # The report and the summary while the workbook is being built.
-    workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
     paths = {
         workbook: b"",  # listed first
         folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
@@ -149,6 +153,9 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
             rules, c, now, as_of=as_of, final=final
         ).encode("utf-8"),
     }
+
+    if flat:
+        paths[folder / flat] = detail.to_csv(list(detail.rows(rules, c.used)))
 
     def finish() -> Made:
         if run.level != PROVINCE:
