@@ -16,10 +16,9 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from openpyxl.styles import PatternFill
 from xlsxwriter import Workbook
 
-from pipeline.campaign.config import PROVINCE, Field, Form, Rules
+from pipeline.campaign.config import Field, Form, Rules
 from pipeline.campaign.consolidation_plan import (
     NOT_SUMMED,
     PROBLEMS_SHEET,
@@ -30,12 +29,11 @@ from pipeline.campaign.consolidation_plan import (
 )
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
-from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
-from pipeline.model import Submission, Verdict, column_letters
-from pipeline.render import coverage, detail, xlsxpatch
+from pipeline.consolidation.status import Status
+from pipeline.model import Submission, column_letters
+from pipeline.render import coverage, detail, lists, xlsxpatch
 from pipeline.render.sheets import (
     CENTER_ALIGN,
-    DATETIME_FORMAT,
     HEADER_FILL,
     INFO_ALIGN,
     LEFT_ALIGN,
@@ -63,21 +61,11 @@ from pipeline.render.words import (
     Problem,
     figure_text,
     level_name,
-    naive,
     open_problems,
     stamp,
     when,
     width,
 )
-
-STATE_FILLS = {
-    PASSED: PatternFill("solid", fgColor="E2EFDA"),
-    WARNED: PatternFill("solid", fgColor="FFF2CC"),
-    FAILED: PatternFill("solid", fgColor="F8CBAD"),
-    MISSING: PatternFill("solid", fgColor="F8CBAD"),
-    OVERDUE: PatternFill("solid", fgColor="F8CBAD"),
-    RECEIVED: PatternFill("solid", fgColor="E2EFDA"),
-}
 
 
 def sheet_names(rules: Rules) -> tuple[str, ...]:
@@ -152,9 +140,9 @@ class _Book:
                 self.pivot(table)
         if self.c.tables:
             detail.write_sheet(self.sheet(detail.SHEET), self.detail_rows, self.info, self.detail_csv)
-        self.status_sheet()
-        self.problems_sheet()
-        self.sources_sheet()
+        lists.status_sheet(self)
+        lists.problems_sheet(self)
+        lists.sources_sheet(self)
         for sheet in self.sheets:
             sheet.flush()
         c = self.rules.campaign
@@ -492,167 +480,6 @@ class _Book:
             rooms.append(sum(widths[first - 1 : end - 1]))
         ws.heights[r] = 13.5 * math.ceil(width(line) / max(1.0, min(rooms) - 2)) + 6
         return 1
-
-    # 报送情况
-    def status_sheet(self) -> None:
-        rules = self.rules
-        ws = self.sheet(STATUS_SHEET)
-        heads = ["单位", "单位代码", "类别", "报送事项", "状态", "收到时间", "版本数", "汇总采用版本", "备注"]
-        ncols = len(heads)
-        deadline = when(rules, self.status.deadline)
-        heading(
-            ws, ncols, f"{rules.campaign.title}报送情况", f"{self.info}    报送截止:{deadline}", money=False
-        )
-        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.heights[body - 1] = 22
-        r = body
-        for s in self.status.rows:
-            note = ";".join(x for x in (s.note, s.mail_problem) if x)
-            cells: list[Any] = [
-                s.unit_name,
-                s.unit,
-                s.kind,
-                s.item_label,
-                s.state.label,
-                s.received,
-                s.versions,
-                f"第{s.version_used}版" if s.version_used else "",
-                note,
-            ]
-            self._status_row(ws, r, cells, STATE_FILLS.get(s.state))
-            r += 1
-        for v in self.status.stray:
-            try:
-                unit = self.units[v.unit]
-                name, kind, where = unit.name, unit.kind, unit.reports_to
-            except KeyError:
-                name, kind, where = v.unit, "", ""
-            label = rules.items[v.item].label if v.item in rules.items else v.item
-            upper = self.units[where].name if where and where != PROVINCE else "上级单位"
-            cells = [
-                name,
-                v.unit,
-                kind,
-                label,
-                "报错地方",
-                v.received,
-                1,
-                "",
-                f"{v.file}:应报送{upper},不计入本级汇总",
-            ]
-            self._status_row(ws, r, cells, STATE_FILLS[FAILED])
-            r += 1
-        names = [s.unit_name for s in self.status.rows]
-        page(ws, ncols, body - 1, [name_width(names), 10, 9, 16, 9, 17, 7, 12, 46], freeze=f"B{body}")
-
-    def _status_row(self, ws: Sheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
-        for j, value in enumerate(cells, start=1):
-            align = LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN
-            fill_j = fill if j == 5 else None
-            if isinstance(value, dt.datetime):
-                fmt = ws.look(align=align, fill=fill_j, number_format=DATETIME_FORMAT)
-                ws.place(r, j, naive(self.rules, value), fmt)
-            elif isinstance(value, int):
-                ws.place(r, j, value, ws.look(align=align, fill=fill_j, number_format="0"))
-            else:
-                ws.text(r, j, value, ws.look(align=align, fill=fill_j))
-
-    # 校验问题
-    def problems_sheet(self) -> None:
-        ws = self.sheet(PROBLEMS_SHEET)
-        heads = ["单位", "文件", "规则", "严重程度", "工作表", "单元格", "问题说明"]
-        ncols = len(heads)
-        heading(ws, ncols, "各单位报表校验问题", self.info, money=False)
-        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.heights[body - 1] = 22
-        r = body
-        for p in self.problems:
-            f = p.finding
-            cells = [
-                p.unit_name,
-                p.file,
-                f.rule,
-                f.severity.label,
-                f.sheet,
-                f.cell,
-                f.message,
-            ]
-            for j, value in enumerate(cells, start=1):
-                put_text(
-                    ws,
-                    r,
-                    j,
-                    value,
-                    align=TOP_LEFT if j in (1, 2, 7) else CENTER_ALIGN,
-                    size=9,
-                    color="C00000" if j == 4 and f.is_error else None,
-                )
-            r += 1
-        if not self.problems:
-            ws.merge(r, 1, r, ncols)
-            ws.put(r, 1, "没有未解决的校验问题。", align=LEFT_ALIGN)
-        names = [p.unit_name for p in self.problems] or ["单位"]
-        page(ws, ncols, body - 1, [name_width(names, cap=30), 30, 11, 9, 14, 8, 64], freeze=f"A{body}")
-
-    # 数据来源
-    def sources_sheet(self) -> None:
-        rules, c = self.rules, self.c
-        ws = self.sheet(SOURCES_SHEET)
-        heads = ["单位", "单位代码", "报表", "文件名", "SHA-256", "收到时间", "版本", "是否采用"]
-        ncols = len(heads)
-        heading(ws, ncols, "汇总数据来源", self.info, money=False)
-        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.heights[body - 1] = 22
-        position = {u.code: i for i, u in enumerate(rules.units)}
-        form_order = {code: i for i, code in enumerate(rules.forms)}
-        used = {v.id for v in c.used}
-        in_level = {u.code for u in rules.children(c.parent)}
-        aligns = [LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN for j in range(1, ncols + 1)]
-        texts = [ws.look(align=align, size=9) for align in aligns]
-        r = body
-        for v in sorted(
-            self.sources,
-            key=lambda v: (
-                position.get(v.unit, len(position)),
-                v.unit,
-                form_order.get(v.form or "", len(form_order)),
-                v.version,
-                v.received,
-                v.sha256,
-            ),
-        ):
-            try:
-                name = self.units[v.unit].name
-            except KeyError:
-                name = v.unit
-            form = rules.forms.get(v.form or "")
-            if v.id in used:
-                verdict = "采用"
-            elif v.unit not in in_level:
-                verdict = "不采用:不是本级应报单位"
-            elif v.verdict != Verdict.ACCEPTED:
-                verdict = "不采用:未通过校验"
-            else:
-                verdict = "不采用:已有更新版本"
-            cells: list[Any] = [
-                name,
-                v.unit,
-                f"{form.attachment} {form.title}" if form else v.item,
-                v.file,
-                v.sha256,
-                v.received,
-                f"第{v.version}版",
-                verdict,
-            ]
-            for j, (value, align, fmt) in enumerate(zip(cells, aligns, texts, strict=True), start=1):
-                if isinstance(value, dt.datetime):
-                    when = ws.look(number_format=DATETIME_FORMAT, align=align, size=9)
-                    ws.place(r, j, naive(rules, value), when)
-                else:
-                    ws.text(r, j, value, fmt)
-            r += 1
-        names = [self.units[v.unit].name for v in c.used] or ["单位"]
-        page(ws, ncols, body - 1, [name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")
 
 
 def consolidated_workbook(
