@@ -114,7 +114,7 @@ def main() -> None:
         "workbook.xlsx": lambda: consolidated_workbook(
             rules, c, now, findings, versions, **options, detail_csv=flat
         ),
-        **({} if small else {"明细.csv": lambda: detail.to_csv(list(detail.rows(rules, c.used)))}),
+        **({} if small else {"明细.csv": lambda: detail.to_csv(detail.rows(rules, c.used))}),
         **(
             {"with 明细 sheet": lambda: consolidated_workbook(rules, c, now, findings, versions, **options)}
             if args.flat_sheet

@@ -155,7 +155,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     }
 
     if flat:
-        paths[folder / flat] = detail.to_csv(list(detail.rows(rules, c.used)))
+        paths[folder / flat] = detail.to_csv(detail.rows(rules, c.used))
 
     def finish() -> Made:
         if run.level != PROVINCE:
