@@ -236,10 +236,9 @@ class _Book:
             names = "、".join(u.name for u in parents)
             rows.append(("避免重复计算", f"{names}报送的{rolled}已汇总其所属单位,所属单位不再单列。"))
         rows += [(t.sheet, t.description) for t in rules.consolidation.tables]
+        if c.tables:
+            rows.append((detail.SHEET, "每个单位每项数据一行(不含合计行),带筛选,可直接做数据透视表。"))
         rows += [
-            *[(detail.SHEET, "每个单位每项数据一行(不含合计行),带筛选,可直接做数据透视表。")][
-                : len(c.tables)
-            ],
             (STATUS_SHEET, "每个单位每项材料的报送状态、版本与采用的版本。"),
             (PROBLEMS_SHEET, "各单位报表尚未解决的错误与提醒。"),
             (SOURCES_SHEET, "汇总所用及收到的每个文件及其 SHA-256。"),
