@@ -1,7 +1,7 @@
 """Time of the consolidated workbook, the HTML report, the Word summary and the outliers to verify for N
 units, in this process.
 
-Run: .venv/bin/python bench/workbook.py [--units N] [--runs R] [--out DIR]
+Run: .venv/bin/python bench/workbook.py [--units N] [--runs R] [--out DIR] [--flat-sheet]
 
 Builds a synthetic consolidation in memory (no files): N units of the national case's kinds, each with a
 correct 附件1 and 附件2 from `pipeline.demo`, accepted, received before the deadline; one unit in twenty
@@ -96,8 +96,12 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--flat-sheet", action="store_true", help="also time the 明细 table written as a sheet, however large"
+    )
     args = parser.parse_args()
     from pipeline.consolidation.outliers import outliers
+    from pipeline.render import detail
     from pipeline.render.html import html_report
     from pipeline.render.summary import written_summary
     from pipeline.render.wordfile import summary_docx
@@ -106,8 +110,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         rules, c, now, findings, versions, as_of = case(args.units, Path(folder))
     options = dict(as_of=as_of, final=False, edition=0)
+    # As the run does it: the flat table in the workbook when small, else in a CSV beside it.
+    small = sum(len(v.values) for v in c.used) <= detail.SHEET_LIMIT
+    flat = "" if small else "明细.csv"
     renderings: dict[str, Callable[[], object]] = {
-        "workbook.xlsx": lambda: consolidated_workbook(rules, c, now, findings, versions, **options),
+        "workbook.xlsx": lambda: consolidated_workbook(
+            rules, c, now, findings, versions, **options, detail_csv=flat
+        ),
+        **({} if small else {"明细.csv": lambda: detail.to_csv(detail.rows(rules, c.used))}),
+        **(
+            {"with 明细 sheet": lambda: consolidated_workbook(rules, c, now, findings, versions, **options)}
+            if args.flat_sheet
+            else {}
+        ),
         "report.html": lambda: html_report(rules, c, now, findings, **options),
         "summary.docx": lambda: summary_docx(written_summary(rules, c, now, as_of=as_of, final=False)),
         "outliers": lambda: outliers(rules, c),

@@ -301,6 +301,33 @@ def test_template_prints_as_one_a4_page_wide(
     assert visits.fields[-1].label in first_page
 
 
+def test_each_template_prints_on_one_page_with_its_notes_signatures_and_seal(
+    templates: list[Written], soffice_convert, poppler, tmp_path: Path
+) -> None:
+    """附件1's 填表说明 spilled onto a second page and 附件2's signatures sat apart from the figures: each form
+    is one A4 landscape page, figures, signatures, 单位(盖章) and notes together."""
+    chosen = [t for t in templates if t.unit.code == "469006" and t.form.code in ("warmth", "center")]
+    assert len(chosen) == 2
+    pdfs = soffice_convert([t.path for t in chosen], "pdf", tmp_path / "pdf")
+    for t, pdf in zip(chosen, pdfs, strict=True):
+        info = poppler("pdfinfo", pdf)
+        assert re.search(r"Pages:\s+1\n", info) and "(A4)" in info, t.path.name
+        page = poppler("pdftotext", "-layout", pdf, "-")
+        width, height = map(float, re.search(r"Page size:\s+([\d.]+) x ([\d.]+)", info).groups())
+        assert width > height  # landscape
+        for text in (
+            "单位负责人",
+            "填表人",
+            "联系电话",
+            "填报日期",
+            "单位(盖章)",
+            "填表说明",
+            t.form.sections[0].title,
+        ):
+            assert text in page, (t.path.name, text)
+        assert "联系电话 0898-66553663" in page, t.path.name  # the last note, on the same page
+
+
 # --- filled by a person, saved by LibreOffice ----------------------------------------------------------
 
 SIGN = {

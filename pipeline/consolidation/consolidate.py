@@ -51,7 +51,7 @@ class Table:
     """One consolidated table as rules.yaml declares it (`plan`), its figures in `frame`.
 
     by_unit: one row per expected unit owing the form, grouped by kind in `rules.unit_kinds` order, a 小计
-      row after each kind and a 合计 (全省合计 at the province) row last. Columns `code, name, kind, level,
+      row after each kind of more than one unit and a 合计 (全省合计 at the province) row last. Columns `code, name, kind, level,
       reported` (level: unit / subtotal / total; reported: 1 or 0 for a unit, the number reported for a
       (sub)total), then one column per value column. A unit whose form is not in has NA in its value columns.
     by_row: the rows of one tabular section (then its 合计) × its fields, summed over units; columns
@@ -318,7 +318,8 @@ def _by_unit(
         parts = [row for row in own if row is not None]
         for u, row in zip(members, own, strict=True):
             record(u.code, u.name, kind, UNIT_ROW, int(row is not None), row)
-        record("", f"{kind}{SUBTOTAL_LABEL}", kind, SUBTOTAL_ROW, len(parts), *adding.sums(parts))
+        if len(members) > 1:  # a kind of one unit: its 小计 would repeat the unit's row
+            record("", f"{kind}{SUBTOTAL_LABEL}", kind, SUBTOTAL_ROW, len(parts), *adding.sums(parts))
         everyone += parts
     record("", total_label, "", TOTAL_ROW, len(everyone), *adding.sums(everyone))
     return Table(plan, _frame(lead, ["code", "name", "kind", "level", "reported"], rows, columns), spans)

@@ -159,10 +159,12 @@ def stacked_chart(
 def report_charts(rules: Rules, c: Consolidation) -> list[dict[str, Any]]:
     """The HTML report's charts as rules.yaml declares them (`consolidation.charts`): each a title, a note
     under it and the SVG."""
-    return [
-        dict(title=chart.title, note=chart.note, svg=_chart(rules, c, chart))
-        for chart in rules.consolidation.charts
-    ]
+    out = []
+    for chart in rules.consolidation.charts:
+        done, owed = c.coverage.get(c.tables[chart.table].plan.form, (0, 0))
+        title = chart.title + (f"(已汇总 {done}/{owed} 个单位)" if done < owed else "")
+        out.append(dict(title=title, note=chart.note, svg=_chart(rules, c, chart)))
+    return out
 
 
 def _rows(rules: Rules, table: Table) -> list[tuple[str, Mapping[Any, Any]]]:

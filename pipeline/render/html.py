@@ -15,6 +15,7 @@ from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import Consolidation
 from pipeline.consolidation.lastyear import LastYear
 from pipeline.consolidation.status import Status
+from pipeline.render import coverage
 from pipeline.render.charts import report_charts
 from pipeline.render.env import render
 from pipeline.render.summary import figure_rows, unit_table
@@ -32,11 +33,11 @@ from pipeline.render.words import (
 def _cards(rules: Rules, c: Consolidation, last: LastYear | None) -> list[tuple[str, str, str, str]]:
     """The headline cards: label, figure, unit of measure, and last year's figure and change for the same
     units ("" without last year)."""
-    rows = {row[0]: row for row in figure_rows(rules, c, [f.name for f in rules.consolidation.figures], last)}
+    # Both skip a figure no unit owes, so they pair up in order (a card's label may carry its coverage).
+    rows = figure_rows(rules, c, [f.name for f in rules.consolidation.figures if f.card], last)
     out = []
-    for label, value, unit in cards(rules, c):
-        row = rows.get(label)
-        prior = f"上年 {row[2]} · {row[3]}" if last is not None and row is not None and row[2] != "—" else ""
+    for (label, value, unit), row in zip(cards(rules, c), rows, strict=True):
+        prior = f"上年 {row[2]} · {row[3]}" if last is not None and row[2] != "—" else ""
         out.append((label, value, unit, prior))
     return out
 
@@ -70,6 +71,24 @@ def _table(rules: Rules, c: Consolidation, last: LastYear | None = None) -> dict
     return dict(headers=headers, rows=rows)
 
 
+def _coverage(rules: Rules, c: Consolidation, status: Status) -> list[dict[str, Any]]:
+    """Per form: how many units its totals hold, as a bar (green only when all), and who is left out why."""
+    out = []
+    for form, (done, owed) in c.coverage.items():
+        if owed:
+            out.append(
+                dict(
+                    label=rules.item_for_form(form).label,
+                    done=done,
+                    owed=owed,
+                    percent=round(100 * done / owed, 1),
+                    whole=done == owed,
+                    left_out=coverage.left_out_line(rules, c, status, form),
+                )
+            )
+    return out
+
+
 def _cell(table: consolidate.Table, position: int, row: Mapping[Any, Any], col: consolidate.Column) -> str:
     span = table.spans.get((position, col.name))
     return figure_text(span, col.type) if span is not None else figure(row[col.name], col.type)
@@ -90,9 +109,11 @@ def html_report(
     edition: int,
     checks: Sequence[str] = (),
     last: LastYear | None = None,
+    allow_missing: str = "",
 ) -> str:
     """A self-contained HTML report (inline CSS and SVG, nothing fetched), printable on A4. `checks`: the
-    figures to verify (需核实), one line each; `last`: last year's figures, beside the cards and the table."""
+    figures to verify (需核实), one line each; `last`: last year's figures, beside the cards and the table;
+    `allow_missing`: staff's explanation of a final edition made with units missing (run --allow-missing)."""
     problems = open_problems(rules, c, findings_by_unit)
     grouped: list[dict[str, Any]] = []  # unit → file → findings
     for p in problems:
@@ -121,5 +142,12 @@ def html_report(
         problems=grouped,
         errors=sum(p.finding.is_error for p in problems),
         warnings=sum(not p.finding.is_error for p in problems),
+        coverage=_coverage(rules, c, status),
+        allow_missing=allow_missing.strip(),
+        timeliness=[
+            dict(label=t.label, on_time=t.on_time, late=t.late, missing=t.missing, rate=f"{t.rate:.0%}")
+            for t in status.timeliness().values()
+            if t.expected
+        ],
     )
     return render("report.html.j2", **context)

@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -17,6 +18,7 @@ from openpyxl.styles import Alignment, PatternFill
 from xlsxwriter.worksheet import Worksheet
 
 from pipeline.consolidation import consolidate
+from pipeline.model import column_letters
 from pipeline.render import template
 from pipeline.render.words import width
 
@@ -29,16 +31,29 @@ LEFT_ALIGN = template.LEFT
 RIGHT_ALIGN = template.RIGHT
 TOP_LEFT = Alignment(horizontal="left", vertical="top", wrap_text=True)
 INFO_ALIGN = Alignment(horizontal="left", vertical="center")
-NUMBER_FORMATS = {"count": "0", "money": "0.00"}
+WRAPPED_INFO = Alignment(horizontal="left", vertical="center", wrap_text=True)  # a scope line, wrapped
+# Thousands separators: a national total in 万元 or persons runs to six or seven digits.
+NUMBER_FORMATS = {"count": "#,##0", "money": "#,##0.00"}
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 MONEY_UNIT = "金额单位:万元"
+INFO_GAP = "    "  # between the parts of a sheet's scope line
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_TEXT = 32767
 TITLE_ROWS = 2  # the title, then the scope / as-of / 金额单位 line
 # openpyxl's vertical alignments in xlsxwriter's words: the looks are given in the templates' style objects.
 _VERTICAL = {"center": "vcenter", "top": "top", "bottom": "bottom"}
 
-Value = str | int | float | dt.datetime | None
+
+@dataclass(frozen=True, slots=True)
+class Formula:
+    """A total as a formula (=SUM(…)) with the figure it gives now: a figure typed in later updates it, and a
+    program that does not calculate (a viewer, pandas) still reads the figure."""
+
+    text: str
+    value: int | float | None
+
+
+Value = str | int | float | dt.datetime | Formula | None
 # A cell's look but its quote prefix: bold, size, alignment, fill, border, font color, number format.
 Look = tuple[bool, int, Alignment, PatternFill | None, bool, str | None, str | None]
 
@@ -119,7 +134,7 @@ class Sheet:
             self.max_row = row
 
     def place_row(
-        self, row: int, first_col: int, values: Sequence[int | float | None], formats: Sequence[Any]
+        self, row: int, first_col: int, values: Sequence[int | float | Formula | None], formats: Sequence[Any]
     ) -> None:
         """Numbers (or nothing) from `first_col` rightwards, each in its format from `look`: the way of the
         large tables' two hundred thousand cells."""
@@ -154,6 +169,9 @@ class Sheet:
                     write_string(r - 1, c - 1, value, fmt)
                 elif isinstance(value, dt.datetime):
                     ws.write_datetime(r - 1, c - 1, value, fmt)
+                elif isinstance(value, Formula):
+                    cached = "" if value.value is None else value.value
+                    ws.write_formula(r - 1, c - 1, value.text, fmt, cached)
                 else:
                     write_number(r - 1, c - 1, value, fmt)
 
@@ -278,6 +296,10 @@ def headers(ws: Sheet, top: int, paths: Sequence[Sequence[str]]) -> int:
 A4_LANDSCAPE_MM = 297.0
 A4_PAPER = 9
 SIDE_MARGIN_IN = 0.4
+TOP_MARGIN_IN, BOTTOM_MARGIN_IN = 0.6, 0.75
+PRINTABLE_HEIGHT_PT = 595.3 - 72 * (TOP_MARGIN_IN + BOTTOM_MARGIN_IN)  # A4 landscape's short side
+SPILL = 0.25  # a last page this full or less is a spill page worth saving
+CHARACTER_PT = 10  # a width() unit (half a CJK character) at font size 10 takes about one column character
 CHARACTER_PX = 7  # a column width counts characters of 7 px (Calibri 11), the unit `_scale` plans with
 
 
@@ -303,15 +325,82 @@ def page(
     if breaks:
         sheet.set_v_pagebreaks([first - 1 for first in breaks])
         sheet.repeat_columns(0)
-        sheet.set_print_scale(_scale(widths, breaks))
-    else:
-        sheet.fit_to_pages(1, 0)
+    _fit_heading(ws, widths, breaks)
+    _fit_rows(ws, header_end + 1, widths)
+    scale, pages = _no_spill(ws, header_end, _scale(widths, breaks))
+    if breaks:
+        sheet.set_print_scale(scale)
+    else:  # the program fits the width itself, and the height to one page fewer when that saves a spill page
+        sheet.fit_to_pages(1, pages)
     sheet.center_horizontally()
-    sheet.set_margins(left=SIDE_MARGIN_IN, right=SIDE_MARGIN_IN, top=0.6, bottom=0.75)
+    sheet.set_margins(left=SIDE_MARGIN_IN, right=SIDE_MARGIN_IN, top=TOP_MARGIN_IN, bottom=BOTTOM_MARGIN_IN)
     sheet.set_header("", {"margin": 0.5})
     sheet.set_footer("&C第 &P 页,共 &N 页", {"margin": 0.3})
-    _fit_rows(ws, header_end + 1, widths)
     sheet.print_area(0, 0, max(ws.max_row, header_end) - 1, ncols - 1)
+
+
+def _pages_down(heights: Sequence[float], repeated: float, scale: int) -> tuple[int, float]:
+    """Pages a column of rows takes at `scale` % with `repeated` points of title rows atop each page, and
+    how full the last page is (0–1)."""
+    room = PRINTABLE_HEIGHT_PT * 100 / scale - repeated
+    pages, used = 1, 0.0
+    for h in heights:
+        if used + h > room and used:
+            pages, used = pages + 1, 0.0
+        used += h
+    return pages, used / room
+
+
+def _no_spill(ws: Sheet, header_end: int, scale: int) -> tuple[int, int]:
+    """The print scale, lowered as far as a fifth if that saves a nearly empty last page (a table that runs
+    a few rows over a page is printed a little smaller rather than on a page of its own), and the pages
+    down it then takes (0: as many as it takes)."""
+    heights = [ws.heights.get(r, 18) for r in range(header_end + 1, ws.max_row + 1)]
+    repeated = sum(ws.heights.get(r, 18) for r in range(1, header_end + 1))
+    pages, last = _pages_down(heights, repeated, scale)
+    if pages == 1 or last > SPILL:
+        return scale, 0
+    for smaller in range(scale - 1, max(10, int(scale * 0.8)) - 1, -1):
+        if _pages_down(heights, repeated, smaller)[0] < pages:
+            return smaller, pages - 1
+    return scale, 0
+
+
+def _fit_heading(ws: Sheet, widths: Sequence[float], breaks: Sequence[int]) -> None:
+    """The title and the scope line each on one line within the columns they stand over: a smaller title
+    font, the scope line wrapped, rather than a title cut or spilling onto a second line."""
+    first_page = widths[: (breaks[0] - 1 if breaks else len(widths))]
+    room = sum(first_page) if not breaks else sum(first_page) - widths[0]
+    titles = [(c, v, fmt) for c, (v, fmt) in sorted(ws.cells.get(1, {}).items()) if isinstance(v, str)]
+    if titles:
+        col, text, fmt = titles[0]
+        bold, size, *rest = ws.looks.of[id(fmt)]
+        need = width(text) * size / CHARACTER_PT
+        if need > room:
+            smaller = max(11, int(size * room / need))
+            ws.cells[1][col] = (text, ws.looks.format((bold, smaller, *rest)))
+    money = first_page[-1]  # 金额单位 stands in the first page's last column
+    for col, (info, fmt) in list(ws.cells.get(2, {}).items()):
+        if not isinstance(info, str) or info == MONEY_UNIT or not info:
+            continue
+        look = ws.looks.of[id(fmt)]
+        span = room - (money if any(v[0] == MONEY_UNIT for v in ws.cells[2].values()) else 0)
+        if width(info) * look[1] / CHARACTER_PT > span:
+            lines = _packed(info.split(INFO_GAP), span * CHARACTER_PT / look[1])
+            wrapped = (look[0], look[1], WRAPPED_INFO, *look[3:])
+            ws.cells[2][col] = ("\n".join(lines), ws.looks.format(wrapped))
+            ws.heights[2] = 14 * len(lines) + 6
+
+
+def _packed(parts: Sequence[str], room: float) -> list[str]:
+    """The parts of a scope line (汇总范围, 数据截至, the edition) as few lines as fit `room`, none cut."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and width(lines[-1] + INFO_GAP + part) <= room:
+            lines[-1] += INFO_GAP + part
+        else:
+            lines.append(part)
+    return lines
 
 
 def _fit_rows(ws: Sheet, first: int, widths: Sequence[float]) -> None:
@@ -346,6 +435,24 @@ def _scale(widths: Sequence[float], breaks: Sequence[int]) -> int:
         # to 9: plan for the wider, so that the page holds its columns in every program.
         widest = max(widest, 25.4 / 96 * sum(9 * w + 5 for w in page))
     return max(10, min(100, int(usable * 100 / widest))) if widest else 100
+
+
+def sum_formula(col: int, ranges: Sequence[tuple[int, int]], value: int | float | None) -> Formula:
+    """=SUM over the rows `ranges` (first, last; 1-based, inclusive) of sheet column `col`."""
+    letters = column_letters(col)
+    parts = [f"{letters}{a}" if a == b else f"{letters}{a}:{letters}{b}" for a, b in ranges]
+    return Formula(f"=SUM({','.join(parts)})", value)
+
+
+def runs(rows: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as (first, last) runs of consecutive rows."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][1] == r - 1:
+            out[-1] = (out[-1][0], r)
+        else:
+            out.append((r, r))
+    return out
 
 
 def section_starts(columns: Sequence[consolidate.Column], offset: int = 2) -> list[int]:

@@ -178,7 +178,9 @@ def written_summary(
     for section in plan.sections or _default_sections(rules):
         if section.form and not c.coverage.get(section.form, (0, 0))[1]:
             continue
-        text = tuple(t for t in (filled(x, section.form, figures, c) for x in section.text) if t is not None)
+        text = tuple(
+            t for t in (filled(rules, x, section.form, figures, c) for x in section.text) if t is not None
+        )
         rows = figure_rows(rules, c, section.figures, last)
         hint = f"〔{section.hint.format_map(words)}〕" if section.hint else ""
         if parts and parts[-1].heading == section.heading:  # the default frame's form paragraphs

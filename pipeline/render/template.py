@@ -75,6 +75,7 @@ def build(rules: Rules, form: Form, unit: Unit, covers: tuple[str, ...] | None =
             _table(ws, lay, block)
         else:
             _single(ws, lay, block)
+    _stamp(ws, lay)
     _notes(ws, lay, rules, unit)
     _validations(ws, rules, lay)
     _page(ws, lay)
@@ -239,6 +240,17 @@ def _footer(ws: Worksheet, lay: layout.Layout, block: layout.Block) -> None:
         _input(ws, slot.cell, slot.field)
 
 
+def _stamp(ws: Worksheet, lay: layout.Layout) -> None:
+    """单位(盖章) at the right of the spacer row under the signatures: room for the unit's seal, on the
+    printed page with the figures it vouches for."""
+    r = lay.notes_row - 1
+    label = column_letters(lay.ncols - 2)
+    ws[f"{label}{r}"] = "单位(盖章):"
+    _style(ws[f"{label}{r}"], bold=True, align=RIGHT, border=False)
+    ws.merge_cells(f"{column_letters(lay.ncols - 1)}{r}:{lay.last_col}{r}")
+    ws.row_dimensions[r].height = 42
+
+
 def _notes(ws: Worksheet, lay: layout.Layout, rules: Rules, unit: Unit) -> None:
     r = lay.notes_row
     ws[f"A{r}"] = "填表说明:"
@@ -328,8 +340,9 @@ def _page(ws: Worksheet, lay: layout.Layout) -> None:
     ws.print_title_rows = "1:3"
     ws.page_setup.paperSize = ws.PAPERSIZE_A4
     ws.page_setup.orientation = ws.ORIENTATION_LANDSCAPE
+    # One page, the notes and the signatures with the figures (附件1's notes spilled onto a second page).
     ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 0
+    ws.page_setup.fitToHeight = 1
     ws.sheet_properties.pageSetUpPr.fitToPage = True
     ws.print_options.horizontalCentered = True
     ws.page_margins.left = ws.page_margins.right = 0.5

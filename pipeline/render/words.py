@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import string
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,32 +127,42 @@ def figure_words(rules: Rules, c: Consolidation) -> dict[str, str]:
     return words
 
 
-def filled(text: str, form: str, words: Mapping[str, str], c: Consolidation) -> str | None:
+def filled(rules: Rules, text: str, form: str, words: Mapping[str, str], c: Consolidation) -> str | None:
     """A paragraph with its {names} filled in; one about a form (`form`) only where units owe it (else None),
-    with {units} and {coverage} besides."""
-    if not form:
-        return text.format_map(words)
-    done, owed = c.coverage.get(form, (0, 0))
-    if not owed:
+    with {units} and {coverage} besides. When the figures it names cover fewer units than owe them, it says
+    so: its subject ({scope}) becomes 已汇总的 n 个单位, or a note follows it."""
+    plan = rules.consolidation
+    if form and not c.coverage.get(form, (0, 0))[1]:
         return None
-    coverage = f"(已汇总 {done} 个)" if done < owed else ""
-    return text.format_map({**words, "units": str(owed), "coverage": coverage})
+    form_of = {f.name: f.form for f in plan.figures} | {s.name: s.form for s in plan.shares}
+    names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    forms = {form} if form else {form_of[n] for n in names if n in form_of}
+    short = [c.coverage[f] for f in sorted(forms) if c.coverage.get(f, (0, 0))[0] < c.coverage[f][1]]
+    done, owed = short[0] if short else c.coverage.get(form, (0, 0))
+    own = dict(words, units=str(owed), coverage=f"(已汇总 {done} 个)" if short else "")
+    if short and "scope" in names:  # the subject says whose figures these are: not the whole level's
+        own.update(scope=f"已汇总的 {done} 个单位(应报 {owed} 个)", where="")
+    elif short and "coverage" not in names:
+        text = text + f"(以上为已汇总的 {done} 个单位的数据,应报 {owed} 个。)"
+    return text.format_map(own)
 
 
 def paragraphs(rules: Rules, c: Consolidation) -> list[str]:
     """rules.yaml's paragraphs with the level's figures in them; one about a form only where units owe it."""
     words = figure_words(rules, c)
-    out = (filled(p.text, p.form, words, c) for p in rules.consolidation.paragraphs)
+    out = (filled(rules, p.text, p.form, words, c) for p in rules.consolidation.paragraphs)
     return [text for text in out if text is not None]
 
 
 def cards(rules: Rules, c: Consolidation) -> list[tuple[str, str, str]]:
     """The figures shown as cards at the top of the report: (label, figure, unit of measure)."""
-    return [
-        (f.label, figure_text(c.figures[f.name], f.type), f.unit)
-        for f in rules.consolidation.figures
-        if f.card and c.coverage.get(f.form, (0, 0))[1]
-    ]
+    out = []
+    for f in rules.consolidation.figures:
+        done, owed = c.coverage.get(f.form, (0, 0))
+        if f.card and owed:
+            label = f.label + (f"(已汇总 {done}/{owed} 个单位)" if done < owed else "")
+            out.append((label, figure_text(c.figures[f.name], f.type), f.unit))
+    return out
 
 
 # --- who has not reported --------------------------------------------------------------------------------

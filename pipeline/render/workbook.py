@@ -12,13 +12,13 @@ import contextlib
 import datetime as dt
 import gc
 import io
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from openpyxl.styles import PatternFill
 from xlsxwriter import Workbook
 
-from pipeline.campaign.config import PROVINCE, Field, Form, Rules
+from pipeline.campaign.config import Field, Form, Rules
 from pipeline.campaign.consolidation_plan import (
     NOT_SUMMED,
     PROBLEMS_SHEET,
@@ -30,12 +30,11 @@ from pipeline.campaign.consolidation_plan import (
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.lastyear import LastYear
-from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
-from pipeline.model import Submission, Verdict
-from pipeline.render import xlsxpatch, yearsheet
+from pipeline.consolidation.status import Status
+from pipeline.model import Submission, column_letters
+from pipeline.render import coverage, detail, lists, xlsxpatch, yearsheet
 from pipeline.render.sheets import (
     CENTER_ALIGN,
-    DATETIME_FORMAT,
     HEADER_FILL,
     INFO_ALIGN,
     LEFT_ALIGN,
@@ -45,15 +44,17 @@ from pipeline.render.sheets import (
     TITLE_ROWS,
     TOP_LEFT,
     TOTAL_FILL,
+    Formula,
     Looks,
     Sheet,
     headers,
     heading,
     name_width,
     page,
-    put_number,
     put_text,
+    runs,
     section_starts,
+    sum_formula,
     written,
 )
 from pipeline.render.words import (
@@ -61,27 +62,18 @@ from pipeline.render.words import (
     Problem,
     figure_text,
     level_name,
-    naive,
     open_problems,
     stamp,
     when,
     width,
 )
 
-STATE_FILLS = {
-    PASSED: PatternFill("solid", fgColor="E2EFDA"),
-    WARNED: PatternFill("solid", fgColor="FFF2CC"),
-    FAILED: PatternFill("solid", fgColor="F8CBAD"),
-    MISSING: PatternFill("solid", fgColor="F8CBAD"),
-    OVERDUE: PatternFill("solid", fgColor="F8CBAD"),
-    RECEIVED: PatternFill("solid", fgColor="E2EFDA"),
-}
-
 
 def sheet_names(rules: Rules) -> tuple[str, ...]:
-    """The workbook's sheets in order: 说明, the declared tables, 报送情况, 校验问题, 数据来源."""
+    """The workbook's sheets in order: 说明, the declared tables, 明细, 报送情况, 校验问题, 数据来源."""
     tables = tuple(t.sheet for t in rules.consolidation.tables)
-    return (README_SHEET, *tables, STATUS_SHEET, PROBLEMS_SHEET, SOURCES_SHEET)
+    flat = (detail.SHEET,) if tables else ()  # a campaign that consolidates no table has no figures to list
+    return (README_SHEET, *tables, *flat, STATUS_SHEET, PROBLEMS_SHEET, SOURCES_SHEET)
 
 
 def _field_of(rules: Rules, form: str, key: tuple[str, str, str]) -> Field:
@@ -110,8 +102,12 @@ class _Book:
         as_of: dt.datetime,
         final: bool,
         edition: int,
-        last: LastYear | None = None,
+        last: LastYear | None,
+        note_missing: str,
+        detail_csv: str,
     ):
+        self.note_missing, self.detail_csv = note_missing, detail_csv
+        self.detail_rows = [] if detail_csv else list(detail.rows(rules, c.used))
         self.rules, self.c, self.status, self.problems, self.sources = rules, c, status, problems, sources
         self.last = last
         self.as_of, self.final, self.edition = as_of, final, edition
@@ -147,9 +143,11 @@ class _Book:
                 self.pivot(table)
         if self.last is not None:
             yearsheet.year_sheets(self.rules, self.c, self.last, self.sheet, self.info)
-        self.status_sheet()
-        self.problems_sheet()
-        self.sources_sheet()
+        if self.c.tables:
+            detail.write_sheet(self.sheet(detail.SHEET), self.detail_rows, self.info, self.detail_csv)
+        lists.status_sheet(self)
+        lists.problems_sheet(self)
+        lists.sources_sheet(self)
         for sheet in self.sheets:
             sheet.flush()
         c = self.rules.campaign
@@ -219,6 +217,12 @@ class _Book:
                 if owed
             ],
             ("报齐全部材料", f"{self.status.units_done()} / {c.units_expected} 个单位"),
+            *[
+                (f"未纳入{rules.item_for_form(form).label}汇总", line)
+                for form in c.coverage
+                if (line := coverage.left_out_line(rules, c, self.status, form))
+            ],
+            *([("缺报说明", self.note_missing)] if self.note_missing else []),
             ("规则文件 SHA-256", rules.sha256),
             ("合计的算法", "各小计、合计均由各单位报表的明细行重新计算,不采用报表中填写的合计数。"),
             *self._not_summed(),
@@ -237,6 +241,8 @@ class _Book:
             names = "、".join(u.name for u in parents)
             rows.append(("避免重复计算", f"{names}报送的{rolled}已汇总其所属单位,所属单位不再单列。"))
         rows += [(t.sheet, t.description) for t in rules.consolidation.tables]
+        if c.tables:
+            rows.append((detail.SHEET, "每个单位每项数据一行(不含合计行),带筛选,可直接做数据透视表。"))
         rows += [
             (STATUS_SHEET, "每个单位每项材料的报送状态、版本与采用的版本。"),
             (PROBLEMS_SHEET, "各单位报表尚未解决的错误与提醒。"),
@@ -295,18 +301,34 @@ class _Book:
         for position, row in enumerate(table.frame.to_dict("records")):
             total = row["code"] == (section.total_row.code if section.total_row else None)
             fill = TOTAL_FILL if total else None
-            put_text(
-                ws, r, 1, row["label"], bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN
+            label = (
+                coverage.total_label(self.c, form.code)
+                if total and coverage.short(self.c, form.code)
+                else row["label"]
             )
+            put_text(ws, r, 1, label, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
             for j, col in enumerate(columns, start=2):
                 span = table.spans.get((position, col.name))
                 if span is not None:
                     put_text(ws, r, j, _span_cell(span, col.type), bold=total, fill=fill, align=RIGHT_ALIGN)
-                else:
-                    put_number(ws, r, j, row[col.name], col.type, bold=total, fill=fill, align=RIGHT_ALIGN)
+                    continue
+                value: Any = written(row[col.name], col.type)
+                if total and r > body and col.aggregate == SUM:
+                    value = sum_formula(j, [(body, r - 1)], value)
+                ws.put(
+                    r,
+                    j,
+                    value,
+                    bold=total,
+                    fill=fill,
+                    align=RIGHT_ALIGN,
+                    number_format=NUMBER_FORMATS.get(col.type),
+                )
             r += 1
         labels = list(table.frame["label"])
-        page(ws, ncols, body - 1, [name_width(labels, cap=34), *[12] * len(columns)], freeze=f"B{body}")
+        widths = [name_width(labels, cap=34), *[12] * len(columns)]
+        self.left_out(ws, r, form.code, widths)
+        page(ws, ncols, body - 1, widths, freeze=f"B{body}")
 
     # pivot: unit × the rows of a section, a block per field
     def pivot(self, table: Table) -> None:
@@ -329,6 +351,7 @@ class _Book:
         )
         body = headers(ws, TITLE_ROWS + 1, [["单位"], *[[labels[r]] for r in rows]])
         ws.heights[body - 1] = 58
+        widths = [name_width([name for _, name in frame.index]), *[10] * len(rows)]
         r = body
         for number, code in enumerate(fields, start=1):
             f = section.field(code)
@@ -350,20 +373,30 @@ class _Book:
                 ]
                 for total in (False, True)
             }
+            first = r
+            summed = rules.consolidation.aggregate(form.code, section.code, code) == SUM
             for position, ((unit, name), values) in enumerate(
                 zip(frame.index, frame[code].itertuples(index=False), strict=True)
             ):
                 total = unit == ""
                 fill = TOTAL_FILL if total else None
+                name = coverage.total_label(self.c, form.code) if total else name
                 put_text(ws, r, 1, name, bold=total, fill=fill, align=CENTER_ALIGN if total else LEFT_ALIGN)
-                ws.place_row(r, 2, [written(value, f.type) for value in values], formats[total])
+                cells: list[Any] = [written(value, f.type) for value in values]
+                if summed and total and r > first:
+                    cells = [sum_formula(j, [(first, r - 1)], v) for j, v in enumerate(cells, start=2)]
+                elif summed and rows[-1] in totals and cells[-1] is not None and len(rows) > 1:
+                    # a unit's 合计 column adds up its own row, so that a late detail figure reaches it
+                    across = f"B{r}:{column_letters(ncols - 1)}{r}"
+                    cells[-1] = Formula(f"=SUM({across})", cells[-1])
+                ws.place_row(r, 2, cells, formats[total])
                 for j, row_code in enumerate(rows, start=2):
                     span = table.spans.get((position, (code, row_code)))
                     if span is not None:
                         put_text(ws, r, j, _span_cell(span, f.type), bold=True, fill=fill, align=RIGHT_ALIGN)
                 r += 1
-        names = [name for _, name in frame.index]
-        page(ws, ncols, body - 1, [name_width(names), *[10] * len(rows)], freeze=f"B{body}")
+            r += self.left_out(ws, r, form.code, widths)  # under each block's total: blocks print apart
+        page(ws, ncols, body - 1, widths, freeze=f"B{body}")
 
     def _unit_table(
         self,
@@ -393,13 +426,22 @@ class _Book:
             spans.setdefault(position, []).append(
                 (position_of[name], _span_cell(span, columns[position_of[name] - 2].type))
             )
+        added = [j for j, col in enumerate(columns) if col.aggregate == SUM]
+        unit_rows: dict[str, list[int]] = {}  # kind -> the sheet rows of its units, for the formulas
         for position, row in enumerate(frame.to_dict("records")):
             level = row["level"]
             fill = TOTAL_FILL if level == TOTAL_ROW else SUBTOTAL_FILL if level == SUBTOTAL_ROW else None
             summed = level != UNIT_ROW
-            put_text(
-                ws, r, 1, row["name"], bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN
-            )
+            name = coverage.total_label(self.c, form_code) if level == TOTAL_ROW else row["name"]
+            if summed:
+                over = (
+                    unit_rows.get(row.get("kind", ""), [])
+                    if level == SUBTOTAL_ROW
+                    else sorted(r for rows in unit_rows.values() for r in rows)
+                )
+            else:
+                unit_rows.setdefault(row.get("kind", ""), []).append(r)  # per_unit: no kinds
+            put_text(ws, r, 1, name, bold=summed, fill=fill, align=CENTER_ALIGN if summed else LEFT_ALIGN)
             formats = looks.get((level, summed))
             if formats is None:
                 formats = looks[(level, summed)] = [
@@ -411,175 +453,37 @@ class _Book:
                     )
                     for col in columns
                 ]
-            ws.place_row(r, 2, [written(row[name], kind) for name, kind in fields], formats)
+            values: list[Any] = [written(row[name], kind) for name, kind in fields]
+            if summed:
+                ranges = runs(over)
+                for j in added:
+                    values[j] = sum_formula(j + 2, ranges, values[j])
+            ws.place_row(r, 2, values, formats)
             for j, text in spans.get(position, ()):
                 put_text(ws, r, j, text, bold=True, fill=fill, align=RIGHT_ALIGN)
             note = "" if summed else self.note(row["code"], form_code)
             put_text(ws, r, ncols, note, fill=fill, align=LEFT_ALIGN, size=9)
             r += 1
         widths = [name_width(list(frame["name"])), *[column_width] * len(columns), 16]
+        self.left_out(ws, r, form_code, widths, breaks)
         page(ws, ncols, body - 1, widths, freeze=f"B{body}", breaks=breaks)
 
-    # 报送情况
-    def status_sheet(self) -> None:
-        rules = self.rules
-        ws = self.sheet(STATUS_SHEET)
-        heads = ["单位", "单位代码", "类别", "报送事项", "状态", "收到时间", "版本数", "汇总采用版本", "备注"]
-        ncols = len(heads)
-        deadline = when(rules, self.status.deadline)
-        heading(
-            ws, ncols, f"{rules.campaign.title}报送情况", f"{self.info}    报送截止:{deadline}", money=False
-        )
-        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.heights[body - 1] = 22
-        r = body
-        for s in self.status.rows:
-            note = ";".join(x for x in (s.note, s.mail_problem) if x)
-            cells: list[Any] = [
-                s.unit_name,
-                s.unit,
-                s.kind,
-                s.item_label,
-                s.state.label,
-                s.received,
-                s.versions,
-                f"第{s.version_used}版" if s.version_used else "",
-                note,
-            ]
-            self._status_row(ws, r, cells, STATE_FILLS.get(s.state))
-            r += 1
-        for v in self.status.stray:
-            try:
-                unit = self.units[v.unit]
-                name, kind, where = unit.name, unit.kind, unit.reports_to
-            except KeyError:
-                name, kind, where = v.unit, "", ""
-            label = rules.items[v.item].label if v.item in rules.items else v.item
-            upper = self.units[where].name if where and where != PROVINCE else "上级单位"
-            cells = [
-                name,
-                v.unit,
-                kind,
-                label,
-                "报错地方",
-                v.received,
-                1,
-                "",
-                f"{v.file}:应报送{upper},不计入本级汇总",
-            ]
-            self._status_row(ws, r, cells, STATE_FILLS[FAILED])
-            r += 1
-        names = [s.unit_name for s in self.status.rows]
-        page(ws, ncols, body - 1, [name_width(names), 10, 9, 16, 9, 17, 7, 12, 46], freeze=f"B{body}")
-
-    def _status_row(self, ws: Sheet, r: int, cells: list[Any], fill: PatternFill | None) -> None:
-        for j, value in enumerate(cells, start=1):
-            align = LEFT_ALIGN if j in (1, 9) else CENTER_ALIGN
-            fill_j = fill if j == 5 else None
-            if isinstance(value, dt.datetime):
-                fmt = ws.look(align=align, fill=fill_j, number_format=DATETIME_FORMAT)
-                ws.place(r, j, naive(self.rules, value), fmt)
-            elif isinstance(value, int):
-                ws.place(r, j, value, ws.look(align=align, fill=fill_j, number_format="0"))
-            else:
-                ws.text(r, j, value, ws.look(align=align, fill=fill_j))
-
-    # 校验问题
-    def problems_sheet(self) -> None:
-        ws = self.sheet(PROBLEMS_SHEET)
-        heads = ["单位", "文件", "规则", "严重程度", "工作表", "单元格", "问题说明"]
-        ncols = len(heads)
-        heading(ws, ncols, "各单位报表校验问题", self.info, money=False)
-        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.heights[body - 1] = 22
-        r = body
-        for p in self.problems:
-            f = p.finding
-            cells = [
-                p.unit_name,
-                p.file,
-                f.rule,
-                f.severity.label,
-                f.sheet,
-                f.cell,
-                f.message,
-            ]
-            for j, value in enumerate(cells, start=1):
-                put_text(
-                    ws,
-                    r,
-                    j,
-                    value,
-                    align=TOP_LEFT if j in (1, 2, 7) else CENTER_ALIGN,
-                    size=9,
-                    color="C00000" if j == 4 and f.is_error else None,
-                )
-            r += 1
-        if not self.problems:
-            ws.merge(r, 1, r, ncols)
-            ws.put(r, 1, "没有未解决的校验问题。", align=LEFT_ALIGN)
-        names = [p.unit_name for p in self.problems] or ["单位"]
-        page(ws, ncols, body - 1, [name_width(names, cap=30), 30, 11, 9, 14, 8, 64], freeze=f"A{body}")
-
-    # 数据来源
-    def sources_sheet(self) -> None:
-        rules, c = self.rules, self.c
-        ws = self.sheet(SOURCES_SHEET)
-        heads = ["单位", "单位代码", "报表", "文件名", "SHA-256", "收到时间", "版本", "是否采用"]
-        ncols = len(heads)
-        heading(ws, ncols, "汇总数据来源", self.info, money=False)
-        body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
-        ws.heights[body - 1] = 22
-        position = {u.code: i for i, u in enumerate(rules.units)}
-        form_order = {code: i for i, code in enumerate(rules.forms)}
-        used = {v.id for v in c.used}
-        in_level = {u.code for u in rules.children(c.parent)}
-        aligns = [LEFT_ALIGN if j in (1, 3, 4, 5, 8) else CENTER_ALIGN for j in range(1, ncols + 1)]
-        texts = [ws.look(align=align, size=9) for align in aligns]
-        r = body
-        for v in sorted(
-            self.sources,
-            key=lambda v: (
-                position.get(v.unit, len(position)),
-                v.unit,
-                form_order.get(v.form or "", len(form_order)),
-                v.version,
-                v.received,
-                v.sha256,
-            ),
-        ):
-            try:
-                name = self.units[v.unit].name
-            except KeyError:
-                name = v.unit
-            form = rules.forms.get(v.form or "")
-            if v.id in used:
-                verdict = "采用"
-            elif v.unit not in in_level:
-                verdict = "不采用:不是本级应报单位"
-            elif v.verdict != Verdict.ACCEPTED:
-                verdict = "不采用:未通过校验"
-            else:
-                verdict = "不采用:已有更新版本"
-            cells: list[Any] = [
-                name,
-                v.unit,
-                f"{form.attachment} {form.title}" if form else v.item,
-                v.file,
-                v.sha256,
-                v.received,
-                f"第{v.version}版",
-                verdict,
-            ]
-            for j, (value, align, fmt) in enumerate(zip(cells, aligns, texts, strict=True), start=1):
-                if isinstance(value, dt.datetime):
-                    when = ws.look(number_format=DATETIME_FORMAT, align=align, size=9)
-                    ws.place(r, j, naive(rules, value), when)
-                else:
-                    ws.text(r, j, value, fmt)
-            r += 1
-        names = [self.units[v.unit].name for v in c.used] or ["单位"]
-        page(ws, ncols, body - 1, [name_width(names, cap=30), 9, 30, 40, 36, 16, 7, 20], freeze=f"A{body}")
+    def left_out(
+        self, ws: Sheet, r: int, form: str, widths: Sequence[float], breaks: Sequence[int] = ()
+    ) -> int:
+        """Under a total short of units, at row `r`: who is not in it and why, over each printed page's
+        columns, so that the page with the total names them. Returns the rows taken (0 or 1)."""
+        line = coverage.left_out_line(self.rules, self.c, self.status, form)
+        if not line:
+            return 0
+        edges = [1, *breaks, len(widths) + 1]
+        rooms = []
+        for first, end in zip(edges, edges[1:], strict=False):
+            ws.merge(r, first, r, end - 1)
+            ws.put(r, first, line, align=TOP_LEFT, border=False, color="C00000")
+            rooms.append(sum(widths[first - 1 : end - 1]))
+        ws.heights[r] = 13.5 * math.ceil(width(line) / max(1.0, min(rooms) - 2)) + 6
+        return 1
 
 
 def consolidated_workbook(
@@ -593,16 +497,34 @@ def consolidated_workbook(
     final: bool,
     edition: int,
     last: LastYear | None = None,
+    allow_missing: str = "",
+    detail_csv: str = "",
 ) -> bytes:
     """The consolidated workbook (.xlsx bytes, reproducible) with the sheets of `sheet_names`, in that order
     (with `last`, last year's figures: a `(上年)` sheet after the declared tables, see yearsheet.py).
 
     `findings_by_unit` holds each unit's open findings, each alone or as (file name, finding); `sources`
-    are the versions to list under 数据来源 (those consolidated are marked 采用).
+    are the versions to list under 数据来源 (those consolidated are marked 采用); `allow_missing`: staff's
+    explanation of a final edition made with units missing (run --allow-missing), printed in 说明;
+    `detail_csv`: the file the flat table went to instead of the 明细 sheet (at national scale), or "" to
+    write it from the figures of `c.used`.
     """
     problems = open_problems(rules, c, findings_by_unit)
     with _collector_paused():
-        return _Book(rules, c, status, problems, sources, as_of, final, edition, last).build()
+        book = _Book(
+            rules,
+            c,
+            status,
+            problems,
+            sources,
+            as_of,
+            final,
+            edition,
+            last,
+            allow_missing.strip(),
+            detail_csv,
+        )
+        return book.build()
 
 
 @contextlib.contextmanager

@@ -110,7 +110,7 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     built and not written."""
     from pipeline.consolidation import consolidate, outliers
     from pipeline.io import previous
-    from pipeline.render import html, summary, template, wordfile
+    from pipeline.render import detail, html, summary, template, wordfile
 
     rules, as_of, final = run.rules, run.as_of, run.options.final
     expected = rules.children(run.level)
@@ -132,11 +132,15 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     ]
     folder, edition, level, suffix = _folder(run)
     title = rules.campaign.title
-    # The workbook lists the versions, not their figures: the second process need not be sent them.
+    # The workbook lists the versions, not their figures: the second process need not be sent them, but for
+    # its 明细 sheet when the flat table is small; a large one goes to a CSV made here meanwhile.
     bare = [replace(v, values={}) for v in every]
+    workbook = folder / f"{level}{rules.campaign.title}汇总表{suffix}.xlsx"
+    small = sum(len(v.values) for v in c.used) <= detail.SHEET_LIMIT
+    flat = "" if small else detail.csv_name(workbook.name)
     book = (aside or WorkbookProcess()).workbook(
         rules,
-        replace(c, used=tuple(replace(v, values={}) for v in c.used)),
+        c if small else replace(c, used=tuple(replace(v, values={}) for v in c.used)),
         now,
         findings,
         bare,
@@ -144,13 +148,23 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
         final=final,
         edition=edition,
         last=last,
+        allow_missing=run.options.allow_missing if final else "",
+        detail_csv=flat,
     )
     # The report and the summary while the workbook is being built.
-    workbook = folder / f"{level}{title}汇总表{suffix}.xlsx"
     paths = {
         workbook: b"",  # listed first
         folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
-            rules, c, now, findings, as_of=as_of, final=final, edition=edition, checks=checks, last=last
+            rules,
+            c,
+            now,
+            findings,
+            as_of=as_of,
+            final=final,
+            edition=edition,
+            checks=checks,
+            last=last,
+            allow_missing=run.options.allow_missing if final else "",
         ).encode("utf-8"),
     }
     paths[folder / f"{level}{title}总结{suffix}.docx"] = wordfile.summary_docx(
@@ -168,6 +182,9 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
             attachments=[p.name for p in paths],
         )
     )
+
+    if flat:
+        paths[folder / flat] = detail.to_csv(detail.rows(rules, c.used))
 
     def finish() -> Made:
         if run.level != PROVINCE:
