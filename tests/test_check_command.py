@@ -14,7 +14,7 @@ from pipeline.runs import check
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 runner = CliRunner()
 KEYS = {"file", "unit", "form", "verdict", "findings"}
-FINDING_KEYS = {"rule", "severity", "sheet", "cell", "field", "row", "value", "message"}
+FINDING_KEYS = {"rule", "severity", "sheet", "cell", "field", "row", "value", "message", "suggested"}
 
 
 def test_json_output_equals_the_library_result(rules, fill):
