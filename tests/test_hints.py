@@ -5,6 +5,7 @@ symptoms."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from decimal import Decimal
@@ -132,3 +133,67 @@ def test_a_form_typed_in_yuan_by_hand_is_diagnosed_and_corrected(rules: config.R
     first, code, output = round_two(fill(changes=changes), tmp_path)
     assert [f["rule"] for f in errors(first)] == ["W-yuan"]
     assert code == 0 and "结论:通过" in output, output
+
+
+# --- the annotated copy, sent back corrected ----------------------------------------------------------------
+
+
+def test_the_annotated_copy_keeps_protection_and_a_corrected_one_carries_no_old_mark(
+    demo_inbox, rules, tmp_path
+) -> None:
+    """屯昌's copy of round one, its amounts corrected by the hints in the copy itself and sent back: the copy
+    of round two is protected (合计 formulas locked), and no cell keeps a fill or comment of round one."""
+    from pipeline.render import annotate, template
+    from pipeline.runs import check
+
+    inbox, notes = demo_inbox
+    (name,) = [n for n, note in notes.items() if "按“元”填写" in note]
+    path = inbox / name
+    first = check.check_paths([path], rules)[0]
+    one = tmp_path / f"{path.stem}_校验结果.xlsx"
+    one.write_bytes(
+        annotate.annotated_workbook(path.read_bytes(), path.name, first.findings, unit_name="屯昌", title="t")
+    )
+    wb = openpyxl.load_workbook(one)
+    sheet = rules.forms["warmth"].sheet
+    total = layout.compute(rules.forms["warmth"]).slot("visits", "total", "amount_total").cell
+    assert wb[sheet].protection.sheet is True and wb[sheet][total].protection.locked is True
+    assert str(wb[sheet][total].value).startswith("=SUM(")
+    two = follow_hints(one, check_json(one), tmp_path / f"{one.stem}_校验结果.xlsx")
+    again = check.check_paths([two], rules)[0]
+    assert again.verdict == "accepted", again.findings
+    copy = openpyxl.load_workbook(
+        io.BytesIO(
+            annotate.annotated_workbook(
+                two.read_bytes(), two.name, again.findings, unit_name="屯昌", title="t"
+            )
+        )
+    )
+    ws = copy[sheet]
+    assert ws.protection.sheet is True and ws[total].protection.locked is True
+    marked = [c.coordinate for row in ws.iter_rows() for c in row if c.comment or annotate._ours(c.fill)]
+    assert marked == []
+    g8 = layout.compute(rules.forms["warmth"]).slot("visits", "agri", "amount_total").cell
+    assert ws[g8].fill.fgColor.rgb[-6:] == template.INPUT_FILL.fgColor.rgb[-6:]  # the input fill is back
+
+
+def test_warnings_are_striped_unlike_the_input_fill() -> None:
+    from pipeline.render import annotate, template
+
+    fill = annotate.WARNING_FILL
+    assert fill.fill_type not in ("solid", None)  # a pattern shows in grey print
+    assert fill.bgColor.rgb[-6:] != template.INPUT_FILL.fgColor.rgb[-6:]
+
+
+@pytest.mark.parametrize(
+    ("sent", "copy"),
+    [
+        ("屯昌附件1.xlsx", "屯昌附件1"),
+        ("屯昌附件1_校验结果.xlsx", "屯昌附件1"),
+        ("屯昌附件1_校验结果_校验结果.xls", "屯昌附件1"),
+    ],
+)
+def test_the_copy_keeps_one_name_round_after_round(sent, copy) -> None:
+    from pipeline.runs.feedback import copy_stem
+
+    assert copy_stem(sent) == copy
