@@ -197,3 +197,52 @@ def test_the_copy_keeps_one_name_round_after_round(sent, copy) -> None:
     from pipeline.runs.feedback import copy_stem
 
     assert copy_stem(sent) == copy
+
+
+def test_no_rule_code_reaches_people_in_the_demo_run(demo_inbox, rules, tmp_path) -> None:
+    """The e-mails, the annotated copies and the HTML report of the demo's run name no rule by its code."""
+    import email
+    import zipfile
+    from email import policy
+
+    from pipeline import model
+
+    inbox, _ = demo_inbox
+    args = [
+        "run",
+        "--inbox",
+        str(inbox),
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--state",
+        str(tmp_path / "state"),
+    ]
+    result = runner.invoke(app, [*args, "--as-of", "2017-02-01T12:00", "--rules", str(RULES_PATH)])
+    assert result.exit_code == 0, result.output
+    assert "校验:通过 34,报告已收到 19,未通过 6" in result.output
+    codes = {r.id for r in rules.rules} | {v for k, v in vars(model).items() if k.startswith("F_")}
+
+    def texts_of_workbook(data: bytes) -> list[str]:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return [
+                zf.read(n).decode("utf-8", "replace") for n in zf.namelist() if n.endswith((".xml", ".vml"))
+            ]
+
+    seen: dict[str, list[str]] = {}
+    for path in (tmp_path / "outbox").rglob("*"):
+        if path.suffix == ".eml":
+            message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+            texts = [message.get_body(("plain",)).get_content(), str(message["Subject"])]
+            for part in message.iter_attachments():
+                if part.get_filename().endswith(".xlsx"):
+                    texts += texts_of_workbook(part.get_content())
+        elif path.suffix == ".html" or (path.suffix == ".xlsx" and "校验结果" in path.name):
+            texts = (
+                [path.read_text("utf-8")] if path.suffix == ".html" else texts_of_workbook(path.read_bytes())
+            )
+        else:
+            continue
+        seen[path.name] = [c for c in codes if any(c in t for t in texts)]
+    assert sum(name.endswith(".eml") for name in seen) >= 5 and any(n.endswith(".html") for n in seen)
+    assert sum(name.endswith("_校验结果.xlsx") for name in seen) >= 5
+    assert all(found == [] for found in seen.values()), seen
