@@ -246,3 +246,43 @@ def test_no_rule_code_reaches_people_in_the_demo_run(demo_inbox, rules, tmp_path
     assert sum(name.endswith(".eml") for name in seen) >= 5 and any(n.endswith(".html") for n in seen)
     assert sum(name.endswith("_校验结果.xlsx") for name in seen) >= 5
     assert all(found == [] for found in seen.values()), seen
+
+
+# --- the diagnosis as rules.yaml declares it ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        (lambda rule: rule.update(plausible=[1]), "plausible", "[下限, 上限]"),
+        (lambda rule: rule.update(amount="households"), "amount", "金额字段"),
+        (lambda rule: rule.update(persons=["households", "amount_cash"]), "persons[1]", "人数字段"),
+        (
+            lambda rule: rule.update(parts={"amount_total": ["amount_cash", "wages"]}),
+            "parts.amount_total[1]",
+            "没有字段",
+        ),
+        (lambda rule: rule.update(message="{cell} {fixes} {left}"), "message", "{left}"),
+    ],
+)
+def test_a_mistaken_diagnosis_rule_is_refused_with_its_path(rules_text, change, key, words) -> None:
+    from tests.test_config import refused, rule_edited
+
+    text, n = rule_edited(rules_text, "W-yuan", change)
+    error = refused(text)
+    assert error.path == f"rules[{n}].{key}" and words in error.message, error
+
+
+def test_a_wider_plausible_range_is_read_from_rules_yaml(rules_text, demo_inbox, tmp_path) -> None:
+    """The range is the campaign's: with 1,000 万元 a head allowed, 屯昌's amounts are only warned about."""
+    from tests.test_config import rule_edited
+
+    text, _ = rule_edited(rules_text, "W-yuan", lambda rule: rule.update(plausible=[0.005, 1000]))
+    wide = tmp_path / "rules.yaml"
+    wide.write_text(text, encoding="utf-8")
+    inbox, notes = demo_inbox
+    (name,) = [n for n, note in notes.items() if "按“元”填写" in note]
+    result = runner.invoke(app, ["check", str(inbox / name), "--json", "--rules", str(wide)])
+    (report,) = json.loads(result.stdout)
+    assert "W-yuan" not in {f["rule"] for f in report["findings"]}
+    assert "W-goods" in {f["rule"] for f in report["findings"]}
