@@ -62,8 +62,12 @@ class Campaign:
 
         place = find(workspace, Path(path) if path is not None else None, project=PROJECT)
         rules = checks.load(place.rules)
-        if level != PROVINCE and (not rules.has_unit(level) or not rules.children(level)):
-            raise Refused(f"--for {level}:不是有下属报送单位的单位代码")
+        if level != PROVINCE:
+            found = rules.find_unit(level)
+            if found is None or not rules.children(found.code):
+                codes = "、".join(f"{u.code}({u.name})" for u in rules.units if rules.children(u.code))
+                raise Refused(f"--for {level}:不是有下属报送单位的单位;可用:{codes}")
+            level = found.code
         return cls(rules, place.folders(level, inbox=inbox, outbox=outbox, state=state), level)
 
     def _has_ledger(self) -> None:

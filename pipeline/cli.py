@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from pipeline import clitext
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -23,12 +25,14 @@ if TYPE_CHECKING:
     from pipeline.runs.context import Progress
 
 app = typer.Typer(
+    cls=clitext.Group,
     help="送温暖统计表流水线:生成模板、校验报表、汇总。各命令加 --help 查看用法。",
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+command = functools.partial(app.command, cls=clitext.Command)  # every command's help in Chinese
 
 
 RulesOption = Annotated[
@@ -88,20 +92,21 @@ def _campaign(
     return campaign
 
 
-@app.command()
+@command()
 @_told
 def templates(
     out: Annotated[
         Path | None, typer.Option("--out", help="模板输出目录,默认为输出目录下的 templates")
     ] = None,
-    unit: Annotated[str | None, typer.Option("--unit", help="只生成这个单位代码的模板,如 460100")] = None,
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="只生成这个单位的模板:代码、名称或简称,如 460100 或 海口")
+    ] = None,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """为每个单位生成空白报表模板(已填好单位名称和代码,受保护)。"""
     campaign = _campaign(rules_path, workspace)
-    if unit is not None and not campaign.rules.has_unit(unit):
-        _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
+    unit = _unit(campaign.rules, unit)
     out = out or campaign.folders.outbox / "templates"
     count = 0
     for path in campaign.templates(out, unit):
@@ -110,7 +115,7 @@ def templates(
     typer.echo(f"已生成 {count} 个模板,保存在 {out}/")
 
 
-@app.command()
+@command()
 @_told
 def demo(
     inbox: Annotated[
@@ -134,7 +139,7 @@ def demo(
     typer.echo(f"已在 {inbox}/ 生成 {len(made.files)} 个文件;未报送:{missing or '无'}")
 
 
-@app.command()
+@command()
 @_told
 def check(
     files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods),可以多个")],
@@ -167,12 +172,26 @@ StateOption = Annotated[
     Path | None, typer.Option("--state", help="台账与存档目录(SQLite 台账、原始文件存档),默认为本级的 state")
 ]
 ForOption = Annotated[
-    str | None, typer.Option("--for", help="在下级汇总单位一级运行,如 ZX(默认文件夹为 levels/ZX/…)")
+    str | None,
+    typer.Option(
+        "--for", help="在下级汇总单位一级运行:代码、名称或简称,如 ZX 或 帮扶中心(默认文件夹为 levels/ZX/…)"
+    ),
 ]
 AsOfOption = Annotated[
     str | None, typer.Option("--as-of", help="按这个时点运行,如 2017-02-01T10:00(默认现在),便于重现")
 ]
 SendOption = Annotated[bool, typer.Option("--send", help="真正发送邮件(默认只把邮件写成 .eml 文件)")]
+
+
+def _unit(rules: Rules, text: str | None) -> str | None:
+    """The code of the unit an option names by code, name or alias; refused with the valid codes."""
+    if text is None:
+        return None
+    found = rules.find_unit(text)
+    if found is None:
+        codes = "、".join(u.code for u in rules.units)
+        _fail(f"没有“{text}”这个单位;可以写单位代码、名称或简称,可用的代码:{codes}")
+    return found.code
 
 
 def _moment(campaign: Campaign, text: str | None) -> Any:
@@ -191,7 +210,7 @@ def _password(rules: Rules, send: bool) -> str | None:
     return value
 
 
-@app.command()
+@command()
 @_told
 def run(
     inbox: InboxOption = None,
@@ -305,7 +324,7 @@ def _print_fetched(got: Any) -> None:
         typer.echo(f"  {line}")
 
 
-@app.command()
+@command()
 @_told
 def fetch(
     inbox: InboxOption = None,
@@ -330,7 +349,7 @@ def fetch(
         typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(sent.items())))
 
 
-@app.command()
+@command()
 @_told
 def watch(
     inbox: InboxOption = None,
@@ -371,7 +390,7 @@ def watch(
     said("已停止守候。")
 
 
-@app.command()
+@command()
 @_told
 def confirm(
     numbers: Annotated[
@@ -393,10 +412,12 @@ def confirm(
     typer.echo(f"待确认的文件 {len(rows)} 个" + ("(核实后用 pipeline confirm 编号 确认)" if rows else ""))
 
 
-@app.command("send-templates")
+@command("send-templates")
 @_told
 def send_templates(
-    unit: Annotated[str | None, typer.Option("--unit", help="只发给这个单位代码,如 460100")] = None,
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="只发给这个单位:代码、名称或简称,如 460100 或 海口")
+    ] = None,
     outbox: OutboxOption = None,
     state: StateOption = None,
     as_of: AsOfOption = None,
@@ -408,8 +429,7 @@ def send_templates(
     from pipeline.model import MessageStatus
 
     campaign = _campaign(rules_path, workspace, outbox=outbox, state=state)
-    if unit is not None and not campaign.rules.has_unit(unit):
-        _fail(f"没有单位代码为 {unit} 的单位;可用的代码见 rules.yaml 的 units 一节")
+    unit = _unit(campaign.rules, unit)
     names, sent = campaign.send_templates(
         unit, _moment(campaign, as_of), send=send, password=_password(campaign.rules, send)
     )
@@ -418,7 +438,7 @@ def send_templates(
         typer.echo("邮件:" + ",".join(f"{MessageStatus(k).label} {v}" for k, v in sorted(sent.items())))
 
 
-@app.command()
+@command()
 @_told
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出")] = False,
@@ -441,7 +461,7 @@ def status(
         typer.echo(status_text.render_text(now, campaign.rules))
 
 
-@app.command()
+@command()
 @_told
 def remind(
     outbox: OutboxOption = None,
@@ -460,7 +480,7 @@ def remind(
     )
 
 
-@app.command()
+@command()
 @_told
 def verify(
     state: StateOption = None,
@@ -484,7 +504,7 @@ def verify(
     raise typer.Exit(0 if not problems else 1)
 
 
-@app.command("mail")
+@command("mail")
 @_told
 def mail_command(
     unknown: Annotated[bool, typer.Option("--unknown", help="列出是否送达不明的邮件")] = False,

@@ -181,15 +181,23 @@ class Finding:
     field: str = ""  # field code, e.g. households
     row: str = ""  # row code, e.g. agri or total; "" for single values
     value: str = ""  # what the cell held, as the person typed it
+    # What to type instead, cell by cell of `sheet` (A1, text as it is to be typed): the hint of the message
+    # in a form a program can follow. Empty when no value can be told (which of two figures is wrong?).
+    suggested: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if type(self.severity) is not Severity:  # read back from JSON, or written as "error"
             object.__setattr__(self, "severity", Severity(self.severity))
+        if not isinstance(self.suggested, tuple):  # read back from JSON as {cell: value}
+            pairs = self.suggested.items() if isinstance(self.suggested, Mapping) else self.suggested
+            object.__setattr__(self, "suggested", tuple((str(c), str(v)) for c, v in pairs))
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["severity"] = str(self.severity)
-        return {k: d[k] for k in ("rule", "severity", "sheet", "cell", "field", "row", "value", "message")}
+        d["suggested"] = dict(self.suggested)
+        keys = ("rule", "severity", "sheet", "cell", "field", "row", "value", "message", "suggested")
+        return {k: d[k] for k in keys}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Finding:

@@ -20,7 +20,7 @@ from openpyxl.comments import Comment
 
 from pipeline import demo
 from pipeline.campaign import config
-from pipeline.model import Finding, Severity
+from pipeline.model import Finding, Severity, cell_order
 from pipeline.render import annotate, template
 from pipeline.runs import check
 from tests.conftest import as_seen, cell_of, correct_values
@@ -64,6 +64,9 @@ def route(request, monkeypatch, made) -> Iterator[str]:
         assert made and all(made), f"the XML edit did not make every copy: {made}"
 
 
+WARNING = annotate.WARNING_COLOR
+
+
 def openpyxl_only(monkeypatch) -> None:
     monkeypatch.setattr(annotate, "_patched", lambda *args, **kwargs: None)
 
@@ -79,15 +82,20 @@ def checked(path: Path, rules: config.Rules) -> tuple[Finding, ...]:
 
 
 def filled_cells(wb, rgb: str) -> set[tuple[str, str]]:
-    """(sheet, A1) of every cell of the unit's sheets filled solid with `rgb` ("FFC7CE" or "FFFFC7CE")."""
+    """(sheet, A1) of every cell of the unit's sheets filled with `rgb` ("FFC7CE" or "FFFFC7CE"): solid, or
+    as the background of the warnings' stripes."""
     out = set()
     for ws in wb.worksheets:
         if ws.title == annotate.SUMMARY_SHEET:
             continue
         for row in ws.iter_rows():
             for cell in row:
-                color = str(cell.fill.fgColor.rgb or "").upper()
-                if cell.fill.fill_type == "solid" and color[-6:] == rgb.upper()[-6:] and len(color) in (6, 8):
+                fill = cell.fill
+                color = str((fill.fgColor if fill.fill_type == "solid" else fill.bgColor).rgb or "").upper()
+                if (
+                    fill.fill_type in ("solid", annotate.WARNING_FILL.fill_type)
+                    and color[-6:] == rgb.upper()[-6:]
+                ):
                     out.add((ws.title, cell.coordinate))
     return out
 
@@ -129,7 +137,7 @@ def test_error_cells_are_red_and_warning_cells_yellow_with_comments(mistaken, ru
     path, findings = mistaken
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
+    assert filled_cells(wb, WARNING) == cells_of(findings, Severity.WARNING)
     for f in findings:
         cell = wb[f.sheet][f.cell]
         assert cell.comment is not None and cell.comment.author == annotate.AUTHOR
@@ -152,7 +160,7 @@ def test_cell_with_an_error_and_a_warning_is_red_with_both_messages(mistaken, ro
     )
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, [warning, *findings])))
     assert (error.sheet, error.cell) in filled_cells(wb, "FFC7CE")
-    assert (error.sheet, error.cell) not in filled_cells(wb, "FFEB9C")
+    assert (error.sheet, error.cell) not in filled_cells(wb, WARNING)
     text = wb[error.sheet][error.cell].comment.text
     assert text.index(error.message) < text.index(warning.message)  # one comment, the error first
 
@@ -180,19 +188,19 @@ def test_summary_is_the_first_and_active_sheet_with_one_linked_row_per_finding(m
     assert ws["A1"].value == TITLE
     assert ws["A3"].value == "共 2 个错误、2 个提醒;结论:未通过"
     header = [ws.cell(annotate.HEADER_ROW, j).value for j in range(1, 8)]
-    assert header == ["序号", "类别", "规则", "工作表", "单元格", "填写内容", "问题说明"]
+    assert header == ["序号", "类别", "工作表", "单元格", "填写内容", "问题说明", None]  # no rule codes
     rows = summary_rows(wb)
     assert len(rows) == 4
-    assert [r[1] for r in rows] == ["错误", "错误", "提醒", "提醒"]
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
-    assert rows[2][2] == "F-identity" and rows[2][4] is None  # whole-file: first of its kind, no cell
-    by_cell = {r[4]: r for r in rows if r[4]}
+    assert rows[0][1:4] == ("提醒", None, None)  # whole-file first, then the sheet's cells in reading order
+    assert rows[0][5] == whole_file.message
+    by_cell = {r[3]: r for r in rows if r[3]}
     for f in findings:
-        assert by_cell[f.cell][2:] == (f.rule, f.sheet, f.cell, f.value, f.message)
-    errors = [r[4] for r in rows if r[1] == "错误"]
-    assert errors == sorted(errors, key=lambda a: (int(a[1:]), a))  # by row within errors
+        assert by_cell[f.cell][1:6] == ("错误" if f.is_error else "提醒", f.sheet, f.cell, f.value, f.message)
+    assert [r[3] for r in rows[1:]] == sorted((r[3] for r in rows[1:]), key=cell_order)
+    assert not any(f.rule in str(value) for f in [*findings, whole_file] for r in rows for value in r)
     for r in range(annotate.HEADER_ROW + 1, annotate.HEADER_ROW + 1 + len(rows)):
-        link = ws.cell(r, 5)
+        link = ws.cell(r, 4)
         if link.value:
             assert link.hyperlink.location == f"'{findings[0].sheet}'!{link.value}"
             assert not link.hyperlink.target  # a place in this workbook, not a file or web address
@@ -201,7 +209,7 @@ def test_summary_is_the_first_and_active_sheet_with_one_linked_row_per_finding(m
     assert ws.freeze_panes == f"A{annotate.HEADER_ROW + 1}"
     assert ws.page_setup.orientation == "landscape" and int(ws.page_setup.paperSize) == 9  # A4
     assert ws.page_setup.fitToWidth == 1 and ws.sheet_properties.pageSetUpPr.fitToPage
-    assert ws.cell(annotate.HEADER_ROW + 1, 7).alignment.wrap_text
+    assert ws.cell(annotate.HEADER_ROW + 1, 6).alignment.wrap_text
 
 
 def test_passed_form_says_so(fill, rules, route):
@@ -226,7 +234,7 @@ def test_annotated_copy_is_recognised_and_gives_the_same_findings(mistaken, rule
     wb = openpyxl.load_workbook(copy)
     assert wb[template.META_SHEET].sheet_state == "hidden"
     assert wb[template.META_SHEET].protection.sheet is True
-    assert wb[rules.forms["warmth"].sheet].protection.sheet is False  # the unit corrects right here
+    assert wb[rules.forms["warmth"].sheet].protection.sheet is True  # its input cells are unlocked
     original = openpyxl.load_workbook(path)
     assert [list(r) for r in wb[template.META_SHEET].values] == [
         list(r) for r in original[template.META_SHEET].values
@@ -249,7 +257,7 @@ def test_second_round_replaces_the_first_rounds_marks(mistaken, made, monkeypatc
     )
     assert wb.sheetnames.count(annotate.SUMMARY_SHEET) == 1 and len(summary_rows(wb)) == 1
     assert filled_cells(wb, "FFC7CE") == cells_of(still_wrong, Severity.ERROR)
-    assert filled_cells(wb, "FFEB9C") == set()
+    assert filled_cells(wb, WARNING) == set()
     commented = {
         (ws.title, c.coordinate) for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.comment
     }
@@ -347,11 +355,11 @@ def test_values_that_look_like_formulas_stay_text(fill, rules, route):
     wb = openpyxl.load_workbook(io.BytesIO(data))
     ws = wb[annotate.SUMMARY_SHEET]
     assert ws["A1"].value == '=HYPERLINK("http://x","点我")' and ws["A1"].data_type == "s"
-    written = {r[5]: r for r in summary_rows(wb)}
+    written = {r[4]: r for r in summary_rows(wb)}
     for typed in INJECTIONS:
         text = typed.replace("\r", "\n")  # XML reads a carriage return back as a line feed
-        assert written[text][6] == f"说明 {text}"
-    assert written["响\ufffd铃"][3] == "=1+1"
+        assert written[text][5] == f"说明 {text}"
+    assert written["响\ufffd铃"][2] == "=1+1"
     for row in ws.iter_rows():
         for cell in row:
             assert cell.data_type in ("s", "n"), cell.coordinate
@@ -378,7 +386,7 @@ def test_unopenable_original_gets_the_summary_alone(content):
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert wb.sheetnames == [annotate.SUMMARY_SHEET]
     assert "无法在原表上标注" in wb.active["A4"].value
-    assert summary_rows(wb)[0][6] == "文件已损坏或不完整"
+    assert summary_rows(wb)[0][5] == "文件已损坏或不完整"
 
 
 def test_workbook_openpyxl_rejects_falls_back_to_a_copy_of_its_values(fill, rules, made):
@@ -407,10 +415,10 @@ def test_findings_pointing_nowhere_are_listed_without_a_link(fill, rules, route)
         Finding("R-type", Severity.ERROR, "合并单元格中间", sheet=sheet, cell="C2"),  # the title spans A2:I2
     ]
     wb = openpyxl.load_workbook(io.BytesIO(annotated(path, findings)))
-    rows = {r[6]: r for r in summary_rows(wb)}
+    rows = {r[5]: r for r in summary_rows(wb)}
     ws = wb[annotate.SUMMARY_SHEET]
     links = {
-        ws.cell(r, 7).value: ws.cell(r, 5).hyperlink for r in range(annotate.HEADER_ROW + 1, ws.max_row + 1)
+        ws.cell(r, 6).value: ws.cell(r, 4).hyperlink for r in range(annotate.HEADER_ROW + 1, ws.max_row + 1)
     }
     assert len(rows) == 4
     assert (
@@ -461,13 +469,15 @@ def test_libreoffice_keeps_marks_links_and_recognition(
     for source, found, again in ((findings, findings, resaved[0]), (xls_findings, xls_findings, resaved[1])):
         wb = openpyxl.load_workbook(again)
         assert filled_cells(wb, "FFC7CE") == cells_of(found, Severity.ERROR), again.name
-        assert filled_cells(wb, "FFEB9C") == cells_of(found, Severity.WARNING), again.name
+        for sheet, cell in cells_of(found, Severity.WARNING):  # LibreOffice saves the stripes as one colour
+            fill = wb[sheet][cell].fill
+            assert fill.fill_type and fill.fgColor.rgb[-6:] not in ("FFF2CC", "000000", "FFFFFF"), cell
         assert wb.sheetnames[0] == annotate.SUMMARY_SHEET and wb.active.title == annotate.SUMMARY_SHEET
         assert wb[template.META_SHEET].sheet_state == "hidden"
         for f in found:
             assert f.message in wb[f.sheet][f.cell].comment.text
         ws = wb[annotate.SUMMARY_SHEET]
-        links = [ws.cell(r, 5).hyperlink for r in range(annotate.HEADER_ROW + 1, ws.max_row + 1)]
+        links = [ws.cell(r, 4).hyperlink for r in range(annotate.HEADER_ROW + 1, ws.max_row + 1)]
         assert sorted(link.location for link in links if link) == sorted(
             f"'{f.sheet}'!{f.cell}" for f in source if f.cell
         )
@@ -476,7 +486,7 @@ def test_libreoffice_keeps_marks_links_and_recognition(
         assert sorted((f.rule, f.cell) for f in result.findings) == sorted((f.rule, f.cell) for f in found)
 
     wb = openpyxl.load_workbook(resaved[2])
-    texts = {r[5] for r in summary_rows(wb)}
+    texts = {r[4] for r in summary_rows(wb)}
     assert {t.replace("\r", "\n") for t in INJECTIONS} <= texts  # LibreOffice, too, keeps them as text
     assert all(c.data_type != "f" for row in wb[annotate.SUMMARY_SHEET].iter_rows() for c in row)
 
@@ -855,7 +865,7 @@ def test_sheets_that_declare_their_own_prefix_are_annotated_by_the_xml_edit(mist
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert wb.sheetnames == [annotate.SUMMARY_SHEET, rules.forms["warmth"].sheet, template.META_SHEET]
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
+    assert filled_cells(wb, WARNING) == cells_of(findings, Severity.WARNING)
     assert_read_back_alike(data, findings, rules, tmp_path)
 
 
@@ -904,7 +914,7 @@ def test_workbook_the_xml_edit_leaves_to_openpyxl_is_still_marked(mistaken, rule
     assert made == [False]
     assert why in caplog.text
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
+    assert filled_cells(wb, WARNING) == cells_of(findings, Severity.WARNING)
     assert all(wb[f.sheet][f.cell].comment.author == annotate.AUTHOR for f in findings)
     assert wb.sheetnames[0] == annotate.SUMMARY_SHEET
     typed = wb[rules.forms["warmth"].sheet]["C30"]
@@ -922,7 +932,7 @@ def test_form_saved_by_libreoffice_is_annotated_by_the_xml_edit(
     assert package_problems(data) == []
     wb = openpyxl.load_workbook(io.BytesIO(data))
     assert filled_cells(wb, "FFC7CE") == cells_of(findings, Severity.ERROR)
-    assert filled_cells(wb, "FFEB9C") == cells_of(findings, Severity.WARNING)
+    assert filled_cells(wb, WARNING) == cells_of(findings, Severity.WARNING)
     assert [ws.title for ws in wb.worksheets if ws.sheet_view.tabSelected] == [annotate.SUMMARY_SHEET]
     assert_read_back_alike(data, findings, rules, tmp_path)
 

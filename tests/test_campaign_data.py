@@ -134,7 +134,7 @@ def test_every_planted_mistake_is_refused_by_its_rule_and_the_rest_pass(
         "total_typed_over": "W-total",
         "left_blank": "R-required",
         "text_in_number": "R-type",
-        "money_in_yuan": "W-goods",
+        "money_in_yuan": "W-yuan",
     }
     seen = set()
     for f, c in zip(forms, checked, strict=True):

@@ -14,7 +14,7 @@ from pipeline.runs import check
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 runner = CliRunner()
 KEYS = {"file", "unit", "form", "verdict", "findings"}
-FINDING_KEYS = {"rule", "severity", "sheet", "cell", "field", "row", "value", "message"}
+FINDING_KEYS = {"rule", "severity", "sheet", "cell", "field", "row", "value", "message", "suggested"}
 
 
 def test_json_output_equals_the_library_result(rules, fill):
@@ -40,7 +40,7 @@ def test_report_groups_findings_by_file_with_sheet_and_cell(rules, fill):
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 1
     assert f"【{path.name}】" in result.output
-    assert "✗ 错误 [W-total] 送温暖统计表!B18" in result.output
+    assert "✗ 错误 送温暖统计表!B18" in result.output and "W-total" not in result.output
 
 
 def test_missing_file_is_named(tmp_path):

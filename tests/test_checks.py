@@ -27,7 +27,14 @@ def test_every_rule_is_an_object_of_its_kind_compiled_once(rules):
     book = checks.Ruleset.of(rules)
     assert [r.rule.id for r in book.rules] == [r.id for r in rules.rules]
     assert all(r.kind == r.rule.kind for r in book.rules)
-    assert {r.kind for r in book.rules} == {"type", "decimals", "required", "row_total", "check"}
+    assert {r.kind for r in book.rules} == {
+        "type",
+        "decimals",
+        "required",
+        "row_total",
+        "check",
+        "money_unit",
+    }
     assert checks.Ruleset.of(rules) is book
     (x_archive,) = book.across_forms
     assert x_archive.rule.id == "X-archive" and [f.code for f in x_archive.forms] == ["warmth", "center"]

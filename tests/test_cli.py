@@ -18,7 +18,7 @@ runner = CliRunner()
 
 def commands() -> list[str]:
     out = runner.invoke(app, ["--help"]).output
-    block = out.split("Commands:")[1]
+    block = out.split("命令:")[1]
     return re.findall(r"^\s{2}([a-z][a-z-]*)\s+\S", block, flags=re.M)
 
 
@@ -36,7 +36,8 @@ def test_help_lists_every_command_with_a_chinese_line():
 def test_every_command_has_help(name):
     result = runner.invoke(app, [name, "--help"])
     assert result.exit_code == 0
-    assert "Usage:" in result.output
+    assert "用法:" in result.output and "显示本帮助并退出" in result.output
+    assert not ENGLISH.search(result.output), result.output
 
 
 def test_readme_shows_every_command():
@@ -68,8 +69,54 @@ def test_templates_for_one_unit(tmp_path):
 def test_unknown_unit_is_refused_in_chinese(tmp_path):
     result = runner.invoke(app, ["templates", "--out", str(tmp_path), "--unit", "999999"])
     assert result.exit_code == 2
-    assert "没有单位代码为 999999 的单位" in result.output
+    assert "没有“999999”这个单位" in result.output and "可用的代码:460100、" in result.output
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("typed", ["海口", "海口市总工会", "海口市工会", "460100"])
+def test_a_unit_option_takes_a_code_a_name_or_an_alias(tmp_path, typed):
+    result = runner.invoke(app, ["templates", "--out", str(tmp_path), "--unit", typed])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("海口市总工会_附件1")
+
+
+def test_for_takes_an_alias_and_an_unknown_level_lists_the_valid_ones(tmp_path):
+    (tmp_path / "rules.yaml").write_bytes((ROOT / "rules.yaml").read_bytes())
+    ok = runner.invoke(app, ["status", "--for", "帮扶中心", "--workspace", str(tmp_path)])
+    assert "levels/ZX" in ok.output, ok.output  # ZX's own folders: no ledger there yet
+    wrong = runner.invoke(app, ["status", "--for", "海口", "--workspace", str(tmp_path)])
+    assert wrong.exit_code == 2 and "可用:ZX(" in wrong.output
+
+
+# The framework's own English, which no user should meet.
+ENGLISH = re.compile(
+    r"Usage|Options|Arguments|Commands|Missing|No such|Error|Show this|Try |required|env var"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["chek"], "没有 chek 这个命令;是不是要用 check?"),
+        (["statu"], "是不是要用 status"),
+        (["check"], "缺少参数 'files'"),
+        (["check", "x.xlsx", "--jsn"], "没有 --jsn 这个选项;是不是要用 --json?"),
+        (["demo", "--seed", "abc"], "'--seed' 的值不对:“abc”不是整数"),
+        (["templates", "a", "b"], "多出了参数"),
+    ],
+)
+def test_usage_errors_are_told_in_chinese(args, said):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert said in result.output and "用法:" in result.output and "错误:" in result.output
+    assert not ENGLISH.search(result.output), result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_of_the_group_is_chinese():
+    result = runner.invoke(app, ["--help"])
+    assert "[选项] 命令 [参数]..." in result.output and "命令:" in result.output
+    assert not ENGLISH.search(result.output), result.output
 
 
 def test_bad_rules_file_names_the_yaml_path_without_traceback(tmp_path):
@@ -118,3 +165,11 @@ def test_python_dash_m_pipeline_runs_as_a_real_process(tmp_path):
         timeout=120,
     )
     assert (proc.returncode, proc.stdout + proc.stderr) == (2, f"找不到文件:{missing}\n")
+
+
+def test_a_mistyped_command_in_a_real_process_is_answered_in_chinese():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "chek"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "没有 chek 这个命令;是不是要用 check?" in proc.stderr and "Traceback" not in proc.stderr

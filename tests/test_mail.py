@@ -82,13 +82,14 @@ def test_rejected_feedback_says_what_to_do(rules: config.Rules, haikou: config.U
     assert body.startswith("海口市总工会:")
     assert FILE in body
     assert "校验结论:未通过(错误 2 处,提醒 1 处)" in body
-    # errors first, in their own order, then the warning
+    # in the order of the sheet (row, then column), as the unit reads its form; no rule's code
     lines = [line for line in body.splitlines() if line[:2] in ("1.", "2.", "3.") and "【" in line]
     assert lines == [
-        "1. 【错误】送温暖统计表!C16:合计行 慰问困难职工(户) 为 120,各行之和为 118",
-        "2. 【错误】送温暖统计表!C22:未填写单位负责人",
-        "3. 【提醒】送温暖统计表!J9:人均慰问金额 12.00 万元,超出 0.005–1 万元",
+        "1. 【提醒】送温暖统计表!J9:人均慰问金额 12.00 万元,超出 0.005–1 万元",
+        "2. 【错误】送温暖统计表!C16:合计行 慰问困难职工(户) 为 120,各行之和为 118",
+        "3. 【错误】送温暖统计表!C22:未填写单位负责人",
     ]
+    assert not any(f.rule in body for f in FINDINGS)
     assert "标红" in body and "flbzb@sina.com" in body and ANNOTATED in body and "填报说明" in body
     assert "报送截止时间:2017年2月5日(距截止还有 16 天)" in body
     assert "海南省总工会法律保障工作部" in body and "联系电话:0898-66553663" in body

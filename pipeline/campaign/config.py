@@ -99,6 +99,16 @@ class Rules:
     def has_unit(self, code: str) -> bool:
         return code in self._units_by_code
 
+    def find_unit(self, text: str) -> Unit | None:
+        """The unit a person means by `text`: its code (zx for ZX too), its name or one of its aliases."""
+        text = text.strip()
+        if text in self._units_by_code:
+            return self._units_by_code[text]
+        for unit in self.units:
+            if text.upper() == unit.code.upper() or text == unit.name or text in unit.aliases:
+                return unit
+        return None
+
     def children(self, parent: str) -> tuple[Unit, ...]:
         return self._children.get(parent, ())
 

@@ -8,6 +8,7 @@ quotes its `let` values and both sides of its comparison, evaluated again only f
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -49,7 +50,7 @@ class CheckRule:
     value named in `when`, else in `check` (through `let` names)."""
 
     kind: ClassVar[str] = "check"
-    keys: ClassVar[tuple[str, ...]] = ("each_row", "check", "when", "let")
+    keys: ClassVar[tuple[str, ...]] = ("each_row", "check", "when", "let", "suggest")
 
     rule: Rule
     forms: tuple[Form, ...]  # the forms it reads, as `rule.forms`
@@ -58,6 +59,7 @@ class CheckRule:
     check: rulelang.Expr
     when: rulelang.Expr | None
     primary: rulelang.Ref
+    suggest: rulelang.Expr | None = None  # what to type in the primary cell instead, when it can be told
 
     @classmethod
     def parse(cls, rule: Rule, node: Node, campaign: Rules) -> Self:
@@ -78,11 +80,14 @@ class CheckRule:
         primary = _primary(dict(lets), when, check)
         if primary is None:
             raise node.get("check").fail("规则没有引用任何字段,无法指出是哪个单元格")
-        return cls(rule, forms, each_row, tuple(lets), check, when, primary)
+        suggest_node = node.get("suggest", required=False)
+        suggest = expression(suggest_node, scope) if suggest_node.value is not None else None
+        return cls(rule, forms, each_row, tuple(lets), check, when, primary, suggest)
 
     @property
     def words(self) -> frozenset[str]:
-        return frozenset({"cell", "label", "row", "value", "left", "right", *(name for name, _ in self.let)})
+        said = {"cell", "label", "row", "value", "left", "right", *(name for name, _ in self.let)}
+        return frozenset(said | ({"suggest"} if self.suggest is not None else set()))
 
     @property
     def cross_form(self) -> bool:
@@ -150,6 +155,8 @@ class CheckRule:
         sides = self.check.sides
         if sides is not None:
             left, right = (rulelang.evaluate_node(s, self.check, get, names, self.scope, row) for s in sides)
+        if self.suggest is not None:
+            better = rulelang.evaluate(self.suggest, get, names, self.scope, row, tolerance)
         primary = self.primary.at_row(row)
         form = next(f for f in self.forms if f.code == primary.form)
         slot = layout.compute(form).slot(primary.section, primary.row, primary.field)
@@ -163,6 +170,10 @@ class CheckRule:
             value = target.values.get(slot.key)
             shown = fmt_number(value, slot.field) if isinstance(value, int | float) else ""
             said.update(label=slot.field.caption, row=slot.row.label if slot.row else "")
+            suggested = []
+            if self.suggest is not None and _known(_at(better, i)):
+                said["suggest"] = fmt_number(float(_at(better, i)), slot.field)
+                suggested.append((address, said["suggest"]))
             out.append(
                 messages.finding(
                     self.rule,
@@ -172,6 +183,7 @@ class CheckRule:
                     row=primary.row,
                     value=shown,
                     said=said,
+                    suggested=suggested,
                 )
             )
         return out
@@ -199,6 +211,10 @@ def _series(value: Any, index: pd.Index, pd: Any) -> pd.Series:
     if isinstance(value, pd.Series):
         return value.fillna(False).astype(bool)
     return pd.Series(bool(value), index=index)
+
+
+def _known(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _at(value: Any, i: int) -> Any:

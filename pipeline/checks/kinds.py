@@ -9,14 +9,16 @@ Frames are only handed in, by `schema` and `validate`.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from pipeline.campaign import layout
 from pipeline.campaign.config import ConfigError, Field, Form, Node, Rule, Rules
 from pipeline.checks import messages
-from pipeline.model import Checked, Finding, Key, Severity
+from pipeline.model import Checked, Finding, Key, Severity, cell_order
 from pipeline.submission.normalize import Issue, as_typed, fmt_number
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ class FrameCheck:
     """One check over a frame of submissions (a row each), and what a failure of it is about: the entry of
     the side table that maps pandera's check number back to the rule, row and field."""
 
-    rule: RowTotalRule | CheckRule  # the rule object that contributed it
+    rule: RowTotalRule | CheckRule | MoneyUnitRule  # the rule object that contributed it
     holds: Callable[[pd.DataFrame], pd.Series]  # per submission: True where the rule holds
     row: str = ""  # the row checked: each_row rules, and row_total's 合计
     field: str = ""  # row_total: the column checked
@@ -276,5 +278,169 @@ class RowTotalRule:
             "sum": fmt_number(detail, f),
         }
         return messages.finding(
-            self.rule, sheet=sheet, cell=address, field=f.code, row=check.row, value=value, said=said
+            self.rule,
+            sheet=sheet,
+            cell=address,
+            field=f.code,
+            row=check.row,
+            value=value,
+            said=said,
+            suggested=[
+                (address, said["sum"])
+            ],  # the 合计 typed over: its rows' sum is what the template computes
         )
+
+
+# --- a diagnosis: money typed in 元 --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)  # one object per rule of rules.yaml
+class MoneyUnitRule:
+    """W-yuan: most rows of a section give a sum per person `beyond` times the top of its `plausible` range
+    (万元): the unit typed its money in 元. One finding for the form, which lists every money cell of the
+    section with its value divided by `factor` and rounded; a row's `parts` total and the 合计 row are
+    derived from the rounded values, so the values entered as given pass the equality rules. The findings
+    those amounts cause (rules that read them) are the same mistake: validation leaves them out."""
+
+    kind: ClassVar[str] = "money_unit"
+    keys: ClassVar[tuple[str, ...]] = (
+        "section",
+        "amount",
+        "persons",
+        "plausible",
+        "beyond",
+        "factor",
+        "most",
+        "parts",
+    )
+    words: ClassVar[frozenset[str]] = frozenset({"cell", "low", "high", "beyond", "factor", "fixes", "rows"})
+
+    rule: Rule
+    form: Form
+    section: str
+    amount: str
+    persons: tuple[str, ...]
+    low: float
+    high: float
+    beyond: float
+    factor: float
+    most: float
+    parts: tuple[tuple[str, tuple[str, ...]], ...]  # a money field that is the sum of others, row by row
+
+    @classmethod
+    def parse(cls, rule: Rule, node: Node, campaign: Rules) -> Self:
+        needs_form(rule, node)
+        form = campaign.forms[rule.forms[0]]
+        section = form.section(tabular_section(node.get("section"), form))
+
+        def known(n: Node, money: bool | None = None) -> str:
+            code = n.text()
+            if code not in [f.code for f in section.fields]:
+                raise n.fail(f'"{section.code}" 这一节没有字段 "{code}"')
+            if money is not None and (section.field(code).type == "money") != money:
+                raise n.fail(f'字段 "{code}" 应为{"金额" if money else "人数"}字段')
+            return code
+
+        plausible = node.get("plausible").seq()
+        if len(plausible) != 2 or not 0 < plausible[0].number() < plausible[1].number():
+            raise node.get("plausible").fail("应写成 [下限, 上限],如 [0.005, 1]")
+        parts = node.get("parts", required=False)
+        return cls(
+            rule,
+            form,
+            section.code,
+            known(node.get("amount"), money=True),
+            tuple(known(n, money=False) for n in node.get("persons").seq()),
+            plausible[0].number(),
+            plausible[1].number(),
+            node.get("beyond", required=False, default=100).number(),
+            node.get("factor", required=False, default=10000).number(),
+            node.get("most", required=False, default=0.5).number(),
+            tuple(
+                (known(Node(total, n.path), money=True), tuple(known(p, money=True) for p in n.seq()))
+                for total, n in (parts.items() if parts.value is not None else ())
+            ),
+        )
+
+    @functools.cached_property
+    def money(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.form.section(self.section).fields if f.type == "money")
+
+    def frame_checks(self, tolerance: float) -> Iterator[FrameCheck]:
+        import pandas as pd  # only once frames are checked: a reading child compiles rules without pandas
+
+        section = self.form.section(self.section)
+
+        def holds(frame: pd.DataFrame) -> pd.Series:
+            counted: list[pd.Series] = []  # per row: it has money and people (else nothing can be told)
+            yuan: list[pd.Series] = []  # per row: its sum per person is `beyond` times the plausible top
+            for r in section.detail_rows:
+                amount = frame[column((self.section, r.code, self.amount))]
+                persons = frame[[column((self.section, r.code, p)) for p in self.persons]].sum(
+                    axis=1, skipna=False
+                )
+                has = (amount > 0) & (persons > 0)
+                counted.append(has)
+                yuan.append(has & (amount / persons >= self.high * self.beyond))
+            many = pd.concat(yuan, axis=1).sum(axis=1) > pd.concat(counted, axis=1).sum(axis=1) * self.most
+            return ~many
+
+        yield FrameCheck(self, holds)
+
+    def corrected(self, target: Checked) -> dict[Key, Decimal]:
+        """The section's money in 万元: each value divided and rounded, then the derived ones summed again."""
+        section = self.form.section(self.section)
+        out: dict[Key, Decimal] = {}
+        for r in section.rows:
+            for f in self.money:
+                v = target.values.get((self.section, r.code, f.code))
+                if isinstance(v, int | float) and math.isfinite(v):
+                    out[(self.section, r.code, f.code)] = Decimal(fmt_number(v / self.factor, f))
+        for total, parts in self.parts:
+            for r in section.detail_rows:
+                given = [out.get((self.section, r.code, p)) for p in parts]
+                if all(g is not None for g in given):
+                    out[(self.section, r.code, total)] = sum((g for g in given if g is not None), Decimal(0))
+        if section.total_row is not None:
+            for f in self.money:
+                rows = [out.get((self.section, r.code, f.code)) for r in section.detail_rows]
+                if all(v is not None for v in rows):
+                    out[(self.section, section.total_row.code, f.code)] = sum(
+                        (v for v in rows if v is not None), Decimal(0)
+                    )
+        return out
+
+    def finding(self, target: Checked, check: FrameCheck) -> Finding:
+        lay = layout.compute(self.form)
+        fixes: list[tuple[str, str]] = []
+        sheet = place(
+            target, lay.slot(self.section, self.form.section(self.section).rows[0].code, self.amount)
+        )[0]
+        for key, value in self.corrected(target).items():
+            cell = target.read.cells.get(key)
+            if cell is not None and cell.formula:
+                continue  # the template's SUM (or the unit's formula) follows the cells it sums
+            slot = lay.slot(*key)
+            fixes.append((place(target, slot)[1], f"{value:.2f}"))
+        fixes.sort(key=lambda fix: cell_order(fix[0]))
+        said = {
+            "low": f"{self.low:g}",
+            "high": f"{self.high:g}",
+            "beyond": f"{self.beyond:g}",
+            "factor": f"{self.factor:g}",
+            "fixes": "、".join(f"{c} 填 {v}" for c, v in fixes),
+        }
+        return messages.finding(self.rule, sheet=sheet, cell="", field="", said=said, suggested=fixes)
+
+    def causes(self, finding: Finding, rule: object) -> bool:
+        """Whether `finding`, of `rule`, follows from this section's money being in 元: a rule that reads it,
+        or a note about one of its cells (too many decimals). Text in a money cell is not: it is told."""
+        fields = {f.code for f in self.money}
+        if isinstance(rule, RowTotalRule):
+            return rule.section == self.section and finding.field in fields
+        if isinstance(rule, DecimalsRule):
+            return finding.field in fields and finding.row in {
+                r.code for r in self.form.section(self.section).rows
+            }
+        refs = getattr(rule, "refs", ())
+        return any(ref.section == self.section and ref.field in fields for ref in refs)

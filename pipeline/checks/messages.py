@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pipeline.campaign.config import Rule
@@ -68,9 +68,11 @@ def finding(
     row: str = "",
     value: str = "",
     said: Mapping[str, Any] | None = None,
+    suggested: Sequence[tuple[str, str]] = (),
 ) -> Finding:
     """A finding of `rule` at one cell; its message quotes `cell` and `value` and whatever else is `said`
-    (`said["row"]` is the row's label, where `row` is its code)."""
+    (`said["row"]` is the row's label, where `row` is its code). `suggested` is what to type, by cell of
+    `sheet`: the message's own hint, for a program to follow."""
     message = word(rule.message, {"cell": cell, "value": value, **(said or {})})
     return Finding(
         rule=rule.id,
@@ -81,6 +83,7 @@ def finding(
         field=field,
         row=row,
         value=value,
+        suggested=tuple(suggested),
     )
 
 

@@ -18,13 +18,21 @@ from pipeline.campaign import config
 from pipeline.campaign.config import ConfigError, Node, Rule, Rules
 from pipeline.checks import messages
 from pipeline.checks.expressions import CheckRule
-from pipeline.checks.kinds import DEFAULTS, CellRule, DecimalsRule, RequiredRule, RowTotalRule, TypeRule
+from pipeline.checks.kinds import (
+    DEFAULTS,
+    CellRule,
+    DecimalsRule,
+    MoneyUnitRule,
+    RequiredRule,
+    RowTotalRule,
+    TypeRule,
+)
 from pipeline.model import Checked, Finding, Read
 from pipeline.submission import normalize
 
-Kind = TypeRule | DecimalsRule | RequiredRule | RowTotalRule | CheckRule
+Kind = TypeRule | DecimalsRule | RequiredRule | RowTotalRule | CheckRule | MoneyUnitRule
 KINDS: Mapping[str, Any] = {
-    k.kind: k for k in (TypeRule, DecimalsRule, RequiredRule, RowTotalRule, CheckRule)
+    k.kind: k for k in (TypeRule, DecimalsRule, RequiredRule, RowTotalRule, CheckRule, MoneyUnitRule)
 }
 
 
@@ -69,6 +77,15 @@ class Ruleset:
 
     def word(self, issues: Iterable[normalize.Issue], form: str) -> list[Finding]:
         return [self.speaking(issue.kind, form).word(issue) for issue in issues]
+
+    @functools.cached_property
+    def diagnoses(self) -> dict[str, MoneyUnitRule]:
+        """The rules whose finding names the mistake behind others' (money in 元), by id."""
+        return {r.rule.id: r for r in self.rules if isinstance(r, MoneyUnitRule)}
+
+    def by_id(self, rule_id: str) -> tuple[Kind, ...]:
+        """The rule objects of one id (W-funds is three rules of rules.yaml)."""
+        return tuple(r for r in self.rules if r.rule.id == rule_id)
 
     @functools.cached_property
     def row_by_row(self) -> frozenset[str]:

@@ -15,7 +15,7 @@ import pandera.pandas as pa
 from pipeline.campaign import layout
 from pipeline.campaign.config import Rules
 from pipeline.checks.expressions import CheckRule
-from pipeline.checks.kinds import FrameCheck, RequiredRule, RowTotalRule, TypeRule, column
+from pipeline.checks.kinds import FrameCheck, MoneyUnitRule, RequiredRule, RowTotalRule, TypeRule, column
 from pipeline.checks.ruleset import Ruleset
 
 
@@ -64,7 +64,7 @@ def for_form(rules: Rules, form_code: str) -> FormSchema:
     frame_checks = tuple(
         check
         for rule in book.for_form(form_code)
-        if isinstance(rule, RowTotalRule | CheckRule)
+        if isinstance(rule, RowTotalRule | CheckRule | MoneyUnitRule)
         for check in rule.frame_checks(rules.tolerance)
     )
     # Every check holds where a value it names is blank (CheckRule.evaluate, row_total), so also on a form

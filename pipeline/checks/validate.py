@@ -40,9 +40,12 @@ def validate(prepared: Sequence[Checked], rules: Rules) -> list[Report]:
             found[positions[i]].append(finding)
     for i, finding in _across_forms(rules, prepared):
         found[i].append(finding)
-    total_rows, row_rules = _total_rows(rules), Ruleset.of(rules).row_by_row
+    book = Ruleset.of(rules)
+    total_rows, row_rules = _total_rows(rules), book.row_by_row
     return [
-        Report(c, tuple(_without_echoes(_dedupe(f), total_rows, row_rules)) if f else ())
+        Report(
+            c, tuple(_without_symptoms(_without_echoes(_dedupe(f), total_rows, row_rules), book)) if f else ()
+        )
         for c, f in zip(prepared, found, strict=True)
     ]
 
@@ -217,6 +220,19 @@ def _without_echoes(
     """A row-by-row rule broken in a detail row also breaks on the 合计 row that sums it: tell it once."""
     broken_in_detail = {f.rule for f in findings if f.rule in row_rules and f.row and f.row not in total_rows}
     return [f for f in findings if not (f.row in total_rows and f.rule in broken_in_detail)]
+
+
+def _without_symptoms(findings: list[Finding], book: Ruleset) -> list[Finding]:
+    """Money typed in 元 breaks every rule that reads it: tell the diagnosis, not its symptoms."""
+    diagnosed = [book.diagnoses[f.rule] for f in findings if f.rule in book.diagnoses]
+    if not diagnosed:
+        return findings
+    return [
+        f
+        for f in findings
+        if f.rule in book.diagnoses
+        or not any(d.causes(f, rule) for d in diagnosed for rule in book.by_id(f.rule))
+    ]
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

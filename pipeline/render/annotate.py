@@ -32,7 +32,7 @@ from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
 from pipeline.campaign.config import Limits
-from pipeline.model import F_LEVEL, Finding, cell_name, cell_order, cell_position, column_letters
+from pipeline.model import F_LEVEL, Finding, cell_name, cell_position, column_letters, in_order
 from pipeline.render import template, xlsxparts, xlsxpatch
 from pipeline.submission import read
 from pipeline.submission.read import FEEDBACK_SHEET
@@ -42,13 +42,15 @@ log = logging.getLogger(__name__)
 SUMMARY_SHEET = FEEDBACK_SHEET  # read.py skips it when a corrected copy comes back
 AUTHOR = "省总校验"
 ERROR_FILL = PatternFill("solid", fgColor="FFFFC7CE")  # ARGB, opaque; openpyxl would make "FFC7CE" 00FFC7CE
-WARNING_FILL = PatternFill("solid", fgColor="FFFFEB9C")
+# Amber under dark diagonal stripes: a pale yellow alone would be the template's input fill (FFF2CC) on screen
+# and vanish in grey print; the stripes show in both.
+WARNING_COLOR = "FFD966"
+WARNING_FILL = PatternFill("lightUp", fgColor="FFBF8F00", bgColor="FF" + WARNING_COLOR)
 HEADER_FILL = PatternFill("solid", fgColor="FFDDEBF7")
-OUR_COLORS = {"FFC7CE", "FFEB9C"}  # RGB without alpha, to recognise a previous round's marks
+OUR_COLORS = {"FFC7CE", "FFEB9C", WARNING_COLOR}  # RGB without alpha, to recognise an earlier round's marks
 COLUMNS = (
     ("序号", 6),
     ("类别", 7),
-    ("规则", 13),
     ("工作表", 16),
     ("单元格", 9),
     ("填写内容", 22),
@@ -164,8 +166,8 @@ def _patched(
     """
     try:
         package = xlsxpatch.opened(data)
-        if SUMMARY_SHEET in package.sheets:
-            raise xlsxpatch.Unsupported("a 校验结果 sheet from an earlier round")
+        if SUMMARY_SHEET in package.sheets or _our_comments(package):
+            raise xlsxpatch.Unsupported("marks or a 校验结果 sheet from an earlier round")
         if not all(_harmless(formula) for formula in package.formulas()):
             raise xlsxpatch.Unsupported("a formula that is not a form's own")
         sheets = {name: name for name in package.sheets}
@@ -175,7 +177,7 @@ def _patched(
             for (sheet, address), found in _grouped(where).items()
         ]
         summary = _summary([], sheets, file_name, findings, where, unit_name, title)
-        return xlsxpatch.annotated(package, marks, summary, author=AUTHOR, keep_protected=template.META_SHEET)
+        return xlsxpatch.annotated(package, marks, summary, author=AUTHOR)
     except xlsxpatch.Unsupported as why:
         log.info("annotating %s with openpyxl: %s", file_name, why)
     except MemoryError:
@@ -183,6 +185,14 @@ def _patched(
     except Exception:
         log.warning("editing %s failed; annotating it with openpyxl", file_name, exc_info=True)
     return None
+
+
+def _our_comments(package: xlsxpatch.Package) -> bool:
+    """Whether a comment of an earlier round is left (its 校验结果 deleted): openpyxl's path clears it."""
+    return any(
+        name.startswith("xl/comments") and f"<author>{AUTHOR}</author>" in package.text(name)
+        for name in package.parts
+    )
 
 
 # --- the unit's own workbook, through openpyxl ---------------------------------------------------------------
@@ -213,9 +223,7 @@ def _opened(data: bytes) -> _Book:
             ):
                 cached.setdefault(ws.title, {})[cell.coordinate] = got
     _clear_previous_round(wb)
-    for ws in wb.worksheets:
-        if ws.title != template.META_SHEET:
-            ws.protection.sheet = False  # so the unit can correct the marked cells in this very copy
+    # Each sheet keeps the protection it came with: input cells are unlocked, 合计 formulas stay locked.
     wb.security = None  # a locked structure would keep them from deleting 校验结果
     return _Book(wb, {ws.title: ws.title for ws in wb.worksheets}, cached)
 
@@ -275,11 +283,20 @@ def _clear_previous_round(wb: Workbook) -> None:
         wb.remove(wb[SUMMARY_SHEET])
     for ws in wb.worksheets:
         for cell in _cells(ws):
-            if cell.comment is not None and cell.comment.author == AUTHOR:
+            commented = cell.comment is not None and cell.comment.author == AUTHOR
+            if commented:
                 _, mark, own = cell.comment.text.partition(f"\n{OWN_NOTE}\n")
                 cell.comment = Comment(own, "") if mark else None  # the unit's own note, kept last round
-                if cell.fill.fill_type == "solid" and str(cell.fill.fgColor.rgb).upper()[-6:] in OUR_COLORS:
-                    cell.fill = PatternFill()
+            # Our comment marks our fill, whatever colour an office suite saved it in (LibreOffice turns
+            # the stripes into one solid colour).
+            if commented or _ours(cell.fill):
+                # An input cell (unlocked) gets the template's input fill back; any other, none.
+                cell.fill = template.INPUT_FILL if cell.protection.locked is False else PatternFill()
+
+
+def _ours(fill: PatternFill) -> bool:
+    colors = {str(c.rgb).upper()[-6:] for c in (fill.fgColor, fill.bgColor) if isinstance(c.rgb, str)}
+    return fill.fill_type in ("solid", WARNING_FILL.fill_type) and bool(colors & OUR_COLORS)
 
 
 # --- a copy rebuilt from values, for what openpyxl cannot open ----------------------------------------------
@@ -474,7 +491,7 @@ LINK_FONT = Font(name=_FONT, color="0563C1", underline="single")
 def _body_style(col: int, is_error: bool, linked: bool) -> xlsxparts.Style:
     """The look of column `col` of a finding's line: the category filled as the cell is, a link as a link."""
     fill = (ERROR_FILL if is_error else WARNING_FILL) if col == 2 else None
-    alignment = Alignment(vertical="top", wrap_text=col >= 6, horizontal="center" if col <= 2 else None)
+    alignment = Alignment(vertical="top", wrap_text=col >= 5, horizontal="center" if col <= 2 else None)
     return xlsxparts.Style(LINK_FONT if linked else Font(name=_FONT), fill, _BOX, alignment)
 
 
@@ -496,7 +513,7 @@ def _summary(
         notes.append("未发现问题。")
     elif where:
         notes.append(
-            "原表中红色单元格为错误、黄色单元格为提醒,鼠标移到单元格上可查看说明;点击“单元格”一栏可跳到该处。"
+            "原表中红色单元格为错误、带斜纹的橙黄色单元格为提醒,鼠标移到单元格上可查看说明;点击“单元格”一栏可跳到该处。"
             "可直接在本文件中改正后重新报送。"
         )
     conclusion = (
@@ -515,23 +532,21 @@ def _summary(
     ]
     heights = [(1, 26.0), (4, 16.0 * max(1, sum(_lines(n, 150) for n in notes)) + 4)]
     texts += [_at(HEADER_ROW, j, header, HEADER_STYLE) for j, (header, _) in enumerate(COLUMNS, 1)]
-    order = {name: i for i, name in enumerate(sheets)}
-    for i, f in enumerate(sorted(findings, key=lambda f: _order(f, order)), 1):
+    for i, f in enumerate(in_order(findings), 1):
         r = HEADER_ROW + i
         target, address = where.get(f, ("", ""))
         cells = (
             str(i),
             "错误" if f.is_error else "提醒",
-            f.rule,
             f.sheet,
             address or f.cell,
             f.value,
             f.message,
         )
         for j, text in enumerate(cells, 1):
-            link = f"{_quote(target)}!{address}" if j == 5 and address else ""
+            link = f"{_quote(target)}!{address}" if j == 4 and address else ""
             texts.append(_at(r, j, text, _body_style(j, f.is_error, bool(link)), link))
-        heights.append((r, 15.0 * max(_lines(f.message, COLUMNS[6][1]), _lines(f.value, COLUMNS[5][1])) + 3))
+        heights.append((r, 15.0 * max(_lines(f.message, COLUMNS[5][1]), _lines(f.value, COLUMNS[4][1])) + 3))
     return xlsxparts.PlainSheet(
         title=SUMMARY_SHEET,
         texts=tuple(texts),
@@ -578,13 +593,6 @@ def _write(ws: Worksheet, sheet: xlsxparts.PlainSheet) -> None:
     ws.page_setup.fitToWidth = 1
     ws.page_setup.fitToHeight = 0
     ws.sheet_properties.pageSetUpPr.fitToPage = True
-
-
-def _order(f: Finding, sheets: dict[str, int]) -> tuple[Any, ...]:
-    """Errors first; within each, whole-file findings, then by sheet and by row and column."""
-    row, col = cell_order(f.cell)
-    sheet = sheets.get(f.sheet, len(sheets)) if f.sheet else -1
-    return (not f.is_error, sheet, f.sheet, row, col, f.rule, f.message, f.value)
 
 
 def _quote(sheet: str) -> str:

@@ -127,7 +127,6 @@ def html_report(
             dict(
                 error=f.is_error,
                 severity=f.severity.label,
-                rule=f.rule,
                 where=f.place,
                 message=f.message,
             )

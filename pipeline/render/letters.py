@@ -21,7 +21,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from pipeline.campaign.config import PROVINCE, Rules, Unit
-from pipeline.model import EMAIL_ADDRESS, Finding, Severity, Verdict
+from pipeline.model import EMAIL_ADDRESS, Finding, Severity, Verdict, in_order
 from pipeline.render.env import render
 
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
@@ -132,7 +132,7 @@ def feedback_message(
             "place": f.place,
             "message": header_text(f.message),
         }
-        for n, f in enumerate(errors + warnings, start=1)
+        for n, f in enumerate(in_order(findings), start=1)
     ]
     label = VERDICT_LABELS[Verdict(verdict)] + (
         "(有提醒)" if verdict == Verdict.ACCEPTED and warnings else ""

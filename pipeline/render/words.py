@@ -25,7 +25,7 @@ from pipeline.campaign.consolidation_plan import RANGE, Share
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import TOTAL_ROW, Consolidation, Span
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, ItemStatus, Status
-from pipeline.model import Finding, cell_order
+from pipeline.model import Finding
 
 # A finding as the caller has it: alone (its file is then looked up among the versions used), or with
 # the name of the file it was found in.
@@ -237,9 +237,8 @@ def open_problems(
             position.get(p.unit, len(position)),
             p.unit,
             p.file,
+            p.finding.order,
             not p.finding.is_error,
-            p.finding.sheet,
-            cell_order(p.finding.cell),
             p.finding.rule,
             p.finding.message,
         ),

@@ -128,12 +128,6 @@ def unselected(text: str) -> list[Edit]:
     ]
 
 
-def unprotected(text: str) -> list[Edit]:
-    """Without sheet protection, so that the unit can correct the marked cells in this very copy."""
-    found = find_element(text, "sheetProtection")
-    return [] if found is None else [(found[0], found[1], "")]
-
-
 def restyled(text: str, marks: list[Mark], styles: Styles) -> list[Edit]:
     """Each mark's cell given a copy of its style with the mark's fill; a cell not written yet is added,
     in its row (a new row where there is none), keeping rows and cells in order."""

@@ -60,7 +60,6 @@ from pipeline.render.xlsxparts import (
     plain_sheet_xml,
     rels_of,
     restyled,
-    unprotected,
     unselected,
     vml_xml,
     with_relationships,
@@ -353,11 +352,10 @@ def _sheets_scope(workbook: str) -> dict[str, str]:
 # --- the annotated copy -------------------------------------------------------------------------------------
 
 
-def annotated(
-    package: Package, marks: Iterable[Mark], summary: PlainSheet, *, author: str, keep_protected: str
-) -> bytes:
+def annotated(package: Package, marks: Iterable[Mark], summary: PlainSheet, *, author: str) -> bytes:
     """The copy: each mark's cell filled and commented, `summary` as the first, active sheet, protection
-    removed from every sheet but `keep_protected` and from the workbook's structure, macros dropped."""
+    removed from the workbook's structure (so 校验结果 can be deleted), macros dropped; each sheet keeps
+    its own protection (the template's 合计 formulas stay locked)."""
     out = {name: content for name, content in package.parts.items() if not _macro_part(name)}
     new: dict[str, str] = {}
     names = _Names(package.parts)
@@ -370,8 +368,6 @@ def annotated(
     for sheet, part in package.sheets.items():
         text = package.text(part)
         edits = unselected(text)
-        if sheet != keep_protected:
-            edits += unprotected(text)
         here = sorted(by_sheet.get(sheet, ()), key=lambda m: row_col(m.address))
         if here:
             comments = names.fresh("xl/comments{}.xml")

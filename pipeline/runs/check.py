@@ -16,7 +16,7 @@ from pipeline.campaign.config import Rules
 from pipeline.checks import validate
 from pipeline.consolidation import levels
 from pipeline.io.intake import readable  # a name from Chinese Windows (GBK) shown as its sender reads it
-from pipeline.model import Finding, Read, Report, Verdict, cell_order
+from pipeline.model import Finding, Read, Report, Verdict, in_order
 from pipeline.submission import read
 
 VERDICT_WORDS = {Verdict.ACCEPTED: "通过", Verdict.REJECTED: "未通过", Verdict.UNREADABLE: "无法读取"}
@@ -117,9 +117,9 @@ def render_text(results: Sequence[FileResult], rules: Rules) -> str:
             f"  单位:{unit}  报表:{what}  结论:{VERDICT_WORDS[r.verdict]}"
             + (f"({errors} 个错误,{warnings} 个提醒)" if r.findings else "")
         )
-        for f in sorted(r.findings, key=lambda f: (not f.is_error, cell_order(f.cell))):
+        for f in in_order(r.findings):  # the rule's code is for --json, not for people
             mark = "✗ 错误" if f.is_error else "! 提醒"
-            lines.append(f"  {mark} [{f.rule}] {f.place}  {f.message}")
+            lines.append(f"  {mark} {f.place}  {f.message}")
         lines.append("")
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICT_WORDS}
     lines.append(

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pipeline.campaign.config import PROVINCE
+from pipeline.campaign.config import PROVINCE, Rules
 from pipeline.consolidation import history, levels, status
 from pipeline.io import atomic, outbox
 from pipeline.model import VERSION, Finding, ItemState, Refused, Submission
 from pipeline.runs.context import Run
 from pipeline.runs.overlap import WorkbookProcess
+
+if TYPE_CHECKING:
+    from pipeline.consolidation.consolidate import Consolidation
+    from pipeline.consolidation.lastyear import LastYear
 
 Made = tuple[dict[Path, bytes], int, Path]  # the files of a consolidation, its edition and folder
 
@@ -108,18 +113,66 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     """What `consolidation` writes, begun: the forms summed, the workbook under way (by `aside`'s process if
     given) and the report and summary made meanwhile; what it returns makes the rest and gives them all,
     built and not written."""
-    from pipeline.consolidation import consolidate, outliers
+    from pipeline.consolidation import consolidate
     from pipeline.io import previous
-    from pipeline.render import detail, html, summary, template, wordfile
+    from pipeline.render import detail, html, summary, wordfile
 
     rules, as_of, final = run.rules, run.as_of, run.options.final
     expected = rules.children(run.level)
     every = history.checked_by(run.ledger.submissions(), as_of)
     c = consolidate.consolidate(rules, every, expected)
     last, unread = previous.read(rules)
-    findings = _open_findings(history.latest(every), {u.code for u in expected})
+    findings, checks = _to_verify(
+        rules, c, last, _open_findings(history.latest(every), {u.code for u in expected})
+    )
+    folder, edition, level, suffix = _folder(run)
+    title = rules.campaign.title
+    # The workbook lists the versions, not their figures: the second process need not be sent them, but for
+    # its 明细 sheet when the flat table is small; a large one goes to a CSV made here meanwhile.
+    bare = [replace(v, values={}) for v in every]
+    workbook = folder / f"{level}{rules.campaign.title}汇总表{suffix}.xlsx"
+    small = sum(len(v.values) for v in c.used) <= detail.SHEET_LIMIT
+    flat = "" if small else detail.csv_name(workbook.name)
+    edition_of: dict[str, Any] = dict(as_of=as_of, final=final, edition=edition, last=last)
+    missing = run.options.allow_missing if final else ""
+    small_c = c if small else replace(c, used=tuple(replace(v, values={}) for v in c.used))
+    book = (aside or WorkbookProcess()).workbook(
+        rules, small_c, now, findings, bare, **edition_of, allow_missing=missing, detail_csv=flat
+    )
+    # The report and the summary while the workbook is being built.
+    report = html.html_report(rules, c, now, findings, **edition_of, checks=checks, allow_missing=missing)
+    paths = {workbook: b"", folder / f"{level}{title}情况报告{suffix}.html": report.encode("utf-8")}
+    written = summary.written_summary(
+        rules,
+        c,
+        now,
+        **edition_of,
+        unread=unread,
+        checks=checks,
+        table=summary.unit_table(rules, c, last),
+        attachments=[p.name for p in paths],
+    )
+    paths[folder / f"{level}{title}总结{suffix}.docx"] = wordfile.summary_docx(written)
+    if flat:
+        paths[folder / flat] = detail.to_csv(detail.rows(rules, c.used))
+
+    def finish() -> Made:
+        if run.level != PROVINCE:
+            paths.update({folder / name: data for name, data in _rollups(run, every)})
+        paths[workbook] = book()
+        return paths, edition, folder
+
+    return finish
+
+
+def _to_verify(
+    rules: Rules, c: Consolidation, last: LastYear | None, findings: dict[str, list[tuple[str, Finding]]]
+) -> tuple[dict[str, list[tuple[str, Finding]]], list[str]]:
+    """The open findings with what stands out now (outliers) in place of what stood out when each form was
+    checked (the peers have changed since), and the report's 需核实 lines."""
+    from pipeline.consolidation import outliers
+
     stand_out = outliers.outliers(rules, c, last)
-    # What stood out when a form was checked is told as it stands now, once: the peers have changed since.
     for entries in findings.values():
         entries[:] = [(file, f) for file, f in entries if f.rule not in outliers.RULES]
     files = {(v.unit, v.form): v.file for v in c.used}
@@ -130,85 +183,26 @@ def started(run: Run, now: status.Status, aside: WorkbookProcess | None = None) 
     checks = [
         o.line + ("(单位已在填报说明中说明)" if (o.unit, o.form) in explained else "") for o in stand_out
     ]
-    folder, edition, level, suffix = _folder(run)
-    title = rules.campaign.title
-    # The workbook lists the versions, not their figures: the second process need not be sent them, but for
-    # its 明细 sheet when the flat table is small; a large one goes to a CSV made here meanwhile.
-    bare = [replace(v, values={}) for v in every]
-    workbook = folder / f"{level}{rules.campaign.title}汇总表{suffix}.xlsx"
-    small = sum(len(v.values) for v in c.used) <= detail.SHEET_LIMIT
-    flat = "" if small else detail.csv_name(workbook.name)
-    book = (aside or WorkbookProcess()).workbook(
-        rules,
-        c if small else replace(c, used=tuple(replace(v, values={}) for v in c.used)),
-        now,
-        findings,
-        bare,
-        as_of=as_of,
-        final=final,
-        edition=edition,
-        last=last,
-        allow_missing=run.options.allow_missing if final else "",
-        detail_csv=flat,
-    )
-    # The report and the summary while the workbook is being built.
-    paths = {
-        workbook: b"",  # listed first
-        folder / f"{level}{title}情况报告{suffix}.html": html.html_report(
-            rules,
-            c,
-            now,
-            findings,
-            as_of=as_of,
-            final=final,
-            edition=edition,
-            checks=checks,
-            last=last,
-            allow_missing=run.options.allow_missing if final else "",
-        ).encode("utf-8"),
-    }
-    paths[folder / f"{level}{title}总结{suffix}.docx"] = wordfile.summary_docx(
-        summary.written_summary(
-            rules,
-            c,
-            now,
-            as_of=as_of,
-            final=final,
-            edition=edition,
-            last=last,
-            unread=unread,
-            checks=checks,
-            table=summary.unit_table(rules, c, last),
-            attachments=[p.name for p in paths],
-        )
-    )
+    return findings, checks
 
-    if flat:
-        paths[folder / flat] = detail.to_csv(detail.rows(rules, c.used))
 
-    def finish() -> Made:
-        if run.level != PROVINCE:
-            unit = rules.unit(run.level)
-            for item in rules.rollup_items():
-                form = rules.forms[item.form or ""]
-                values = consolidate.rollup_values(rules, run.level, form.code, every, run.options.sign)
-                # What it covers goes with it: in `_meta` for the level above to check, and in its 填报说明.
-                covers = tuple(
-                    history.used_forms(every, levels.owing(rules, run.level, form.code), form.code)
-                )
-                note, explanation = (
-                    levels.coverage_note(rules, run.level, form.code, covers),
-                    rules.explanation_key(form.code),
-                )
-                if note and explanation is not None:
-                    values[explanation] = ";".join(str(x) for x in (values.get(explanation), note) if x)
-                paths[folder / template.file_name(unit, form)] = template.fill(
-                    rules, form, unit, values, covers
-                )
-        paths[workbook] = book()
-        return paths, edition, folder
+def _rollups(run: Run, every: Sequence[Submission]) -> Iterator[tuple[str, bytes]]:
+    """The level's own forms rolled up from its units' (ZX's 附件1), each carrying what it covers: in `_meta`
+    for the level above to check, and in its 填报说明."""
+    from pipeline.consolidation import consolidate
+    from pipeline.render import template
 
-    return finish
+    rules = run.rules
+    unit = rules.unit(run.level)
+    for item in rules.rollup_items():
+        form = rules.forms[item.form or ""]
+        values = consolidate.rollup_values(rules, run.level, form.code, every, run.options.sign)
+        covers = tuple(history.used_forms(every, levels.owing(rules, run.level, form.code), form.code))
+        note = levels.coverage_note(rules, run.level, form.code, covers)
+        explanation = rules.explanation_key(form.code)
+        if note and explanation is not None:
+            values[explanation] = ";".join(str(x) for x in (values.get(explanation), note) if x)
+        yield template.file_name(unit, form), template.fill(rules, form, unit, values, covers)
 
 
 def outputs_key(run: Run) -> str:

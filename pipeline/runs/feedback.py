@@ -21,6 +21,7 @@ from pipeline.model import ItemState, Submission
 from pipeline.runs import senders, tasks
 from pipeline.runs.context import Run
 from pipeline.runs.delivery import deliver
+from pipeline.submission.read import FEEDBACK_SHEET
 
 if TYPE_CHECKING:
     from pipeline.render.letters import Thread
@@ -71,13 +72,22 @@ def _due(run: Run) -> list[_Due]:
             sub,
             unit,
             keys,
-            f"{outbox.safe_name(Path(sub.file).stem)}_校验结果.xlsx",
+            f"{outbox.safe_name(copy_stem(sub.file))}_{FEEDBACK_SHEET}.xlsx",
             kept[sub.sha256],
             thread,
         )
         for sub, unit, keys, thread in unsent
         if sub.sha256 in kept
     ]
+
+
+def copy_stem(file_name: str) -> str:
+    """The name of the unit's file without its extension and without the suffix an earlier round's copy
+    got: a copy sent back and annotated again keeps its name (not …_校验结果_校验结果.xlsx)."""
+    stem = Path(file_name).stem
+    while stem.endswith(f"_{FEEDBACK_SHEET}"):
+        stem = stem.removesuffix(f"_{FEEDBACK_SHEET}")
+    return stem
 
 
 def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None) -> Counter[str]:
