@@ -426,7 +426,7 @@ def status(
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """各单位各事项的报送情况:已通过/有警告/未通过/未报送/逾期,收到时间、版本数、剩余天数。"""
+    """各单位各事项的报送情况:通过/通过(有提醒)/已说明/省总接受/未通过/退回/未报送/逾期/已收到,收到时间、版本数、剩余天数。"""
     import json
 
     from pipeline.render import status_text
@@ -437,6 +437,58 @@ def status(
         typer.echo(json.dumps(now.as_json(), ensure_ascii=False, indent=2))
     else:
         typer.echo(status_text.render_text(now, campaign.rules))
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="原因(必填),记入台账并写在汇总表中")]
+ByOption = Annotated[str | None, typer.Option("--by", help="决定人,默认为本机登录的用户名")]
+UnitArgument = Annotated[str, typer.Argument(help="单位代码、名称或简称,如 460100 或 海口")]
+ItemArgument = Annotated[str, typer.Argument(help="报送事项代码或名称,如 warmth 或 送温暖统计表")]
+
+
+def _decided(sub: Any, campaign: Campaign) -> None:
+    from pipeline.consolidation import status
+
+    rules = campaign.rules
+    review = sub.review
+    typer.echo(
+        f"{rules.unit(sub.unit).name} {rules.items[sub.item].label} 第{sub.version}版({sub.file}):"
+        f"{status.state_of(sub).label}。原因:{review.reason};决定人:{review.by};"
+        f"时间:{review.at:%Y-%m-%d %H:%M}。下次运行 pipeline run 时汇总随之更新"
+    )
+
+
+@app.command()
+@_told
+def accept(
+    unit: UnitArgument,
+    item: ItemArgument,
+    reason: ReasonOption = "",
+    by: ByOption = None,
+    state: StateOption = None,
+    for_unit: ForOption = None,
+    rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """省总接受:单位最新一版报表虽未通过校验,仍采用其数据汇总(写明原因)。单位以后再报送新版本时,以新版本为准。"""
+    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
+    _decided(campaign.accept(unit, item, reason, by=by), campaign)
+
+
+@app.command("return")
+@_told
+def return_command(
+    unit: UnitArgument,
+    item: ItemArgument,
+    reason: ReasonOption = "",
+    by: ByOption = None,
+    state: StateOption = None,
+    for_unit: ForOption = None,
+    rules_path: RulesOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """退回:单位最新一版报表虽已通过(或已接受),不再采用其数据(写明原因)。单位以后再报送新版本时,以新版本为准。"""
+    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
+    _decided(campaign.return_(unit, item, reason, by=by), campaign)
 
 
 @app.command()

@@ -29,8 +29,9 @@ from pipeline.campaign.consolidation_plan import (
 )
 from pipeline.consolidation import consolidate
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
+from pipeline.consolidation import status as states
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
-from pipeline.model import Submission, Verdict
+from pipeline.model import RETURN, Submission, Verdict
 from pipeline.render import xlsxpatch
 from pipeline.render.sheets import (
     CENTER_ALIGN,
@@ -74,6 +75,9 @@ STATE_FILLS = {
     MISSING: PatternFill("solid", fgColor="F8CBAD"),
     OVERDUE: PatternFill("solid", fgColor="F8CBAD"),
     RECEIVED: PatternFill("solid", fgColor="E2EFDA"),
+    states.EXPLAINED: PatternFill("solid", fgColor="E2EFDA"),
+    states.ACCEPTED: PatternFill("solid", fgColor="DDEBF7"),
+    states.RETURNED: PatternFill("solid", fgColor="F8CBAD"),
 }
 
 
@@ -219,10 +223,18 @@ class _Book:
             *self._not_summed(),
             (
                 "数据的取舍",
-                "每个单位每张表采用最近一次通过校验的版本;未报送或未通过校验的单位暂缺(空白),"
+                "每个单位每张表采用最近一次通过校验(或经省总接受)且未被退回的版本;未报送或未通过校验的单位暂缺(空白),"
                 "不计入合计,原因见“报送情况”“校验问题”工作表,所用文件见“数据来源”工作表。",
             ),
             ("金额单位", "万元,保留两位小数;人数、户数、件数为整数。"),
+        ]
+        rows += [
+            (
+                f"{self.units[v.unit].name}{rules.item_for_form(v.form).label}",
+                f"{states.state_of(v).label}:{why}",
+            )
+            for v in c.used
+            if (why := states.taken_under(v))
         ]
         used = {x.unit for x in c.used}
         reported_to = {u.reports_to for u in rules.units}
@@ -548,10 +560,15 @@ class _Book:
             except KeyError:
                 name = v.unit
             form = rules.forms.get(v.form or "")
-            if v.id in used:
-                verdict = "采用"
+            taken = states.taken_under(v)
+            if v.verdict == Verdict.RECEIVED:
+                verdict = "已收到(书面材料,不参加汇总)"
+            elif v.id in used:
+                verdict = f"采用({states.state_of(v).label}:{taken})" if taken else "采用"
             elif v.unit not in in_level:
                 verdict = "不采用:不是本级应报单位"
+            elif v.review is not None and v.review.action == RETURN:
+                verdict = f"不采用:退回:{taken}"
             elif v.verdict != Verdict.ACCEPTED:
                 verdict = "不采用:未通过校验"
             else:
@@ -559,7 +576,9 @@ class _Book:
             cells: list[Any] = [
                 name,
                 v.unit,
-                f"{form.attachment} {form.title}" if form else v.item,
+                f"{form.attachment} {form.title}"
+                if form
+                else getattr(rules.items.get(v.item), "label", v.item),
                 v.file,
                 v.sha256,
                 v.received,

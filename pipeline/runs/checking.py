@@ -101,9 +101,16 @@ def _form_fields(run: Run, c: Report) -> dict[str, Any]:
         form=read.form,
         verdict=verdict,
         findings=findings,
-        values=c.values if verdict == Verdict.ACCEPTED else {},
+        values=c.values if verdict == Verdict.ACCEPTED or _whole(c, verdict) else {},
         explained=bool(note and str(note).strip()),
+        explanation=str(note).strip() if note else "",
     )
+
+
+def _whole(c: Report, verdict: Verdict) -> bool:
+    """Whether a failed form was read whole, so that staff may accept it despite its errors (`pipeline
+    accept`): its figures are kept then, a number the checks could not use as blank."""
+    return verdict == Verdict.REJECTED and c.checked.normalised
 
 
 def _companions(run: Run, reads: Sequence[Read], new: set[str]) -> list[Checked]:
