@@ -176,7 +176,7 @@ def test_corrected_resubmission_supersedes_the_rejected_file(rules, site):
     result = runner.invoke(app, ["status", "--state", str(state), "--as-of", AS_OF, "--json"])
     rows = {(r["unit"], r["item"]): r for r in json.loads(result.stdout)["rows"]}
     row = rows[(first.unit, "warmth")]
-    assert row["versions"] == 2 and row["version_used"] == 2 and row["state_label"] == "已通过"
+    assert row["versions"] == 2 and row["version_used"] == 2 and row["state_label"] == "通过"
     versions = sorted(
         (s.version, s.verdict)
         for s in ledger.Ledger(state).submissions()

@@ -28,8 +28,8 @@ from pipeline.campaign.consolidation_plan import (
     SUM,
 )
 from pipeline.consolidation import consolidate
-from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation import status as states
+from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED, Status
 from pipeline.model import RETURN, Submission, Verdict
 from pipeline.render import xlsxpatch
