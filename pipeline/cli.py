@@ -135,7 +135,7 @@ def demo(
 @app.command()
 @_told
 def check(
-    files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods),可以多个")],
+    files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods,书面报告 .docx/.pdf 等只看能否读取),可以多个")],
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出(供其他程序使用)")] = False,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
@@ -154,7 +154,7 @@ def check(
         typer.echo(json.dumps([r.as_json() for r in results], ensure_ascii=False, indent=2))
     else:
         typer.echo(check_mod.render_text(results, campaign.rules))
-    raise typer.Exit(0 if all(r.verdict == "accepted" for r in results) else 1)
+    raise typer.Exit(0 if all(r.verdict in ("accepted", "received") for r in results) else 1)
 
 
 InboxOption = Annotated[

@@ -194,9 +194,14 @@ def _row(
     latest = versions[-1]
     used = history.used(versions)
     late = latest.received > deadline
-    state = RECEIVED if rules.items[item].form is None else state_of(latest)
+    if rules.items[item].form is None:  # a written report: received, or a file that cannot be read
+        state = RECEIVED if latest.verdict == Verdict.RECEIVED else FAILED
+    else:
+        state = state_of(latest)
     reason = taken_under(latest)
     note = f"{state.label}:{reason}" if reason else ""
+    if state == FAILED and rules.items[item].form is None:
+        note = "".join(f.message for f in latest.findings[:1]) or Verdict.UNREADABLE.label
     if state in (FAILED, RETURNED) and used is not None:
         why = "未通过" if state == FAILED else "已退回"
         note = ";".join(x for x in (note, f"第{latest.version}版{why},汇总暂用第{used.version}版") if x)
