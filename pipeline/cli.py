@@ -135,7 +135,12 @@ def demo(
 @app.command()
 @_told
 def check(
-    files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods,书面报告 .docx/.pdf 等只看能否读取),可以多个")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods,书面报告 .docx/.pdf 等只看能否读取),可以多个"
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出(供其他程序使用)")] = False,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,

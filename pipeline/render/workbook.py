@@ -563,6 +563,8 @@ class _Book:
             taken = states.taken_under(v)
             if v.verdict == Verdict.RECEIVED:
                 verdict = "已收到(书面材料,不参加汇总)"
+            elif v.kind == "report":
+                verdict = "".join(f.message for f in v.findings[:1]) or Verdict.UNREADABLE.label
             elif v.id in used:
                 verdict = f"采用({states.state_of(v).label}:{taken})" if taken else "采用"
             elif v.unit not in in_level:
