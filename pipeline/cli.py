@@ -431,7 +431,10 @@ def status(
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """各单位各事项的报送情况:通过/通过(有提醒)/已说明/省总接受/未通过/退回/未报送/逾期/已收到,收到时间、版本数、剩余天数。"""
+    """各单位各事项的报送情况、收到时间、版本数、剩余天数。
+
+    状态:通过、通过(有提醒)、已说明、省总接受、未通过、退回、未报送、逾期、已收到。
+    """
     import json
 
     from pipeline.render import status_text
@@ -474,7 +477,11 @@ def accept(
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """省总接受:单位最新一版报表虽未通过校验,仍采用其数据汇总(写明原因)。单位以后再报送新版本时,以新版本为准。"""
+    """省总接受:未通过校验的报表仍计入汇总(写明原因)。
+
+    针对该单位该事项最新的一版;决定人、时间、原因记入台账,并写在汇总表的“数据来源”和“说明”中。
+    单位以后再报送新版本时,以新版本为准。
+    """
     campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
     _decided(campaign.accept(unit, item, reason, by=by), campaign)
 
@@ -491,7 +498,10 @@ def return_command(
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """退回:单位最新一版报表虽已通过(或已接受),不再采用其数据(写明原因)。单位以后再报送新版本时,以新版本为准。"""
+    """退回:已通过(或已接受)的报表不再计入汇总(写明原因)。
+
+    针对该单位该事项最新的一版;决定人、时间、原因记入台账。单位以后再报送新版本时,以新版本为准。
+    """
     campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
     _decided(campaign.return_(unit, item, reason, by=by), campaign)
 

@@ -77,7 +77,7 @@ def used_forms(subs: Iterable[Submission], units: Sequence[Unit], form: str) -> 
     codes = {u.code for u in units}
     chosen: dict[str, Submission] = {}
     for s in subs:
-        if s.unit in codes and s.form == form and s.kind == "form" and usable(s):
+        if s.unit in codes and s.form == form and usable(s):
             held = chosen.get(s.unit)
             if held is None or _rank(s) > _rank(held):
                 chosen[s.unit] = s
