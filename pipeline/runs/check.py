@@ -90,13 +90,12 @@ def check_paths(
 def _written_report(path: Path, rules: Rules) -> Report:
     """A written report as `check` tells it: whose, and 已收到 or 无法读取 (with the reason)."""
     name = readable(path.name)
+    problem: Finding | None = None
     try:
         with path.open("rb") as fh:
             data = fh.read(rules.limits.max_bytes + 1)
     except OSError as exc:
         data, problem = b"", Finding(F_UNREADABLE, Severity.ERROR, f"无法打开文件:{exc.strerror or exc}")
-    else:
-        problem = None
     if len(data) > rules.limits.max_bytes:
         seen = reports.Examined(reports.owner(rules, name), refusal.too_large(len(data), rules.limits))
     else:
