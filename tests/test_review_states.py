@@ -111,6 +111,12 @@ def test_accept_and_return_change_the_consolidation_and_are_shown_with_their_rea
     status_text = (outbox / "报送情况.txt").read_text(encoding="utf-8")
     assert "省总接受" in status_text and "退回" in status_text and "已说明" in status_text
 
+    reminded = _cli("remind", "--outbox", str(outbox), "--state", str(state), "--as-of", AS_OF)
+    assert reminded.exit_code == 0, reminded.output
+    (reminder,) = (outbox / "邮件").glob("海口市总工会_催报_*.eml")
+    text = message_from_bytes(reminder.read_bytes(), policy=policy.default).get_body().get_content()
+    assert "送温暖统计表:退回" in text and "“退回”的事项" in text
+
     used = campaign_at(rules, inbox, outbox, state).consolidate(AS_OF).used
     assert {(v.unit, v.form) for v in used} == {("460200", "warmth"), ("460400", "center")}
     sources = _sheet(outbox, "数据来源")

@@ -256,7 +256,7 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
 
 
 def remind(run: Run) -> list[str]:
-    """Remind units whose items are missing or still rejected; once per unit and day."""
+    """Remind units whose items are missing, still rejected or returned by staff; once per unit and day."""
     from pipeline.render import letters
     from pipeline.runs import reporting
 
@@ -264,7 +264,7 @@ def remind(run: Run) -> list[str]:
     now = reporting.current_status(run)
     owing: dict[str, list[tuple[str, str]]] = {}
     for row in now.rows:
-        if row.state in (ItemState.MISSING, ItemState.OVERDUE, ItemState.FAILED):
+        if row.state in (ItemState.MISSING, ItemState.OVERDUE, ItemState.FAILED, ItemState.RETURNED):
             owing.setdefault(row.unit, []).append((row.item_label, row.state.label))
     reminded = []
     for code, items in owing.items():
