@@ -150,27 +150,31 @@ def _letters(run: Run, d: _Due, eml_bytes: bytes, subject: str, kind: str = "fee
 
 
 def _receipts(run: Run, due: list[_Due]) -> list[Letter]:
-    """The 回执 of each version due one: short, no attachment."""
+    """The 回执 of each version due one: short, no attachment, written by the workers."""
     from pipeline.consolidation import status
-    from pipeline.render import letters
 
-    written: list[Letter] = []
-    for d in due:
-        sub = d.sub
-        message = letters.receipt_message(
-            run.rules,
-            d.unit,
-            file_name=sub.file,
-            item=sub.item,
-            version=sub.version or 1,
-            received=sub.received,
-            state_label=status.state_of(sub).label,
-            reason=status.taken_under(sub),
+    if not due:
+        return []
+    args = [
+        dict(
+            unit=d.unit,
+            file_name=d.sub.file,
+            item=d.sub.item,
+            version=d.sub.version or 1,
+            received=d.sub.received,
+            state_label=status.state_of(d.sub).label,
+            reason=status.taken_under(d.sub),
             now=run.as_of,
             thread=d.thread,
         )
-        written += _letters(run, d, letters.write_eml(message), str(message["Subject"]), "receipt")
-    return written
+        for d in due
+    ]
+    made = run.workers().map(tasks.receipt_eml, args, tasks.receipt_here(run.rules), chunk=64)
+    return [
+        letter
+        for d, (eml_bytes, subject) in zip(due, made, strict=True)
+        for letter in _letters(run, d, eml_bytes, subject, "receipt")
+    ]
 
 
 def message_id(mime: bytes) -> str:
