@@ -9,7 +9,6 @@ import io
 import json
 import os
 import sqlite3
-import zipfile
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.io import ledger
 from pipeline.io.outbox import SUMMARY_DIR
-from tests.conftest import campaign_at
+from tests.conftest import campaign_at, docx
 
 AS_OF = "2017-02-01T12:00"
 runner = CliRunner()
@@ -205,27 +204,14 @@ def test_a_receipt_goes_once_per_version_that_counts(rules, folders, fill, serve
     assert len(receipts()) == 4
 
 
-def _docx(paragraphs: list[str]) -> bytes:
-    body = "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
-        z.writestr(
-            "word/document.xml",
-            '<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
-            f'wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>',
-        )
-    return out.getvalue()
-
-
 def test_a_written_report_counts_as_received_by_its_title_and_an_empty_one_is_unreadable(rules, folders):
     inbox, outbox, state = folders
     named_in_text = inbox / "2016年送温暖活动报告.docx"
     named_in_text.write_bytes(
-        _docx(["琼海市总工会关于2017年元旦春节送温暖活动的报告", "海南省总工会:根据通知……"])
+        docx(["琼海市总工会关于2017年元旦春节送温暖活动的报告", "海南省总工会:根据通知……"])
     )
     blank = inbox / "文昌市总工会送温暖报告.docx"
-    blank.write_bytes(_docx([]))
+    blank.write_bytes(docx([]))
     broken = inbox / "万宁市总工会送温暖报告.pdf"
     broken.write_bytes(b"<html>not a pdf</html>")
     for path in (named_in_text, blank, broken):
