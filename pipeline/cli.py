@@ -453,57 +453,35 @@ UnitArgument = Annotated[str, typer.Argument(help="单位代码、名称或简�
 ItemArgument = Annotated[str, typer.Argument(help="报送事项代码或名称,如 warmth 或 送温暖统计表")]
 
 
-def _decided(sub: Any, campaign: Campaign) -> None:
-    from pipeline.consolidation import status
+def _review(action: str) -> Callable[..., None]:
+    """`pipeline accept` or `pipeline return`: the same arguments, the decision `action`."""
 
-    rules = campaign.rules
-    review = sub.review
-    typer.echo(
-        f"{rules.unit(sub.unit).name} {rules.items[sub.item].label} 第{sub.version}版({sub.file}):"
-        f"{status.state_of(sub).label}。原因:{review.reason};决定人:{review.by};"
-        f"时间:{review.at:%Y-%m-%d %H:%M}。下次运行 pipeline run 时汇总随之更新"
-    )
+    def command(
+        unit: UnitArgument,
+        item: ItemArgument,
+        reason: ReasonOption = "",
+        by: ByOption = None,
+        state: StateOption = None,
+        for_unit: ForOption = None,
+        rules_path: RulesOption = None,
+        workspace: WorkspaceOption = None,
+    ) -> None:
+        from pipeline.runs.reviews import said
 
+        campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
+        decide = campaign.accept if action == "accept" else campaign.return_
+        typer.echo(said(campaign.rules, decide(unit, item, reason, by=by)))
 
-@app.command()
-@_told
-def accept(
-    unit: UnitArgument,
-    item: ItemArgument,
-    reason: ReasonOption = "",
-    by: ByOption = None,
-    state: StateOption = None,
-    for_unit: ForOption = None,
-    rules_path: RulesOption = None,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """省总接受:未通过校验的报表仍计入汇总(写明原因)。
-
-    针对该单位该事项最新的一版;决定人、时间、原因记入台账,并写在汇总表的“数据来源”和“说明”中。
-    单位以后再报送新版本时,以新版本为准。
-    """
-    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
-    _decided(campaign.accept(unit, item, reason, by=by), campaign)
+    return _told(command)
 
 
-@app.command("return")
-@_told
-def return_command(
-    unit: UnitArgument,
-    item: ItemArgument,
-    reason: ReasonOption = "",
-    by: ByOption = None,
-    state: StateOption = None,
-    for_unit: ForOption = None,
-    rules_path: RulesOption = None,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """退回:已通过(或已接受)的报表不再计入汇总(写明原因)。
-
-    针对该单位该事项最新的一版;决定人、时间、原因记入台账。单位以后再报送新版本时,以新版本为准。
-    """
-    campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
-    _decided(campaign.return_(unit, item, reason, by=by), campaign)
+ONLY_LATEST = "针对该单位该事项最新的一版,决定人、时间、原因记入台账;单位再报送新版本时以新版本为准。"
+app.command("accept", help=f"省总接受:未通过校验的报表仍计入汇总(写明原因)。\n\n{ONLY_LATEST}")(
+    _review("accept")
+)
+app.command("return", help=f"退回:已通过(或已接受)的报表不再计入汇总(写明原因)。\n\n{ONLY_LATEST}")(
+    _review("return")
+)
 
 
 @app.command()

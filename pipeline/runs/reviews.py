@@ -75,5 +75,15 @@ def decide(run: Run, unit_text: str, item_text: str, action: str, reason: str, b
         raise Refused(f"{version}的状态是“{state.label}”,没有计入汇总,无需退回")
     review = Review(action, reason.strip(), who(by), run.as_of)
     run.ledger.add_review(latest, review)
-    decided = history.latest(history.checked_by(run.ledger.submissions(), run.as_of))[(unit.code, item)]
-    return decided
+    return history.latest(history.checked_by(run.ledger.submissions(), run.as_of))[(unit.code, item)]
+
+
+def said(rules: Rules, sub: Submission) -> str:
+    """What staff are told once a decision is recorded: the version, its state, and who, when and why."""
+    review = sub.review
+    assert review is not None
+    return (
+        f"{rules.unit(sub.unit).name} {rules.items[sub.item].label} 第{sub.version}版({sub.file}):"
+        f"{status.state_of(sub).label}。原因:{review.reason};决定人:{review.by};"
+        f"时间:{review.at:%Y-%m-%d %H:%M}。下次运行 pipeline run 时汇总随之更新"
+    )
