@@ -36,9 +36,8 @@ class ItemStatus:
     late: bool  # received after the deadline (still processed)
     note: str = ""
     mail_problem: str = ""  # a recipient refused, a message whose delivery is unknown
-    reason: str = (
-        ""  # why the latest version is 省总接受, 退回 or 已说明: staff's reason, or the unit's 填报说明
-    )
+    # why the latest version is 省总接受, 退回 or 已说明: staff's reason, or the unit's 填报说明
+    reason: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
