@@ -350,10 +350,12 @@ class Ledger:
                     for sid, fields, (_, text) in stored
                 ],
             )
-            # One statement for every pair; only rows whose number changes are written.
+            # One statement for every pair; only rows whose number changes are written. Files with the same
+            # time under the same path (a copy that kept the time of the one it replaced) come in the order
+            # they were recorded (rowid), never by their digests.
             db.execute(
                 "UPDATE submissions SET version = numbered.n FROM ("
-                "  SELECT id, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path, id) AS n"
+                "  SELECT id, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path, rowid) AS n"
                 "  FROM submissions WHERE unit IS NOT NULL AND item IS NOT NULL"
                 ") AS numbered "
                 "WHERE submissions.id = numbered.id AND submissions.version IS NOT numbered.n"
