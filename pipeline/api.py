@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pipeline.consolidation.consolidate import Consolidation
     from pipeline.consolidation.status import Status
     from pipeline.demo import DemoInbox
+    from pipeline.model import Submission
     from pipeline.runs.check import FileResult
     from pipeline.runs.fetching import Fetched
     from pipeline.runs.watch import Round
@@ -227,6 +228,28 @@ class Campaign:
         options = Options(send=send, password=password)
         with opened(self.rules, self.folders, self.moment(as_of), self.level, options) as run:
             return templates.mail_all(run, unit)
+
+    def accept(self, unit: str, item: str, reason: str, *, by: str | None = None) -> Submission:
+        """Staff accept the unit's latest version of `item` despite its errors (省总接受): its figures are
+        consolidated, marked with `reason`. `unit`: a code, name or alias; `by`: who (else the OS user)."""
+        from pipeline.model import ACCEPT
+
+        return self._review(unit, item, ACCEPT, reason, by)
+
+    def return_(self, unit: str, item: str, reason: str, *, by: str | None = None) -> Submission:
+        """Staff return the unit's latest version of `item` although it was usable (退回): its figures are
+        no longer consolidated."""
+        from pipeline.model import RETURN
+
+        return self._review(unit, item, RETURN, reason, by)
+
+    def _review(self, unit: str, item: str, action: str, reason: str, by: str | None) -> Submission:
+        from pipeline.runs import reviews
+        from pipeline.runs.context import opened
+
+        self._has_ledger()
+        with opened(self.rules, self.folders, self.moment(), self.level) as run:
+            return reviews.decide(run, unit, item, action, reason, by)
 
     def status(self, as_of: str | dt.datetime | None = None) -> Status:
         from pipeline.runs import reporting

@@ -142,7 +142,12 @@ def demo(
 @command()
 @_told
 def check(
-    files: Annotated[list[Path], typer.Argument(help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods),可以多个")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="要校验的报表文件(.xlsx/.xlsm/.xls/.ods,书面报告 .docx/.pdf 等只看能否读取),可以多个"
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出(供其他程序使用)")] = False,
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
@@ -161,7 +166,7 @@ def check(
         typer.echo(json.dumps([r.as_json() for r in results], ensure_ascii=False, indent=2))
     else:
         typer.echo(check_mod.render_text(results, campaign.rules))
-    raise typer.Exit(0 if all(r.verdict == "accepted" for r in results) else 1)
+    raise typer.Exit(0 if all(r.verdict in ("accepted", "received") for r in results) else 1)
 
 
 InboxOption = Annotated[
@@ -448,7 +453,10 @@ def status(
     rules_path: RulesOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """各单位各事项的报送情况:已通过/有警告/未通过/未报送/逾期,收到时间、版本数、剩余天数。"""
+    """各单位各事项的报送情况、收到时间、版本数、剩余天数。
+
+    状态:通过、通过(有提醒)、已说明、省总接受、未通过、退回、未报送、逾期、已收到。
+    """
     import json
 
     from pipeline.render import status_text
@@ -459,6 +467,41 @@ def status(
         typer.echo(json.dumps(now.as_json(), ensure_ascii=False, indent=2))
     else:
         typer.echo(status_text.render_text(now, campaign.rules))
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="原因(必填),记入台账并写在汇总表中")]
+ByOption = Annotated[str | None, typer.Option("--by", help="决定人,默认为本机登录的用户名")]
+UnitArgument = Annotated[str, typer.Argument(help="单位代码、名称或简称,如 460100 或 海口")]
+ItemArgument = Annotated[str, typer.Argument(help="报送事项代码或名称,如 warmth 或 送温暖统计表")]
+
+
+def _review(action: str) -> Callable[..., None]:
+    """`pipeline accept` or `pipeline return`: the same arguments, the decision `action`."""
+
+    def command(
+        unit: UnitArgument,
+        item: ItemArgument,
+        reason: ReasonOption = "",
+        by: ByOption = None,
+        state: StateOption = None,
+        for_unit: ForOption = None,
+        rules_path: RulesOption = None,
+        workspace: WorkspaceOption = None,
+    ) -> None:
+        from pipeline.runs.reviews import said
+
+        campaign = _campaign(rules_path, workspace, state=state, level=for_unit or "province")
+        decide = campaign.accept if action == "accept" else campaign.return_
+        typer.echo(said(campaign.rules, decide(unit, item, reason, by=by)))
+
+    return _told(command)
+
+
+ONLY_LATEST = "针对该单位该事项最新的一版,决定人、时间、原因记入台账;单位再报送新版本时以新版本为准。"
+command("accept", help=f"省总接受:未通过校验的报表仍计入汇总(写明原因)。\n\n{ONLY_LATEST}")(_review("accept"))
+command("return", help=f"退回:已通过(或已接受)的报表不再计入汇总(写明原因)。\n\n{ONLY_LATEST}")(
+    _review("return")
+)
 
 
 @command()

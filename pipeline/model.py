@@ -46,11 +46,14 @@ class Verdict(Labelled):
 
 
 class ItemState(Labelled):
-    """Where a unit stands with one item it owes, at a moment."""
+    """Where a unit stands with one item it owes, at a moment: the review states of statistical offices."""
 
     PASSED = "passed"
-    WARNED = "warned"
+    WARNED = "warned"  # passed with warnings the unit has not explained
+    EXPLAINED = "explained"  # passed, its warnings explained in the form's 填报说明
+    ACCEPTED = "accepted_by_staff"  # failed the checks, accepted by staff (`pipeline accept`)
     FAILED = "failed"
+    RETURNED = "returned"  # usable, returned by staff (`pipeline return`): not counted
     MISSING = "missing"
     OVERDUE = "overdue"
     RECEIVED = "received"
@@ -76,9 +79,12 @@ LABELS: dict[Labelled, str] = {
     Verdict.UNREADABLE: "无法读取",
     Verdict.RECEIVED: "已收到",
     Verdict.WRONG_LEVEL: "报送对象有误",
-    ItemState.PASSED: "已通过",
-    ItemState.WARNED: "有警告",
+    ItemState.PASSED: "通过",
+    ItemState.WARNED: "通过(有提醒)",
+    ItemState.EXPLAINED: "已说明",
+    ItemState.ACCEPTED: "省总接受",
     ItemState.FAILED: "未通过",
+    ItemState.RETURNED: "退回",
     ItemState.MISSING: "未报送",
     ItemState.OVERDUE: "逾期",
     ItemState.RECEIVED: "已收到",
@@ -284,6 +290,24 @@ class Report:
         return verdict_of(self.findings, self.read.readable)
 
 
+ACCEPT, RETURN = "accept", "return"  # what staff may decide about a unit's version
+
+
+@dataclass(frozen=True)
+class Review:
+    """Staff's decision on one version: accepted despite its errors, or returned although it passed; who
+    decided, when and why. A later version from the unit is not covered by it."""
+
+    action: str  # ACCEPT / RETURN
+    reason: str
+    by: str
+    at: dt.datetime
+
+    @property
+    def label(self) -> str:
+        return ItemState.ACCEPTED.label if self.action == ACCEPT else ItemState.RETURNED.label
+
+
 @dataclass(frozen=True)
 class Submission:
     """A file as the ledger keeps it, once checked: who sent which item, its version and verdict."""
@@ -297,14 +321,16 @@ class Submission:
     version: int  # among the unit's versions of the item, by time received (0 until checked)
     verdict: Verdict | None  # None until checked
     findings: tuple[Finding, ...] = ()
-    values: Mapping[Key, Any] = field(default_factory=dict, compare=False)  # normalised, of an accepted form
+    values: Mapping[Key, Any] = field(default_factory=dict, compare=False)  # normalised, of a form read whole
     explained: bool = False  # the unit filled the form's explanation field: its warnings count as explained
+    explanation: str = ""  # what it wrote there
     kind: str = ""  # form / report / unknown
     path: str = ""  # where in the inbox
     size: int = 0
     first_seen: dt.datetime | None = None  # when a run first saw it
     id: str = ""  # the event: its sha256, or sha256#n when the same bytes came back later as a new version
     held: str = ""  # why it is not counted yet (待确认: mailed from an address not on file for its unit)
+    review: Review | None = None  # staff's decision on this version, if any
 
     def __post_init__(self) -> None:
         if not self.id:

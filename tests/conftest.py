@@ -292,6 +292,23 @@ def docx_text(data: bytes) -> str:
     return "\n".join(lines)
 
 
+def docx(paragraphs: list[str]) -> bytes:
+    """A written report as Word saves one, reduced to what is read of it: its paragraphs' text."""
+    import io
+    import zipfile
+
+    body = "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        z.writestr(
+            "word/document.xml",
+            '<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+            f'wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>',
+        )
+    return out.getvalue()
+
+
 def campaign_at(rules: config.Rules, inbox: Path, outbox: Path, state: Path, level: str = "province"):
     """The library's `Campaign` over these folders: what `pipeline run --inbox … --outbox … --state …` runs."""
     from pipeline import Campaign

@@ -21,7 +21,7 @@ from pipeline import demo
 from pipeline.cli import app
 from pipeline.io import ledger
 from pipeline.io import outbox as names
-from pipeline.model import ItemState
+from pipeline.model import ItemState, Verdict
 from pipeline.runs import editions, overlap
 from pipeline.runs.context import Folders, locked, opened
 from tests.conftest import campaign_at
@@ -86,12 +86,23 @@ def test_run_checks_every_file_and_writes_feedback_for_units_with_problems(rules
                 latest[key] = s
     problem_units = {s.unit for s in latest.values() if s.findings}
     messages = book.messages()
-    assert {m["unit"] for m in messages} == problem_units
+    feedback = [m for m in messages if m["kind"] == "feedback"]
+    assert {m["unit"] for m in feedback} == problem_units
+    # Every latest version that counts (a form passed, a report received) gets one 回执, and nothing else does.
+    counted = {
+        s.id: s
+        for s in subs
+        if s.verdict in (Verdict.ACCEPTED, Verdict.RECEIVED)
+        and s.version == max(x.version for x in subs if (x.unit, x.item) == (s.unit, s.item))
+    }
+    receipts = [m for m in messages if m["kind"] == "receipt"]
+    assert sorted(m["sha256"] for m in receipts) == sorted(counted)
+    assert len(feedback) + len(receipts) == len(messages)
     assert all(m["status"] == "written" for m in messages)
     emls = sorted((outbox / names.MAIL_DIR).glob("*.eml"))
     assert len(emls) == len(messages)
     annotated = sorted((outbox / names.FEEDBACK_DIR).rglob("*_校验结果.xlsx"))
-    assert len(annotated) == len(messages)
+    assert len(annotated) == len(feedback)
     # The inbox is byte-for-byte what it was.
     assert hashes(inbox) == before
     status = json.loads((outbox / names.STATUS_JSON).read_text(encoding="utf-8"))
@@ -176,7 +187,7 @@ def test_corrected_resubmission_supersedes_the_rejected_file(rules, site):
     result = runner.invoke(app, ["status", "--state", str(state), "--as-of", AS_OF, "--json"])
     rows = {(r["unit"], r["item"]): r for r in json.loads(result.stdout)["rows"]}
     row = rows[(first.unit, "warmth")]
-    assert row["versions"] == 2 and row["version_used"] == 2 and row["state_label"] == "已通过"
+    assert row["versions"] == 2 and row["version_used"] == 2 and row["state_label"] == "通过"
     versions = sorted(
         (s.version, s.verdict)
         for s in ledger.Ledger(state).submissions()

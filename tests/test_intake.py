@@ -115,7 +115,7 @@ def test_gbk_named_files_are_checked_under_their_chinese_names_and_the_inbox_is_
     assert (
         outbox / outbox_names.FEEDBACK_DIR / "海口市总工会" / "海口市总工会附件1更正_校验结果.xlsx"
     ).is_file()
-    (eml,) = [m["eml"] for m in book.messages() if m["unit"] == "460100"]
+    (eml,) = [m["eml"] for m in book.messages() if m["unit"] == "460100" and m["kind"] == "feedback"]
     message = email.message_from_bytes((outbox / eml).read_bytes(), policy=email.policy.default)
     assert "海口市总工会附件1更正.xlsx" in message.get_body(("plain",)).get_content()
     assert [a.get_filename() for a in message.iter_attachments()] == ["海口市总工会附件1更正_校验结果.xlsx"]

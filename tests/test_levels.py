@@ -246,7 +246,15 @@ def test_status_and_its_text_give_each_items_on_time_rate(workspace):
 
     rows = [line for line in text.splitlines() if line.endswith(("已收到", "未报送")) and "总工会" in line]
     starts = {
-        width(line[: line.index(next(s for s in ("未通过", "已通过", "未报送", "有警告") if s in line))])
+        width(
+            line[
+                : min(
+                    line.index(s)
+                    for s in ("未通过", "通过", "未报送", "已说明", "省总接受", "退回")
+                    if s in line
+                )
+            ]
+        )
         for line in rows
     }
     assert len(starts) == 1

@@ -18,7 +18,7 @@ from pipeline.io.ledger import Ledger
 from pipeline.model import ItemState, MessageStatus
 from pipeline.render import template
 from tests import mailclients
-from tests.conftest import campaign_at
+from tests.conftest import campaign_at, docx
 from tests.dovecot import Dovecot
 from tests.smtpserver import Server
 
@@ -112,7 +112,7 @@ def test_a_zip_with_gbk_names_and_a_forwarded_message_count(rules, level, doveco
         [
             form(rules, fill, "warmth", "460200"),
             form(rules, fill, "center", "460200"),
-            ("三亚市总工会送温暖报告.docx", b"PK\x03\x04not really a docx"),
+            ("三亚市总工会送温暖报告.docx", docx(["三亚市总工会关于送温暖活动的报告"])),
         ]
     )
     dovecot.append(

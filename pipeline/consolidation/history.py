@@ -1,5 +1,6 @@
 """A unit's versions of an item, and which of them is which: the latest it sent (what feedback and the
-status speak of) and the one the consolidation uses (the latest accepted). Decided here, once.
+status speak of) and the one the consolidation uses (the latest usable: passed and not returned by staff,
+or accepted by staff despite its errors). Decided here, once.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from pipeline.campaign.config import Unit
-from pipeline.model import Submission, Verdict
+from pipeline.model import ACCEPT, RETURN, Submission, Verdict
 
 Pair = tuple[str, str]  # (unit, item)
 
@@ -46,8 +47,24 @@ def latest(subs: Iterable[Submission]) -> dict[Pair, Submission]:
 
 
 def usable(s: Submission) -> bool:
-    """Whether a version's figures may be used: accepted by the checks (or a report received)."""
+    """Whether a version's figures may be used: accepted by the checks and not returned by staff, accepted
+    by staff despite its errors, or a report received."""
+    if s.review is not None:
+        return s.review.action == ACCEPT
     return s.verdict in (Verdict.ACCEPTED, Verdict.RECEIVED)
+
+
+def returnable(s: Submission) -> bool:
+    """Whether staff may return a version: its figures are usable."""
+    return usable(s) and s.verdict != Verdict.RECEIVED
+
+
+def acceptable(s: Submission) -> bool:
+    """Whether staff may accept a version despite its errors: a form read whole that failed the checks (or
+    one they returned)."""
+    return s.kind == "form" and (
+        s.verdict == Verdict.REJECTED or (s.review is not None and s.review.action == RETURN)
+    )
 
 
 def used(history: Sequence[Submission]) -> Submission | None:
@@ -60,7 +77,7 @@ def used_forms(subs: Iterable[Submission], units: Sequence[Unit], form: str) -> 
     codes = {u.code for u in units}
     chosen: dict[str, Submission] = {}
     for s in subs:
-        if s.unit in codes and s.form == form and s.verdict == Verdict.ACCEPTED:
+        if s.unit in codes and s.form == form and usable(s):
             held = chosen.get(s.unit)
             if held is None or _rank(s) > _rank(held):
                 chosen[s.unit] = s

@@ -12,11 +12,13 @@ from typing import Any
 
 from pipeline.campaign.config import Rules, Unit
 from pipeline.consolidation import history
-from pipeline.model import F_ROLLUP, ItemState, Submission, Verdict
+from pipeline.model import ACCEPT, F_ROLLUP, ItemState, Submission, Verdict
 
 # Short names for the states, as the renderers compare them.
 PASSED, WARNED, FAILED = ItemState.PASSED, ItemState.WARNED, ItemState.FAILED
+EXPLAINED, ACCEPTED, RETURNED = ItemState.EXPLAINED, ItemState.ACCEPTED, ItemState.RETURNED
 MISSING, OVERDUE, RECEIVED = ItemState.MISSING, ItemState.OVERDUE, ItemState.RECEIVED
+DONE = (PASSED, WARNED, EXPLAINED, ACCEPTED, RECEIVED)  # states whose version counts
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class ItemStatus:
     late: bool  # received after the deadline (still processed)
     note: str = ""
     mail_problem: str = ""  # a recipient refused, a message whose delivery is unknown
+    # why the latest version is 省总接受, 退回 or 已说明: staff's reason, or the unit's 填报说明
+    reason: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +55,7 @@ class ItemStatus:
             "late": self.late,
             "note": self.note,
             "mail_problem": self.mail_problem,
+            "reason": self.reason,
         }
 
 
@@ -101,7 +106,7 @@ class Status:
     def units_done(self) -> int:
         by_unit: dict[str, bool] = {}
         for r in self.rows:
-            ok = r.state in (PASSED, WARNED, RECEIVED) or r.version_used is not None
+            ok = r.state in DONE or r.version_used is not None
             by_unit[r.unit] = by_unit.get(r.unit, True) and ok
         return sum(by_unit.values())
 
@@ -188,15 +193,17 @@ def _row(
     latest = versions[-1]
     used = history.used(versions)
     late = latest.received > deadline
-    note = ""
-    if rules.items[item].form is None:
-        state = RECEIVED
-    elif latest.verdict == Verdict.ACCEPTED:
-        state = WARNED if latest.warnings and not latest.explained else PASSED
+    if rules.items[item].form is None:  # a written report: received, or a file that cannot be read
+        state = RECEIVED if latest.verdict == Verdict.RECEIVED else FAILED
     else:
-        state = FAILED
-        if used is not None:
-            note = f"第{latest.version}版未通过,汇总暂用第{used.version}版"
+        state = state_of(latest)
+    reason = taken_under(latest)
+    note = f"{state.label}:{reason}" if reason else ""
+    if state == FAILED and rules.items[item].form is None:
+        note = "".join(f.message for f in latest.findings[:1]) or Verdict.UNREADABLE.label
+    if state in (FAILED, RETURNED) and used is not None:
+        why = "未通过" if state == FAILED else "已退回"
+        note = ";".join(x for x in (note, f"第{latest.version}版{why},汇总暂用第{used.version}版") if x)
     covered = next((f.message for f in latest.findings if f.rule == F_ROLLUP), "")
     if covered:  # a roll-up that leaves units out: said wherever its figures are used
         note = ";".join(x for x in (note, covered) if x)
@@ -211,4 +218,27 @@ def _row(
         version_used=used.version if used and rules.items[item].form is not None else None,
         late=late,
         note=note,
+        reason=reason,
     )
+
+
+def state_of(version: Submission) -> ItemState:
+    """The review state of one version of a form: staff's decision first, then the checks' verdict."""
+    if version.review is not None:
+        return ACCEPTED if version.review.action == ACCEPT else RETURNED
+    if version.verdict != Verdict.ACCEPTED:
+        return FAILED
+    if not version.warnings:
+        return PASSED
+    return EXPLAINED if version.explained else WARNED
+
+
+def taken_under(version: Submission) -> str:
+    """Why a version is 省总接受, 退回 or 已说明, in words: staff's reason (who, when), or the unit's 填报说明;
+    "" for any other version."""
+    review = version.review
+    if review is not None:
+        return f"{review.reason}({review.by},{review.at:%Y-%m-%d %H:%M})"
+    if version.verdict == Verdict.ACCEPTED and version.warnings and version.explained:
+        return f"单位填报说明:{version.explanation}" if version.explanation else "单位已在填报说明中说明"
+    return ""

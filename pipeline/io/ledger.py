@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import ledger_schema
-from pipeline.model import Finding, Refused, Submission, Verdict
+from pipeline.model import Finding, Refused, Review, Submission, Verdict
 
 Key = tuple[str, str, str]  # (section, row, field), as a form's values are keyed
 Signature = tuple[int, int, int, int]  # a file's size, mtime_ns, ctime_ns and inode: changed when any is
@@ -45,7 +45,7 @@ class Letter:
 
 COLUMNS = (
     "id, sha256, file, path, size, received, first_seen, kind, unit, item, form, version, verdict, findings, "
-    "explained, held"
+    "explained, explanation, held"
 )
 
 
@@ -302,10 +302,25 @@ class Ledger:
         """Submissions as stored; `decoded`: values already at hand (as stored), by id, not read again."""
         columns = "*" if values else f'{COLUMNS}, NULL AS "values"'
         known = decoded or {}
+        reviews = self.reviews()
         return [
-            _submission(r, known.get(r["id"]))
+            _submission(r, known.get(r["id"]), reviews.get(r["id"]))
             for r in self.db.execute(f"SELECT {columns} FROM submissions {where}", args)
         ]
+
+    def reviews(self) -> dict[str, Review]:
+        """Staff's decision on each version decided on: the last one, when it was decided more than once."""
+        return {
+            r["submission"]: Review(r["action"], r["reason"], r["by"], dt.datetime.fromisoformat(r["at"]))
+            for r in self.db.execute("SELECT * FROM reviews ORDER BY n")
+        }
+
+    def add_review(self, sub: Submission, review: Review) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO reviews (submission, unit, item, action, reason, by, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sub.id, sub.unit, sub.item, review.action, review.reason, review.by, review.at.isoformat()),
+            )
 
     def record_checks(self, results: list[tuple[str, dict[str, Any]]]) -> None:
         """Store verdicts of one batch and renumber the versions of each (unit, item) by time received.
@@ -317,7 +332,7 @@ class Ledger:
         with self.transaction() as db:
             db.executemany(
                 "UPDATE submissions SET kind = ?, unit = ?, item = ?, form = ?, verdict = ?, findings = ?, "
-                '"values" = ?, explained = ?, held = ? WHERE id = ?',
+                '"values" = ?, explained = ?, explanation = ?, held = ? WHERE id = ?',
                 [
                     (
                         fields["kind"],
@@ -328,16 +343,19 @@ class Ledger:
                         json.dumps([f.as_json() for f in fields["findings"]], ensure_ascii=False),
                         text,
                         int(fields.get("explained", False)),
+                        fields.get("explanation") or None,
                         fields.get("held") or None,
                         sid,
                     )
                     for sid, fields, (_, text) in stored
                 ],
             )
-            # One statement for every pair; only rows whose number changes are written.
+            # One statement for every pair; only rows whose number changes are written. Files with the same
+            # time under the same path (a copy that kept the time of the one it replaced) come in the order
+            # they were recorded (rowid), never by their digests.
             db.execute(
                 "UPDATE submissions SET version = numbered.n FROM ("
-                "  SELECT id, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path, id) AS n"
+                "  SELECT id, ROW_NUMBER() OVER (PARTITION BY unit, item ORDER BY received, path, rowid) AS n"
                 "  FROM submissions WHERE unit IS NOT NULL AND item IS NOT NULL"
                 ") AS numbered "
                 "WHERE submissions.id = numbered.id AND submissions.version IS NOT numbered.n"
@@ -454,6 +472,7 @@ class Ledger:
             ("submissions", "id"),
             ("messages", "key"),
             ("editions", "number"),
+            ("reviews", "n"),
         ):
             out[table] = [dict(r) for r in self.db.execute(f"SELECT * FROM {table} ORDER BY {key}")]
         return out
@@ -512,12 +531,14 @@ def _key(name: str) -> Key:
     return section, row, field
 
 
-def _submission(row: sqlite3.Row, values: dict[Key, Any] | None = None) -> Submission:
+def _submission(
+    row: sqlite3.Row, values: dict[Key, Any] | None = None, review: Review | None = None
+) -> Submission:
     """A stored row; `values`: its values as `_stored_values` gave them when they were stored, else read here."""
     findings = tuple(Finding(**f) for f in json.loads(row["findings"] or "[]"))
     if values is None:
         raw = json.loads(row["values"] or "{}")
-        # only accepted forms are consolidated, and they hold no unknowns
+        # only forms read whole keep values; a figure that is not a number is blank (see checking)
         values = dict(zip(map(_key, raw), raw.values(), strict=True))
     return Submission(
         id=row["id"],
@@ -536,7 +557,9 @@ def _submission(row: sqlite3.Row, values: dict[Key, Any] | None = None) -> Submi
         findings=findings,
         values=values,
         explained=bool(row["explained"]),
+        explanation=row["explanation"] or "",
         held=row["held"] or "",
+        review=review,
     )
 
 

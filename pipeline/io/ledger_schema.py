@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 3
+VERSION = 4
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     findings TEXT,                  -- JSON list of findings
     "values" TEXT,                  -- JSON of the normalised values, for consolidation
     explained INTEGER DEFAULT 0,
+    explanation TEXT,               -- what the unit wrote in the form's 填报说明, when anything
     held TEXT                       -- why it is not counted yet (a sender not on file: 待确认), NULL when it is
 );
 CREATE INDEX IF NOT EXISTS submissions_unit_item ON submissions (unit, item);
@@ -108,21 +109,39 @@ CREATE TABLE IF NOT EXISTS mail_files (
     path TEXT PRIMARY KEY,          -- an inbox path a message's attachment was saved under
     mail INTEGER NOT NULL REFERENCES mails (id)
 );
+CREATE TABLE IF NOT EXISTS reviews (
+    n INTEGER PRIMARY KEY,          -- in the order staff decided: the last one for a version counts
+    submission TEXT NOT NULL,       -- the version decided on (submissions.id): a later one is not covered
+    unit TEXT NOT NULL,
+    item TEXT NOT NULL,
+    action TEXT NOT NULL,           -- accept (省总接受, despite errors) / return (退回, although it passed)
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL,               -- who decided: the OS user, or --by
+    at TEXT NOT NULL                -- when, ISO with zone
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,           -- facts about the ledger itself, such as the level it belongs to
     value TEXT NOT NULL
 );
 """
-TRACKED = ("files", "submissions", "messages", "editions", "skipped", "mails")
-TRIGGERS = "".join(
-    f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
-    "BEGIN UPDATE generation SET n = n + 1; END;\n"
-    for table in TRACKED
-    for op in ("INSERT", "UPDATE", "DELETE")
-) + "".join(
-    f"CREATE TRIGGER IF NOT EXISTS submissions_{op.lower()}_loaded AFTER {op} ON submissions "
-    "BEGIN UPDATE submissions_generation SET n = n + 1; END;\n"
-    for op in ("INSERT", "UPDATE", "DELETE")
+TRACKED = ("files", "submissions", "messages", "editions", "skipped", "mails", "reviews")
+TRIGGERS = (
+    "".join(
+        f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON {table} "
+        "BEGIN UPDATE generation SET n = n + 1; END;\n"
+        for table in TRACKED
+        for op in ("INSERT", "UPDATE", "DELETE")
+    )
+    + "".join(
+        f"CREATE TRIGGER IF NOT EXISTS submissions_{op.lower()}_loaded AFTER {op} ON submissions "
+        "BEGIN UPDATE submissions_generation SET n = n + 1; END;\n"
+        for op in ("INSERT", "UPDATE", "DELETE")
+    )
+    + "".join(  # a review is part of the submissions as loaded
+        f"CREATE TRIGGER IF NOT EXISTS reviews_{op.lower()}_loaded AFTER {op} ON reviews "
+        "BEGIN UPDATE submissions_generation SET n = n + 1; END;\n"
+        for op in ("INSERT", "UPDATE", "DELETE")
+    )
 )
 
 _SUBMISSION_COLUMNS = (
@@ -167,6 +186,7 @@ def migrate(db: sqlite3.Connection) -> None:
             ("messages", "message_id", "TEXT"),
             ("messages", "mime", "BLOB"),
             ("submissions", "held", "TEXT"),
+            ("submissions", "explanation", "TEXT"),
         ):
             if column not in _columns(db, table):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

@@ -167,6 +167,38 @@ def feedback_eml(rules: Rules, letter: Mapping[str, Any], workbook: bytes) -> tu
     return write_eml(message), str(message["Subject"])
 
 
+def receipt_message(
+    rules: Rules,
+    unit: Unit,
+    *,
+    file_name: str,
+    item: str,
+    version: int,
+    received: dt.datetime,
+    state_label: str,
+    reason: str,
+    now: dt.datetime,
+    thread: Thread | None = None,
+) -> EmailMessage:
+    """The 回执 for one version that counts: what was received, when, from which file, and that it is
+    counted (a form: with its review state, and the reason when staff accepted it or the unit explained
+    it); a written report is only registered. With a `thread`, a reply to the message it came in."""
+    context = {
+        **_campaign_context(rules, unit, now),
+        "item_label": rules.items[item].label,
+        "file_name": header_text(file_name),
+        "version": version,
+        "received": f"{received.astimezone(rules.campaign.tz):%Y-%m-%d %H:%M}",
+        "counted": rules.items[item].form is not None,
+        "state_label": state_label,
+        "reason": header_text(reason),
+    }
+    subject = _one_line(render("receipt_subject.txt.j2", **context))
+    return _message(
+        rules, unit, "receipt", subject, render("receipt_body.txt.j2", **context), now, None, thread
+    )
+
+
 def reminder_message(
     rules: Rules, unit: Unit, *, items: Sequence[tuple[str, str]], now: dt.datetime
 ) -> EmailMessage:

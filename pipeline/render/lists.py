@@ -11,8 +11,9 @@ from openpyxl.styles import PatternFill
 
 from pipeline.campaign.config import PROVINCE
 from pipeline.campaign.consolidation_plan import PROBLEMS_SHEET, SOURCES_SHEET, STATUS_SHEET
+from pipeline.consolidation import status as states
 from pipeline.consolidation.status import FAILED, MISSING, OVERDUE, PASSED, RECEIVED, WARNED
-from pipeline.model import Verdict
+from pipeline.model import RETURN, Verdict
 from pipeline.render.sheets import (
     CENTER_ALIGN,
     DATETIME_FORMAT,
@@ -38,6 +39,9 @@ STATE_FILLS = {
     MISSING: PatternFill("solid", fgColor="F8CBAD"),
     OVERDUE: PatternFill("solid", fgColor="F8CBAD"),
     RECEIVED: PatternFill("solid", fgColor="E2EFDA"),
+    states.EXPLAINED: PatternFill("solid", fgColor="E2EFDA"),
+    states.ACCEPTED: PatternFill("solid", fgColor="DDEBF7"),
+    states.RETURNED: PatternFill("solid", fgColor="F8CBAD"),
 }
 
 
@@ -108,7 +112,7 @@ def _status_row(book: _Book, ws: Sheet, r: int, cells: list[Any], fill: PatternF
 # 校验问题
 def problems_sheet(book: _Book) -> None:
     ws = book.sheet(PROBLEMS_SHEET)
-    heads = ["单位", "文件", "规则", "严重程度", "工作表", "单元格", "问题说明"]
+    heads = ["单位", "文件", "严重程度", "工作表", "单元格", "问题说明"]  # no rule codes: people read it
     ncols = len(heads)
     heading(ws, ncols, "各单位报表校验问题", book.info, money=False)
     body = headers(ws, TITLE_ROWS + 1, [[h] for h in heads])
@@ -119,7 +123,6 @@ def problems_sheet(book: _Book) -> None:
         cells = [
             p.unit_name,
             p.file,
-            f.rule,
             f.severity.label,
             f.sheet,
             f.cell,
@@ -131,16 +134,16 @@ def problems_sheet(book: _Book) -> None:
                 r,
                 j,
                 value,
-                align=TOP_LEFT if j in (1, 2, 7) else CENTER_ALIGN,
+                align=TOP_LEFT if j in (1, 2, 6) else CENTER_ALIGN,
                 size=9,
-                color="C00000" if j == 4 and f.is_error else None,
+                color="C00000" if j == 3 and f.is_error else None,
             )
         r += 1
     if not book.problems:
         ws.merge(r, 1, r, ncols)
         ws.put(r, 1, "没有未解决的校验问题。", align=LEFT_ALIGN)
     names = [p.unit_name for p in book.problems] or ["单位"]
-    page(ws, ncols, body - 1, [name_width(names, cap=30), 30, 11, 9, 14, 8, 64], freeze=f"A{body}")
+    page(ws, ncols, body - 1, [name_width(names, cap=30), 30, 9, 14, 8, 72], freeze=f"A{body}")
 
 
 # 数据来源
@@ -175,10 +178,17 @@ def sources_sheet(book: _Book) -> None:
         except KeyError:
             name = v.unit
         form = rules.forms.get(v.form or "")
-        if v.id in used:
-            verdict = "采用"
+        taken = states.taken_under(v)
+        if v.verdict == Verdict.RECEIVED:
+            verdict = "已收到(书面材料,不参加汇总)"
+        elif v.kind == "report":
+            verdict = "".join(f.message for f in v.findings[:1]) or Verdict.UNREADABLE.label
+        elif v.id in used:
+            verdict = f"采用({states.state_of(v).label}:{taken})" if taken else "采用"
         elif v.unit not in in_level:
             verdict = "不采用:不是本级应报单位"
+        elif v.review is not None and v.review.action == RETURN:
+            verdict = f"不采用:退回:{taken}"
         elif v.verdict != Verdict.ACCEPTED:
             verdict = "不采用:未通过校验"
         else:
@@ -186,7 +196,7 @@ def sources_sheet(book: _Book) -> None:
         cells: list[Any] = [
             name,
             v.unit,
-            f"{form.attachment} {form.title}" if form else v.item,
+            f"{form.attachment} {form.title}" if form else getattr(rules.items.get(v.item), "label", v.item),
             v.file,
             v.sha256,
             v.received,

@@ -28,6 +28,7 @@ from pipeline.campaign.consolidation_plan import (
     SUM,
 )
 from pipeline.consolidation import consolidate
+from pipeline.consolidation import status as states
 from pipeline.consolidation.consolidate import SUBTOTAL_ROW, TOTAL_ROW, UNIT_ROW, Consolidation, Span, Table
 from pipeline.consolidation.lastyear import LastYear
 from pipeline.consolidation.status import Status
@@ -228,10 +229,18 @@ class _Book:
             *self._not_summed(),
             (
                 "数据的取舍",
-                "每个单位每张表采用最近一次通过校验的版本;未报送或未通过校验的单位暂缺(空白),"
+                "每个单位每张表采用最近一次通过校验(或经省总接受)且未被退回的版本;未报送或未通过校验的单位暂缺(空白),"
                 "不计入合计,原因见“报送情况”“校验问题”工作表,所用文件见“数据来源”工作表。",
             ),
             ("金额单位", "万元,保留两位小数;人数、户数、件数为整数。"),
+        ]
+        rows += [
+            (
+                f"{self.units[v.unit].name}{rules.item_for_form(v.form).label}",
+                f"{states.state_of(v).label}:{why}",
+            )
+            for v in c.used
+            if (why := states.taken_under(v))
         ]
         used = {x.unit for x in c.used}
         reported_to = {u.reports_to for u in rules.units}

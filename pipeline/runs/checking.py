@@ -30,7 +30,9 @@ def check_pending(
         return Counter()
     loading = overlap.import_meanwhile("pipeline.checks.validate")
     early = early or {}
-    results = [(sub.id, _report_fields(run, sub)) for sub in pending if reports.is_report(rules, sub.file)]
+    written = [sub for sub in pending if reports.is_report(rules, sub.file)]
+    texts = ledger.kept_bytes([sub.sha256 for sub in written])
+    results = [(sub.id, _report_fields(run, sub, texts.get(sub.sha256))) for sub in written]
     forms = [sub for sub in pending if not reports.is_report(rules, sub.file)]
     todo = [sub for sub in forms if (sub.sha256, sub.file) not in early]
     kept = ledger.kept_bytes([sub.sha256 for sub in todo])
@@ -104,16 +106,34 @@ def _against_others(
             fields["findings"] = [*fields["findings"], *(f for f in flagged[mine.unit] if f.sheet == sheet)]
 
 
-def _report_fields(run: Run, sub: Submission) -> dict[str, Any]:
-    """A written report is only recorded as received, from the unit its file name names."""
-    unit = reports.owner(run.rules, sub.file)
+def _report_fields(run: Run, sub: Submission, data: bytes | None) -> dict[str, Any]:
+    """A written report is only recorded as received, from the unit its file name (or its title) names;
+    an empty or broken one as unreadable, with the reason. `data`: None when over the size limit."""
     item = reports.report_item(run.rules)
-    if unit and item:
-        return dict(kind="report", unit=unit, item=item, form=None, verdict=Verdict.RECEIVED, findings=[])
-    finding = Finding(
+    if data is None:
+        seen = reports.Examined(
+            reports.owner(run.rules, sub.file), refusal.too_large(sub.size, run.rules.limits)
+        )
+    else:
+        seen = reports.examine(run.rules, sub.file, data, run.rules.limits.max_bytes)
+    if seen.unit and item:
+        if seen.unreadable is not None:
+            findings = [seen.unreadable]
+            return dict(
+                kind="report",
+                unit=seen.unit,
+                item=item,
+                form=None,
+                verdict=Verdict.UNREADABLE,
+                findings=findings,
+            )
+        return dict(
+            kind="report", unit=seen.unit, item=item, form=None, verdict=Verdict.RECEIVED, findings=[]
+        )
+    finding = seen.unreadable or Finding(
         F_UNRECOGNISED,
         Severity.ERROR,
-        f"无法从文件名“{sub.file}”识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”",
+        f"无法从文件名“{sub.file}”或报告标题识别报送单位:请在文件名中写明单位名称,如“海口市总工会送温暖报告.docx”",
     )
     return dict(
         kind="report", unit=None, item=None, form=None, verdict=Verdict.UNREADABLE, findings=[finding]
@@ -143,9 +163,16 @@ def _form_fields(run: Run, c: Report) -> dict[str, Any]:
         form=read.form,
         verdict=verdict,
         findings=findings,
-        values=c.values if verdict == Verdict.ACCEPTED else {},
+        values=c.values if verdict == Verdict.ACCEPTED or _whole(c, verdict) else {},
         explained=bool(note and str(note).strip()),
+        explanation=str(note).strip() if note else "",
     )
+
+
+def _whole(c: Report, verdict: Verdict) -> bool:
+    """Whether a failed form was read whole, so that staff may accept it despite its errors (`pipeline
+    accept`): its figures are kept then, a number the checks could not use as blank."""
+    return verdict == Verdict.REJECTED and c.checked.normalised
 
 
 def _companions(run: Run, reads: Sequence[Read], new: set[str]) -> list[Checked]:

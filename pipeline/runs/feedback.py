@@ -1,5 +1,7 @@
 """The feedback step: each unit whose latest version of an item has findings gets its own workbook back,
-marked, with an e-mail; every message is written once, recorded in the ledger, and sent once.
+marked, with an e-mail; each version that counts (passed, explained, accepted by staff, a report received)
+gets a short 回执, by mail in its thread when it came by mail. Every message is written once, recorded in
+the ledger, and sent once.
 """
 
 from __future__ import annotations
@@ -47,9 +49,8 @@ class _Due:
 
 
 def _due(run: Run) -> list[_Due]:
-    """The latest version of each unit's form that has findings (or came by mail: it is answered in its
-    thread whatever its verdict) and no message yet, and whose bytes are kept (not one over the size
-    limit). A file held as 待确认 is not answered until it is confirmed."""
+    """The latest version of each unit's form that has findings and no message yet, and whose bytes are
+    kept (not one over the size limit). A file held as 待确认 is not answered until it is confirmed."""
     known = {u.code: u for u in run.rules.units}
     forms = [
         s
@@ -60,12 +61,13 @@ def _due(run: Run) -> list[_Due]:
     unsent = []
     for (code, _), sub in sorted(history.latest(forms).items()):
         unit = known[code]
+        if not sub.findings:
+            continue
         thread = senders.thread(origins.get(sub.path), unit)
-        if sub.findings or thread is not None:
-            recipients = thread.to if thread else (unit.email,)
-            keys = tuple((message_key("feedback", sub.id, r), r) for r in recipients)
-            if any(run.ledger.message(key) is None for key, _ in keys):
-                unsent.append((sub, unit, keys, thread))
+        recipients = thread.to if thread else (unit.email,)
+        keys = tuple((message_key("feedback", sub.id, r), r) for r in recipients)
+        if any(run.ledger.message(key) is None for key, _ in keys):
+            unsent.append((sub, unit, keys, thread))
     kept = run.ledger.kept_bytes([sub.sha256 for sub, _, _, _ in unsent])
     return [
         _Due(
@@ -90,14 +92,40 @@ def copy_stem(file_name: str) -> str:
     return stem
 
 
+def _receipts_due(run: Run) -> list[_Due]:
+    """The latest version of each unit's item that counts (history.usable) and has no 回执 yet; a file
+    that came by mail is answered in its thread. One that passed without a finding before receipts had
+    their own key got its reply as feedback: not written again."""
+    known = {u.code: u for u in run.rules.units}
+    subs = [
+        s
+        for s in run.ledger.submissions(values=False)
+        if s.kind in ("form", "report") and s.unit in known and s.verdict and not s.held
+    ]
+    origins = mailbook.origins(run.ledger)
+    due = []
+    for (code, _), sub in sorted(history.latest(subs).items()):
+        if not history.usable(sub):
+            continue
+        unit = known[code]
+        thread = senders.thread(origins.get(sub.path), unit)
+        recipients = thread.to if thread else (unit.email,)
+        keys = tuple((message_key("receipt", sub.id, r), r) for r in recipients)
+        answered = not sub.findings and all(
+            run.ledger.message(message_key("feedback", sub.id, r)) is not None for r in recipients
+        )
+        if not answered and any(run.ledger.message(key) is None for key, _ in keys):
+            due.append(_Due(sub, unit, keys, "", b"", thread))
+    return due
+
+
 def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None) -> Counter[str]:
-    """Annotated copies and their e-mails (a file by mail without findings: a receipt in its thread), then
-    delivery. `meanwhile` is called when there is anything to annotate; what it returns runs in this thread
-    while the workers annotate."""
+    """Annotated copies and their e-mails, and a 回执 for each version that counts, then delivery.
+    `meanwhile` is called when there is anything to annotate; what it returns runs in this thread while the
+    workers annotate."""
     senders.notify_held(run)
-    due = _due(run)
-    marked = [d for d in due if d.sub.findings]
-    written = _receipts(run, [d for d in due if not d.sub.findings])
+    marked = _due(run)
+    written = _receipts(run, _receipts_due(run))
     if marked:
         written += _annotate(run, marked, meanwhile() if meanwhile else None)
     if written:
@@ -107,17 +135,18 @@ def feedback(run: Run, meanwhile: Callable[[], Callable[[], None]] | None = None
     return deliver(run)
 
 
-def _letters(run: Run, d: _Due, eml_bytes: bytes, subject: str) -> list[Letter]:
+def _letters(run: Run, d: _Due, eml_bytes: bytes, subject: str, kind: str = "feedback") -> list[Letter]:
     """One ledger row per recipient of the same message (the unit's sender, then its registered address),
     and its copy for people in the outbox."""
+    word = "回执" if kind == "receipt" else "反馈"
     eml = outbox.inside(
-        run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(d.unit.name)}_反馈_{d.key[-12:]}.eml"
+        run.outbox, outbox.MAIL_DIR, f"{outbox.safe_name(d.unit.name)}_{word}_{d.key[-12:]}.eml"
     )
     atomic.write_bytes(eml, eml_bytes, durable=False)
     return [
         Letter(
             key,
-            "feedback",
+            kind,
             d.unit.code,
             recipient,
             d.sub.id,
@@ -131,25 +160,31 @@ def _letters(run: Run, d: _Due, eml_bytes: bytes, subject: str) -> list[Letter]:
 
 
 def _receipts(run: Run, due: list[_Due]) -> list[Letter]:
-    """A file by mail that passed without a finding: the verdict, a reply in its thread, no attachment."""
-    from pipeline.render import letters
+    """The 回执 of each version due one: short, no attachment, written by the workers."""
+    from pipeline.consolidation import status
 
-    written: list[Letter] = []
-    for d in due:
-        message = letters.feedback_message(
-            run.rules,
-            d.unit,
+    if not due:
+        return []
+    args = [
+        dict(
+            unit=d.unit,
             file_name=d.sub.file,
-            verdict=d.sub.verdict or "",
-            findings=(),
-            attachment=None,
-            now=run.as_of,
-            version=d.sub.version or 1,
             item=d.sub.item,
+            version=d.sub.version or 1,
+            received=d.sub.received,
+            state_label=status.state_of(d.sub).label,
+            reason=status.taken_under(d.sub),
+            now=run.as_of,
             thread=d.thread,
         )
-        written += _letters(run, d, letters.write_eml(message), str(message["Subject"]))
-    return written
+        for d in due
+    ]
+    made = run.workers().map(tasks.receipt_eml, args, tasks.receipt_here(run.rules), chunk=64)
+    return [
+        letter
+        for d, (eml_bytes, subject) in zip(due, made, strict=True)
+        for letter in _letters(run, d, eml_bytes, subject, "receipt")
+    ]
 
 
 def message_id(mime: bytes) -> str:
@@ -235,7 +270,7 @@ def _annotate(run: Run, due: list[_Due], meanwhile: Callable[[], None] | None) -
 
 
 def remind(run: Run) -> list[str]:
-    """Remind units whose items are missing or still rejected; once per unit and day."""
+    """Remind units whose items are missing, still rejected or returned by staff; once per unit and day."""
     from pipeline.render import letters
     from pipeline.runs import reporting
 
@@ -243,7 +278,7 @@ def remind(run: Run) -> list[str]:
     now = reporting.current_status(run)
     owing: dict[str, list[tuple[str, str]]] = {}
     for row in now.rows:
-        if row.state in (ItemState.MISSING, ItemState.OVERDUE, ItemState.FAILED):
+        if row.state in (ItemState.MISSING, ItemState.OVERDUE, ItemState.FAILED, ItemState.RETURNED):
             owing.setdefault(row.unit, []).append((row.item_label, row.state.label))
     reminded = []
     for code, items in owing.items():

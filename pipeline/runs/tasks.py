@@ -135,6 +135,28 @@ def listed_only(job: Letter, why: GaveUp) -> bytes:
     return annotate.findings_only(job.file, job.findings, unit_name=job.unit.name, title=job.title)
 
 
+def receipt_eml(letter: dict[str, Any]) -> tuple[bytes, str]:
+    """A 回执's .eml bytes and subject (`letters.receipt_message`'s arguments): thousands of them at national
+    scale, each mostly the standard library's header folding, so written on both cores, not by the parent."""
+    from pipeline.render import letters
+
+    message = letters.receipt_message(_rules(), **letter)
+    return letters.write_eml(message), str(message["Subject"])
+
+
+def receipt_here(rules: Rules) -> Any:
+    """The fallback of `receipt_eml`: a worker that gave up (it never should on so short a message) has the
+    receipt written by the caller."""
+
+    def fallback(letter: dict[str, Any], why: GaveUp) -> tuple[bytes, str]:
+        from pipeline.render import letters
+
+        message = letters.receipt_message(rules, **letter)
+        return letters.write_eml(message), str(message["Subject"])
+
+    return fallback
+
+
 def load_for_annotating() -> None:
     """What annotating needs, loaded before the first copy is asked for: openpyxl, jinja2 and the e-mail
     package with the templates compiled (the first unit's copy would otherwise wait for them)."""
