@@ -471,8 +471,8 @@ def status(
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="原因(必填),记入台账并写在汇总表中")]
 ByOption = Annotated[str | None, typer.Option("--by", help="决定人,默认为本机登录的用户名")]
-UnitArgument = Annotated[str, typer.Argument(help="单位代码、名称或简称,如 460100 或 海口")]
-ItemArgument = Annotated[str, typer.Argument(help="报送事项代码或名称,如 warmth 或 送温暖统计表")]
+UnitArgument = Annotated[str, typer.Argument(help="单位代码、名称或简称(见 rules.yaml 的 units 一节)")]
+ItemArgument = Annotated[str, typer.Argument(help="报送事项代码或名称(见 rules.yaml 的 items 一节)")]
 
 
 def _review(action: str) -> Callable[..., None]:

@@ -29,6 +29,13 @@ UNIT_ROW, SUBTOTAL_ROW, TOTAL_ROW = "unit", "subtotal", "total"
 SUBTOTAL_LABEL = "小计"
 PROVINCE_TOTAL_LABEL = "全省合计"
 TOTAL_LABEL = "合计"
+SHORT_TOTAL_LABEL = "已汇总单位合计({done}/{owed})"  # a total short of units says how short, not 全省合计
+
+
+def is_total_label(text: str) -> bool:
+    """A total row's label, whichever the level and however short of units (last year's workbook too)."""
+    return text in (PROVINCE_TOTAL_LABEL, TOTAL_LABEL) or text.startswith(SHORT_TOTAL_LABEL.split("(")[0])
+
 
 CENT = 100  # money is held as whole cents of 万元 (0.01 万元 = 100 元)
 

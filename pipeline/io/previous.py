@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from pipeline.campaign.config import Rules
 from pipeline.campaign.consolidation_plan import Column
 from pipeline.campaign.consolidation_plan import Table as TablePlan
-from pipeline.consolidation.consolidate import PROVINCE_TOTAL_LABEL, TOTAL_LABEL
+from pipeline.consolidation.consolidate import is_total_label
 from pipeline.consolidation.lastyear import FormKey, LastYear, number
 
 HEADER_SEARCH = 12  # rows above a table's header (its title, the scope line) are fewer than this
@@ -140,7 +140,7 @@ def _unit_rows(
             for key, j in at.items()
             if j < len(row) and (v := number(row[j])) is not None
         }
-        if name in (PROVINCE_TOTAL_LABEL, TOTAL_LABEL):
+        if is_total_label(name):
             totals.update(values)
         elif name in code_of and values:
             units.setdefault(code_of[name], {}).update(values)

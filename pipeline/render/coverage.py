@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.campaign.config import Rules
-from pipeline.consolidation.consolidate import Consolidation
+from pipeline.consolidation.consolidate import SHORT_TOTAL_LABEL, Consolidation
 from pipeline.consolidation.status import Status
 
-SHORT_TOTAL = "已汇总单位合计({done}/{owed})"
 WRONG_LEVEL = "报送对象有误"
 
 
@@ -34,7 +33,7 @@ def total_label(c: Consolidation, form: str) -> str:
     """The label of the total row of a table of `form`: the level's own (全省合计) only when every unit owing
     the form is in it."""
     done, owed = c.coverage.get(form, (0, 0))
-    return SHORT_TOTAL.format(done=done, owed=owed) if done < owed else c.total_label
+    return SHORT_TOTAL_LABEL.format(done=done, owed=owed) if done < owed else c.total_label
 
 
 def left_out(rules: Rules, c: Consolidation, status: Status, form: str) -> list[LeftOut]:
