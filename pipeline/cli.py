@@ -369,12 +369,12 @@ def watch(
     import signal
     import threading
 
+    stop = threading.Event()  # asked to stop while the campaign loads: it stops before the first round
+    for which in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(which, lambda *_: stop.set())
     campaign = _campaign(rules_path, workspace, inbox, outbox, state)
     rules = campaign.rules
     imap_password, password = _imap_password(rules), _password(rules, send)
-    stop = threading.Event()
-    for which in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(which, lambda *_: stop.set())
 
     def said(line: str) -> None:
         typer.echo(f"{dt.datetime.now():%H:%M:%S} {line}")

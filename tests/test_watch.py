@@ -47,7 +47,7 @@ def folders(tmp_path: Path) -> list[str]:
 def start_watch(tmp_path: Path, rules: Path, log: str) -> subprocess.Popen[bytes]:
     (tmp_path / "inbox").mkdir(exist_ok=True)
     env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "watch", "--send", "--rules", str(rules), *folders(tmp_path)],
         cwd=tmp_path,
         env=env,
@@ -55,6 +55,8 @@ def start_watch(tmp_path: Path, rules: Path, log: str) -> subprocess.Popen[bytes
         stdout=(tmp_path / log).open("wb"),
         stderr=subprocess.STDOUT,
     )
+    process.log = tmp_path / log  # type: ignore[attr-defined]  # where it says it has started
+    return process
 
 
 def wait_for(condition, seconds: float = 120, what: str = "") -> None:
@@ -66,6 +68,13 @@ def wait_for(condition, seconds: float = 120, what: str = "") -> None:
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if (
+        sig != signal.SIGKILL
+    ):  # as staff would: to a watch that has started (a signal while Python starts kills it)
+        log = process.log  # type: ignore[attr-defined]
+        wait_for(
+            lambda: process.poll() is not None or "开始守候" in log.read_text(encoding="utf-8"), what="start"
+        )
     os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
     try:
         return process.wait(30)
