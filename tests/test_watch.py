@@ -124,6 +124,9 @@ def test_watch_answers_at_once_takes_turns_with_run_and_stops_on_sigterm(
             stop(watch, signal.SIGKILL)
     log = (tmp_path / "watch.log").read_text(encoding="utf-8")
     assert "开始守候" in log and "已停止守候" in log and "Traceback" not in log
+    # Each round in words staff read (通过 1, 已发送 1), not the ledger's codes (accepted 1, sent 1).
+    rounds = [line for line in log.splitlines() if "新收" in line]
+    assert rounds and not any(re.search(r"(校验|邮件) [a-z]", line) for line in rounds), rounds
     assert len(server.script.received) == 1
 
 
